@@ -1,0 +1,56 @@
+//! The crate's one error type. Variants are grouped by domain (GPU, kernel, input) and
+//! carry the context needed to act on them. `src/web/` converts them to JS errors.
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- GPU -------------------------------------------------------------------------
+    /// No WebGPU/Vulkan adapter could be acquired.
+    #[error("no GPU adapter available: {0}")]
+    NoAdapter(String),
+    /// The adapter refused the device request.
+    #[error("GPU device request failed: {0}")]
+    DeviceRequest(String),
+    /// A validation or out-of-memory error reported by the GPU API.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    /// The device was lost; the engine must be loaded again.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+    /// Mapping a buffer for readback failed.
+    #[error("GPU readback failed: {0}")]
+    Readback(String),
+    /// A buffer larger than the device allows was requested.
+    #[error("buffer of {requested} bytes exceeds the device limit of {limit} bytes ({what})")]
+    BufferTooLarge { what: &'static str, requested: u64, limit: u64 },
+
+    // ---- kernels ---------------------------------------------------------------------
+    /// A tensor handed to a kernel wrapper has the wrong shape.
+    #[error("{op}: tensor `{tensor}` has shape {got:?}, expected {expected}")]
+    Shape { op: &'static str, tensor: &'static str, expected: String, got: Vec<usize> },
+    /// A tensor handed to a kernel wrapper has the wrong dtype.
+    #[error("{op}: tensor `{tensor}` has dtype {got:?}, expected {expected}")]
+    DType { op: &'static str, tensor: &'static str, expected: String, got: crate::gpu::DType },
+    /// A kernel parameter is out of its supported range.
+    #[error("{op}: {msg}")]
+    Param { op: &'static str, msg: String },
+    /// The device lacks a feature the requested variant needs.
+    #[error("{op}: device lacks feature {feature}")]
+    MissingFeature { op: &'static str, feature: &'static str },
+
+    // ---- input -----------------------------------------------------------------------
+    /// Host data does not match the shape it was declared with.
+    #[error("host data of {got} elements does not match shape {shape:?} ({expected} elements)")]
+    HostData { shape: Vec<usize>, expected: usize, got: usize },
+}
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, tensor: &'static str, expected: impl Into<String>, got: &[usize]) -> Self {
+        Error::Shape { op, tensor, expected: expected.into(), got: got.to_vec() }
+    }
+    pub(crate) fn param(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Param { op, msg: msg.into() }
+    }
+}

@@ -1,0 +1,326 @@
+//! The GPU runtime: one [`Gpu`] object owns the adapter, device and queue, the pipeline
+//! cache, the buffer pool and the error sink. Everything else borrows it.
+//!
+//! Data-flow rules (SPEC/dataflow.md): inputs are uploaded once per call, a whole forward
+//! pass is recorded into one [`Encoder`] and submitted together, and one small result is
+//! read back with a typed readback ([`Gpu::readback_f32`], [`Gpu::readback_u32`], ...).
+
+mod encoder;
+mod pool;
+mod readback;
+mod tensor;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use encoder::Encoder;
+pub(crate) use encoder::grid;
+pub use tensor::{DType, GpuTensor};
+
+use crate::error::{Error, Result};
+use crate::kernels::KernelKey;
+use pool::BufferPool;
+use tensor::Storage;
+
+/// What the acquired device can do. Kernels pick variants from this.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    /// `shader-f16` is enabled: WGSL `enable f16;` modules may be used.
+    pub shader_f16: bool,
+    /// `subgroups` is enabled.
+    pub subgroups: bool,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_workgroup_storage_size: u32,
+    /// Adapter description (name, driver, backend), for logs and benchmark names.
+    pub adapter: String,
+    /// True for CPU adapters (lavapipe, SwiftShader): tests and benches keep shapes small.
+    pub is_cpu: bool,
+}
+
+/// Options for acquiring the device.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Do not enable `shader-f16` even if offered (to test the fallback path).
+    pub disable_f16: bool,
+    /// Do not enable `subgroups` even if offered.
+    pub disable_subgroups: bool,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    caps: Capabilities,
+    pipelines: Mutex<HashMap<KernelKey, Arc<wgpu::ComputePipeline>>>,
+    pool: Arc<Mutex<BufferPool>>,
+    /// First uncaptured GPU error since the last check, reported at the next readback.
+    error: Arc<Mutex<Option<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+/// The one object that owns the GPU. Cheap to clone (shared handle).
+#[derive(Clone)]
+pub struct Gpu {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({})", self.inner.caps.adapter)
+    }
+}
+
+impl Gpu {
+    /// Acquires a high-performance adapter and a device with the adapter's own buffer
+    /// limits, enabling `shader-f16` and `subgroups` when offered.
+    pub async fn new() -> Result<Self> {
+        Self::with_options(GpuOptions::default()).await
+    }
+
+    pub async fn with_options(opts: GpuOptions) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let have = adapter.features();
+        let mut features = wgpu::Features::empty();
+        if have.contains(wgpu::Features::SHADER_F16) && !opts.disable_f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        if have.contains(wgpu::Features::SUBGROUP) && !opts.disable_subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        let al = adapter.limits();
+        // Start from the WebGPU defaults and raise what inference needs to the adapter's
+        // own values: big weights need big bindings.
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: al.max_storage_buffer_binding_size,
+            max_buffer_size: al.max_buffer_size,
+            max_compute_workgroup_storage_size: al.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: al.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: al.max_compute_workgroup_size_x,
+            max_compute_workgroup_size_y: al.max_compute_workgroup_size_y,
+            max_storage_buffers_per_shader_stage: al.max_storage_buffers_per_shader_stage,
+            ..wgpu::Limits::default()
+        };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("gllm-web"),
+                required_features: features,
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::DeviceRequest(e.to_string()))?;
+
+        let error = Arc::new(Mutex::new(None::<String>));
+        let sink = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut slot) = sink.lock() {
+                slot.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut slot) = lost_sink.lock() {
+                *slot = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+
+        let caps = Capabilities {
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            adapter: format!(
+                "{} ({:?}, {:?}, driver {} {})",
+                info.name, info.backend, info.device_type, info.driver, info.driver_info
+            ),
+            is_cpu: matches!(info.device_type, wgpu::DeviceType::Cpu)
+                || format!("{info:?}").to_lowercase().contains("swiftshader"),
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                caps,
+                pipelines: Mutex::new(HashMap::new()),
+                pool: Arc::new(Mutex::new(BufferPool::new(1 << 30))),
+                error,
+                lost,
+            }),
+        })
+    }
+
+    pub fn caps(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+    pub(crate) fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+    pub(crate) fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// Returns (and clears) the first GPU error reported since the last check, and any
+    /// device loss.
+    pub fn check_errors(&self) -> Result<()> {
+        if let Some(msg) = self.inner.lost.lock().ok().and_then(|s| s.clone()) {
+            return Err(Error::DeviceLost(msg));
+        }
+        if let Some(msg) = self.inner.error.lock().ok().and_then(|mut s| s.take()) {
+            return Err(Error::Gpu(msg));
+        }
+        Ok(())
+    }
+
+    // ---- buffers ---------------------------------------------------------------------
+
+    /// Allocates an uninitialised tensor from the pool.
+    pub fn alloc(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let bytes = (shape.iter().product::<usize>() * dtype.size()) as u64;
+        let storage = self.storage(bytes)?;
+        Ok(GpuTensor::new(storage, shape.to_vec(), dtype))
+    }
+
+    fn storage(&self, bytes: u64) -> Result<Arc<Storage>> {
+        let size = pool::bucket(bytes);
+        let caps = &self.inner.caps;
+        let limit = caps.max_storage_buffer_binding_size.min(caps.max_buffer_size);
+        if size > limit {
+            return Err(Error::BufferTooLarge { what: "storage", requested: bytes, limit });
+        }
+        let recycled = self.inner.pool.lock().ok().and_then(|mut p| p.take(size));
+        let buffer = recycled.unwrap_or_else(|| {
+            self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        });
+        Ok(Arc::new(Storage::new(buffer, Arc::downgrade(&self.inner.pool))))
+    }
+
+    /// Uploads raw little-endian bytes as a tensor of `shape` and `dtype`.
+    pub fn upload_bytes(&self, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let expected = shape.iter().product::<usize>() * dtype.size();
+        if bytes.len() != expected {
+            return Err(Error::HostData { shape: shape.to_vec(), expected, got: bytes.len() });
+        }
+        let t = self.alloc(shape, dtype)?;
+        self.write(&t, 0, bytes);
+        Ok(t)
+    }
+
+    /// Writes bytes into a tensor's buffer at a byte offset (padded to 4 bytes).
+    pub(crate) fn write(&self, t: &GpuTensor, offset: u64, bytes: &[u8]) {
+        if bytes.len() % 4 == 0 {
+            self.inner.queue.write_buffer(t.buffer(), offset, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.inner.queue.write_buffer(t.buffer(), offset, &padded);
+        }
+    }
+
+    pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
+        self.upload_words(data.iter().map(|v| v.to_bits()), data.len(), shape, DType::F32)
+    }
+    pub fn upload_u32(&self, data: &[u32], shape: &[usize]) -> Result<GpuTensor> {
+        self.upload_words(data.iter().copied(), data.len(), shape, DType::U32)
+    }
+    pub fn upload_i32(&self, data: &[i32], shape: &[usize]) -> Result<GpuTensor> {
+        self.upload_words(data.iter().map(|v| *v as u32), data.len(), shape, DType::I32)
+    }
+    pub fn upload_f16(&self, data: &[half::f16], shape: &[usize]) -> Result<GpuTensor> {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.upload_bytes(&bytes, shape, DType::F16)
+    }
+    /// Uploads f32 host data converted to f16 on the way.
+    pub fn upload_f32_as_f16(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
+        let h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        self.upload_f16(&h, shape)
+    }
+    fn upload_words(
+        &self,
+        words: impl Iterator<Item = u32>,
+        len: usize,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<GpuTensor> {
+        let bytes: Vec<u8> = words.flat_map(|w| w.to_le_bytes()).collect();
+        debug_assert_eq!(bytes.len(), len * 4);
+        self.upload_bytes(&bytes, shape, dtype)
+    }
+
+    // ---- recording -------------------------------------------------------------------
+
+    /// Starts recording a list of ops that will be submitted together.
+    pub fn encoder(&self) -> Encoder<'_> {
+        Encoder::new(self)
+    }
+
+    /// The compiled pipeline for a kernel variant, compiled on first use and cached.
+    pub(crate) fn pipeline(&self, key: &KernelKey) -> Result<Arc<wgpu::ComputePipeline>> {
+        let mut cache = self.inner.pipelines.lock().map_err(|_| Error::Gpu("pipeline cache poisoned".into()))?;
+        if let Some(p) = cache.get(key) {
+            return Ok(p.clone());
+        }
+        if key.needs_shader_f16() && !self.inner.caps.shader_f16 {
+            return Err(Error::MissingFeature { op: key.family(), feature: "shader-f16" });
+        }
+        let label = format!("{key:?}");
+        let source = crate::kernels::preprocess(key.source(), &key.defines());
+        let device = &self.inner.device;
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: None,
+            module: &module,
+            entry_point: Some(key.entry()),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let pipeline = Arc::new(pipeline);
+        cache.insert(key.clone(), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Number of compiled pipelines (for tests of the cache).
+    pub fn pipeline_count(&self) -> usize {
+        self.inner.pipelines.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// Frees pooled buffers that are not in use.
+    pub fn trim(&self) {
+        if let Ok(mut p) = self.inner.pool.lock() {
+            p.clear();
+        }
+    }
+
+    /// Waits until all submitted work has finished (native: polls the device; web:
+    /// awaits `onSubmittedWorkDone`).
+    pub async fn sync(&self) -> Result<()> {
+        let (tx, rx) = readback::oneshot::<()>();
+        self.inner.queue.on_submitted_work_done(move || tx.send(()));
+        #[cfg(not(target_arch = "wasm32"))]
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        rx.await.ok_or_else(|| Error::Gpu("submitted-work callback dropped".into()))?;
+        self.check_errors()
+    }
+}

@@ -1,0 +1,62 @@
+//! GELU (erf form), SiLU and the residual add, see `activation.wgsl`.
+
+use super::{u, KernelKey, Variant};
+use crate::error::{Error, Result};
+use crate::gpu::{grid, DType, Encoder, GpuTensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActivationKey {
+    Gelu,
+    Silu,
+    Add,
+}
+
+impl Variant for ActivationKey {
+    const FAMILY: &'static str = "activation";
+    const SOURCE: &'static str = include_str!("activation.wgsl");
+    fn entry(&self) -> &'static str {
+        match self {
+            ActivationKey::Gelu => "gelu",
+            ActivationKey::Silu => "silu",
+            ActivationKey::Add => "add",
+        }
+    }
+    fn defines(&self) -> Vec<&'static str> {
+        if *self == ActivationKey::Add { vec!["BINARY"] } else { vec![] }
+    }
+}
+
+/// GELU, erf form. `x`: any shape, f32.
+pub fn gelu(enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
+    run(enc, ActivationKey::Gelu, x, None)
+}
+
+/// SiLU (`x · sigmoid(x)`). `x`: any shape, f32.
+pub fn silu(enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
+    run(enc, ActivationKey::Silu, x, None)
+}
+
+/// Residual add `a + b`; `a` and `b` have the same shape, f32.
+pub fn add(enc: &mut Encoder, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+    if a.shape() != b.shape() {
+        return Err(Error::shape("add", "b", format!("{:?}", a.shape()), b.shape()));
+    }
+    run(enc, ActivationKey::Add, a, Some(b))
+}
+
+fn run(enc: &mut Encoder, key: ActivationKey, a: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
+    let op = key.entry();
+    a.expect_dtype(op, "a", &[DType::F32])?;
+    if let Some(b) = b {
+        b.expect_dtype(op, "b", &[DType::F32])?;
+    }
+    if a.numel() == 0 {
+        return Err(Error::shape(op, "a", "a non-empty tensor", a.shape()));
+    }
+    let out = enc.gpu().alloc(a.shape(), DType::F32)?;
+    let n = u(op, "n", a.numel())?;
+    let mut tensors = vec![a, &out];
+    tensors.extend(b);
+    enc.dispatch(KernelKey::Activation(key), &[n, 0, 0, 0], &tensors, grid(n.div_ceil(256)))?;
+    Ok(out)
+}

@@ -1,0 +1,63 @@
+// Elementwise activations and the residual add. One thread per element, 256 per
+// workgroup, workgroups split over x/y (grid()).
+
+struct Params {
+    n: u32,  // number of elements
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;              // a: [n] f32 (any shape, flat)
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;      // out: [n] f32
+#ifdef BINARY
+@group(0) @binding(3) var<storage, read> b: array<f32>;              // b: [n] f32
+#endif
+
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+// erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7); WGSL has no erf builtin.
+fn erf(v: f32) -> f32 {
+    let s = sign(v);
+    let z = abs(v);
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    return s * (1.0 - poly * exp(-z * z));
+}
+
+// GELU, erf form (BERT's "gelu"): 0.5 x (1 + erf(x / sqrt 2)).
+@compute @workgroup_size(256)
+fn gelu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let v = a[i];
+    out[i] = 0.5 * v * (1.0 + erf(v * 0.70710678118654752));
+}
+
+// SiLU: x * sigmoid(x).
+@compute @workgroup_size(256)
+fn silu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let v = a[i];
+    out[i] = v / (1.0 + exp(-v));
+}
+
+#ifdef BINARY
+// Residual add: a + b.
+@compute @workgroup_size(256)
+fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    out[i] = a[i] + b[i];
+}
+#endif

@@ -1,0 +1,102 @@
+//! Multi-head attention with padding mask, optional causal mask and grouped-query heads,
+//! online softmax, see `attention.wgsl`.
+
+use super::{f, u, KernelKey, Variant};
+use crate::error::{Error, Result};
+use crate::gpu::{grid, DType, Encoder, GpuTensor};
+
+/// Largest head dimension the kernel supports.
+pub const MAX_HEAD_DIM: usize = 256;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionKey;
+
+impl Variant for AttentionKey {
+    const FAMILY: &'static str = "attention";
+    const SOURCE: &'static str = include_str!("attention.wgsl");
+    fn entry(&self) -> &'static str {
+        "attention"
+    }
+}
+
+/// Shape of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Query `i` sees keys `j <= kv_len - q_len + i` (decoders).
+    pub causal: bool,
+    /// Score scale, usually `1 / sqrt(head_dim)`.
+    pub scale: f32,
+}
+
+impl AttentionShape {
+    /// Encoder self-attention: `heads` heads of `head_dim`, no causal mask.
+    pub fn bidirectional(heads: usize, head_dim: usize) -> Self {
+        Self { heads, kv_heads: heads, head_dim, causal: false, scale: 1.0 / (head_dim as f32).sqrt() }
+    }
+}
+
+/// `softmax(q kᵀ · scale + mask) v` per head.
+/// - `q`: `[batch, q_len, heads * head_dim]` f32
+/// - `k`, `v`: `[batch, kv_len, kv_heads * head_dim]` f32
+/// - `mask`: `[batch, kv_len]` u32, 0 marks a padding key
+/// - returns `[batch, q_len, heads * head_dim]` f32
+pub fn attention(
+    enc: &mut Encoder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    mask: &GpuTensor,
+    s: AttentionShape,
+) -> Result<GpuTensor> {
+    const OP: &str = "attention";
+    if s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
+        return Err(Error::param(OP, format!("heads {} must be a positive multiple of kv_heads {}", s.heads, s.kv_heads)));
+    }
+    if s.head_dim == 0 || s.head_dim > MAX_HEAD_DIM {
+        return Err(Error::param(OP, format!("head_dim {} outside 1..={MAX_HEAD_DIM}", s.head_dim)));
+    }
+    for (name, t) in [("q", q), ("k", k), ("v", v)] {
+        t.expect_dtype(OP, name, &[DType::F32])?;
+        t.expect_rank(OP, name, 3)?;
+    }
+    mask.expect_dtype(OP, "mask", &[DType::U32])?;
+    let (batch, q_len) = (q.shape()[0], q.shape()[1]);
+    let kv_len = k.shape()[1];
+    let (qw, kvw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+    if q.shape()[2] != qw {
+        return Err(Error::shape(OP, "q", format!("[batch, q_len, {qw}]"), q.shape()));
+    }
+    if k.shape() != [batch, kv_len, kvw] {
+        return Err(Error::shape(OP, "k", format!("[{batch}, kv_len, {kvw}]"), k.shape()));
+    }
+    if v.shape() != k.shape() {
+        return Err(Error::shape(OP, "v", format!("{:?}", k.shape()), v.shape()));
+    }
+    if mask.shape() != [batch, kv_len] {
+        return Err(Error::shape(OP, "mask", format!("[{batch}, {kv_len}]"), mask.shape()));
+    }
+    if s.causal && q_len > kv_len {
+        return Err(Error::param(OP, format!("causal attention needs q_len {q_len} <= kv_len {kv_len}")));
+    }
+    let out = enc.gpu().alloc(q.shape(), DType::F32)?;
+    let params = [
+        u(OP, "batch", batch)?,
+        u(OP, "q_len", q_len)?,
+        u(OP, "kv_len", kv_len)?,
+        u(OP, "heads", s.heads)?,
+        u(OP, "kv_heads", s.kv_heads)?,
+        u(OP, "head_dim", s.head_dim)?,
+        u(OP, "q_stride", qw)?,
+        u(OP, "kv_stride", kvw)?,
+        f(s.scale),
+        s.causal as u32,
+        0,
+        0,
+    ];
+    let groups = u(OP, "batch * heads * q_len", batch * s.heads * q_len)?;
+    enc.dispatch(KernelKey::Attention(AttentionKey), &params, &[q, k, v, mask, &out], grid(groups))?;
+    Ok(out)
+}

@@ -1,0 +1,126 @@
+// Multi-head scaled dot-product attention with a key padding mask, optional causal
+// masking and grouped-query heads, computed with an online (streaming) softmax.
+//
+// One workgroup of 64 threads per (batch, head, query). The query row (pre-scaled) sits in
+// shared memory. Keys are walked in tiles of 64: thread t scores key t of the tile, the
+// tile maximum updates the running max m, the running sum l and the output accumulator
+// are rescaled by exp(m_old - m_new), and each thread accumulates the weighted values for
+// the head dims it owns (d = t, t + 64, ..., so head_dim <= 256).
+// Dispatch: grid(batch * heads * q_len).
+
+struct Params {
+    batch: u32,
+    q_len: u32,      // queries per sequence
+    kv_len: u32,     // keys per sequence
+    heads: u32,      // query heads
+    kv_heads: u32,   // key/value heads (heads % kv_heads == 0)
+    head_dim: u32,
+    q_stride: u32,   // elements between consecutive query rows (heads * head_dim)
+    kv_stride: u32,  // elements between consecutive key/value rows (kv_heads * head_dim)
+    scale: f32,      // usually 1 / sqrt(head_dim)
+    causal: u32,     // 1: query i sees keys j <= kv_len - q_len + i
+    _p0: u32,
+    _p1: u32,
+}
+
+const WG: u32 = 64u;
+const NEG: f32 = -1.0e30;  // "minus infinity" that stays finite (WGSL may not honour inf)
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;              // q: [batch, q_len, heads * head_dim] f32
+@group(0) @binding(2) var<storage, read> k: array<f32>;              // k: [batch, kv_len, kv_heads * head_dim] f32
+@group(0) @binding(3) var<storage, read> v: array<f32>;              // v: [batch, kv_len, kv_heads * head_dim] f32
+@group(0) @binding(4) var<storage, read> mask: array<u32>;           // mask: [batch, kv_len] u32, 0 = padding
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;      // out: [batch, q_len, heads * head_dim] f32
+
+var<workgroup> qs: array<f32, 256>;
+var<workgroup> sc: array<f32, WG>;
+var<workgroup> red: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.batch * p.heads * p.q_len) {
+        return;
+    }
+    let i = idx % p.q_len;
+    let bh = idx / p.q_len;
+    let h = bh % p.heads;
+    let b = bh / p.heads;
+    let kvh = h / (p.heads / p.kv_heads);
+    let d_n = p.head_dim;
+
+    let q_base = (b * p.q_len + i) * p.q_stride + h * d_n;
+    for (var d = lid; d < d_n; d = d + WG) {
+        qs[d] = q[q_base + d] * p.scale;
+    }
+    workgroupBarrier();
+
+    var end = p.kv_len;
+    if (p.causal != 0u) {
+        end = min(p.kv_len, p.kv_len - p.q_len + i + 1u);
+    }
+    var m = NEG;
+    var l = 0.0;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var t0 = 0u; t0 < end; t0 = t0 + WG) {
+        let j = t0 + lid;
+        var s = NEG;
+        if (j < end && mask[b * p.kv_len + j] != 0u) {
+            let k_base = (b * p.kv_len + j) * p.kv_stride + kvh * d_n;
+            var dot_ = 0.0;
+            for (var d = 0u; d < d_n; d = d + 1u) {
+                dot_ = dot_ + qs[d] * k[k_base + d];
+            }
+            s = dot_;
+        }
+        sc[lid] = s;
+        red[lid] = s;
+        workgroupBarrier();
+        for (var st = WG / 2u; st > 0u; st = st >> 1u) {
+            if (lid < st) {
+                red[lid] = max(red[lid], red[lid + st]);
+            }
+            workgroupBarrier();
+        }
+        let tile_max = red[0];
+        if (tile_max > NEG) {
+            let m_new = max(m, tile_max);
+            let corr = exp(m - m_new);
+            l = l * corr;
+            for (var r = 0u; r < 4u; r = r + 1u) {
+                acc[r] = acc[r] * corr;
+            }
+            let count = min(WG, end - t0);
+            for (var jj = 0u; jj < count; jj = jj + 1u) {
+                let sj = sc[jj];
+                if (sj > NEG) {
+                    let pj = exp(sj - m_new);
+                    l = l + pj;
+                    let v_base = (b * p.kv_len + t0 + jj) * p.kv_stride + kvh * d_n;
+                    for (var r = 0u; r < 4u; r = r + 1u) {
+                        let d = lid + r * WG;
+                        if (d < d_n) {
+                            acc[r] = acc[r] + pj * v[v_base + d];
+                        }
+                    }
+                }
+            }
+            m = m_new;
+        }
+        workgroupBarrier();
+    }
+    // A query whose keys are all padding gets zeros, not NaN.
+    var inv = 0.0;
+    if (l > 0.0) {
+        inv = 1.0 / l;
+    }
+    let o_base = (b * p.q_len + i) * p.q_stride + h * d_n;
+    for (var r = 0u; r < 4u; r = r + 1u) {
+        let d = lid + r * WG;
+        if (d < d_n) {
+            out[o_base + d] = acc[r] * inv;
+        }
+    }
+}

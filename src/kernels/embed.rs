@@ -1,0 +1,54 @@
+//! Embedding gather (token, position and token-type tables), see `embed.wgsl`.
+
+use super::{u, KernelKey, Variant};
+use crate::error::{Error, Result};
+use crate::gpu::{grid, DType, Encoder, GpuTensor};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EmbedKey {
+    pub table_f16: bool,
+}
+
+impl Variant for EmbedKey {
+    const FAMILY: &'static str = "embed";
+    const SOURCE: &'static str = include_str!("embed.wgsl");
+    fn entry(&self) -> &'static str {
+        "gather"
+    }
+    fn defines(&self) -> Vec<&'static str> {
+        if self.table_f16 { vec!["TABLE_F16"] } else { vec![] }
+    }
+}
+
+/// `out[r] = table[ids[r]]`.
+/// - `ids`: `[n]` u32 or i32 (ids outside the table give zero rows)
+/// - `table`: `[vocab, dim]` f32 or f16
+/// - returns `[n, dim]` f32
+pub fn embedding(enc: &mut Encoder, ids: &GpuTensor, table: &GpuTensor) -> Result<GpuTensor> {
+    let out = enc.gpu().alloc(&[ids.numel(), table.last_dim()], DType::F32)?;
+    gather(enc, ids, table, &out, false)?;
+    Ok(out)
+}
+
+/// `out[r] += table[ids[r]]`, in place (position and token-type embeddings).
+/// - `out`: `[n, dim]` f32
+pub fn embedding_add(enc: &mut Encoder, ids: &GpuTensor, table: &GpuTensor, out: &GpuTensor) -> Result<()> {
+    gather(enc, ids, table, out, true)
+}
+
+fn gather(enc: &mut Encoder, ids: &GpuTensor, table: &GpuTensor, out: &GpuTensor, accumulate: bool) -> Result<()> {
+    const OP: &str = "embedding";
+    ids.expect_rank(OP, "ids", 1)?;
+    ids.expect_dtype(OP, "ids", &[DType::U32, DType::I32])?;
+    table.expect_rank(OP, "table", 2)?;
+    table.expect_dtype(OP, "table", &[DType::F32, DType::F16])?;
+    out.expect_dtype(OP, "out", &[DType::F32])?;
+    let (n, vocab, dim) = (ids.numel(), table.shape()[0], table.shape()[1]);
+    if out.shape() != [n, dim] {
+        return Err(Error::shape(OP, "out", format!("[{n}, {dim}]"), out.shape()));
+    }
+    let total = u(OP, "ids * dim", n * dim)?;
+    let key = KernelKey::Embed(EmbedKey { table_f16: table.dtype() == DType::F16 });
+    let params = [u(OP, "n", n)?, u(OP, "dim", dim)?, u(OP, "vocab", vocab)?, accumulate as u32];
+    enc.dispatch(key, &params, &[ids, table, out], grid(total.div_ceil(256)))
+}

@@ -1,0 +1,95 @@
+//! Linear layers: `y = x · wᵀ (+ bias)` with f32 or f16 weights, see `matmul.wgsl`.
+//!
+//! `x` is `[.., k]`: all leading dims are the token batch `m`. For `m <= 8` (decode) the
+//! matrix-vector kernel reads each weight once for all rows; otherwise the tiled kernel runs.
+
+use super::{u, KernelKey, Variant};
+use crate::error::{Error, Result};
+use crate::gpu::{grid, DType, Encoder, GpuTensor};
+
+/// Largest token count served by the matrix-vector kernel.
+pub const MATVEC_MAX_M: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulEntry {
+    Tiled,
+    Matvec,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MatmulKey {
+    pub entry: MatmulEntry,
+    pub w_f16: bool,
+    /// Read f16 weights as WGSL `f16` (needs `shader-f16`) instead of unpacking words.
+    pub shader_f16: bool,
+    pub bias: bool,
+    pub vec4: bool,
+}
+
+impl Variant for MatmulKey {
+    const FAMILY: &'static str = "matmul";
+    const SOURCE: &'static str = include_str!("matmul.wgsl");
+    fn entry(&self) -> &'static str {
+        match self.entry {
+            MatmulEntry::Tiled => "matmul_tiled",
+            MatmulEntry::Matvec => "matvec",
+        }
+    }
+    fn defines(&self) -> Vec<&'static str> {
+        let mut d = vec![];
+        for (on, name) in [(self.w_f16, "W_F16"), (self.shader_f16, "SHADER_F16"), (self.bias, "BIAS"), (self.vec4, "VEC4")] {
+            if on {
+                d.push(name);
+            }
+        }
+        d
+    }
+    fn needs_shader_f16(&self) -> bool {
+        self.shader_f16
+    }
+}
+
+/// `y[.., n] = x[.., k] · w[n, k]ᵀ + bias[n]`.
+/// - `x`: `[.., k]` f32 (leading dims flattened into m tokens)
+/// - `w`: `[n, k]` f32 or f16
+/// - `bias`: `[n]` f32, optional
+/// - returns `[.., n]` f32
+pub fn linear(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+    const OP: &str = "linear";
+    x.expect_dtype(OP, "x", &[DType::F32])?;
+    w.expect_dtype(OP, "w", &[DType::F32, DType::F16])?;
+    w.expect_rank(OP, "w", 2)?;
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    if x.rank() == 0 || x.numel() == 0 || x.last_dim() != k {
+        return Err(Error::shape(OP, "x", format!("[.., {k}]"), x.shape()));
+    }
+    if let Some(b) = bias {
+        b.expect_dtype(OP, "bias", &[DType::F32])?;
+        if b.shape() != [n] {
+            return Err(Error::shape(OP, "bias", format!("[{n}]"), b.shape()));
+        }
+    }
+    let m = x.rows();
+    let mut out_shape = x.shape().to_vec();
+    *out_shape.last_mut().expect("rank checked") = n;
+    let y = enc.gpu().alloc(&out_shape, DType::F32)?;
+    let w_f16 = w.dtype() == DType::F16;
+    let matvec = m <= MATVEC_MAX_M;
+    let key = MatmulKey {
+        entry: if matvec { MatmulEntry::Matvec } else { MatmulEntry::Tiled },
+        w_f16,
+        shader_f16: w_f16 && enc.gpu().caps().shader_f16,
+        bias: bias.is_some(),
+        vec4: matvec && k % if w_f16 { 8 } else { 4 } == 0,
+    };
+    let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, 0];
+    let workgroups = if matvec {
+        grid(u(OP, "n", n)?)
+    } else {
+        [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(64))?, 1]
+    };
+    let mut tensors = vec![x, w, &y];
+    tensors.extend(bias);
+    enc.dispatch(KernelKey::Matmul(key), &params, &tensors, workgroups)?;
+    Ok(y)
+}

@@ -1,0 +1,198 @@
+// Linear layer: y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), PyTorch's weight layout.
+// x is batched over tokens: every leading dim of x is flattened into m.
+//
+// Two entry points:
+//   matmul_tiled  prefill / batches: 64x64 output tile per workgroup of 256 threads,
+//                 each thread 4x4 outputs; K walked in slices of 16 through shared memory.
+//                 Dispatch (ceil(N/64), ceil(M/64)).
+//   matvec        decode, M <= 8: one workgroup of 256 threads per output column n, every
+//                 thread strides over K for all M rows, tree reduction. Dispatch grid(N).
+//
+// Variants (defines): W_F16 (weights stored as f16), SHADER_F16 (read them as `f16`;
+// otherwise as packed u32 words through unpack2x16float), BIAS, VEC4 (matvec only:
+// K % 4 == 0 for f32, K % 8 == 0 for f16, weights read 16 bytes at a time).
+#ifdef SHADER_F16
+enable f16;
+#endif
+
+struct Params {
+    m: u32,  // rows of x (tokens)
+    n: u32,  // output features
+    k: u32,  // input features
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+#ifdef VEC4
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;      // x: [m, k] f32
+#else
+@group(0) @binding(1) var<storage, read> x: array<f32>;             // x: [m, k] f32
+#endif
+#ifdef W_F16
+#ifdef VEC4
+@group(0) @binding(2) var<storage, read> w4: array<vec4<u32>>;      // w: [n, k] f16, 8 per load
+#else
+#ifdef SHADER_F16
+@group(0) @binding(2) var<storage, read> w: array<f16>;             // w: [n, k] f16
+#else
+@group(0) @binding(2) var<storage, read> w: array<u32>;             // w: [n, k] f16, 2 per word
+#endif
+#endif
+#else
+#ifdef VEC4
+@group(0) @binding(2) var<storage, read> w4: array<vec4<f32>>;      // w: [n, k] f32
+#else
+@group(0) @binding(2) var<storage, read> w: array<f32>;             // w: [n, k] f32
+#endif
+#endif
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;       // y: [m, n] f32
+#ifdef BIAS
+@group(0) @binding(4) var<storage, read> bias: array<f32>;          // bias: [n] f32
+#endif
+
+fn epilogue(v: f32, col: u32) -> f32 {
+#ifdef BIAS
+    return v + bias[col];
+#else
+    return v;
+#endif
+}
+
+#ifndef VEC4
+fn load_w(i: u32) -> f32 {
+#ifdef W_F16
+#ifdef SHADER_F16
+    return f32(w[i]);
+#else
+    let pair = unpack2x16float(w[i >> 1u]);
+    return select(pair.x, pair.y, (i & 1u) == 1u);
+#endif
+#else
+    return w[i];
+#endif
+}
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+const LD: u32 = 17u;  // padded row stride of the shared tiles (avoids bank conflicts)
+
+var<workgroup> xs: array<f32, 1088>;  // [BM][LD]
+var<workgroup> ws: array<f32, 1088>;  // [BN][LD]
+
+@compute @workgroup_size(256)
+fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let m0 = wid.y * BM;
+    let n0 = wid.x * BN;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i = i + 1u) {
+        acc[i] = 0.0;
+    }
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let e = lid + i * 256u;
+            let r = e / BK;
+            let c = e % BK;
+            let gk = k0 + c;
+            var xv = 0.0;
+            if (m0 + r < p.m && gk < p.k) {
+                xv = x[(m0 + r) * p.k + gk];
+            }
+            xs[r * LD + c] = xv;
+            var wv = 0.0;
+            if (n0 + r < p.n && gk < p.k) {
+                wv = load_w((n0 + r) * p.k + gk);
+            }
+            ws[r * LD + c] = wv;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk = kk + 1u) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                a[i] = xs[(ty + 16u * i) * LD + kk];
+                b[i] = ws[(tx + 16u * i) * LD + kk];
+            }
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                for (var j = 0u; j < 4u; j = j + 1u) {
+                    acc[i * 4u + j] = acc[i * 4u + j] + a[i] * b[j];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let gm = m0 + ty + 16u * i;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let gn = n0 + tx + 16u * j;
+            if (gm < p.m && gn < p.n) {
+                y[gm * p.n + gn] = epilogue(acc[i * 4u + j], gn);
+            }
+        }
+    }
+}
+#endif
+
+const MAXM: u32 = 8u;
+const WG: u32 = 256u;
+var<workgroup> red: array<f32, 2048>;  // [MAXM][WG]
+
+@compute @workgroup_size(256)
+fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let col = wid.x + wid.y * nwg.x;
+    if (col >= p.n) {
+        return;
+    }
+    var acc: array<f32, 8>;
+    for (var m = 0u; m < MAXM; m = m + 1u) {
+        acc[m] = 0.0;
+    }
+#ifdef VEC4
+#ifdef W_F16
+    // 8 halves per 16-byte load; x read as two vec4 per load.
+    let kw = p.k / 8u;
+    for (var i = lid; i < kw; i = i + WG) {
+        let q = w4[col * kw + i];
+        let w0 = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
+        let w1 = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
+        for (var m = 0u; m < p.m; m = m + 1u) {
+            let xb = m * (p.k / 4u) + 2u * i;
+            acc[m] = acc[m] + dot(w0, x4[xb]) + dot(w1, x4[xb + 1u]);
+        }
+    }
+#else
+    let kw = p.k / 4u;
+    for (var i = lid; i < kw; i = i + WG) {
+        let wv = w4[col * kw + i];
+        for (var m = 0u; m < p.m; m = m + 1u) {
+            acc[m] = acc[m] + dot(wv, x4[m * kw + i]);
+        }
+    }
+#endif
+#else
+    for (var i = lid; i < p.k; i = i + WG) {
+        let wv = load_w(col * p.k + i);
+        for (var m = 0u; m < p.m; m = m + 1u) {
+            acc[m] = acc[m] + wv * x[m * p.k + i];
+        }
+    }
+#endif
+    for (var m = 0u; m < MAXM; m = m + 1u) {
+        red[m * WG + lid] = acc[m];
+    }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            for (var m = 0u; m < MAXM; m = m + 1u) {
+                red[m * WG + lid] = red[m * WG + lid] + red[m * WG + lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid < p.m) {
+        y[lid * p.n + col] = epilogue(red[lid * WG], col);
+    }
+}

@@ -1,0 +1,19 @@
+//! Plain CPU versions of every kernel, with the same names as `src/kernels/`. Tests and
+//! benches compare the GPU against these. They favour clarity over speed and accumulate
+//! in f64 where a reduction is involved.
+
+pub mod activation;
+pub mod attention;
+pub mod check;
+pub mod embed;
+pub mod matmul;
+pub mod norm;
+pub mod pool;
+pub mod rng;
+
+pub use activation::{add, gelu, silu};
+pub use attention::attention;
+pub use embed::embedding;
+pub use matmul::linear;
+pub use norm::{l2_normalize, layer_norm, rms_norm};
+pub use pool::{cls_pool, mean_pool};

@@ -1,0 +1,119 @@
+//! Test harness: one GPU test body runs natively (`cargo test`, on lavapipe in CI) and in
+//! headless Chrome (`wasm-pack test`, on SwiftShader WebGPU in CI).
+//!
+//! A missing adapter is a loud failure. Only an explicit `GLLM_SKIP_GPU_TESTS=1` at build
+//! time turns it into a skip, and the test then prints that it skipped.
+#![allow(dead_code)]
+
+use gllm_web::Gpu;
+
+/// Defines GPU tests that run on both targets. Each body is an
+/// `async fn(gpu: Gpu) -> Result<(), String>`.
+#[macro_export]
+macro_rules! gpu_tests {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        mod gpu {
+        #[allow(unused_imports)]
+        use super::*;
+        $(
+            #[cfg(not(target_arch = "wasm32"))]
+            #[test]
+            fn $name() {
+                let Some(gpu) = super::common::native_gpu() else { return };
+                if let Err(e) = pollster::block_on(super::$body(gpu)) {
+                    panic!("{}: {e}", stringify!($name));
+                }
+            }
+            #[cfg(target_arch = "wasm32")]
+            #[wasm_bindgen_test::wasm_bindgen_test]
+            async fn $name() {
+                let Some(gpu) = super::common::web_gpu().await else { return };
+                if let Err(e) = super::$body(gpu).await {
+                    panic!("{}: {e}", stringify!($name));
+                }
+            }
+        )*
+        }
+    };
+}
+
+fn no_adapter(e: gllm_web::Error) -> Option<Gpu> {
+    if option_env!("GLLM_SKIP_GPU_TESTS") == Some("1") {
+        eprintln!("SKIPPED: no GPU adapter ({e}) and GLLM_SKIP_GPU_TESTS=1");
+        None
+    } else {
+        panic!("no GPU adapter: {e}. Install mesa-vulkan-drivers (lavapipe) or run in a WebGPU browser; GLLM_SKIP_GPU_TESTS=1 at build time skips GPU tests");
+    }
+}
+
+/// The process-wide device, acquired once.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn native_gpu() -> Option<Gpu> {
+    use std::sync::OnceLock;
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    let r = GPU.get_or_init(|| pollster::block_on(Gpu::new()).map_err(|e| e.to_string()));
+    match r {
+        Ok(g) => Some(g.clone()),
+        Err(e) => no_adapter(gllm_web::Error::NoAdapter(e.clone())),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+thread_local! {
+    static WEB_GPU: std::cell::RefCell<Option<Gpu>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The page's device, acquired by the first test that needs it.
+#[cfg(target_arch = "wasm32")]
+pub async fn web_gpu() -> Option<Gpu> {
+    if let Some(g) = WEB_GPU.with(|c| c.borrow().clone()) {
+        return Some(g);
+    }
+    match Gpu::new().await {
+        Ok(g) => {
+            WEB_GPU.with(|c| *c.borrow_mut() = Some(g.clone()));
+            Some(g)
+        }
+        Err(e) => no_adapter(e),
+    }
+}
+
+/// Adapter description for the adapter test. Natively it is wgpu's; in the browser
+/// wgpu only maps `description`, so the WebGPU `GPUAdapterInfo` (vendor, architecture,
+/// description) is read from `navigator.gpu` as well.
+pub async fn adapter_description(gpu: &Gpu) -> String {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use wasm_bindgen::JsCast;
+        let get = |o: &wasm_bindgen::JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).unwrap_or_default();
+        let nav = get(&js_sys::global(), "navigator");
+        let gpu_obj = get(&nav, "gpu");
+        let req: js_sys::Function = get(&gpu_obj, "requestAdapter").unchecked_into();
+        let promise: js_sys::Promise = req.call0(&gpu_obj).unwrap().unchecked_into();
+        let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.unwrap();
+        let info = get(&adapter, "info");
+        let field = |k: &str| get(&info, k).as_string().unwrap_or_default();
+        return format!(
+            "{} | vendor={} architecture={} description={}",
+            gpu.caps().adapter,
+            field("vendor"),
+            field("architecture"),
+            field("description")
+        );
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    gpu.caps().adapter.clone()
+}
+
+/// Prints a line from a test, natively or in the browser.
+#[macro_export]
+macro_rules! log {
+    ($($t:tt)*) => {{
+        #[cfg(target_arch = "wasm32")]
+        wasm_bindgen_test::console_log!($($t)*);
+        #[cfg(not(target_arch = "wasm32"))]
+        println!($($t)*);
+    }};
+}
+
+pub type R = Result<(), Box<dyn std::error::Error>>;

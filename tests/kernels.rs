@@ -1,0 +1,388 @@
+//! GPU-vs-CPU tests for every kernel, on seeded random data with ragged sizes (not
+//! multiples of the workgroup sizes). Each test runs natively and in the browser.
+
+mod common;
+
+use common::R;
+use gllm_web::kernels::{activation, attention, embed, matmul, norm, pool};
+use gllm_web::kernels::attention::AttentionShape;
+use gllm_web::reference::{self as cpu, check::*, rng::Rng};
+use gllm_web::{DType, Error, Gpu, GpuOptions};
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+gpu_tests! {
+    adapter_is_the_expected_one => adapter_is_the_expected_one,
+    typed_readbacks_are_exact => typed_readbacks_are_exact,
+    embedding_matches_cpu => embedding_matches_cpu,
+    layer_norm_matches_cpu => layer_norm_matches_cpu,
+    rms_norm_matches_cpu => rms_norm_matches_cpu,
+    l2_normalize_matches_cpu => l2_normalize_matches_cpu,
+    linear_f32_matches_cpu => linear_f32_matches_cpu,
+    linear_f16_matches_cpu => linear_f16_matches_cpu,
+    linear_f16_without_shader_f16 => linear_f16_without_shader_f16,
+    activations_match_cpu => activations_match_cpu,
+    large_grid_is_split => large_grid_is_split,
+    attention_matches_cpu => attention_matches_cpu,
+    attention_gqa_causal_matches_cpu => attention_gqa_causal_matches_cpu,
+    pooling_matches_cpu => pooling_matches_cpu,
+    op_list_in_one_submission => op_list_in_one_submission,
+    bad_shapes_are_typed_errors => bad_shapes_are_typed_errors,
+}
+
+async fn adapter_is_the_expected_one(gpu: Gpu) -> R {
+    let desc = common::adapter_description(&gpu).await;
+    let c = gpu.caps();
+    log!(
+        "GPU adapter: {desc}; shader-f16 {}, subgroups {}, max binding {} MiB, max buffer {} MiB",
+        c.shader_f16,
+        c.subgroups,
+        c.max_storage_buffer_binding_size >> 20,
+        c.max_buffer_size >> 20
+    );
+    if let Some(want) = option_env!("GLLM_EXPECT_ADAPTER") {
+        if !desc.to_lowercase().contains(&want.to_lowercase()) {
+            return Err(format!("adapter `{desc}` is not the expected `{want}`").into());
+        }
+    }
+    // The device must come with the adapter's own buffer limits, not the 128 MiB default.
+    if c.max_storage_buffer_binding_size < 128 << 20 {
+        return Err(format!("max_storage_buffer_binding_size {} below 128 MiB", c.max_storage_buffer_binding_size).into());
+    }
+    Ok(())
+}
+
+async fn typed_readbacks_are_exact(gpu: Gpu) -> R {
+    // Values that an f32 cannot hold exactly: a u32 readback through f32 bits would fail.
+    let u = [0u32, 1, 16_777_217, u32::MAX, 0xDEAD_BEEF, 7];
+    let t = gpu.upload_u32(&u, &[6])?;
+    assert_eq!(gpu.readback_u32(&t).await?, u);
+    let i = [-1i32, i32::MIN, i32::MAX, 16_777_217, 0];
+    let t = gpu.upload_i32(&i, &[5])?;
+    assert_eq!(gpu.readback_i32(&t).await?, i);
+    let pairs = [0x1234_5678u32, 0x9ABC_DEF0, u32::MAX, 1];
+    let t = gpu.upload_u32(&pairs, &[2, 2])?;
+    assert_eq!(gpu.readback_u64_pairs(&t).await?, [0x9ABC_DEF0_1234_5678u64, 0x1_FFFF_FFFF]);
+    let h: Vec<half::f16> = [0.5f32, -3.25, 65504.0].iter().map(|&v| half::f16::from_f32(v)).collect();
+    let t = gpu.upload_f16(&h, &[3])?;
+    assert_eq!(gpu.readback_f16(&t).await?, h);
+    // Reading an integer tensor as f32 is refused with a typed error.
+    let t = gpu.upload_u32(&u, &[6])?;
+    match gpu.readback_f32(&t).await {
+        Err(Error::DType { got: DType::U32, .. }) => {}
+        other => return Err(format!("readback_f32 of a U32 tensor gave {other:?}").into()),
+    }
+    match gpu.readback_u64_pairs(&gpu.upload_u32(&u, &[6])?).await {
+        Err(Error::Shape { .. }) => {}
+        other => return Err(format!("readback_u64_pairs of [6] gave {other:?}").into()),
+    }
+    Ok(())
+}
+
+async fn embedding_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(1);
+    let (vocab, dim, n) = (50, 45, 37);
+    let word = rng.vec(vocab * dim, 1.0);
+    let pos = rng.vec(40 * dim, 1.0);
+    let mut ids: Vec<u32> = (0..n).map(|_| rng.below(vocab as u32)).collect();
+    ids[5] = 1000; // out of range: zero row
+    let pos_ids: Vec<u32> = (0..n as u32).collect();
+    let want = cpu::add(&cpu::embedding(&ids, &word, dim), &cpu::embedding(&pos_ids, &pos, dim));
+
+    for f16 in [false, true] {
+        let (word_t, pos_t, want) = if f16 {
+            let round = |v: &[f32]| v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect::<Vec<_>>();
+            let w = round(&word);
+            let p = round(&pos);
+            let want = cpu::add(&cpu::embedding(&ids, &w, dim), &cpu::embedding(&pos_ids, &p, dim));
+            (gpu.upload_f32_as_f16(&word, &[vocab, dim])?, gpu.upload_f32_as_f16(&pos, &[40, dim])?, want)
+        } else {
+            (gpu.upload_f32(&word, &[vocab, dim])?, gpu.upload_f32(&pos, &[40, dim])?, want.clone())
+        };
+        let ids_t = gpu.upload_u32(&ids, &[n])?;
+        let pos_ids_t = gpu.upload_u32(&pos_ids, &[n])?;
+        let mut enc = gpu.encoder();
+        let out = embed::embedding(&mut enc, &ids_t, &word_t)?;
+        embed::embedding_add(&mut enc, &pos_ids_t, &pos_t, &out)?;
+        enc.submit()?;
+        let got = gpu.readback_f32(&out).await?;
+        // A gather is exact.
+        assert_close(&format!("embedding f16={f16}"), &got, &want, Tol::Close { abs: 0.0, rel: 0.0 })?;
+        if got[5 * dim..6 * dim] != want[5 * dim..6 * dim] {
+            return Err("out-of-range id".into());
+        }
+    }
+    Ok(())
+}
+
+async fn layer_norm_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(2);
+    for (rows, n) in [(7, 383), (3, 1000), (5, 17)] {
+        let x: Vec<f32> = rng.vec(rows * n, 3.0).iter().map(|v| v + 0.7).collect();
+        let g = rng.vec(n, 1.0);
+        let b = rng.vec(n, 1.0);
+        let want = cpu::layer_norm(&x, &g, &b, n, 1e-12);
+        let mut enc = gpu.encoder();
+        let out = norm::layer_norm(
+            &mut enc,
+            &gpu.upload_f32(&x, &[rows, n])?,
+            &gpu.upload_f32(&g, &[n])?,
+            &gpu.upload_f32(&b, &[n])?,
+            1e-12,
+        )?;
+        enc.submit()?;
+        assert_close(&format!("layer_norm {rows}x{n}"), &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+    }
+    Ok(())
+}
+
+async fn rms_norm_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(3);
+    for (rows, n) in [(9, 576), (2, 33)] {
+        let x = rng.vec(rows * n, 2.0);
+        let g = rng.vec(n, 1.0);
+        let want = cpu::rms_norm(&x, &g, n, 1e-5);
+        let mut enc = gpu.encoder();
+        let out = norm::rms_norm(&mut enc, &gpu.upload_f32(&x, &[rows, n])?, &gpu.upload_f32(&g, &[n])?, 1e-5)?;
+        enc.submit()?;
+        assert_close(&format!("rms_norm {rows}x{n}"), &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+    }
+    Ok(())
+}
+
+async fn l2_normalize_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(4);
+    let (rows, n) = (5, 384);
+    let mut x = rng.vec(rows * n, 1.0);
+    x[n..2 * n].fill(0.0); // a zero row stays zero instead of NaN
+    let want = cpu::l2_normalize(&x, n, 1e-12);
+    let mut enc = gpu.encoder();
+    let out = norm::l2_normalize(&mut enc, &gpu.upload_f32(&x, &[rows, n])?, 1e-12)?;
+    enc.submit()?;
+    assert_close("l2_normalize", &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+    Ok(())
+}
+
+/// (m, n, k, bias): matvec scalar, matvec vec4, tiled ragged, tiled with bias.
+const LINEAR_SHAPES: [(usize, usize, usize, bool); 6] = [
+    (1, 37, 45, false),
+    (3, 65, 128, true),
+    (8, 19, 40, false),
+    (70, 33, 47, false),
+    (130, 129, 64, true),
+    (9, 70, 200, true),
+];
+
+async fn linear_case(gpu: &Gpu, f16: bool, seed: u64) -> R {
+    let mut rng = Rng::new(seed);
+    for (m, n, k, has_bias) in LINEAR_SHAPES {
+        let x = rng.vec(m * k, 1.0);
+        let mut w = rng.vec(n * k, 0.5);
+        let b = rng.vec(n, 0.5);
+        let w_t = if f16 {
+            w = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+            gpu.upload_f32_as_f16(&w, &[n, k])?
+        } else {
+            gpu.upload_f32(&w, &[n, k])?
+        };
+        let want = cpu::linear(&x, &w, has_bias.then_some(&b[..]), k);
+        let b_t = gpu.upload_f32(&b, &[n])?;
+        let mut enc = gpu.encoder();
+        let y = matmul::linear(&mut enc, &gpu.upload_f32(&x, &[m, k])?, &w_t, has_bias.then_some(&b_t))?;
+        enc.submit()?;
+        let tol = if f16 { F16_WEIGHTS } else { F32_REDUCTION };
+        assert_close(&format!("linear f16={f16} m={m} n={n} k={k}"), &gpu.readback_f32(&y).await?, &want, tol)?;
+    }
+    Ok(())
+}
+
+async fn linear_f32_matches_cpu(gpu: Gpu) -> R {
+    linear_case(&gpu, false, 5).await
+}
+
+async fn linear_f16_matches_cpu(gpu: Gpu) -> R {
+    log!("f16 weights read as WGSL f16: {}", gpu.caps().shader_f16);
+    linear_case(&gpu, true, 6).await
+}
+
+/// The packed-word path for f16 weights, used where `shader-f16` is missing.
+async fn linear_f16_without_shader_f16(_gpu: Gpu) -> R {
+    let gpu = Gpu::with_options(GpuOptions { disable_f16: true, ..Default::default() }).await?;
+    assert!(!gpu.caps().shader_f16);
+    linear_case(&gpu, true, 7).await
+}
+
+async fn activations_match_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(8);
+    let n = 1000;
+    let x = rng.vec(n, 6.0);
+    let y = rng.vec(n, 6.0);
+    let (x_t, y_t) = (gpu.upload_f32(&x, &[10, 100])?, gpu.upload_f32(&y, &[10, 100])?);
+    let mut enc = gpu.encoder();
+    let g = activation::gelu(&mut enc, &x_t)?;
+    let s = activation::silu(&mut enc, &x_t)?;
+    let a = activation::add(&mut enc, &x_t, &y_t)?;
+    enc.submit()?;
+    // GELU uses a polynomial erf (|err| < 1.5e-7), SiLU the hardware exp.
+    assert_close("gelu", &gpu.readback_f32(&g).await?, &cpu::gelu(&x), Tol::Close { abs: 2e-6, rel: 1e-5 })?;
+    assert_close("silu", &gpu.readback_f32(&s).await?, &cpu::silu(&x), F32_ELEMENTWISE)?;
+    assert_close("add", &gpu.readback_f32(&a).await?, &cpu::add(&x, &y), Tol::Close { abs: 0.0, rel: 0.0 })?;
+    Ok(())
+}
+
+/// More than 65535 workgroups: the dispatch is split over x and y.
+async fn large_grid_is_split(gpu: Gpu) -> R {
+    let n = 65_536 * 256 + 77;
+    let mut rng = Rng::new(9);
+    let x = rng.vec(n, 1.0);
+    let y = rng.vec(n, 1.0);
+    let mut enc = gpu.encoder();
+    let a = activation::add(&mut enc, &gpu.upload_f32(&x, &[n])?, &gpu.upload_f32(&y, &[n])?)?;
+    enc.submit()?;
+    assert_close("add (split grid)", &gpu.readback_f32(&a).await?, &cpu::add(&x, &y), Tol::Close { abs: 0.0, rel: 0.0 })?;
+    Ok(())
+}
+
+async fn attention_case(gpu: &Gpu, seed: u64, batch: usize, q_len: usize, kv_len: usize, s: AttentionShape, pad: &[usize]) -> R {
+    let mut rng = Rng::new(seed);
+    let (qw, kvw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+    let q = rng.vec(batch * q_len * qw, 1.0);
+    let k = rng.vec(batch * kv_len * kvw, 1.0);
+    let v = rng.vec(batch * kv_len * kvw, 1.0);
+    // pad[b] trailing keys of sequence b are padding.
+    let mask: Vec<u32> = (0..batch).flat_map(|b| (0..kv_len).map(move |j| (j < kv_len - pad[b]) as u32)).collect();
+    let want = cpu::attention(&q, &k, &v, &mask, batch, s);
+    let mut enc = gpu.encoder();
+    let out = attention::attention(
+        &mut enc,
+        &gpu.upload_f32(&q, &[batch, q_len, qw])?,
+        &gpu.upload_f32(&k, &[batch, kv_len, kvw])?,
+        &gpu.upload_f32(&v, &[batch, kv_len, kvw])?,
+        &gpu.upload_u32(&mask, &[batch, kv_len])?,
+        s,
+    )?;
+    enc.submit()?;
+    let got = gpu.readback_f32(&out).await?;
+    assert_close(&format!("attention {s:?} q_len={q_len} kv_len={kv_len}"), &got, &want, F32_REDUCTION)?;
+    Ok(())
+}
+
+async fn attention_matches_cpu(gpu: Gpu) -> R {
+    // 3 heads of 20, 70 keys (more than one 64-key tile), sequence 1 padded by 23 keys,
+    // sequence 2 entirely padded (its output must be zeros).
+    attention_case(&gpu, 10, 3, 5, 70, AttentionShape::bidirectional(3, 20), &[0, 23, 70]).await?;
+    // head_dim 130 > 128: each thread owns up to 3 dims.
+    attention_case(&gpu, 11, 1, 3, 9, AttentionShape::bidirectional(2, 130), &[2]).await
+}
+
+async fn attention_gqa_causal_matches_cpu(gpu: Gpu) -> R {
+    let s = AttentionShape { heads: 4, kv_heads: 2, head_dim: 16, causal: true, scale: 0.25 };
+    // Prefill: q_len == kv_len.
+    attention_case(&gpu, 12, 2, 9, 9, s, &[0, 0]).await?;
+    // Decode-like: 2 new queries over 67 cached keys.
+    attention_case(&gpu, 13, 1, 2, 67, s, &[0]).await
+}
+
+async fn pooling_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(14);
+    let (batch, seq, dim) = (3, 11, 300);
+    let x = rng.vec(batch * seq * dim, 1.0);
+    let lens = [11, 4, 0];
+    let mask: Vec<u32> = lens.iter().flat_map(|&l| (0..seq).map(move |t| (t < l) as u32)).collect();
+    let x_t = gpu.upload_f32(&x, &[batch, seq, dim])?;
+    let mut enc = gpu.encoder();
+    let mean = pool::mean_pool(&mut enc, &x_t, &gpu.upload_u32(&mask, &[batch, seq])?)?;
+    let cls = pool::cls_pool(&mut enc, &x_t)?;
+    enc.submit()?;
+    assert_close("mean_pool", &gpu.readback_f32(&mean).await?, &cpu::mean_pool(&x, &mask, batch, dim), F32_ELEMENTWISE)?;
+    assert_close("cls_pool", &gpu.readback_f32(&cls).await?, &cpu::cls_pool(&x, batch, dim), Tol::Close { abs: 0.0, rel: 0.0 })?;
+    Ok(())
+}
+
+/// A BERT-style block recorded as one op list and submitted once:
+/// LayerNorm(x + GELU(x·W1ᵀ + b1)·W2ᵀ + b2), then mean pooling and L2 normalisation.
+async fn op_list_in_one_submission(gpu: Gpu) -> R {
+    let mut rng = Rng::new(15);
+    let (batch, seq, h, inter) = (2, 13, 48, 100);
+    let x = rng.vec(batch * seq * h, 1.0);
+    let (w1, b1) = (rng.vec(inter * h, 0.3), rng.vec(inter, 0.1));
+    let (w2, b2) = (rng.vec(h * inter, 0.3), rng.vec(h, 0.1));
+    let (g, be) = (rng.vec(h, 1.0), rng.vec(h, 0.2));
+    let mask: Vec<u32> = (0..batch * seq).map(|i| (i % seq < if i < seq { 13 } else { 6 }) as u32).collect();
+
+    let hid = cpu::gelu(&cpu::linear(&x, &w1, Some(&b1), h));
+    let y = cpu::layer_norm(&cpu::add(&x, &cpu::linear(&hid, &w2, Some(&b2), inter)), &g, &be, h, 1e-12);
+    let want = cpu::l2_normalize(&cpu::mean_pool(&y, &mask, batch, h), h, 1e-12);
+
+    let pipelines_before = gpu.pipeline_count();
+    for round in 0..2 {
+        let x_t = gpu.upload_f32(&x, &[batch, seq, h])?;
+        let mask_t = gpu.upload_u32(&mask, &[batch, seq])?;
+        let (w1_t, b1_t) = (gpu.upload_f32(&w1, &[inter, h])?, gpu.upload_f32(&b1, &[inter])?);
+        let (w2_t, b2_t) = (gpu.upload_f32(&w2, &[h, inter])?, gpu.upload_f32(&b2, &[h])?);
+        let (g_t, be_t) = (gpu.upload_f32(&g, &[h])?, gpu.upload_f32(&be, &[h])?);
+        let mut enc = gpu.encoder();
+        let pre = matmul::linear(&mut enc, &x_t, &w1_t, Some(&b1_t))?;
+        let hid = activation::gelu(&mut enc, &pre)?;
+        let proj = matmul::linear(&mut enc, &hid, &w2_t, Some(&b2_t))?;
+        let res = activation::add(&mut enc, &x_t, &proj)?;
+        let y = norm::layer_norm(&mut enc, &res, &g_t, &be_t, 1e-12)?;
+        let pooled = pool::mean_pool(&mut enc, &y, &mask_t)?;
+        let out = norm::l2_normalize(&mut enc, &pooled, 1e-12)?;
+        assert_eq!(enc.dispatch_count(), 7);
+        enc.submit()?;
+        assert_close("block", &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+        if round == 0 {
+            let after_first = gpu.pipeline_count();
+            log!("op list: 7 dispatches, one submit; {} pipelines compiled", after_first - pipelines_before);
+        }
+    }
+    Ok(())
+}
+
+fn expect_err<T: std::fmt::Debug>(what: &str, r: gllm_web::Result<T>, ok: impl Fn(&Error) -> bool) -> R {
+    match r {
+        Err(e) if ok(&e) => {
+            log!("{what}: {e}");
+            Ok(())
+        }
+        other => Err(format!("{what}: expected a typed error, got {other:?}").into()),
+    }
+}
+
+async fn bad_shapes_are_typed_errors(gpu: Gpu) -> R {
+    let x = gpu.upload_f32(&[0.0; 12], &[3, 4])?;
+    let w = gpu.upload_f32(&[0.0; 10], &[2, 5])?;
+    let ids = gpu.upload_u32(&[0, 1, 2], &[3])?;
+    let mask = gpu.upload_u32(&[1; 3], &[1, 3])?;
+    let q = gpu.upload_f32(&[0.0; 24], &[1, 3, 8])?;
+    let mut enc = gpu.encoder();
+    let shape = |e: &Error| matches!(e, Error::Shape { .. });
+    expect_err("linear k mismatch", matmul::linear(&mut enc, &x, &w, None), shape)?;
+    expect_err("linear bias shape", matmul::linear(&mut enc, &w, &w.reshape(&[5, 2])?, Some(&x)), shape)?;
+    expect_err("linear int input", matmul::linear(&mut enc, &ids, &w, None), |e| matches!(e, Error::DType { .. }))?;
+    expect_err("embedding rank-1 table", embed::embedding(&mut enc, &ids, &ids), shape)?;
+    expect_err("layer_norm gamma", norm::layer_norm(&mut enc, &x, &w, &w, 1e-5), shape)?;
+    expect_err("add mismatch", activation::add(&mut enc, &x, &w), shape)?;
+    expect_err("pool mask", pool::mean_pool(&mut enc, &q, &gpu.upload_u32(&[1; 4], &[1, 4])?), shape)?;
+    expect_err("attention heads", attention::attention(&mut enc, &q, &q, &q, &mask, AttentionShape::bidirectional(3, 3)), shape)?;
+    expect_err(
+        "attention kv_heads",
+        attention::attention(&mut enc, &q, &q, &q, &mask, AttentionShape { kv_heads: 3, ..AttentionShape::bidirectional(2, 4) }),
+        |e| matches!(e, Error::Param { .. }),
+    )?;
+    expect_err("attention mask", attention::attention(&mut enc, &q, &q, &q, &ids, AttentionShape::bidirectional(2, 4)), shape)?;
+    expect_err("reshape", x.reshape(&[5]), shape)?;
+    expect_err("host data", gpu.upload_f32(&[1.0; 3], &[2, 2]), |e| matches!(e, Error::HostData { .. }))?;
+    if enc.dispatch_count() != 0 {
+        return Err("a rejected op was recorded".into());
+    }
+    // The runtime stays usable after the errors.
+    enc.submit()?;
+    let mut enc = gpu.encoder();
+    let y = matmul::linear(&mut enc, &x.reshape(&[2, 6])?.reshape(&[3, 4])?, &gpu.upload_f32(&[1.0; 8], &[2, 4])?, None)?;
+    enc.submit()?;
+    assert_eq!(gpu.readback_f32(&y).await?, vec![0.0; 6]);
+    Ok(())
+}
