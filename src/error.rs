@@ -44,6 +44,9 @@ pub enum Error {
     /// Host data does not match the shape it was declared with.
     #[error("host data of {got} elements does not match shape {shape:?} ({expected} elements)")]
     HostData { shape: Vec<usize>, expected: usize, got: usize },
+    /// Raw bytes do not match the shape and dtype they were declared with.
+    #[error("{got} bytes do not match shape {shape:?} of {dtype:?} ({expected} bytes)")]
+    HostBytes { shape: Vec<usize>, dtype: crate::gpu::DType, expected: usize, got: usize },
 }
 
 impl Error {

@@ -15,4 +15,4 @@ pub mod kernels;
 pub mod reference;
 
 pub use error::{Error, Result};
-pub use gpu::{DType, Encoder, Gpu, GpuOptions, GpuTensor};
+pub use gpu::{DType, Encoder, Gpu, GpuOptions, GpuStats, GpuTensor};

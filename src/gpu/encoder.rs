@@ -21,10 +21,13 @@ enum Op {
         label: String,
         param_offset: usize,
         param_len: usize,
-        buffers: Vec<wgpu::Buffer>,
+        /// Held until submission: a buffer must not return to the pool (and be filled by
+        /// a host upload, which the queue runs before this submission) while an op that
+        /// is not yet submitted still uses it.
+        tensors: Vec<GpuTensor>,
         workgroups: [u32; 3],
     },
-    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
+    Copy { src: GpuTensor, dst: GpuTensor, bytes: u64 },
 }
 
 /// A list of GPU ops recorded for one submission.
@@ -73,7 +76,7 @@ impl<'g> Encoder<'g> {
             label: format!("{key:?}"),
             param_offset,
             param_len,
-            buffers: tensors.iter().map(|t| t.buffer().clone()).collect(),
+            tensors: tensors.iter().map(|&t| t.clone()).collect(),
             workgroups,
         });
         Ok(())
@@ -86,13 +89,7 @@ impl<'g> Encoder<'g> {
             return Err(Error::shape("copy", "dst", format!("{:?} {:?}", src.shape(), src.dtype()), dst.shape()));
         }
         let bytes = src.byte_len().next_multiple_of(4);
-        self.ops.push(Op::Copy {
-            src: src.buffer().clone(),
-            src_offset: 0,
-            dst: dst.buffer().clone(),
-            dst_offset: 0,
-            bytes,
-        });
+        self.ops.push(Op::Copy { src: src.clone(), dst: dst.clone(), bytes });
         Ok(())
     }
 
@@ -113,13 +110,13 @@ impl<'g> Encoder<'g> {
         let mut i = 0;
         while i < self.ops.len() {
             match &self.ops[i] {
-                Op::Copy { src, src_offset, dst, dst_offset, bytes } => {
-                    enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes);
+                Op::Copy { src, dst, bytes } => {
+                    enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, *bytes);
                     i += 1;
                 }
                 Op::Dispatch { .. } => {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-                    while let Some(Op::Dispatch { pipeline, label, param_offset, param_len, buffers, workgroups }) = self.ops.get(i) {
+                    while let Some(Op::Dispatch { pipeline, label, param_offset, param_len, tensors, workgroups }) = self.ops.get(i) {
                         let params = param_buf.as_ref().expect("dispatch implies params");
                         let mut entries = vec![wgpu::BindGroupEntry {
                             binding: 0,
@@ -129,8 +126,8 @@ impl<'g> Encoder<'g> {
                                 size: wgpu::BufferSize::new(*param_len as u64),
                             }),
                         }];
-                        for (j, b) in buffers.iter().enumerate() {
-                            entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource: b.as_entire_binding() });
+                        for (j, t) in tensors.iter().enumerate() {
+                            entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource: t.buffer().as_entire_binding() });
                         }
                         let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
                             label: Some(label),
@@ -146,6 +143,8 @@ impl<'g> Encoder<'g> {
             }
         }
         self.gpu.queue().submit([enc.finish()]);
+        // Dropping `self.ops` now returns released buffers to the pool; anything written
+        // into them later is queued after this submission.
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ mod readback;
 mod tensor;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use encoder::Encoder;
@@ -56,6 +57,18 @@ struct Inner {
     /// First uncaptured GPU error since the last check, reported at the next readback.
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
+    buffers_created: AtomicUsize,
+}
+
+/// Counters of the runtime's caches, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuStats {
+    /// Storage buffers created since the device was acquired (pool misses).
+    pub buffers_created: usize,
+    /// Compiled pipelines in the cache.
+    pub pipelines: usize,
+    /// Bytes held by free buffers in the pool.
+    pub pooled_free_bytes: u64,
 }
 
 /// The one object that owns the GPU. Cheap to clone (shared handle).
@@ -156,6 +169,7 @@ impl Gpu {
                 pool: Arc::new(Mutex::new(BufferPool::new(1 << 30))),
                 error,
                 lost,
+                buffers_created: AtomicUsize::new(0),
             }),
         })
     }
@@ -200,6 +214,7 @@ impl Gpu {
         }
         let recycled = self.inner.pool.lock().ok().and_then(|mut p| p.take(size));
         let buffer = recycled.unwrap_or_else(|| {
+            self.inner.buffers_created.fetch_add(1, Ordering::Relaxed);
             self.inner.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size,
@@ -214,7 +229,7 @@ impl Gpu {
     pub fn upload_bytes(&self, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<GpuTensor> {
         let expected = shape.iter().product::<usize>() * dtype.size();
         if bytes.len() != expected {
-            return Err(Error::HostData { shape: shape.to_vec(), expected, got: bytes.len() });
+            return Err(Error::HostBytes { shape: shape.to_vec(), dtype, expected, got: bytes.len() });
         }
         let t = self.alloc(shape, dtype)?;
         self.write(&t, 0, bytes);
@@ -232,6 +247,14 @@ impl Gpu {
         }
     }
 
+    fn check_len(len: usize, shape: &[usize]) -> Result<()> {
+        let expected = shape.iter().product::<usize>();
+        if len != expected {
+            return Err(Error::HostData { shape: shape.to_vec(), expected, got: len });
+        }
+        Ok(())
+    }
+
     pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
         self.upload_words(data.iter().map(|v| v.to_bits()), data.len(), shape, DType::F32)
     }
@@ -242,6 +265,7 @@ impl Gpu {
         self.upload_words(data.iter().map(|v| *v as u32), data.len(), shape, DType::I32)
     }
     pub fn upload_f16(&self, data: &[half::f16], shape: &[usize]) -> Result<GpuTensor> {
+        Self::check_len(data.len(), shape)?;
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.upload_bytes(&bytes, shape, DType::F16)
     }
@@ -257,8 +281,8 @@ impl Gpu {
         shape: &[usize],
         dtype: DType,
     ) -> Result<GpuTensor> {
+        Self::check_len(len, shape)?;
         let bytes: Vec<u8> = words.flat_map(|w| w.to_le_bytes()).collect();
-        debug_assert_eq!(bytes.len(), len * 4);
         self.upload_bytes(&bytes, shape, dtype)
     }
 
@@ -285,12 +309,13 @@ impl Gpu {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         });
+        let constants = key.constants();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),
             layout: None,
             module: &module,
             entry_point: Some(key.entry()),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
             cache: None,
         });
         let pipeline = Arc::new(pipeline);
@@ -298,9 +323,12 @@ impl Gpu {
         Ok(pipeline)
     }
 
-    /// Number of compiled pipelines (for tests of the cache).
-    pub fn pipeline_count(&self) -> usize {
-        self.inner.pipelines.lock().map(|c| c.len()).unwrap_or(0)
+    pub fn stats(&self) -> GpuStats {
+        GpuStats {
+            buffers_created: self.inner.buffers_created.load(Ordering::Relaxed),
+            pipelines: self.inner.pipelines.lock().map(|c| c.len()).unwrap_or(0),
+            pooled_free_bytes: self.inner.pool.lock().map(|p| p.free_bytes).unwrap_or(0),
+        }
     }
 
     /// Frees pooled buffers that are not in use.

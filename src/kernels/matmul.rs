@@ -24,6 +24,8 @@ pub struct MatmulKey {
     pub shader_f16: bool,
     pub bias: bool,
     pub vec4: bool,
+    /// Rows for the matrix-vector kernel (its `override M`); 0 for the tiled kernel.
+    pub m: u8,
 }
 
 impl Variant for MatmulKey {
@@ -46,6 +48,9 @@ impl Variant for MatmulKey {
     }
     fn needs_shader_f16(&self) -> bool {
         self.shader_f16
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        if self.entry == MatmulEntry::Matvec { vec![("M", self.m as f64)] } else { vec![] }
     }
 }
 
@@ -81,6 +86,7 @@ pub fn linear(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&Gpu
         shader_f16: w_f16 && enc.gpu().caps().shader_f16,
         bias: bias.is_some(),
         vec4: matvec && k % if w_f16 { 8 } else { 4 } == 0,
+        m: if matvec { m as u8 } else { 0 },
     };
     let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, 0];
     let workgroups = if matvec {

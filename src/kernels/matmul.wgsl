@@ -3,10 +3,12 @@
 //
 // Two entry points:
 //   matmul_tiled  prefill / batches: 64x64 output tile per workgroup of 256 threads,
-//                 each thread 4x4 outputs; K walked in slices of 16 through shared memory.
+//                 each thread a 4x4 block in vec4 registers; K walked in slices of 16
+//                 through shared memory.
 //                 Dispatch (ceil(N/64), ceil(M/64)).
 //   matvec        decode, M <= 8: one workgroup of 256 threads per output column n, every
-//                 thread strides over K for all M rows, tree reduction. Dispatch grid(N).
+//                 thread strides over K for all M rows, tree reduction. M is an override
+//                 constant (one pipeline per M). Dispatch grid(N).
 //
 // Variants (defines): W_F16 (weights stored as f16), SHADER_F16 (read them as `f16`;
 // otherwise as packed u32 words through unpack2x16float), BIAS, VEC4 (matvec only:
@@ -75,21 +77,23 @@ fn load_w(i: u32) -> f32 {
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
-const LD: u32 = 17u;  // padded row stride of the shared tiles (avoids bank conflicts)
 
-var<workgroup> xs: array<f32, 1088>;  // [BM][LD]
-var<workgroup> ws: array<f32, 1088>;  // [BN][LD]
+// Shared tiles stored k-major as vec4 so the inner loop reads 4 rows (4 columns) per load:
+// xs[kk * 16 + r / 4][r % 4] = x[m0 + r, k0 + kk], ws likewise for w.
+var<workgroup> xs: array<vec4<f32>, 256>;  // [BK][BM / 4]
+var<workgroup> ws: array<vec4<f32>, 256>;  // [BK][BN / 4]
 
 @compute @workgroup_size(256)
 fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let m0 = wid.y * BM;
     let n0 = wid.x * BN;
+    // Thread (tx, ty) owns rows m0 + 4ty .. +3 and columns n0 + 4tx .. +3, in registers.
     let tx = lid % 16u;
     let ty = lid / 16u;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i = i + 1u) {
-        acc[i] = 0.0;
-    }
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.k; k0 = k0 + BK) {
         for (var i = 0u; i < 4u; i = i + 1u) {
             let e = lid + i * 256u;
@@ -100,44 +104,48 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
             if (m0 + r < p.m && gk < p.k) {
                 xv = x[(m0 + r) * p.k + gk];
             }
-            xs[r * LD + c] = xv;
+            xs[c * 16u + r / 4u][r % 4u] = xv;
             var wv = 0.0;
             if (n0 + r < p.n && gk < p.k) {
                 wv = load_w((n0 + r) * p.k + gk);
             }
-            ws[r * LD + c] = wv;
+            ws[c * 16u + r / 4u][r % 4u] = wv;
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk = kk + 1u) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                a[i] = xs[(ty + 16u * i) * LD + kk];
-                b[i] = ws[(tx + 16u * i) * LD + kk];
-            }
-            for (var i = 0u; i < 4u; i = i + 1u) {
-                for (var j = 0u; j < 4u; j = j + 1u) {
-                    acc[i * 4u + j] = acc[i * 4u + j] + a[i] * b[j];
-                }
-            }
+            let a = xs[kk * 16u + ty];
+            let b = ws[kk * 16u + tx];
+            c0 = c0 + a.x * b;
+            c1 = c1 + a.y * b;
+            c2 = c2 + a.z * b;
+            c3 = c3 + a.w * b;
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        let gm = m0 + ty + 16u * i;
-        for (var j = 0u; j < 4u; j = j + 1u) {
-            let gn = n0 + tx + 16u * j;
-            if (gm < p.m && gn < p.n) {
-                y[gm * p.n + gn] = epilogue(acc[i * 4u + j], gn);
-            }
+    store_row(m0 + 4u * ty, n0 + 4u * tx, c0);
+    store_row(m0 + 4u * ty + 1u, n0 + 4u * tx, c1);
+    store_row(m0 + 4u * ty + 2u, n0 + 4u * tx, c2);
+    store_row(m0 + 4u * ty + 3u, n0 + 4u * tx, c3);
+}
+
+fn store_row(gm: u32, gn: u32, v: vec4<f32>) {
+    if (gm >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (gn + j < p.n) {
+            y[gm * p.n + gn + j] = epilogue(v[j], gn + j);
         }
     }
 }
 #endif
 
+// Rows of x for matvec, fixed when the pipeline is created (1..=8), so the loops over
+// rows unroll and the accumulators stay in registers.
+override M: u32 = 1u;
 const MAXM: u32 = 8u;
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, 2048>;  // [MAXM][WG]
+var<workgroup> red: array<f32, 2048>;  // [M][WG]
 
 @compute @workgroup_size(256)
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -146,8 +154,8 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (col >= p.n) {
         return;
     }
-    var acc: array<f32, 8>;
-    for (var m = 0u; m < MAXM; m = m + 1u) {
+    var acc: array<f32, MAXM>;
+    for (var m = 0u; m < M; m = m + 1u) {
         acc[m] = 0.0;
     }
 #ifdef VEC4
@@ -158,7 +166,7 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         let q = w4[col * kw + i];
         let w0 = vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
         let w1 = vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-        for (var m = 0u; m < p.m; m = m + 1u) {
+        for (var m = 0u; m < M; m = m + 1u) {
             let xb = m * (p.k / 4u) + 2u * i;
             acc[m] = acc[m] + dot(w0, x4[xb]) + dot(w1, x4[xb + 1u]);
         }
@@ -167,7 +175,7 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let kw = p.k / 4u;
     for (var i = lid; i < kw; i = i + WG) {
         let wv = w4[col * kw + i];
-        for (var m = 0u; m < p.m; m = m + 1u) {
+        for (var m = 0u; m < M; m = m + 1u) {
             acc[m] = acc[m] + dot(wv, x4[m * kw + i]);
         }
     }
@@ -175,24 +183,24 @@ fn matvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 #else
     for (var i = lid; i < p.k; i = i + WG) {
         let wv = load_w(col * p.k + i);
-        for (var m = 0u; m < p.m; m = m + 1u) {
+        for (var m = 0u; m < M; m = m + 1u) {
             acc[m] = acc[m] + wv * x[m * p.k + i];
         }
     }
 #endif
-    for (var m = 0u; m < MAXM; m = m + 1u) {
+    for (var m = 0u; m < M; m = m + 1u) {
         red[m * WG + lid] = acc[m];
     }
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s = s >> 1u) {
         if (lid < s) {
-            for (var m = 0u; m < MAXM; m = m + 1u) {
+            for (var m = 0u; m < M; m = m + 1u) {
                 red[m * WG + lid] = red[m * WG + lid] + red[m * WG + lid + s];
             }
         }
         workgroupBarrier();
     }
-    if (lid < p.m) {
+    if (lid < M) {
         y[lid * p.n + col] = epilogue(red[lid * WG], col);
     }
 }

@@ -35,6 +35,10 @@ pub(crate) trait Variant {
     fn needs_shader_f16(&self) -> bool {
         false
     }
+    /// Values of WGSL `override` constants.
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 }
 
 macro_rules! dispatch_variant {
@@ -71,6 +75,9 @@ impl KernelKey {
     }
     pub(crate) fn needs_shader_f16(&self) -> bool {
         dispatch_variant!(self, k => k.needs_shader_f16())
+    }
+    pub(crate) fn constants(&self) -> Vec<(&'static str, f64)> {
+        dispatch_variant!(self, k => k.constants())
     }
 }
 
