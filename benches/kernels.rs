@@ -47,6 +47,105 @@ fn random(gpu: &Gpu, rng: &mut Rng, shape: &[usize], dtype: DType) -> Result<Gpu
     }
 }
 
+/// The reference figure of `../shared/gpu-recipe.md`: a plain f32 GEMV, 256 threads per
+/// row, vec4 loads, tree reduction, written against raw wgpu on its own device so the
+/// runtime's machinery is not part of it. Returns seconds per GEMV.
+fn baseline_gemv(n: usize, k: usize, reps: usize, rounds: usize) -> f64 {
+    const SRC: &str = r#"
+@group(0) @binding(0) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+var<workgroup> red: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    let k4 = arrayLength(&x);
+    var acc = 0.0;
+    for (var i = lid; i < k4; i = i + 256u) { acc = acc + dot(w[row * k4 + i], x[i]); }
+    red[lid] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+        workgroupBarrier();
+    }
+    if (lid == 0u) { y[row] = red[0]; }
+}"#;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
+    let al = adapter.limits();
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: al.max_storage_buffer_binding_size,
+        max_buffer_size: al.max_buffer_size,
+        ..Default::default()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("device");
+    let buf = |size: usize| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: size as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let (w, x, y) = (buf(n * k * 4), buf(k * 4), buf(n * 4));
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(SRC.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: w.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: x.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 2, resource: y.as_entire_binding() },
+        ],
+    });
+    let groups = gllm_web_grid(n as u32);
+    let mut samples = Vec::new();
+    for round in 0..=rounds {
+        let t0 = Instant::now();
+        let mut enc = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            for _ in 0..reps {
+                pass.dispatch_workgroups(groups[0], groups[1], 1);
+            }
+        }
+        queue.submit([enc.finish()]);
+        device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
+        if round > 0 {
+            samples.push(t0.elapsed().as_secs_f64() / reps as f64);
+        }
+    }
+    median(samples)
+}
+
+/// The same x/y split of a 1-D workgroup count as the runtime's.
+fn gllm_web_grid(n: u32) -> [u32; 2] {
+    if n <= 65535 {
+        [n, 1]
+    } else {
+        let y = n.div_ceil(65535);
+        [n.div_ceil(y), y]
+    }
+}
+
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 3 } else { 5 };
@@ -77,6 +176,15 @@ fn main() -> Result<()> {
             let reps = if caps.is_cpu { reps.min(4) } else { reps };
             let s = time(&gpu, rounds, reps, &|enc| linear(enc, &x, &w, None))?;
             let kind = if m <= gllm_web::kernels::matmul::MATVEC_MAX_M { "matvec" } else { "tiled" };
+            if m == 1 && dtype == DType::F32 {
+                let b = baseline_gemv(n, k, reps, rounds);
+                println!(
+                    "| {adapter} baseline simple GEMV f32 n={n} k={k} (recipe) | {:.1} µs | {:.2} | {:.1} |",
+                    b * 1e6,
+                    weight_bytes / b / 1e9,
+                    2.0 * (n * k) as f64 / b / 1e9
+                );
+            }
             println!(
                 "| {adapter} linear/{kind} {dtype:?} m={m} n={n} k={k} | {:.1} µs | {:.2} | {:.1} |",
                 s * 1e6,

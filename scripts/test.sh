@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command. Every GPU test runs twice: natively through wgpu on Vulkan (lavapipe
+# on CI) and in headless Chromium through WebGPU (SwiftShader on CI).
+# Optional: GLLM_EXPECT_NATIVE_ADAPTER / GLLM_EXPECT_WEB_ADAPTER make the adapter test fail
+# unless the adapter description contains that text (.ci/run sets llvmpipe / swiftshader).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+# Browser test targets (each file under tests/ that uses the gpu_tests! harness).
+WEB_TESTS=(--test kernels)
+
+echo "== native: cargo test (wgpu on Vulkan) =="
+GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_NATIVE_ADAPTER-}" cargo test -- --nocapture 2>&1 | grep -v XDG_RUNTIME_DIR
+cargo check --benches -q
+
+echo "== browser: wasm-pack test in headless Chromium (WebGPU) =="
+GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_WEB_ADAPTER-}" wasm-pack test --headless --chrome \
+    --chromedriver "$(command -v chromedriver)" "${WEB_TESTS[@]}" -- --nocapture
