@@ -40,7 +40,37 @@ pub enum Error {
     #[error("{op}: device lacks feature {feature}")]
     MissingFeature { op: &'static str, feature: &'static str },
 
+    // ---- loader ----------------------------------------------------------------------
+    /// A file does not exist (a missing file on disk, or HTTP 404).
+    #[error("file not found: {file}")]
+    NotFound { file: String },
+    /// Reading a file failed (I/O or network).
+    #[error("reading {file} failed: {msg}")]
+    Io { file: String, msg: String },
+    /// A weights file is malformed or inconsistent (untrusted input).
+    #[error("invalid {format} file {file}: {msg}")]
+    Format { format: &'static str, file: String, msg: String },
+    /// A JSON configuration file is malformed or has unsupported values.
+    #[error("invalid config {file}: {msg}")]
+    Config { file: String, msg: String },
+    /// A tensor the model needs is absent from the checkpoint.
+    #[error("tensor {name} missing from the checkpoint")]
+    MissingTensor { name: String },
+    /// A checkpoint tensor has an unexpected shape or dtype.
+    #[error("tensor {name}: expected {expected}, got {got}")]
+    TensorMismatch { name: String, expected: String, got: String },
+
+    // ---- tokenizer -------------------------------------------------------------------
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
     // ---- input -----------------------------------------------------------------------
+    /// A request argument is invalid.
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// The engine was disposed.
+    #[error("this {0} was disposed; load it again")]
+    Disposed(&'static str),
     /// Host data does not match the shape it was declared with.
     #[error("host data of {got} elements does not match shape {shape:?} ({expected} elements)")]
     HostData { shape: Vec<usize>, expected: usize, got: usize },

@@ -27,7 +27,7 @@ enum Op {
         tensors: Vec<GpuTensor>,
         workgroups: [u32; 3],
     },
-    Copy { src: GpuTensor, dst: GpuTensor, bytes: u64 },
+    Copy { src: GpuTensor, dst: GpuTensor, dst_offset: u64, bytes: u64 },
 }
 
 /// A list of GPU ops recorded for one submission.
@@ -82,14 +82,20 @@ impl<'g> Encoder<'g> {
         Ok(())
     }
 
-    /// Records a copy of `src` into `dst` (whole payload of `src`, same byte length
-    /// required) at element offset 0.
-    pub fn copy(&mut self, src: &GpuTensor, dst: &GpuTensor) -> Result<()> {
-        if src.byte_len() != dst.byte_len() || src.dtype() != dst.dtype() {
-            return Err(Error::shape("copy", "dst", format!("{:?} {:?}", src.shape(), src.dtype()), dst.shape()));
+    /// Records a copy of all of `src` into `dst` starting at element `dst_offset`. Same
+    /// dtype; the byte offset and length must be multiples of 4 (WebGPU's copy alignment).
+    pub fn copy_into(&mut self, src: &GpuTensor, dst: &GpuTensor, dst_offset: usize) -> Result<()> {
+        const OP: &str = "copy_into";
+        src.expect_dtype(OP, "dst", &[dst.dtype()])?;
+        let size = dst.dtype().size() as u64;
+        let (offset, bytes) = (dst_offset as u64 * size, src.byte_len());
+        if offset + bytes > dst.byte_len() {
+            return Err(Error::param(OP, format!("{bytes} bytes at byte {offset} overflow a {}-byte tensor", dst.byte_len())));
         }
-        let bytes = src.byte_len().next_multiple_of(4);
-        self.ops.push(Op::Copy { src: src.clone(), dst: dst.clone(), bytes });
+        if offset % 4 != 0 || bytes % 4 != 0 {
+            return Err(Error::param(OP, "offset and length must be multiples of 4 bytes"));
+        }
+        self.ops.push(Op::Copy { src: src.clone(), dst: dst.clone(), dst_offset: offset, bytes });
         Ok(())
     }
 
@@ -110,8 +116,8 @@ impl<'g> Encoder<'g> {
         let mut i = 0;
         while i < self.ops.len() {
             match &self.ops[i] {
-                Op::Copy { src, dst, bytes } => {
-                    enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), 0, *bytes);
+                Op::Copy { src, dst, dst_offset, bytes } => {
+                    enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), *dst_offset, *bytes);
                     i += 1;
                 }
                 Op::Dispatch { .. } => {

@@ -58,6 +58,7 @@ struct Inner {
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     buffers_created: AtomicUsize,
+    readbacks: AtomicUsize,
 }
 
 /// Counters of the runtime's caches, for tests and diagnostics.
@@ -69,6 +70,8 @@ pub struct GpuStats {
     pub pipelines: usize,
     /// Bytes held by free buffers in the pool.
     pub pooled_free_bytes: u64,
+    /// Readbacks (GPU→CPU transfers) since the device was acquired.
+    pub readbacks: usize,
 }
 
 /// The one object that owns the GPU. Cheap to clone (shared handle).
@@ -170,6 +173,7 @@ impl Gpu {
                 error,
                 lost,
                 buffers_created: AtomicUsize::new(0),
+                readbacks: AtomicUsize::new(0),
             }),
         })
     }
@@ -182,6 +186,9 @@ impl Gpu {
     }
     pub(crate) fn queue(&self) -> &wgpu::Queue {
         &self.inner.queue
+    }
+    pub(crate) fn count_readback(&self) {
+        self.inner.readbacks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Returns (and clears) the first GPU error reported since the last check, and any
@@ -328,6 +335,7 @@ impl Gpu {
             buffers_created: self.inner.buffers_created.load(Ordering::Relaxed),
             pipelines: self.inner.pipelines.lock().map(|c| c.len()).unwrap_or(0),
             pooled_free_bytes: self.inner.pool.lock().map(|p| p.free_bytes).unwrap_or(0),
+            readbacks: self.inner.readbacks.load(Ordering::Relaxed),
         }
     }
 

@@ -65,6 +65,7 @@ impl Gpu {
     /// drives `map_async` with `device.poll`; web: awaits the browser's callback.
     async fn read_bytes(&self, t: &GpuTensor) -> Result<Vec<u8>> {
         self.check_errors()?;
+        self.count_readback();
         let len = t.byte_len();
         let size = len.next_multiple_of(4).max(4);
         let staging = self.device().create_buffer(&wgpu::BufferDescriptor {

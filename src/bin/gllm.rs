@@ -1,0 +1,73 @@
+//! `gllm`: the native command line.
+//!
+//! ```text
+//! gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] TEXT...
+//! ```
+//! prints `{"dims": [n, d], "token_ids": [[...], ...], "embeddings": [[...], ...]}`.
+//! Errors go to stderr with exit status 1 (2 for usage errors).
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("embed") => run(embed(&args[1..])),
+        _ => {
+            eprintln!("{USAGE}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] TEXT...";
+
+#[cfg(not(target_arch = "wasm32"))]
+fn run(r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("gllm: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn embed(args: &[String]) -> Result<(), String> {
+    use gllm_web::loader::FileSource;
+    use gllm_web::{EmbedOptions, Embedder, Gpu};
+
+    let mut model = None;
+    let mut opts = EmbedOptions::default();
+    let mut texts = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--model" => model = Some(value("--model")?),
+            "--pooling" => opts.pooling = Some(value("--pooling")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
+            "--no-normalize" => opts.normalize = Some(false),
+            "--max-length" => {
+                opts.max_length = Some(value("--max-length")?.parse().map_err(|_| "--max-length needs a number".to_string())?)
+            }
+            "--" => texts.extend(it.by_ref().cloned()),
+            s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
+            s => texts.push(s.to_string()),
+        }
+    }
+    let model = model.ok_or_else(|| format!("--model is required\n{USAGE}"))?;
+    pollster::block_on(async {
+        let gpu = Gpu::new().await.map_err(|e| e.to_string())?;
+        let embedder = Embedder::load(&gpu, &FileSource::new(&model), opts, &|_| {}).await.map_err(|e| e.to_string())?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let e = embedder.embed(&refs).await.map_err(|e| e.to_string())?;
+        let rows: Vec<&[f32]> = e.rows().collect();
+        let out = serde_json::json!({ "dims": e.dims, "token_ids": e.token_ids, "embeddings": rows });
+        println!("{out}");
+        Ok(())
+    })
+}

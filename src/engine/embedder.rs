@@ -1,0 +1,234 @@
+//! Sentence embeddings with a BERT-family encoder, pooled and normalised on the GPU.
+//!
+//! Per call: texts are tokenized on the CPU; ids, token types, positions and the attention
+//! mask are uploaded once; the forward pass, pooling and L2 normalisation of each chunk of
+//! `batch_size` texts are one submission; the pooled rows of every chunk are copied into one
+//! `[n, dim]` GPU tensor, which is the call's only readback.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu};
+use crate::kernels::{norm, pool};
+use crate::loader::{read_json, read_json_optional, Progress, SafetensorsFile, Source};
+use crate::models::bert::{BertConfig, BertInput, BertModel};
+use crate::nn::VarBuilder;
+use crate::tokenizer::Tokenizer;
+
+/// How token states become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the tokens of the text (padding excluded), `[CLS]` and `[SEP]` included.
+    Mean,
+    /// The first (`[CLS]`) token.
+    Cls,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mean" => Ok(Self::Mean),
+            "cls" => Ok(Self::Cls),
+            other => Err(Error::Input(format!("pooling `{other}`: expected `mean` or `cls`"))),
+        }
+    }
+}
+
+/// Load options. `None` means: what the model's sentence-transformers config says, else the
+/// default (mean pooling, normalised, max length from the model config).
+#[derive(Debug, Clone, Default)]
+pub struct EmbedOptions {
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+    /// Longest input in tokens, special tokens included; longer texts are truncated.
+    pub max_length: Option<usize>,
+    /// Texts per forward pass (bounds activation memory). Default 32.
+    pub batch_size: Option<usize>,
+}
+
+/// `[n, dim]` row-major embeddings and the token ids each row came from.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub data: Vec<f32>,
+    pub dims: [usize; 2],
+    pub token_ids: Vec<Vec<u32>>,
+}
+
+impl Embeddings {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dims[1]..(i + 1) * self.dims[1]]
+    }
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.data.chunks_exact(self.dims[1].max(1))
+    }
+}
+
+#[derive(Deserialize)]
+struct StModule {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct StPooling {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct StConfig {
+    max_seq_length: Option<usize>,
+}
+
+pub struct Embedder {
+    gpu: Gpu,
+    model: BertModel,
+    tokenizer: Tokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    batch_size: usize,
+}
+
+const WEIGHTS: &str = "model.safetensors";
+
+impl Embedder {
+    /// Loads `config.json`, `tokenizer.json`, the sentence-transformers files when present
+    /// (`modules.json`, the pooling config, `sentence_bert_config.json`) and
+    /// `model.safetensors` from `src`.
+    pub async fn load<S: Source>(gpu: &Gpu, src: &S, opts: EmbedOptions, progress: &dyn Fn(Progress)) -> Result<Self> {
+        let config: BertConfig = read_json(src, "config.json").await?;
+        config.validate("config.json")?;
+
+        // sentence-transformers pipeline description, if the folder has one.
+        let modules: Option<Vec<StModule>> = read_json_optional(src, "modules.json").await?;
+        let mut pooling = Pooling::Mean;
+        let mut normalize = true;
+        if let Some(modules) = &modules {
+            normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
+            if let Some(m) = modules.iter().find(|m| m.kind.ends_with(".Pooling")) {
+                let file = format!("{}/config.json", m.path);
+                let p: StPooling = read_json(src, &file).await?;
+                pooling = match (p.pooling_mode_mean_tokens, p.pooling_mode_cls_token) {
+                    (true, false) => Pooling::Mean,
+                    (false, true) => Pooling::Cls,
+                    _ => {
+                        return Err(Error::Config { file, msg: "only one of mean or CLS pooling is supported".into() });
+                    }
+                };
+                if p.pooling_mode_max_tokens || p.pooling_mode_mean_sqrt_len_tokens {
+                    return Err(Error::Config { file, msg: "max and mean-sqrt-len pooling are not supported".into() });
+                }
+            }
+        }
+        let st: Option<StConfig> = read_json_optional(src, "sentence_bert_config.json").await?;
+        let max_length = opts
+            .max_length
+            .or(st.and_then(|s| s.max_seq_length))
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+        if max_length < 2 {
+            return Err(Error::Input(format!("max_length {max_length} leaves no room for text")));
+        }
+
+        progress(Progress::Initiate { file: "tokenizer.json".into() });
+        let tokenizer = Tokenizer::from_bytes(&src.read("tokenizer.json").await?, max_length)?;
+        progress(Progress::Done { file: "tokenizer.json".into() });
+
+        progress(Progress::Initiate { file: WEIGHTS.into() });
+        let header = SafetensorsFile::read(src, WEIGHTS).await?;
+        let loaded = std::cell::Cell::new(0);
+        let root = VarBuilder::new(gpu, src, &header, progress, &loaded);
+        // Sequence-classification checkpoints keep the encoder under `bert.`.
+        let vb = if root.contains("bert.embeddings.word_embeddings.weight") { root.pp("bert") } else { root };
+        let model = BertModel::load(&vb, config).await?;
+        progress(Progress::Done { file: WEIGHTS.into() });
+        gpu.sync().await?;
+        progress(Progress::Ready);
+
+        Ok(Self {
+            gpu: gpu.clone(),
+            model,
+            tokenizer,
+            pooling: opts.pooling.unwrap_or(pooling),
+            normalize: opts.normalize.unwrap_or(normalize),
+            batch_size: opts.batch_size.unwrap_or(32).max(1),
+        })
+    }
+
+    pub fn dim(&self) -> usize {
+        self.model.config.hidden_size
+    }
+    pub fn max_length(&self) -> usize {
+        self.tokenizer.max_length()
+    }
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+    pub fn normalize(&self) -> bool {
+        self.normalize
+    }
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Embeds `texts`. An empty list gives an empty `[0, dim]` result. An empty string is
+    /// embedded like any text: its tokens are just `[CLS] [SEP]` (what sentence-transformers
+    /// does). Texts longer than `max_length` tokens are truncated from the end.
+    pub async fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
+        let dim = self.dim();
+        let token_ids = self.tokenizer.encode_batch(texts)?;
+        if texts.is_empty() {
+            return Ok(Embeddings { data: Vec::new(), dims: [0, dim], token_ids });
+        }
+        let gpu = &self.gpu;
+        let out = gpu.alloc(&[texts.len(), dim], DType::F32)?;
+        for (chunk_index, chunk) in token_ids.chunks(self.batch_size).enumerate() {
+            let input = self.upload(chunk)?;
+            let mut enc = gpu.encoder();
+            let hidden = self.model.forward(&mut enc, &input)?;
+            let mut pooled = match self.pooling {
+                Pooling::Mean => pool::mean_pool(&mut enc, &hidden, &input.attention_mask)?,
+                Pooling::Cls => pool::cls_pool(&mut enc, &hidden)?,
+            };
+            if self.normalize {
+                pooled = norm::l2_normalize(&mut enc, &pooled, 1e-12)?;
+            }
+            enc.copy_into(&pooled, &out, chunk_index * self.batch_size * dim)?;
+            enc.submit()?;
+        }
+        let data = gpu.readback_f32(&out).await?;
+        Ok(Embeddings { data, dims: [texts.len(), dim], token_ids })
+    }
+
+    /// Pads a chunk to its longest member and uploads ids, token types, positions and mask.
+    fn upload(&self, chunk: &[Vec<u32>]) -> Result<BertInput> {
+        let batch = chunk.len();
+        let seq = chunk.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let pad = self.model.config.pad_token_id;
+        let mut ids = vec![pad; batch * seq];
+        let mut mask = vec![0u32; batch * seq];
+        for (b, row) in chunk.iter().enumerate() {
+            ids[b * seq..b * seq + row.len()].copy_from_slice(row);
+            mask[b * seq..b * seq + row.len()].fill(1);
+        }
+        let positions: Vec<u32> = (0..batch * seq).map(|i| (i % seq) as u32).collect();
+        let g = &self.gpu;
+        Ok(BertInput {
+            input_ids: g.upload_u32(&ids, &[batch * seq])?,
+            token_type_ids: g.upload_u32(&vec![0; batch * seq], &[batch * seq])?,
+            position_ids: g.upload_u32(&positions, &[batch * seq])?,
+            attention_mask: g.upload_u32(&mask, &[batch, seq])?,
+            batch,
+            seq,
+        })
+    }
+}

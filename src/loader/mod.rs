@@ -1,0 +1,46 @@
+//! Loading weights and configs from untrusted files.
+//!
+//! Bytes reach the models through one [`Source`] trait: a folder on disk natively
+//! ([`FileSource`]), `fetch` of a base URL in the browser ([`HttpSource`]) and an in-memory
+//! map for tests ([`MemSource`]). Model code never branches on the platform. The
+//! safetensors header is parsed and validated by our own code ([`safetensors`]); tensors are
+//! then read one byte range at a time, so a load never holds the whole file in memory.
+//! The parallel HTTP Range streamer of a later issue implements the same trait.
+
+pub mod safetensors;
+mod source;
+
+pub use safetensors::{SafetensorsFile, StDType, TensorInfo};
+pub use source::{FileSource, MemSource, Source};
+#[cfg(target_arch = "wasm32")]
+pub use source::HttpSource;
+
+use crate::error::{Error, Result};
+
+/// Reads and parses a JSON file from a source.
+pub async fn read_json<S: Source, T: serde::de::DeserializeOwned>(src: &S, file: &str) -> Result<T> {
+    let bytes = src.read(file).await?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Config { file: file.to_string(), msg: e.to_string() })
+}
+
+/// Like [`read_json`], but `Ok(None)` when the file does not exist.
+pub async fn read_json_optional<S: Source, T: serde::de::DeserializeOwned>(src: &S, file: &str) -> Result<Option<T>> {
+    match read_json(src, file).await {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Progress of a load, reported to the caller's callback.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// A file is about to be read.
+    Initiate { file: String },
+    /// Bytes of a file read so far.
+    Progress { file: String, loaded: u64, total: u64 },
+    /// A file is fully read.
+    Done { file: String },
+    /// The model is on the GPU and ready.
+    Ready,
+}

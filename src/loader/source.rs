@@ -1,0 +1,206 @@
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+
+/// Where model files come from. Paths are relative to the model's root (`config.json`,
+/// `model.safetensors`, `1_Pooling/config.json`).
+#[allow(async_fn_in_trait)]
+pub trait Source {
+    /// The whole file (configs, tokenizer). `Error::NotFound` if it does not exist.
+    async fn read(&self, file: &str) -> Result<Vec<u8>>;
+    /// `len` bytes of `file` starting at `offset`. Fewer bytes is an error.
+    async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Length of `file` in bytes.
+    async fn len(&self, file: &str) -> Result<u64>;
+    /// A name for messages (a folder or a URL).
+    fn describe(&self) -> String;
+}
+
+fn short_read(file: &str, offset: u64, len: u64, got: usize) -> Error {
+    Error::Io { file: file.to_string(), msg: format!("range {offset}+{len}: got only {got} bytes") }
+}
+
+/// Files in memory (tests and fixtures).
+#[derive(Default, Clone)]
+pub struct MemSource {
+    pub files: HashMap<String, Vec<u8>>,
+}
+
+impl MemSource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn with(mut self, file: &str, bytes: impl Into<Vec<u8>>) -> Self {
+        self.files.insert(file.to_string(), bytes.into());
+        self
+    }
+    fn get(&self, file: &str) -> Result<&Vec<u8>> {
+        self.files.get(file).ok_or_else(|| Error::NotFound { file: file.to_string() })
+    }
+}
+
+impl Source for MemSource {
+    async fn read(&self, file: &str) -> Result<Vec<u8>> {
+        Ok(self.get(file)?.clone())
+    }
+    async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let data = self.get(file)?;
+        let end = offset.checked_add(len).filter(|&e| e <= data.len() as u64);
+        match end {
+            Some(end) => Ok(data[offset as usize..end as usize].to_vec()),
+            None => Err(short_read(file, offset, len, data.len().saturating_sub(offset as usize))),
+        }
+    }
+    async fn len(&self, file: &str) -> Result<u64> {
+        Ok(self.get(file)?.len() as u64)
+    }
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+}
+
+/// A model folder on disk (native only).
+#[derive(Clone, Debug)]
+pub struct FileSource {
+    root: std::path::PathBuf,
+}
+
+impl FileSource {
+    pub fn new(root: impl Into<std::path::PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    fn path(&self, file: &str) -> std::path::PathBuf {
+        self.root.join(file)
+    }
+    fn io(&self, file: &str, e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound { file: self.path(file).display().to_string() }
+        } else {
+            Error::Io { file: self.path(file).display().to_string(), msg: e.to_string() }
+        }
+    }
+}
+
+impl Source for FileSource {
+    async fn read(&self, file: &str) -> Result<Vec<u8>> {
+        std::fs::read(self.path(file)).map_err(|e| self.io(file, e))
+    }
+    async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(self.path(file)).map_err(|e| self.io(file, e))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| self.io(file, e))?;
+        let mut buf = Vec::new();
+        f.take(len).read_to_end(&mut buf).map_err(|e| self.io(file, e))?;
+        if (buf.len() as u64) < len {
+            return Err(short_read(file, offset, len, buf.len()));
+        }
+        Ok(buf)
+    }
+    async fn len(&self, file: &str) -> Result<u64> {
+        std::fs::metadata(self.path(file)).map(|m| m.len()).map_err(|e| self.io(file, e))
+    }
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// `fetch` of files under a base URL (browser main thread or worker). Ranges use the HTTP
+/// `Range` header; a server that ignores it (200 with the whole body) still works, at the
+/// cost of transferring the whole file for that request.
+#[cfg(target_arch = "wasm32")]
+#[derive(Clone, Debug)]
+pub struct HttpSource {
+    base: String,
+}
+
+#[cfg(target_arch = "wasm32")]
+impl HttpSource {
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_string() }
+    }
+    fn url(&self, file: &str) -> String {
+        format!("{}/{}", self.base, file)
+    }
+
+    /// GET with an optional `Range` header; returns (status, headers, body).
+    async fn get(&self, file: &str, range: Option<(u64, u64)>) -> Result<(u16, web_sys::Headers, Vec<u8>)> {
+        use wasm_bindgen::JsCast;
+        let url = self.url(file);
+        let io = |msg: String| Error::Io { file: url.clone(), msg };
+        let init = web_sys::RequestInit::new();
+        init.set_method("GET");
+        if let Some((start, end)) = range {
+            let headers = web_sys::Headers::new().map_err(|e| io(format!("{e:?}")))?;
+            headers.set("Range", &format!("bytes={start}-{end}")).map_err(|e| io(format!("{e:?}")))?;
+            init.set_headers(&headers);
+        }
+        let request = web_sys::Request::new_with_str_and_init(&url, &init).map_err(|e| io(format!("{e:?}")))?;
+        // `fetch` of the global scope, so this works in a window and in a worker.
+        let global = js_sys::global();
+        let fetch: js_sys::Function = js_sys::Reflect::get(&global, &"fetch".into())
+            .map_err(|e| io(format!("{e:?}")))?
+            .dyn_into()
+            .map_err(|_| io("no fetch in this global scope".into()))?;
+        let promise: js_sys::Promise = fetch
+            .call1(&global, &request)
+            .map_err(|e| io(format!("{e:?}")))?
+            .dyn_into()
+            .map_err(|_| io("fetch did not return a promise".into()))?;
+        let resp: web_sys::Response = wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map_err(|e| io(format!("network error: {e:?}")))?
+            .dyn_into()
+            .map_err(|_| io("fetch did not return a Response".into()))?;
+        let status = resp.status();
+        if status == 404 {
+            return Err(Error::NotFound { file: url });
+        }
+        if !(200..300).contains(&status) {
+            return Err(io(format!("HTTP {status}")));
+        }
+        let buf = wasm_bindgen_futures::JsFuture::from(resp.array_buffer().map_err(|e| io(format!("{e:?}")))?)
+            .await
+            .map_err(|e| io(format!("{e:?}")))?;
+        Ok((status, resp.headers(), js_sys::Uint8Array::new(&buf).to_vec()))
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+impl Source for HttpSource {
+    async fn read(&self, file: &str) -> Result<Vec<u8>> {
+        Ok(self.get(file, None).await?.2)
+    }
+    async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let (status, _, body) = self.get(file, Some((offset, offset + len - 1))).await?;
+        let bytes = if status == 206 {
+            body
+        } else {
+            // The server ignored Range and sent the whole file.
+            let end = offset.saturating_add(len).min(body.len() as u64);
+            body.get(offset as usize..end as usize).map(<[u8]>::to_vec).unwrap_or_default()
+        };
+        if (bytes.len() as u64) < len {
+            return Err(short_read(&self.url(file), offset, len, bytes.len()));
+        }
+        Ok(bytes)
+    }
+    async fn len(&self, file: &str) -> Result<u64> {
+        let (status, headers, body) = self.get(file, Some((0, 0))).await?;
+        if status == 206 {
+            // Content-Range: bytes 0-0/TOTAL
+            let cr = headers.get("Content-Range").ok().flatten().unwrap_or_default();
+            cr.rsplit('/')
+                .next()
+                .and_then(|t| t.trim().parse().ok())
+                .ok_or_else(|| Error::Io { file: self.url(file), msg: format!("bad Content-Range `{cr}`") })
+        } else {
+            Ok(body.len() as u64)
+        }
+    }
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+}

@@ -1,0 +1,3 @@
+//! One file per architecture family, written the way HF's modeling files read.
+
+pub mod bert;
