@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # The test command. Every GPU test runs twice: natively through wgpu on Vulkan (lavapipe
 # on CI) and in headless Chromium through WebGPU (SwiftShader on CI).
+# Needs: Rust with the wasm32 target, wasm-pack + wasm-bindgen-cli, chromium +
+# chromedriver, node, python3 with pip (.ci/run installs them all).
 # Optional: GLLM_EXPECT_NATIVE_ADAPTER / GLLM_EXPECT_WEB_ADAPTER make the adapter test fail
 # unless the adapter description contains that text (.ci/run sets llvmpipe / swiftshader).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 # Browser test targets (each file under tests/ that uses the gpu_tests! harness).
-WEB_TESTS=(--test kernels)
+WEB_TESTS=(--test kernels --test embed)
+PORT=${GLLM_TEST_PORT:-8777}
+
+bash scripts/fetch-models.sh models
 
 echo "== native: cargo test (wgpu on Vulkan) =="
 GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_NATIVE_ADAPTER-}" cargo test -- --nocapture 2>&1 | grep -v XDG_RUNTIME_DIR
 cargo check --benches -q
 
 echo "== browser: wasm-pack test in headless Chromium (WebGPU) =="
-GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_WEB_ADAPTER-}" wasm-pack test --headless --chrome \
-    --chromedriver "$(command -v chromedriver)" "${WEB_TESTS[@]}" -- --nocapture
+node scripts/serve.mjs models "$PORT" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-1800}
+GLLM_MODEL_URL="http://127.0.0.1:$PORT" GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_WEB_ADAPTER-}" \
+    wasm-pack test --headless --chrome --chromedriver "$(command -v chromedriver)" "${WEB_TESTS[@]}" -- --nocapture

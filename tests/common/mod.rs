@@ -117,3 +117,16 @@ macro_rules! log {
 }
 
 pub type R = Result<(), Box<dyn std::error::Error>>;
+
+/// Where test models live: `models/<name>` natively, `$GLLM_MODEL_URL/<name>` (default
+/// `http://127.0.0.1:8777`, served by `scripts/serve.mjs`) in the browser.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn model_source(name: &str) -> gllm_web::loader::FileSource {
+    gllm_web::loader::FileSource::new(format!("{}/models/{name}", env!("CARGO_MANIFEST_DIR")))
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn model_source(name: &str) -> gllm_web::loader::HttpSource {
+    let base = option_env!("GLLM_MODEL_URL").unwrap_or("http://127.0.0.1:8777");
+    gllm_web::loader::HttpSource::new(&format!("{base}/{name}"))
+}
