@@ -12,7 +12,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 WEB_TESTS=(--test kernels --test embed)
 PORT=${GLLM_TEST_PORT:-8777}
 
-bash scripts/fetch-models.sh models
+bash scripts/fetch-models.sh models  # idempotent
 
 echo "== native: cargo test (wgpu on Vulkan) =="
 GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_NATIVE_ADAPTER-}" cargo test -- --nocapture 2>&1 | grep -v XDG_RUNTIME_DIR

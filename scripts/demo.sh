@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The main job: sets everything up on a fresh machine, builds the wasm package, serves the
+# repository and runs the semantic-search demo (www/) in headless Chromium, printing the
+# ranked results for a sample query.
+#   bash scripts/demo.sh ["your query"]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+QUERY=${1:-Where is the cat resting?}
+PORT=${GLLM_DEMO_PORT:-8778}
+
+bash scripts/setup.sh
+echo "demo: wasm-pack build --target web --release"
+wasm-pack build --target web --release --out-name gllm_web 2>&1 | grep -E "Your wasm pkg|rror" || true
+test -f pkg/gllm_web.js
+
+node scripts/serve.mjs . "$PORT" >/dev/null &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+sleep 0.5
+Q=$(node -e 'console.log(encodeURIComponent(process.argv[1]))' "$QUERY")
+node scripts/demo.mjs "http://127.0.0.1:$PORT/www/?auto=1&q=$Q"
