@@ -83,6 +83,38 @@ impl BertConfig {
     }
 }
 
+/// Every tensor of a `BertModel` checkpoint (HF names, no prefix) with its shape. Used to
+/// build random-weight checkpoints of a real config for benchmarks.
+pub fn checkpoint_shapes(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let mut v = vec![
+        ("embeddings.word_embeddings.weight".to_string(), vec![c.vocab_size, h]),
+        ("embeddings.position_embeddings.weight".into(), vec![c.max_position_embeddings, h]),
+        ("embeddings.token_type_embeddings.weight".into(), vec![c.type_vocab_size, h]),
+        ("embeddings.LayerNorm.weight".into(), vec![h]),
+        ("embeddings.LayerNorm.bias".into(), vec![h]),
+    ];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, out, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", i, h),
+            ("output.dense", h, i),
+        ] {
+            v.push((format!("{p}.{name}.weight"), vec![out, inp]));
+            v.push((format!("{p}.{name}.bias"), vec![out]));
+        }
+        for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            v.push((format!("{p}.{ln}.weight"), vec![h]));
+            v.push((format!("{p}.{ln}.bias"), vec![h]));
+        }
+    }
+    v
+}
+
 /// Inputs of one forward pass, already on the GPU. `batch × seq` tokens, right-padded.
 pub struct BertInput {
     /// `[batch * seq]` u32
