@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The test command. Every GPU test runs twice: natively through wgpu on Vulkan (lavapipe
 # on CI) and in headless Chromium through WebGPU (SwiftShader on CI).
-# Needs: Rust with the wasm32 target, wasm-pack + wasm-bindgen-cli, chromium +
-# chromedriver, node, python3 with pip (.ci/run installs them all).
+# Runs scripts/setup.sh first (idempotent), so it works on a fresh machine with Rust and Node.
 # Optional: GLLM_EXPECT_NATIVE_ADAPTER / GLLM_EXPECT_WEB_ADAPTER make the adapter test fail
 # unless the adapter description contains that text (.ci/run sets llvmpipe / swiftshader).
 set -euo pipefail
@@ -12,7 +11,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 WEB_TESTS=(--test kernels --test embed)
 PORT=${GLLM_TEST_PORT:-8777}
 
-bash scripts/fetch-models.sh models  # idempotent
+bash scripts/setup.sh
+
+echo "== parity of gllm embed with an independent numpy reference, on new sentences =="
+[ -x target/pyenv/bin/python ] || python3 -m venv target/pyenv
+target/pyenv/bin/python -c "import numpy, tokenizers" 2>/dev/null || target/pyenv/bin/pip install -q numpy tokenizers
+cargo build -q --bin gllm
+target/pyenv/bin/python scripts/check_embed.py target/debug/gllm models/all-MiniLM-L6-v2 2>&1 | grep -v XDG_RUNTIME_DIR
 
 echo "== native: cargo test (wgpu on Vulkan) =="
 GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_NATIVE_ADAPTER-}" cargo test -- --nocapture 2>&1 | grep -v XDG_RUNTIME_DIR
