@@ -159,9 +159,10 @@ impl Embedder {
     #[wasm_bindgen(unchecked_return_type = "Promise<Embedder>")]
     pub fn load(
         base_url: String,
-        #[wasm_bindgen(unchecked_param_type = "EmbedderLoadOptions")] options: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "EmbedderLoadOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
         wasm_bindgen_futures::future_to_promise(async move {
+            let options = options.unwrap_or(JsValue::UNDEFINED);
             let (opts, callback) = parse_embed_options(&options).map_err(js_err)?;
             let gpu = shared_gpu().await.map_err(js_err)?;
             let report = |p: Progress| {
