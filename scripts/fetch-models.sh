@@ -30,3 +30,11 @@ else
   echo "$MINILM_SUMS" | check || { echo "models: sha256 mismatch for all-MiniLM-L6-v2" >&2; exit 1; }
   echo "models: fetched $(du -sh "$OUT/all-MiniLM-L6-v2" | cut -f1) into $OUT/all-MiniLM-L6-v2: $(ls "$OUT/all-MiniLM-L6-v2" | tr '\n' ' ')"
 fi
+
+# Synthetic cross-encoder (no real one is obtainable from the registries): built from the
+# embedder's tensors plus a formula head; tests the reranker path, not relevance.
+if [ -f "$OUT/reranker-synthetic-minilm/model.safetensors" ] && [ "$OUT/reranker-synthetic-minilm/model.safetensors" -nt scripts/make_reranker.py ]; then
+  echo "models: reranker-synthetic-minilm already present in $OUT/reranker-synthetic-minilm"
+else
+  python3 scripts/make_reranker.py "$OUT/all-MiniLM-L6-v2" "$OUT/reranker-synthetic-minilm"
+fi

@@ -225,11 +225,13 @@ async fn activations_match_cpu(gpu: Gpu) -> R {
     let g = activation::gelu(&mut enc, &x_t)?;
     let s = activation::silu(&mut enc, &x_t)?;
     let a = activation::add(&mut enc, &x_t, &y_t)?;
+    let t = activation::tanh(&mut enc, &x_t)?;
     enc.submit()?;
     // GELU uses a polynomial erf (|err| < 1.5e-7), SiLU the hardware exp.
     assert_close("gelu", &gpu.readback_f32(&g).await?, &cpu::gelu(&x), Tol::Close { abs: 2e-6, rel: 1e-5 })?;
     assert_close("silu", &gpu.readback_f32(&s).await?, &cpu::silu(&x), F32_ELEMENTWISE)?;
     assert_close("add", &gpu.readback_f32(&a).await?, &cpu::add(&x, &y), Tol::Close { abs: 0.0, rel: 0.0 })?;
+    assert_close("tanh", &gpu.readback_f32(&t).await?, &cpu::tanh(&x), F32_ELEMENTWISE)?;
     Ok(())
 }
 

@@ -4,6 +4,11 @@
 //! gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] TEXT...
 //! ```
 //! prints `{"dims": [n, d], "token_ids": [[...], ...], "embeddings": [[...], ...]}`.
+//!
+//! ```text
+//! gllm rerank --model DIR --query TEXT [--top-n N] DOC...
+//! ```
+//! prints `{"results": [{"index": i, "logit": l, "score": s}, ...]}`, highest score first.
 //! Errors go to stderr with exit status 1 (2 for usage errors).
 
 #[cfg(target_arch = "wasm32")]
@@ -14,6 +19,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("embed") => run(embed(&args[1..])),
+        Some("rerank") => run(rerank(&args[1..])),
         _ => {
             eprintln!("{USAGE}");
             2
@@ -23,7 +29,8 @@ fn main() {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] TEXT...";
+const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] TEXT...
+       gllm rerank --model DIR --query TEXT [--top-n N] DOC...";
 
 #[cfg(not(target_arch = "wasm32"))]
 fn run(r: Result<(), String>) -> i32 {
@@ -68,6 +75,42 @@ fn embed(args: &[String]) -> Result<(), String> {
         let rows: Vec<&[f32]> = e.rows().collect();
         let out = serde_json::json!({ "dims": e.dims, "token_ids": e.token_ids, "embeddings": rows });
         println!("{out}");
+        Ok(())
+    })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn rerank(args: &[String]) -> Result<(), String> {
+    use gllm_web::loader::FileSource;
+    use gllm_web::{Gpu, RerankOptions, Reranker};
+
+    let (mut model, mut query, mut top_n, mut docs) = (None, None, None, Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--model" => model = Some(value("--model")?),
+            "--query" => query = Some(value("--query")?),
+            "--top-n" => top_n = Some(value("--top-n")?.parse::<usize>().map_err(|_| "--top-n needs a number".to_string())?),
+            "--" => docs.extend(it.by_ref().cloned()),
+            s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
+            s => docs.push(s.to_string()),
+        }
+    }
+    let model = model.ok_or_else(|| format!("--model is required\n{USAGE}"))?;
+    let query = query.ok_or_else(|| format!("--query is required\n{USAGE}"))?;
+    pollster::block_on(async {
+        let gpu = Gpu::new().await.map_err(|e| e.to_string())?;
+        let reranker = Reranker::load(&gpu, &FileSource::new(&model), RerankOptions::default(), &|_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        let results = reranker.rerank(&query, &refs, top_n).await.map_err(|e| e.to_string())?;
+        let rows: Vec<_> = results
+            .iter()
+            .map(|r| serde_json::json!({ "index": r.index, "logit": r.logit, "score": r.score }))
+            .collect();
+        println!("{}", serde_json::json!({ "results": rows }));
         Ok(())
     })
 }

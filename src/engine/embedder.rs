@@ -192,7 +192,7 @@ impl Embedder {
         let gpu = &self.gpu;
         let out = gpu.alloc(&[texts.len(), dim], DType::F32)?;
         for (chunk_index, chunk) in token_ids.chunks(self.batch_size).enumerate() {
-            let input = self.upload(chunk)?;
+            let input = BertInput::upload(gpu, chunk, None, self.model.config.pad_token_id)?;
             let mut enc = gpu.encoder();
             let hidden = self.model.forward(&mut enc, &input)?;
             let mut pooled = match self.pooling {
@@ -207,28 +207,5 @@ impl Embedder {
         }
         let data = gpu.readback_f32(&out).await?;
         Ok(Embeddings { data, dims: [texts.len(), dim], token_ids })
-    }
-
-    /// Pads a chunk to its longest member and uploads ids, token types, positions and mask.
-    fn upload(&self, chunk: &[Vec<u32>]) -> Result<BertInput> {
-        let batch = chunk.len();
-        let seq = chunk.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let pad = self.model.config.pad_token_id;
-        let mut ids = vec![pad; batch * seq];
-        let mut mask = vec![0u32; batch * seq];
-        for (b, row) in chunk.iter().enumerate() {
-            ids[b * seq..b * seq + row.len()].copy_from_slice(row);
-            mask[b * seq..b * seq + row.len()].fill(1);
-        }
-        let positions: Vec<u32> = (0..batch * seq).map(|i| (i % seq) as u32).collect();
-        let g = &self.gpu;
-        Ok(BertInput {
-            input_ids: g.upload_u32(&ids, &[batch * seq])?,
-            token_type_ids: g.upload_u32(&vec![0; batch * seq], &[batch * seq])?,
-            position_ids: g.upload_u32(&positions, &[batch * seq])?,
-            attention_mask: g.upload_u32(&mask, &[batch, seq])?,
-            batch,
-            seq,
-        })
     }
 }

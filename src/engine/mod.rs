@@ -1,5 +1,7 @@
-//! The public async Rust API: [`Embedder`] (more engines join: rerank, generate, search).
+//! The public async Rust API: [`Embedder`], [`Reranker`] (generation and search join later).
 
 mod embedder;
+mod reranker;
 
 pub use embedder::{EmbedOptions, Embedder, Embeddings, Pooling};
+pub use reranker::{RerankOptions, RerankResult, Reranker};

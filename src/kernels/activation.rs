@@ -1,4 +1,4 @@
-//! GELU (erf form), SiLU and the residual add, see `activation.wgsl`.
+//! GELU (erf form), SiLU, tanh and the residual add, see `activation.wgsl`.
 
 use super::{u, KernelKey, Variant};
 use crate::error::{Error, Result};
@@ -8,6 +8,7 @@ use crate::gpu::{grid, DType, Encoder, GpuTensor};
 pub enum ActivationKey {
     Gelu,
     Silu,
+    Tanh,
     Add,
 }
 
@@ -18,6 +19,7 @@ impl Variant for ActivationKey {
         match self {
             ActivationKey::Gelu => "gelu",
             ActivationKey::Silu => "silu",
+            ActivationKey::Tanh => "tanh_",
             ActivationKey::Add => "add",
         }
     }
@@ -34,6 +36,11 @@ pub fn gelu(enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
 /// SiLU (`x · sigmoid(x)`). `x`: any shape, f32.
 pub fn silu(enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
     run(enc, ActivationKey::Silu, x, None)
+}
+
+/// tanh. `x`: any shape, f32.
+pub fn tanh(enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
+    run(enc, ActivationKey::Tanh, x, None)
 }
 
 /// Residual add `a + b`; `a` and `b` have the same shape, f32.

@@ -1,4 +1,4 @@
-// Elementwise activations and the residual add. One thread per element, 256 per
+// Elementwise activations (GELU, SiLU, tanh) and the residual add. One thread per element, 256 per
 // workgroup, workgroups split over x/y (grid()).
 
 struct Params {
@@ -48,6 +48,16 @@ fn silu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let v = a[i];
     out[i] = v / (1.0 + exp(-v));
+}
+
+// tanh (BERT pooler).
+@compute @workgroup_size(256)
+fn tanh_(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    out[i] = tanh(a[i]);
 }
 
 #ifdef BINARY

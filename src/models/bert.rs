@@ -8,8 +8,9 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Encoder, GpuTensor};
-use crate::kernels::activation::{add, gelu};
+use crate::gpu::{Encoder, Gpu, GpuTensor};
+use crate::kernels::activation::{add, gelu, tanh};
+use crate::kernels::pool::cls_pool;
 use crate::kernels::attention::{attention, AttentionShape, MAX_HEAD_DIM};
 use crate::loader::Source;
 use crate::nn::{Embedding, LayerNorm, Linear, VarBuilder};
@@ -127,6 +128,38 @@ pub struct BertInput {
     pub attention_mask: GpuTensor,
     pub batch: usize,
     pub seq: usize,
+}
+
+impl BertInput {
+    /// Right-pads `ids` (and `type_ids`, zeros when `None`) to the longest row and uploads
+    /// ids, token types, positions and the attention mask.
+    pub fn upload(gpu: &Gpu, ids: &[Vec<u32>], type_ids: Option<&[Vec<u32>]>, pad_id: u32) -> Result<Self> {
+        let batch = ids.len();
+        let seq = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut flat = vec![pad_id; batch * seq];
+        let mut types = vec![0u32; batch * seq];
+        let mut mask = vec![0u32; batch * seq];
+        for (b, row) in ids.iter().enumerate() {
+            flat[b * seq..b * seq + row.len()].copy_from_slice(row);
+            mask[b * seq..b * seq + row.len()].fill(1);
+            if let Some(t) = type_ids {
+                let t = &t[b];
+                if t.len() != row.len() {
+                    return Err(Error::Input(format!("row {b}: {} type ids for {} ids", t.len(), row.len())));
+                }
+                types[b * seq..b * seq + t.len()].copy_from_slice(t);
+            }
+        }
+        let positions: Vec<u32> = (0..batch * seq).map(|i| (i % seq) as u32).collect();
+        Ok(Self {
+            input_ids: gpu.upload_u32(&flat, &[batch * seq])?,
+            token_type_ids: gpu.upload_u32(&types, &[batch * seq])?,
+            position_ids: gpu.upload_u32(&positions, &[batch * seq])?,
+            attention_mask: gpu.upload_u32(&mask, &[batch, seq])?,
+            batch,
+            seq,
+        })
+    }
 }
 
 pub struct BertEmbeddings {
@@ -255,5 +288,35 @@ impl BertModel {
             h = layer.forward(enc, &h, &x.attention_mask)?;
         }
         Ok(h)
+    }
+}
+
+/// `BertForSequenceClassification`: the encoder, the pooler (`tanh(dense(h_[CLS]))`) and a
+/// linear classifier (`num_labels` outputs). Cross-encoders (rerankers) have `num_labels` 1.
+pub struct BertForSequenceClassification {
+    pub bert: BertModel,
+    pooler: Linear,
+    classifier: Linear,
+    pub num_labels: usize,
+}
+
+impl BertForSequenceClassification {
+    /// `vb` is the checkpoint root: `bert.*`, `classifier.*`.
+    pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, config: BertConfig, num_labels: usize) -> Result<Self> {
+        let h = config.hidden_size;
+        let bert_vb = vb.pp("bert");
+        let pooler = Linear::load(&bert_vb.pp("pooler").pp("dense"), h, h, true).await?;
+        let bert = BertModel::load(&bert_vb, config).await?;
+        let classifier = Linear::load(&vb.pp("classifier"), h, num_labels, true).await?;
+        Ok(Self { bert, pooler, classifier, num_labels })
+    }
+
+    /// Records the forward pass; returns logits `[batch, num_labels]`.
+    pub fn forward(&self, enc: &mut Encoder, x: &BertInput) -> Result<GpuTensor> {
+        let h = self.bert.forward(enc, x)?;
+        let cls = cls_pool(enc, &h)?;
+        let pooled = self.pooler.forward(enc, &cls)?;
+        let pooled = tanh(enc, &pooled)?;
+        self.classifier.forward(enc, &pooled)
     }
 }

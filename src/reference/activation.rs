@@ -30,3 +30,8 @@ pub fn silu(x: &[f32]) -> Vec<f32> {
 pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
+
+/// tanh.
+pub fn tanh(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| (v as f64).tanh() as f32).collect()
+}

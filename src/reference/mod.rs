@@ -11,7 +11,7 @@ pub mod norm;
 pub mod pool;
 pub mod rng;
 
-pub use activation::{add, gelu, silu};
+pub use activation::{add, gelu, silu, tanh};
 pub use attention::attention;
 pub use embed::embedding;
 pub use matmul::linear;
