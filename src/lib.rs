@@ -26,5 +26,5 @@ pub mod tokenizer;
 pub mod web;
 
 pub use error::{Error, Result};
-pub use engine::{EmbedOptions, Embedder, Embeddings, Pooling, RerankOptions, RerankResult, Reranker};
+pub use engine::{EmbedOptions, Embedder, Embeddings, Hit, Pooling, RerankOptions, RerankResult, Reranker, SearchIndex, SearchMode};
 pub use gpu::{DType, Encoder, Gpu, GpuOptions, GpuStats, GpuTensor};

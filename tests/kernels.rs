@@ -4,7 +4,7 @@
 mod common;
 
 use common::R;
-use gllm_web::kernels::{activation, attention, embed, matmul, norm, pool};
+use gllm_web::kernels::{activation, attention, embed, matmul, norm, pool, search};
 use gllm_web::kernels::attention::AttentionShape;
 use gllm_web::reference::{self as cpu, check::*, rng::Rng};
 use gllm_web::{DType, Error, Gpu, GpuOptions};
@@ -31,6 +31,7 @@ gpu_tests! {
     bad_shapes_are_typed_errors => bad_shapes_are_typed_errors,
     caches_are_reused => caches_are_reused,
     released_buffers_wait_for_submit => released_buffers_wait_for_submit,
+    search_kernels_match_cpu => search_kernels_match_cpu,
 }
 
 async fn adapter_is_the_expected_one(gpu: Gpu) -> R {
@@ -425,5 +426,51 @@ async fn released_buffers_wait_for_submit(gpu: Gpu) -> R {
     let z = gpu.upload_f32(&data, &[m, n])?;
     enc.submit()?;
     assert_close("upload after released op output", &gpu.readback_f32(&z).await?, &data, Tol::Close { abs: 0.0, rel: 0.0 })?;
+    Ok(())
+}
+
+/// binarize, hamming, rescore and the multi-pass top-k against their CPU references, on
+/// ragged sizes (d = 100 is not a multiple of 32, n = 3000 not of the 1024-wide top-k
+/// block) and with ties (quantised scores) to check the id-ascending tie order.
+async fn search_kernels_match_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(17);
+    let (n, d, k) = (3000, 100, 17);
+    let x = rng.vec(n * d, 1.0);
+    let x_t = gpu.upload_f32(&x, &[n, d])?;
+    let mut enc = gpu.encoder();
+    let codes = search::binarize(&mut enc, &x_t)?;
+    let q_bits = search::binarize(&mut enc, &x_t.narrow_rows(1)?)?;
+    let ham = search::hamming(&mut enc, &q_bits.reshape(&[4])?, &codes, n, d)?;
+    let (ts, ti) = search::topk(&mut enc, &ham, None, k)?;
+    let ids: Vec<u32> = (0..300).map(|i| (i * 7 % n) as u32).collect();
+    let ids_t = gpu.upload_u32(&ids, &[300])?;
+    let q = rng.vec(d, 1.0);
+    let q_t = gpu.upload_f32(&q, &[d])?;
+    let resc = search::rescore(&mut enc, &q_t, &x_t, n, &ids_t)?;
+    let (rs, ri) = search::topk(&mut enc, &resc, Some(&ids_t), k)?;
+    enc.submit()?;
+
+    let want_codes = cpu::search::binarize(&x, d);
+    assert_eq!(gpu.readback_u32(&codes).await?, want_codes, "binarize");
+    let want_ham = cpu::search::hamming(&want_codes[..4], &want_codes, d);
+    assert_eq!(gpu.readback_f32(&ham).await?, want_ham, "hamming");
+    // Hamming scores are integers: many ties, broken by ascending id.
+    let (gi, gs) = gpu.readback_u32_f32(&ti, &ts).await?;
+    let want: Vec<(u32, f32)> = cpu::search::topk(&want_ham, None, k);
+    assert_eq!(gi.into_iter().zip(gs).collect::<Vec<_>>(), want, "topk of hamming");
+    let want_resc: Vec<f32> = ids.iter().map(|&i| (0..d).map(|c| q[c] as f64 * x[i as usize * d + c] as f64).sum::<f64>() as f32).collect();
+    assert_close("rescore", &gpu.readback_f32(&resc).await?, &want_resc, F32_REDUCTION)?;
+    let (gi, gs) = gpu.readback_u32_f32(&ri, &rs).await?;
+    let want = cpu::search::topk(&want_resc, Some(&ids), k);
+    assert_eq!(gi, want.iter().map(|w| w.0).collect::<Vec<_>>(), "topk of rescored ids");
+    assert_close("topk scores", &gs, &want.iter().map(|w| w.1).collect::<Vec<_>>(), F32_REDUCTION)?;
+    // k beyond n: padded with id u32::MAX.
+    let small = gpu.upload_f32(&[0.5, 2.0, 1.0], &[3])?;
+    let mut enc = gpu.encoder();
+    let (s3, i3) = search::topk(&mut enc, &small, None, 5)?;
+    enc.submit()?;
+    let (i3, s3) = gpu.readback_u32_f32(&i3, &s3).await?;
+    assert_eq!(&i3, &[1, 2, 0, u32::MAX, u32::MAX]);
+    assert_eq!(&s3[..3], &[2.0, 1.0, 0.5]);
     Ok(())
 }

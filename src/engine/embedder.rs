@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Gpu};
+use crate::gpu::{DType, Gpu, GpuTensor};
 use crate::kernels::{norm, pool};
 use crate::loader::{read_json, read_json_optional, Progress, SafetensorsFile, Source};
 use crate::models::bert::{BertConfig, BertInput, BertModel};
@@ -185,9 +185,22 @@ impl Embedder {
     /// does). Texts longer than `max_length` tokens are truncated from the end.
     pub async fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
         let dim = self.dim();
+        let (out, token_ids) = self.embed_tensor(texts)?;
+        let data = match out {
+            Some(out) => self.gpu.readback_f32(&out).await?,
+            None => Vec::new(),
+        };
+        Ok(Embeddings { data, dims: [texts.len(), dim], token_ids })
+    }
+
+    /// Like [`Embedder::embed`] but leaves the `[n, dim]` result on the GPU (`None` for an
+    /// empty list), for GPU consumers such as [`crate::SearchIndex::add_tensor`]. Returns
+    /// the token ids too.
+    pub fn embed_tensor(&self, texts: &[&str]) -> Result<(Option<GpuTensor>, Vec<Vec<u32>>)> {
+        let dim = self.dim();
         let token_ids = self.tokenizer.encode_batch(texts)?;
         if texts.is_empty() {
-            return Ok(Embeddings { data: Vec::new(), dims: [0, dim], token_ids });
+            return Ok((None, token_ids));
         }
         let gpu = &self.gpu;
         let out = gpu.alloc(&[texts.len(), dim], DType::F32)?;
@@ -205,7 +218,6 @@ impl Embedder {
             enc.copy_into(&pooled, &out, chunk_index * self.batch_size * dim)?;
             enc.submit()?;
         }
-        let data = gpu.readback_f32(&out).await?;
-        Ok(Embeddings { data, dims: [texts.len(), dim], token_ids })
+        Ok((Some(out), token_ids))
     }
 }

@@ -2,6 +2,8 @@
 
 mod embedder;
 mod reranker;
+mod search;
 
 pub use embedder::{EmbedOptions, Embedder, Embeddings, Pooling};
 pub use reranker::{RerankOptions, RerankResult, Reranker};
+pub use search::{Hit, SearchIndex, SearchMode};

@@ -64,10 +64,20 @@ impl Gpu {
     /// Copies a tensor's payload to a mappable buffer and returns its bytes. Native:
     /// drives `map_async` with `device.poll`; web: awaits the browser's callback.
     async fn read_bytes(&self, t: &GpuTensor) -> Result<Vec<u8>> {
+        Ok(self.read_many(&[t]).await?.pop().expect("one tensor"))
+    }
+
+    /// One transfer for several tensors: each is copied into one staging buffer, which is
+    /// mapped once. Returns each tensor's payload bytes.
+    async fn read_many(&self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<u8>>> {
         self.check_errors()?;
         self.count_readback();
-        let len = t.byte_len();
-        let size = len.next_multiple_of(4).max(4);
+        let mut offsets = Vec::with_capacity(tensors.len());
+        let mut size = 0u64;
+        for t in tensors {
+            offsets.push(size);
+            size += t.byte_len().next_multiple_of(4).max(4);
+        }
         let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
@@ -75,7 +85,9 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut enc = self.device().create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(t.buffer(), 0, &staging, 0, size);
+        for (t, &off) in tensors.iter().zip(&offsets) {
+            enc.copy_buffer_to_buffer(t.buffer(), 0, &staging, off, t.byte_len().next_multiple_of(4).max(4));
+        }
         self.queue().submit([enc.finish()]);
         let (tx, rx) = oneshot();
         staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
@@ -88,13 +100,17 @@ impl Gpu {
             Some(Err(e)) => return Err(Error::Readback(e.to_string())),
             None => return Err(Error::Readback("map callback dropped".into())),
         }
-        let bytes = {
+        let out = {
             let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
-            view[..len as usize].to_vec()
+            tensors
+                .iter()
+                .zip(&offsets)
+                .map(|(t, &off)| view[off as usize..(off + t.byte_len()) as usize].to_vec())
+                .collect()
         };
         staging.unmap();
         self.check_errors()?;
-        Ok(bytes)
+        Ok(out)
     }
 
     async fn read_words(&self, t: &GpuTensor, op: &'static str, want: DType) -> Result<Vec<u32>> {
@@ -121,6 +137,18 @@ impl Gpu {
         let bytes = self.read_bytes(t).await?;
         Ok(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect())
     }
+    /// Reads a U32 tensor and an F32 tensor (ids and their scores) in one transfer, each
+    /// with its own type.
+    pub async fn readback_u32_f32(&self, ids: &GpuTensor, scores: &GpuTensor) -> Result<(Vec<u32>, Vec<f32>)> {
+        ids.expect_dtype("readback_u32_f32", "ids", &[DType::U32])?;
+        scores.expect_dtype("readback_u32_f32", "scores", &[DType::F32])?;
+        let mut parts = self.read_many(&[ids, scores]).await?;
+        let words = |b: Vec<u8>| -> Vec<u32> { b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect() };
+        let s = words(parts.pop().expect("two parts")).into_iter().map(f32::from_bits).collect();
+        let i = words(parts.pop().expect("two parts"));
+        Ok((i, s))
+    }
+
     /// Reads a U32 tensor of shape `[.., 2]` holding (lo, hi) pairs as u64 values.
     pub async fn readback_u64_pairs(&self, t: &GpuTensor) -> Result<Vec<u64>> {
         if t.last_dim() != 2 {

@@ -105,6 +105,15 @@ impl GpuTensor {
         }
         Ok(Self { storage: self.storage.clone(), shape: shape.to_vec(), dtype: self.dtype })
     }
+    /// A view of the first `rows` rows (along dim 0) over the same storage.
+    pub fn narrow_rows(&self, rows: usize) -> Result<GpuTensor> {
+        if self.shape.is_empty() || rows > self.shape[0] {
+            return Err(Error::shape("narrow_rows", "input", format!("at least {rows} rows"), &self.shape));
+        }
+        let mut shape = self.shape.clone();
+        shape[0] = rows;
+        Ok(Self { storage: self.storage.clone(), shape, dtype: self.dtype })
+    }
     /// Returns a typed error unless the dtype is `want`.
     pub(crate) fn expect_dtype(&self, op: &'static str, tensor: &'static str, want: &[DType]) -> Result<()> {
         if want.contains(&self.dtype) {

@@ -11,6 +11,7 @@ pub mod embed;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod search;
 
 /// Every value that changes a compiled pipeline: the op family, the entry point and the
 /// preprocessor defines. It is the pipeline cache's key and, formatted, the wgpu label.
@@ -22,6 +23,7 @@ pub enum KernelKey {
     Activation(activation::ActivationKey),
     Attention(attention::AttentionKey),
     Pool(pool::PoolKey),
+    Search(search::SearchKey),
 }
 
 /// A kernel variant of one op family.
@@ -50,6 +52,7 @@ macro_rules! dispatch_variant {
             KernelKey::Activation($k) => $e,
             KernelKey::Attention($k) => $e,
             KernelKey::Pool($k) => $e,
+            KernelKey::Search($k) => $e,
         }
     };
 }

@@ -10,6 +10,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod rng;
+pub mod search;
 
 pub use activation::{add, gelu, silu, tanh};
 pub use attention::attention;
