@@ -7,6 +7,8 @@
 //! - binary: Hamming similarity of the codes, a GPU top-`candidates`, exact rescoring of
 //!   those candidates against the f32 rows, and a GPU top-k.
 //! Only the k (id, score) pairs are read back, in one transfer. Ids are insertion order.
+//! Cloning is cheap (shared GPU tensors): a clone is a snapshot that later `add`s to the
+//! original do not change, so a search can run while the JS side keeps adding.
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
@@ -29,6 +31,7 @@ pub struct Hit {
     pub score: f32,
 }
 
+#[derive(Clone)]
 pub struct SearchIndex {
     gpu: Gpu,
     dim: usize,

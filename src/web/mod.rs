@@ -10,7 +10,7 @@ use std::rc::Rc;
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
-use crate::engine::{EmbedOptions, Embedder as RsEmbedder, RerankOptions, Reranker as RsReranker};
+use crate::engine::{EmbedOptions, Embedder as RsEmbedder, RerankOptions, Reranker as RsReranker, SearchIndex as RsIndex, SearchMode};
 use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::loader::{HttpSource, Progress};
@@ -66,6 +66,22 @@ export interface RerankResult {
   /** The classifier's raw output. */
   logit: number;
   document?: string;
+}
+
+export interface SearchOptions {
+  /** Number of hits, 1..=256. Default 10. */
+  k?: number;
+  /** "exact" (default): brute force over every vector. "binary": sign-bit Hamming
+   *  candidates, then exact rescoring. */
+  mode?: "exact" | "binary";
+  /** Binary mode: candidates to rescore (k..=256). Default 200. */
+  candidates?: number;
+}
+
+/** Hits, best first: ids[i] (insertion order) with cosine similarity scores[i]. */
+export interface SearchResult {
+  ids: Uint32Array;
+  scores: Float32Array;
 }
 
 /** Row-major embeddings: row i is data.subarray(i * dims[1], (i + 1) * dims[1]). */
@@ -308,5 +324,167 @@ impl Reranker {
                 g.trim();
             }
         });
+    }
+}
+
+/// A vector index resident on the GPU (exact or binary + rescoring search, GPU top-k).
+#[wasm_bindgen]
+pub struct SearchIndex {
+    index: Option<Rc<RefCell<RsIndex>>>,
+    embedder: Option<Rc<RsEmbedder>>,
+}
+
+impl SearchIndex {
+    fn parts(&self) -> Result<(Rc<RefCell<RsIndex>>, Option<Rc<RsEmbedder>>), JsValue> {
+        let index = self.index.clone().ok_or_else(|| js_err(Error::Disposed("SearchIndex")))?;
+        Ok((index, self.embedder.clone()))
+    }
+}
+
+/// A query or items: strings (embedded with the index's embedder) or a Float32Array.
+enum Items {
+    Texts(Vec<String>),
+    Vectors(Vec<f32>),
+}
+
+fn items(v: &JsValue, what: &str) -> Result<Items, Error> {
+    if let Some(s) = v.as_string() {
+        return Ok(Items::Texts(vec![s]));
+    }
+    if let Some(a) = v.dyn_ref::<js_sys::Float32Array>() {
+        return Ok(Items::Vectors(a.to_vec()));
+    }
+    if let Some(a) = v.dyn_ref::<js_sys::Array>() {
+        return a
+            .iter()
+            .map(|x| x.as_string().ok_or_else(|| Error::Input(format!("{what}: arrays must hold strings"))))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Items::Texts);
+    }
+    Err(Error::Input(format!("{what} must be a string, an array of strings or a Float32Array")))
+}
+
+/// Embeds texts to a GPU tensor with the index's embedder.
+fn embed_texts(embedder: &Option<Rc<RsEmbedder>>, texts: &[String]) -> Result<Option<crate::gpu::GpuTensor>, Error> {
+    let e = embedder.as_ref().ok_or_else(|| Error::Input("this index has no embedder: pass vectors, or create it with one".into()))?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    Ok(e.embed_tensor(&refs)?.0)
+}
+
+#[wasm_bindgen]
+impl SearchIndex {
+    /// An empty index for `dim`-wide vectors. Call `useEmbedder` to add and search text.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SearchIndex>")]
+    pub fn create(dim: usize) -> js_sys::Promise {
+        wasm_bindgen_futures::future_to_promise(async move {
+            let gpu = shared_gpu().await.map_err(js_err)?;
+            let index = RsIndex::new(&gpu, dim).map_err(js_err)?;
+            Ok(SearchIndex { index: Some(Rc::new(RefCell::new(index))), embedder: None }.into())
+        })
+    }
+
+    /// Lets `add` and `search` take text, embedded on the GPU with `embedder` (whose width
+    /// must match the index). The embedder stays usable on its own.
+    #[wasm_bindgen(js_name = useEmbedder)]
+    pub fn use_embedder(&mut self, embedder: &Embedder) -> Result<(), JsError> {
+        let e = embedder.inner.clone().ok_or_else(|| JsError::new(&Error::Disposed("Embedder").to_string()))?;
+        let dim = self.size().map(|_| self.index.as_ref().map(|i| i.borrow().dim()).unwrap_or(0))?;
+        if e.dim() != dim {
+            return Err(JsError::new(&format!("embedder width {} does not match the index dimension {dim}", e.dim())));
+        }
+        self.embedder = Some(e);
+        Ok(())
+    }
+
+    /// Adds texts (embedded on the GPU, never read back) or a Float32Array of `n × dim`
+    /// values. Resolves to the new ids.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Uint32Array>")]
+    pub fn add(&self, #[wasm_bindgen(unchecked_param_type = "string[] | Float32Array")] items_: JsValue) -> js_sys::Promise {
+        let parts = self.parts();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let (index, embedder) = parts?;
+            let first = match items(&items_, "items").map_err(js_err)? {
+                Items::Texts(t) => match embed_texts(&embedder, &t).map_err(js_err)? {
+                    Some(x) => index.borrow_mut().add_tensor(&x).map_err(js_err)?,
+                    None => index.borrow().len() as u32,
+                },
+                Items::Vectors(v) => index.borrow_mut().add(&v).map_err(js_err)?,
+            };
+            let end = index.borrow().len() as u32;
+            let ids: Vec<u32> = (first..end).collect();
+            Ok(js_sys::Uint32Array::from(&ids[..]).into())
+        })
+    }
+
+    /// The best hits for a text (embedded on the GPU) or a Float32Array of `dim` values.
+    /// One readback of k (id, score) pairs. An empty index resolves to empty arrays.
+    #[wasm_bindgen(unchecked_return_type = "Promise<SearchResult>")]
+    pub fn search(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | Float32Array")] query: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "SearchOptions")] options: Option<JsValue>,
+    ) -> js_sys::Promise {
+        let parts = self.parts();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let (index, embedder) = parts?;
+            let options = options.unwrap_or(JsValue::UNDEFINED);
+            let k = count(&options, "k").map_err(js_err)?.unwrap_or(10);
+            let mode = match get(&options, "mode").and_then(|m| m.as_string()).as_deref() {
+                None | Some("exact") => SearchMode::Exact,
+                Some("binary") => SearchMode::Binary { candidates: count(&options, "candidates").map_err(js_err)?.unwrap_or(200) },
+                Some(other) => return Err(js_err(Error::Input(format!("mode `{other}`: expected \"exact\" or \"binary\"")))),
+            };
+            // A snapshot: later adds do not disturb this search.
+            let snapshot = index.borrow().clone();
+            let hits = match items(&query, "query").map_err(js_err)? {
+                Items::Texts(t) if t.len() == 1 => {
+                    let q = embed_texts(&embedder, &t).map_err(js_err)?.ok_or_else(|| js_err(Error::Input("empty query".into())))?;
+                    snapshot.search_tensor(&q, k, mode).await
+                }
+                Items::Texts(_) => Err(Error::Input("search takes one query".into())),
+                Items::Vectors(v) => snapshot.search(&v, k, mode).await,
+            }
+            .map_err(js_err)?;
+            let out = Object::new();
+            let ids: Vec<u32> = hits.iter().map(|h| h.id).collect();
+            let scores: Vec<f32> = hits.iter().map(|h| h.score).collect();
+            Reflect::set(&out, &"ids".into(), &js_sys::Uint32Array::from(&ids[..]))?;
+            Reflect::set(&out, &"scores".into(), &js_sys::Float32Array::from(&scores[..]))?;
+            Ok(out.into())
+        })
+    }
+
+    /// Number of vectors.
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> Result<usize, JsError> {
+        self.index.as_ref().map(|i| i.borrow().len()).ok_or_else(|| JsError::new(&Error::Disposed("SearchIndex").to_string()))
+    }
+
+    /// The normalised vectors as bytes (`size × dim` little-endian f32), to store and
+    /// `SearchIndex.import` on a later visit instead of re-embedding.
+    #[wasm_bindgen(js_name = export, unchecked_return_type = "Promise<Uint8Array>")]
+    pub fn export_bytes(&self) -> js_sys::Promise {
+        let parts = self.parts();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let snapshot = parts?.0.borrow().clone();
+            let bytes = snapshot.export().await.map_err(js_err)?;
+            Ok(js_sys::Uint8Array::from(&bytes[..]).into())
+        })
+    }
+
+    /// An index restored from `export` bytes.
+    #[wasm_bindgen(js_name = import, unchecked_return_type = "Promise<SearchIndex>")]
+    pub fn import_bytes(bytes: Vec<u8>, dim: usize) -> js_sys::Promise {
+        wasm_bindgen_futures::future_to_promise(async move {
+            let gpu = shared_gpu().await.map_err(js_err)?;
+            let index = RsIndex::import(&gpu, dim, &bytes).map_err(js_err)?;
+            Ok(SearchIndex { index: Some(Rc::new(RefCell::new(index))), embedder: None }.into())
+        })
+    }
+
+    /// Frees the index's GPU memory.
+    pub fn dispose(&mut self) {
+        self.index = None;
+        self.embedder = None;
     }
 }
