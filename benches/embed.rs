@@ -8,10 +8,9 @@
 
 use std::time::Instant;
 
-use gllm_web::loader::safetensors::{serialize, StDType};
-use gllm_web::loader::{FileSource, MemSource, Source};
-use gllm_web::models::bert::{checkpoint_shapes, BertConfig};
-use gllm_web::reference::rng::Rng;
+mod common;
+
+use common::median;
 use gllm_web::{EmbedOptions, Embedder, Gpu};
 
 /// The benchmark's sentences; `embed_torch.py` uses the same formula.
@@ -19,39 +18,13 @@ fn sentence(i: usize) -> String {
     format!("Sentence number {i} talks about GPUs, browsers and the quick brown fox that jumps over the lazy dog today, as it does every morning.")
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() -> gllm_web::Result<()> {
     pollster::block_on(run())
 }
 
 async fn run() -> gllm_web::Result<()> {
-    let dir = std::env::var("GLLM_BENCH_MODEL").unwrap_or_else(|_| "models/all-MiniLM-L6-v2".into());
-    let real = FileSource::new(&dir);
-    let config_bytes = real.read("config.json").await?;
-    let config: BertConfig = serde_json::from_slice(&config_bytes).map_err(|e| gllm_web::Error::Config { file: "config.json".into(), msg: e.to_string() })?;
-    let mut rng = Rng::new(7);
-    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = checkpoint_shapes(&config)
-        .into_iter()
-        .map(|(name, shape)| {
-            let n: usize = shape.iter().product();
-            let ln_weight = name.ends_with("LayerNorm.weight");
-            let bytes = (0..n).flat_map(|_| if ln_weight { 1.0f32 } else { rng.uniform(0.05) }.to_le_bytes()).collect();
-            (name, shape, bytes)
-        })
-        .collect();
-    let refs: Vec<(&str, StDType, &[usize], &[u8])> =
-        tensors.iter().map(|(n, s, b)| (n.as_str(), StDType::F32, s.as_slice(), b.as_slice())).collect();
-    let mut src = MemSource::new().with("model.safetensors", serialize(&refs)).with("config.json", config_bytes);
-    for f in ["tokenizer.json", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json"] {
-        if let Ok(b) = real.read(f).await {
-            src = src.with(f, b);
-        }
-    }
-
+    let dir = common::model_dir();
+    let src = common::random_bert(false).await?;
     let gpu = Gpu::new().await?;
     let adapter = gpu.caps().adapter.clone();
     let embedder = Embedder::load(&gpu, &src, EmbedOptions::default(), &|_| {}).await?;

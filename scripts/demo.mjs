@@ -1,26 +1,64 @@
-// Drives the demo page in headless Chromium (Debian's, through playwright-core) and prints
-// the ranked results.   node scripts/demo.mjs URL
+// Drives the demo page in headless Chromium (Debian's, through playwright-core).
+//   node scripts/demo.mjs URL [--test] [--screenshot FILE] [query...]
+// Prints the ranked results of each query. With --test, checks queries with known answers
+// (the expected passage must rank in the top 3) and exits non-zero if one fails.
 import { chromium } from "playwright-core";
 
-const url = process.argv[2];
+const args = process.argv.slice(2);
+const url = args.shift();
+const test = args.includes("--test");
+const shotAt = args.indexOf("--screenshot");
+const shot = shotAt >= 0 ? args[shotAt + 1] : null;
+const queries = args.filter((a, i) => !a.startsWith("--") && i !== shotAt + 1);
+const known = [
+  ["pause the program for a few seconds", "time.sleep"],
+  ["square root of a number", "math.sqrt"],
+  ["turn a JSON string into Python objects", "json.loads"],
+  ["combine parts of a file path", "os.path.join"],
+  ["randomly reorder the items of a list", "random.shuffle"],
+  ["encode binary data as base64 text", "base64.b64encode"],
+];
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--use-webgpu-adapter=swiftshader",
     "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
+let failed = 0;
 try {
-  const page = await browser.newPage();
+  const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
   page.on("console", (m) => { if (m.type() === "error") console.error("page:", m.text()); });
+  page.setDefaultTimeout(20 * 60 * 1000);
   await page.goto(url);
-  await page.waitForSelector("#results[data-done]", { timeout: 15 * 60 * 1000 });
-  const done = await page.$eval("#results", (el) => el.dataset.done);
-  if (done !== "ok") throw new Error(await page.$eval("#error", (el) => el.textContent));
-  const query = await page.$eval("#query", (el) => el.value);
-  const status = await page.$eval("#status", (el) => el.textContent);
-  const ranked = JSON.parse(await page.$eval("#results", (el) => el.dataset.ranked));
-  console.log(`query: ${query}`);
-  ranked.forEach((r, i) => console.log(`${String(i + 1).padStart(2)}. ${r.score.toFixed(4)}  ${r.text}`));
-  console.log(status);
+  await page.waitForFunction(() => document.body.dataset.state);
+  if (await page.evaluate(() => document.body.dataset.state) !== "ready") {
+    throw new Error(await page.$eval("#error", (el) => el.textContent));
+  }
+  const stages = await page.$$eval(".stage:not([hidden])", (els) => els.map((e) => e.innerText.replace(/\s+/g, " ")));
+  console.log(stages.join("\n"));
+  const run = async (q, mode = "exact") => page.evaluate(([q, mode]) => window.demo.search(q, mode), [q, mode]);
+  for (const q of queries.length ? queries : test ? [] : [await page.$eval("#query", (el) => el.value)]) {
+    const { results, timing } = await run(q);
+    console.log(`\nquery: ${q}\n${timing}`);
+    results.forEach((r, i) => console.log(`${String(i + 1).padStart(2)}. ${r.score.toFixed(4)}  ${r.title}: ${r.text.slice(0, 80)}`));
+  }
+  if (test) {
+    for (const mode of ["exact", "binary"]) {
+      for (const [q, want] of known) {
+        const { results, timing } = await run(q, mode);
+        const rank = results.findIndex((r) => r.title === want) + 1;
+        const ok = rank >= 1 && rank <= 3;
+        failed += ok ? 0 : 1;
+        console.log(`${ok ? "ok  " : "FAIL"} [${mode}] "${q}" → ${want} at rank ${rank || "-"} (top: ${results[0].title}; ${timing})`);
+      }
+    }
+  }
+  if (shot) {
+    await run(known[0][0]);
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`screenshot: ${shot}`);
+  }
 } finally {
   await browser.close();
 }
+process.exit(failed ? 1 : 0);

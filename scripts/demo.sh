@@ -18,5 +18,4 @@ node scripts/serve.mjs . "$PORT" >/dev/null &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 sleep 0.5
-Q=$(node -e 'console.log(encodeURIComponent(process.argv[1]))' "$QUERY")
-node scripts/demo.mjs "http://127.0.0.1:$PORT/www/?auto=1&q=$Q"
+node scripts/demo.mjs "http://127.0.0.1:$PORT/www/?nocache=1&reranker=http://127.0.0.1:$PORT/models/reranker-synthetic-minilm" "$QUERY"

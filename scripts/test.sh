@@ -30,3 +30,14 @@ trap 'kill $SERVER 2>/dev/null || true' EXIT
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-1800}
 GLLM_MODEL_URL="http://127.0.0.1:$PORT" GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_WEB_ADAPTER-}" \
     wasm-pack test --headless --chrome --chromedriver "$(command -v chromedriver)" "${WEB_TESTS[@]}" -- --nocapture
+
+echo "== demo: semantic search page in headless Chromium (Playwright), queries with known answers =="
+wasm-pack build --target web --release --out-name gllm_web 2>&1 | grep -E "pkg is ready|rror" || true
+test -f pkg/gllm_web.js
+DEMO_PORT=$((PORT + 1))
+node scripts/serve.mjs . "$DEMO_PORT" >/dev/null &
+SERVER2=$!
+trap 'kill $SERVER $SERVER2 2>/dev/null || true' EXIT
+mkdir -p target
+node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&reranker=http://127.0.0.1:$DEMO_PORT/models/reranker-synthetic-minilm" \
+    --test --screenshot target/demo.png

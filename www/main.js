@@ -1,60 +1,118 @@
-// The demo page: load the embedder with a progress bar, embed query + sentences on the GPU,
-// rank sentences by cosine similarity (embeddings are L2-normalised, so a dot product).
-// URL parameters: ?model=<base url>&q=<query>&auto=1 (run the search once loaded).
-import init, { Embedder } from "../pkg/gllm_web.js";
+// The semantic-search demo. Loads the embedder (progress bar), embeds the corpus into a GPU
+// SearchIndex in batches (progress bar; the index is cached in the Cache API so a later
+// visit skips re-embedding), answers queries with GPU top-k, and optionally reranks the top
+// hits with a cross-encoder (?reranker=URL).
+// URL parameters: model=<url> reranker=<url> q=<query> auto=1 (search once ready).
+// For tests: window.demo = { ready: Promise, search(query, mode) → results }.
+import init, { Embedder, Reranker, SearchIndex } from "../pkg/gllm_web.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const modelUrl = params.get("model") ?? new URL("../models/all-MiniLM-L6-v2", location.href).href;
+const rerankerUrl = params.get("reranker");
 if (params.has("q")) $("query").value = params.get("q");
+const ms = (t) => `${t < 10 ? t.toFixed(1) : t.toFixed(0)} ms`;
+const docText = (d) => `${d.title}: ${d.text}`;
 
 function fail(e) {
   $("error").textContent = String(e?.message ?? e);
-  $("results").dataset.done = "error";
+  document.body.dataset.state = "error";
 }
 
-async function search(embedder) {
-  const docs = $("docs").value.split("\n").map((s) => s.trim()).filter(Boolean);
-  const query = $("query").value;
+async function openIndex(embedder, docs) {
+  const key = `gllm-demo-index-v1-${docs.length}`;
+  const cache = "caches" in self ? await caches.open("gllm-web-demo") : null;
   const t0 = performance.now();
-  const { data, dims } = await embedder.embed([query, ...docs]);
-  const ms = performance.now() - t0;
-  const d = dims[1];
-  const q = data.subarray(0, d);
-  const ranked = docs
-    .map((text, i) => {
-      const v = data.subarray((i + 1) * d, (i + 2) * d);
-      let dot = 0;
-      for (let j = 0; j < d; j++) dot += q[j] * v[j];
-      return { text, score: dot };
-    })
-    .sort((a, b) => b.score - a.score);
-  $("results").innerHTML = "";
-  for (const r of ranked) {
-    const li = document.createElement("li");
-    li.innerHTML = `<span class="score">${r.score.toFixed(4)}</span>`;
-    li.append(r.text);
-    $("results").append(li);
+  const hit = cache && !params.has("nocache") ? await cache.match(key) : null;
+  if (hit) {
+    const index = await SearchIndex.import(new Uint8Array(await hit.arrayBuffer()), embedder.dim);
+    index.useEmbedder(embedder);
+    $("p-index").value = 100;
+    $("t-index").textContent = `${ms(performance.now() - t0)} (cached)`;
+    return index;
   }
-  $("status").textContent = `Embedded ${docs.length + 1} texts in ${ms.toFixed(0)} ms.`;
-  $("results").dataset.ranked = JSON.stringify(ranked);
-  $("results").dataset.done = "ok";
+  const index = await SearchIndex.create(embedder.dim);
+  index.useEmbedder(embedder);
+  const batch = 32;
+  for (let i = 0; i < docs.length; i += batch) {
+    await index.add(docs.slice(i, i + batch).map(docText));
+    $("p-index").value = (100 * Math.min(docs.length, i + batch)) / docs.length;
+    $("t-index").textContent = `${Math.min(docs.length, i + batch)}/${docs.length}`;
+  }
+  const bytes = await index.export();
+  $("t-index").textContent = ms(performance.now() - t0);
+  if (cache) await cache.put(key, new Response(bytes));
+  return index;
 }
 
-try {
+async function main() {
   await init();
+  const corpus = await (await fetch("./corpus.json")).json();
+  const docs = corpus.documents;
+  $("corpus-src").textContent = `${docs.length} passages · ${corpus.source}`;
+
+  let t0 = performance.now();
   const embedder = await Embedder.load(modelUrl, {
-    progress_callback: (e) => {
-      if (e.status === "progress") $("progress").value = e.progress;
-      if (e.status === "ready") {
-        $("progress").value = 100;
-        $("status").textContent = "Model ready.";
-      }
-    },
+    progress_callback: (e) => { if (e.status === "progress") $("p-model").value = e.progress; },
   });
-  $("search").disabled = false;
-  $("search").onclick = () => search(embedder).catch(fail);
-  if (params.get("auto") === "1") await search(embedder);
-} catch (e) {
-  fail(e);
+  $("p-model").value = 100;
+  $("t-model").textContent = ms(performance.now() - t0);
+
+  let reranker = null;
+  if (rerankerUrl) {
+    $("stage-rr").hidden = false;
+    t0 = performance.now();
+    reranker = await Reranker.load(rerankerUrl, {
+      progress_callback: (e) => { if (e.status === "progress") $("p-rr").value = e.progress; },
+    });
+    $("p-rr").value = 100;
+    $("t-rr").textContent = ms(performance.now() - t0);
+    $("rr-opt").hidden = false;
+    if (/synthetic/i.test(rerankerUrl)) {
+      $("rr-note").textContent = " — this is the synthetic test head: its scores carry no relevance meaning.";
+    }
+  }
+
+  const index = await openIndex(embedder, docs);
+
+  async function search(query, mode = $("mode").value, rerank = $("use-rr").checked && reranker) {
+    const t = performance.now();
+    const { ids, scores } = await index.search(query, { k: 10, mode });
+    const tSearch = performance.now() - t;
+    let results = Array.from(ids, (id, i) => ({ id, title: docs[id].title, text: docs[id].text, score: scores[i] }));
+    let timing = `embed query + ${mode} search over ${index.size} vectors: ${ms(tSearch)}`;
+    if (rerank) {
+      const t2 = performance.now();
+      const rr = await reranker.rerank(query, results.map((r) => docText(r)));
+      results = rr.map((r) => ({ ...results[r.index], rerank: r.score }));
+      timing += ` · rerank ${results.length}: ${ms(performance.now() - t2)}`;
+    }
+    $("timing").textContent = timing;
+    $("results").innerHTML = "";
+    for (const r of results) {
+      const li = document.createElement("li");
+      li.innerHTML = `<span class="score"></span><span class="title"></span><span class="text"></span>`;
+      li.querySelector(".score").textContent = r.score.toFixed(3);
+      li.querySelector(".title").textContent = r.title;
+      li.querySelector(".text").textContent = r.text;
+      if (r.rerank !== undefined) {
+        const s = document.createElement("span");
+        s.className = "rr";
+        s.textContent = `cross-encoder score ${r.rerank.toFixed(3)}`;
+        li.append(s);
+      }
+      $("results").append(li);
+    }
+    $("results").dataset.ranked = JSON.stringify(results);
+    return { results, ms: tSearch, timing };
+  }
+
+  $("form").onsubmit = (ev) => { ev.preventDefault(); search($("query").value).catch(fail); };
+  $("go").disabled = false;
+  document.body.dataset.state = "ready";
+  if (params.get("auto") === "1") await search($("query").value);
+  return { search };
 }
+
+const ready = main().catch((e) => { fail(e); throw e; });
+window.demo = { ready, search: async (q, mode) => (await ready).search(q, mode) };
