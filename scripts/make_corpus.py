@@ -30,7 +30,7 @@ for m in MODULES:
         para = paras[0].replace("\n", " ")
         para = re.sub(r"\s+", " ", para)
         # The first sentence: short passages keep indexing quick on software WebGPU.
-        para = re.split(r"(?<=[.!?])\s", para)[0][:240]
+        para = re.split(r"(?<=[.!?])\s+(?=[A-Z])", para)[0][:240]
         if len(para) < 20:
             continue
         docs.append({"title": f"{m}.{name}", "text": para[:600]})

@@ -167,9 +167,11 @@ async fn l2_normalize_matches_cpu(gpu: Gpu) -> R {
     Ok(())
 }
 
-/// (m, n, k, bias): matvec scalar, matvec vec4, tiled ragged, tiled with bias.
-const LINEAR_SHAPES: [(usize, usize, usize, bool); 6] = [
+/// (m, n, k, bias): matvec scalar, matvec vec4 with bias, tiled small m, tiled ragged,
+/// tiled with bias.
+const LINEAR_SHAPES: [(usize, usize, usize, bool); 7] = [
     (1, 37, 45, false),
+    (1, 65, 128, true),
     (3, 65, 128, true),
     (8, 19, 40, false),
     (70, 33, 47, false),

@@ -1,14 +1,16 @@
 //! Linear layers: `y = x · wᵀ (+ bias)` with f32 or f16 weights, see `matmul.wgsl`.
 //!
-//! `x` is `[.., k]`: all leading dims are the token batch `m`. For `m <= 8` (decode) the
+//! `x` is `[.., k]`: all leading dims are the token batch `m`. For `m <= MATVEC_MAX_M` (decode) the
 //! matrix-vector kernel reads each weight once for all rows; otherwise the tiled kernel runs.
 
 use super::{u, KernelKey, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{grid, DType, Encoder, GpuTensor};
 
-/// Largest token count served by the matrix-vector kernel.
-pub const MATVEC_MAX_M: usize = 8;
+/// Largest token count served by the matrix-vector kernel. The kernel handles up to 8 rows
+/// (`override M`), but for 2..=8 rows its accumulators spill (≈120 GB/s on the H100, and
+/// seconds per call on SwiftShader), so only single-token decode uses it for now.
+pub const MATVEC_MAX_M: usize = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulEntry {
