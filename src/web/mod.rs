@@ -127,6 +127,16 @@ async fn shared_gpu() -> Result<Gpu, Error> {
     Ok(g)
 }
 
+/// Drops the pooled buffers nothing uses, so disposed models and indexes give their GPU
+/// memory back.
+fn trim_pool() {
+    GPU.with(|g| {
+        if let Some(g) = g.borrow().as_ref() {
+            g.trim();
+        }
+    });
+}
+
 fn get(o: &JsValue, key: &str) -> Option<JsValue> {
     Reflect::get(o, &key.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
 }
@@ -248,14 +258,11 @@ impl Embedder {
         self.inner.as_ref().map(|e| e.dim()).ok_or_else(|| JsError::new(&Error::Disposed("Embedder").to_string()))
     }
 
-    /// Frees the model's GPU memory. Later calls fail with a clear error.
+    /// Releases the model: its GPU memory is freed once nothing else (a `SearchIndex`
+    /// using it) holds it. Later calls fail with a clear error.
     pub fn dispose(&mut self) {
         self.inner = None;
-        GPU.with(|g| {
-            if let Some(g) = g.borrow().as_ref() {
-                g.trim();
-            }
-        });
+        trim_pool();
     }
 }
 
@@ -316,14 +323,11 @@ impl Reranker {
         })
     }
 
-    /// Frees the model's GPU memory. Later calls fail with a clear error.
+    /// Releases the model: its GPU memory is freed once nothing else (a `SearchIndex`
+    /// using it) holds it. Later calls fail with a clear error.
     pub fn dispose(&mut self) {
         self.inner = None;
-        GPU.with(|g| {
-            if let Some(g) = g.borrow().as_ref() {
-                g.trim();
-            }
-        });
+        trim_pool();
     }
 }
 
@@ -482,9 +486,10 @@ impl SearchIndex {
         })
     }
 
-    /// Frees the index's GPU memory.
+    /// Frees the index's GPU memory. Later calls fail with a clear error.
     pub fn dispose(&mut self) {
         self.index = None;
         self.embedder = None;
+        trim_pool();
     }
 }
