@@ -14,8 +14,6 @@ echo "demo: wasm-pack build --target web --release"
 wasm-pack build --target web --release --out-name gllm_web 2>&1 | grep -E "Your wasm pkg|rror" || true
 test -f pkg/gllm_web.js
 
-node scripts/serve.mjs . "$PORT" >/dev/null &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-sleep 0.5
+source scripts/serve.sh
+serve . "$PORT"
 node scripts/demo.mjs "http://127.0.0.1:$PORT/www/?nocache=1&reranker=http://127.0.0.1:$PORT/models/reranker-synthetic-minilm" "$QUERY"

@@ -24,9 +24,8 @@ GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_NATIVE_ADAPTER-}" cargo test -- --nocapture 2
 cargo check --benches -q
 
 echo "== browser: wasm-pack test in headless Chromium (WebGPU) =="
-node scripts/serve.mjs models "$PORT" &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
+source scripts/serve.sh
+serve models "$PORT"
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-1800}
 GLLM_MODEL_URL="http://127.0.0.1:$PORT" GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_WEB_ADAPTER-}" \
     wasm-pack test --headless --chrome --chromedriver "$(command -v chromedriver)" "${WEB_TESTS[@]}" -- --nocapture
@@ -35,9 +34,7 @@ echo "== demo: semantic search page in headless Chromium (Playwright), queries w
 wasm-pack build --target web --release --out-name gllm_web 2>&1 | grep -E "pkg is ready|rror" || true
 test -f pkg/gllm_web.js
 DEMO_PORT=$((PORT + 1))
-node scripts/serve.mjs . "$DEMO_PORT" >/dev/null &
-SERVER2=$!
-trap 'kill $SERVER $SERVER2 2>/dev/null || true' EXIT
+serve . "$DEMO_PORT"
 mkdir -p target
 node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&reranker=http://127.0.0.1:$DEMO_PORT/models/reranker-synthetic-minilm" \
     --test --screenshot target/demo.png
