@@ -191,6 +191,11 @@ impl Gpu {
         self.inner.readbacks.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether the device was lost (the engine must be loaded again on a new device).
+    pub fn is_lost(&self) -> bool {
+        self.inner.lost.lock().map(|s| s.is_some()).unwrap_or(true)
+    }
+
     /// Returns (and clears) the first GPU error reported since the last check, and any
     /// device loss.
     pub fn check_errors(&self) -> Result<()> {

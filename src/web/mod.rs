@@ -104,10 +104,11 @@ thread_local! {
     static GPU: RefCell<Option<Gpu>> = const { RefCell::new(None) };
 }
 
-/// The page's (or worker's) one GPU device, acquired on first use.
+/// The page's (or worker's) one GPU device, acquired on first use and again after a
+/// device loss (models loaded before the loss must be loaded again).
 async fn shared_gpu() -> Result<Gpu, Error> {
     if let Some(g) = GPU.with(|g| g.borrow().clone()) {
-        if g.check_errors().is_ok() {
+        if !g.is_lost() {
             return Ok(g);
         }
     }
