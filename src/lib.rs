@@ -20,6 +20,7 @@ pub mod kernels;
 pub mod loader;
 pub mod models;
 pub mod nn;
+pub mod quant;
 pub mod reference;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
