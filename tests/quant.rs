@@ -87,3 +87,4 @@ fn memory_fraction_of_f32() {
         assert!(bytes / f32_bytes <= limit, "{} uses {:.4}× f32", fmt.name(), bytes / f32_bytes);
     }
 }
+
