@@ -3,8 +3,19 @@
 
 mod common;
 
+use gllm_web::kernels::quant::{qlinear_with, subgroup_rows, QLinearOptions, QMatrix};
 use gllm_web::quant::{self, awq::AwqWeight, QuantFormat};
-use gllm_web::reference::rng::Rng;
+use gllm_web::reference::{self as cpu, rng::Rng};
+use gllm_web::{DType, Gpu};
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+gpu_tests! {
+    quant_linear_matches_cpu => quant_linear_matches_cpu,
+    awq_linear_matches_cpu => awq_linear_matches_cpu,
+    quant_bad_input_is_typed_error => quant_bad_input_is_typed_error,
+}
 
 /// Values like trained weights: mostly small with some outliers.
 fn weights(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -16,6 +27,7 @@ fn weights(rng: &mut Rng, n: usize) -> Vec<f32> {
         .collect()
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn roundtrip_within_format_bound() {
     let mut rng = Rng::new(7);
@@ -42,6 +54,7 @@ fn roundtrip_within_format_bound() {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn awq_roundtrip_within_bound() {
     let mut rng = Rng::new(11);
@@ -64,6 +77,7 @@ fn awq_roundtrip_within_bound() {
     assert!(worst <= 1.0 / 15.0 + 1e-3 && worst > 0.0, "awq round trip {worst}");
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn bad_block_lengths_are_errors() {
     for fmt in QuantFormat::ALL {
@@ -76,6 +90,7 @@ fn bad_block_lengths_are_errors() {
     assert!(AwqWeight::quantize(&[0.0; 8 * 100], 8, 100).is_err());
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn memory_fraction_of_f32() {
     // GPU bytes of a 4096×4096 weight, re-laid, relative to f32.
@@ -88,3 +103,129 @@ fn memory_fraction_of_f32() {
     }
 }
 
+
+/// ‖got − want‖ / ‖want‖
+fn rel_err(got: &[f32], want: &[f32]) -> f32 {
+    let num: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (num / den).sqrt() as f32
+}
+
+/// Tolerances on ‖out − ref‖ / ‖ref‖ against the CPU dequantize-then-f32-matmul reference.
+const REL_F32: f32 = 1e-4;
+const REL_F16: f32 = 3e-3;
+
+/// The kernel variants this device can run: (label, f16 activations, options).
+fn variants(gpu: &Gpu) -> Vec<(&'static str, bool, QLinearOptions)> {
+    let mut v = vec![("f32 shared-reduce", false, QLinearOptions { no_subgroups: true, force_matmul: false })];
+    if subgroup_rows(gpu).is_some() {
+        v.push(("f32 subgroup", false, QLinearOptions::default()));
+    }
+    if gpu.caps().shader_f16 {
+        v.push(("f16 shared-reduce", true, QLinearOptions { no_subgroups: true, force_matmul: false }));
+        if subgroup_rows(gpu).is_some() {
+            v.push(("f16 subgroup", true, QLinearOptions::default()));
+        }
+    }
+    v
+}
+
+/// Runs `w` on `x` ([m, k]) with each variant and compares with `want` = x · dequant(W)ᵀ + b.
+async fn check_variants(gpu: &Gpu, what: &str, w: &QMatrix, x: &[f32], m: usize, bias: Option<&[f32]>, want: &[f32]) -> Result<(), String> {
+    let k = w.cols;
+    let e = |e: gllm_web::Error| format!("{what}: {e}");
+    let b = match bias {
+        Some(b) => Some(gpu.upload_f32(b, &[b.len()]).map_err(e)?),
+        None => None,
+    };
+    for (label, f16, opts) in variants(gpu) {
+        if m > 1 && !opts.no_subgroups {
+            continue; // the matrix-matrix kernel has no subgroup variant
+        }
+        let xt = if f16 { gpu.upload_f32_as_f16(x, &[m, k]).map_err(e)? } else { gpu.upload_f32(x, &[m, k]).map_err(e)? };
+        let mut enc = gpu.encoder();
+        let y = qlinear_with(&mut enc, &xt, w, b.as_ref(), opts).map_err(e)?;
+        enc.submit().map_err(e)?;
+        let got = if y.dtype() == DType::F16 {
+            gpu.readback_f16(&y).await.map_err(e)?.iter().map(|h| h.to_f32()).collect()
+        } else {
+            gpu.readback_f32(&y).await.map_err(e)?
+        };
+        let err = rel_err(&got, want);
+        let tol = if f16 { REL_F16 } else { REL_F32 };
+        let kernel = if m == 1 { "matvec" } else { "matmul" };
+        println!("{what} m={m} {kernel} {label}: rel err {err:.2e} (tol {tol:.0e})");
+        if !(err < tol) {
+            return Err(format!("{what} m={m} {kernel} {label}: rel err {err:.3e} >= {tol:.0e}"));
+        }
+    }
+    Ok(())
+}
+
+async fn quant_linear_matches_cpu(gpu: Gpu) -> Result<(), String> {
+    let mut rng = Rng::new(42);
+    let mut ran = 0;
+    for fmt in QuantFormat::ALL {
+        // Ragged: N not a multiple of the 64-row tile or of a workgroup's rows; K a few blocks
+        // (not a multiple of 64 for the 32-value formats).
+        let (n, k) = if fmt.block_elems() == 256 { (70, 768) } else { (70, 224) };
+        let wv = weights(&mut rng, n * k);
+        let blocks = quant::quantize(fmt, &wv).map_err(|e| e.to_string())?;
+        let deq = quant::dequantize(fmt, &blocks, n * k).map_err(|e| e.to_string())?;
+        let w = QMatrix::from_gguf_blocks(&gpu, fmt, n, k, &blocks).map_err(|e| e.to_string())?;
+        let bias = rng.vec(n, 0.5);
+        for m in [1, 7, 64] {
+            let x = rng.vec(m * k, 1.0);
+            let b = (m == 7).then_some(bias.as_slice());
+            let want = cpu::matmul::linear(&x, &deq, b, k);
+            check_variants(&gpu, fmt.name(), &w, &x, m, b, &want).await?;
+            ran += 1;
+        }
+    }
+    if ran != 18 {
+        return Err(format!("ran {ran} of 18 format × M cases"));
+    }
+    Ok(())
+}
+
+async fn awq_linear_matches_cpu(gpu: Gpu) -> Result<(), String> {
+    let mut rng = Rng::new(5);
+    let (n, k) = (72, 384);
+    let wv = weights(&mut rng, n * k);
+    let a = AwqWeight::quantize(&wv, n, k).map_err(|e| e.to_string())?;
+    let deq = a.dequantize().map_err(|e| e.to_string())?;
+    let w = QMatrix::from_awq(&gpu, &a).map_err(|e| e.to_string())?;
+    for m in [1, 7, 64] {
+        let x = rng.vec(m * k, 1.0);
+        let want = cpu::matmul::linear(&x, &deq, None, k);
+        check_variants(&gpu, "awq", &w, &x, m, None, &want).await?;
+    }
+    Ok(())
+}
+
+async fn quant_bad_input_is_typed_error(gpu: Gpu) -> Result<(), String> {
+    let fmt = QuantFormat::Q4_0;
+    let expect_err = |what: &str, r: Result<QMatrix, gllm_web::Error>| match r {
+        Err(e) => {
+            println!("{what}: {e}");
+            Ok(())
+        }
+        Ok(_) => Err(format!("{what}: accepted")),
+    };
+    // Byte length that does not match the shape.
+    expect_err("short blocks", QMatrix::from_gguf_blocks(&gpu, fmt, 4, 64, &[0u8; 18 * 8 - 1]))?;
+    expect_err("long blocks", QMatrix::from_gguf_blocks(&gpu, fmt, 4, 64, &[0u8; 18 * 9]))?;
+    // Row length not a multiple of the block.
+    expect_err("ragged row", QMatrix::from_gguf_blocks(&gpu, fmt, 4, 48, &[0u8; 18 * 6]))?;
+    expect_err("q4_K row", QMatrix::from_gguf_blocks(&gpu, QuantFormat::Q4K, 2, 128, &[0u8; 144]))?;
+    expect_err("empty", QMatrix::from_gguf_blocks(&gpu, fmt, 0, 32, &[]))?;
+    // x whose last dim is not the matrix's.
+    let w = QMatrix::quantize(&gpu, fmt, 4, 64, &[0.5; 256]).map_err(|e| e.to_string())?;
+    let x = gpu.upload_f32(&[1.0; 32], &[1, 32]).map_err(|e| e.to_string())?;
+    let mut enc = gpu.encoder();
+    match qlinear_with(&mut enc, &x, &w, None, QLinearOptions::default()) {
+        Err(e) => println!("wrong x: {e}"),
+        Ok(_) => return Err("wrong x accepted".into()),
+    }
+    Ok(())
+}

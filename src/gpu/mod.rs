@@ -30,6 +30,9 @@ pub struct Capabilities {
     pub shader_f16: bool,
     /// `subgroups` is enabled.
     pub subgroups: bool,
+    /// The subgroup size when `subgroups` is enabled and the adapter has one fixed size
+    /// (min == max); kernels that reduce a row within one subgroup need it.
+    pub subgroup_size: Option<u32>,
     pub max_storage_buffer_binding_size: u64,
     pub max_buffer_size: u64,
     pub max_workgroup_storage_size: u32,
@@ -153,6 +156,9 @@ impl Gpu {
         let caps = Capabilities {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_size: (features.contains(wgpu::Features::SUBGROUP)
+                && info.subgroup_min_size == info.subgroup_max_size)
+                .then_some(info.subgroup_min_size),
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
             max_buffer_size: limits.max_buffer_size,
             max_workgroup_storage_size: limits.max_compute_workgroup_storage_size,

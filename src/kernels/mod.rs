@@ -11,6 +11,7 @@ pub mod embed;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
+pub mod quant;
 pub mod search;
 
 /// Every value that changes a compiled pipeline: the op family, the entry point and the
@@ -24,6 +25,7 @@ pub enum KernelKey {
     Attention(attention::AttentionKey),
     Pool(pool::PoolKey),
     Search(search::SearchKey),
+    Quant(quant::QuantKey),
 }
 
 /// A kernel variant of one op family.
@@ -53,6 +55,7 @@ macro_rules! dispatch_variant {
             KernelKey::Attention($k) => $e,
             KernelKey::Pool($k) => $e,
             KernelKey::Search($k) => $e,
+            KernelKey::Quant($k) => $e,
         }
     };
 }

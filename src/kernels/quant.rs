@@ -1,0 +1,235 @@
+//! Quantized linear layers: `y = x · Wᵀ (+ bias)` with `W` in a GGUF block format or AWQ
+//! int4, decoded inside the kernel (`quant.wgsl`). No f32 copy of `W` is ever made.
+//!
+//! `x` is `[.., k]` f32, or f16 when the device has `shader-f16` (then `y` is f16 too;
+//! accumulation is f32 either way). One token runs the matrix-vector kernel, more run the
+//! tiled matrix-matrix kernel.
+
+use super::{u, KernelKey, Variant};
+use crate::error::{Error, Result};
+use crate::gpu::{grid, DType, Encoder, Gpu, GpuTensor};
+use crate::quant::{self, awq::AwqWeight, QuantFormat};
+
+/// A weight format the quantized kernels decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QFormat {
+    Gguf(QuantFormat),
+    Awq,
+}
+
+impl QFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            QFormat::Gguf(f) => f.name(),
+            QFormat::Awq => "awq",
+        }
+    }
+    fn define(self) -> &'static str {
+        match self {
+            QFormat::Gguf(QuantFormat::Q8_0) => "Q8_0",
+            QFormat::Gguf(QuantFormat::Q4_0) => "Q4_0",
+            QFormat::Gguf(QuantFormat::Q4_1) => "Q4_1",
+            QFormat::Gguf(QuantFormat::Q5_0) => "Q5_0",
+            QFormat::Gguf(QuantFormat::Q4K) => "Q4_K",
+            QFormat::Gguf(QuantFormat::Q6K) => "Q6_K",
+            QFormat::Awq => "AWQ",
+        }
+    }
+    /// Values per block along a row (the row length must be a multiple).
+    pub fn block_elems(self) -> usize {
+        match self {
+            QFormat::Gguf(f) => f.block_elems(),
+            QFormat::Awq => quant::awq::GROUP,
+        }
+    }
+}
+
+/// A `[rows, cols]` weight matrix resident on the GPU in a quantized format, re-laid for
+/// 4-byte reads (`quant::relayout`).
+#[derive(Clone, Debug)]
+pub struct QMatrix {
+    pub format: QFormat,
+    pub rows: usize,
+    pub cols: usize,
+    body: GpuTensor,
+    scales: GpuTensor,
+}
+
+impl QMatrix {
+    /// Uploads a `[rows, cols]` matrix given as GGUF blocks (row-major, `cols / block` blocks
+    /// per row).
+    pub fn from_gguf_blocks(gpu: &Gpu, format: QuantFormat, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        let op = format.name();
+        check_shape(QFormat::Gguf(format), rows, cols)?;
+        let want = format.byte_len(rows * cols)?;
+        if bytes.len() != want {
+            return Err(Error::param(op, format!("[{rows}, {cols}] needs {want} bytes of blocks, got {}", bytes.len())));
+        }
+        let r = quant::relayout(format, bytes)?;
+        let body = gpu.upload_u32(&r.body, &[r.body.len()])?;
+        let scales = if r.scales.is_empty() { gpu.upload_u32(&[0], &[1])? } else { gpu.upload_u32(&r.scales, &[r.scales.len()])? };
+        Ok(Self { format: QFormat::Gguf(format), rows, cols, body, scales })
+    }
+
+    /// Quantizes `w` (`[rows, cols]` f32) on the CPU with the reference quantizer and uploads it.
+    pub fn quantize(gpu: &Gpu, format: QuantFormat, rows: usize, cols: usize, w: &[f32]) -> Result<Self> {
+        if w.len() != rows * cols {
+            return Err(Error::param(format.name(), format!("{} values for shape [{rows}, {cols}]", w.len())));
+        }
+        check_shape(QFormat::Gguf(format), rows, cols)?;
+        Self::from_gguf_blocks(gpu, format, rows, cols, &quant::quantize(format, w)?)
+    }
+
+    /// Uploads an AWQ checkpoint's `qweight` / `qzeros` / `scales`.
+    pub fn from_awq(gpu: &Gpu, w: &AwqWeight) -> Result<Self> {
+        check_shape(QFormat::Awq, w.out_features, w.in_features)?;
+        let (body, meta) = w.relayout()?;
+        Ok(Self {
+            format: QFormat::Awq,
+            rows: w.out_features,
+            cols: w.in_features,
+            body: gpu.upload_u32(&body, &[body.len()])?,
+            scales: gpu.upload_u32(&meta, &[meta.len()])?,
+        })
+    }
+
+    /// GPU bytes of the matrix (body and scales).
+    pub fn byte_size(&self) -> u64 {
+        self.body.byte_len() + self.scales.byte_len()
+    }
+}
+
+fn check_shape(format: QFormat, rows: usize, cols: usize) -> Result<()> {
+    let be = format.block_elems();
+    if rows == 0 || cols == 0 || cols % be != 0 {
+        return Err(Error::param(
+            format.name(),
+            format!("a [{rows}, {cols}] matrix needs a row length that is a non-zero multiple of the {be}-value block"),
+        ));
+    }
+    if format == QFormat::Awq && rows % 8 != 0 {
+        return Err(Error::param("awq", format!("{rows} output features are not a multiple of 8")));
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantEntry {
+    Matvec,
+    Matmul,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QuantKey {
+    pub format: QFormat,
+    pub entry: QuantEntry,
+    pub x_f16: bool,
+    pub bias: bool,
+    /// Reduce each row in one subgroup; `threads` is then the subgroup size.
+    pub subgroups: bool,
+    /// Threads per row of the matrix-vector kernel (its `override T`).
+    pub threads: u8,
+}
+
+impl Variant for QuantKey {
+    const FAMILY: &'static str = "quant";
+    const SOURCE: &'static str = include_str!("quant.wgsl");
+    fn entry(&self) -> &'static str {
+        match self.entry {
+            QuantEntry::Matvec => "qmatvec",
+            QuantEntry::Matmul => "qmatmul",
+        }
+    }
+    fn defines(&self) -> Vec<&'static str> {
+        let mut d = vec![self.format.define()];
+        for (on, name) in [(self.x_f16, "X_F16"), (self.bias, "BIAS"), (self.subgroups, "SUBGROUPS")] {
+            if on {
+                d.push(name);
+            }
+        }
+        if self.subgroups && cfg!(target_arch = "wasm32") {
+            d.push("ENABLE_SUBGROUPS");
+        }
+        d
+    }
+    fn needs_shader_f16(&self) -> bool {
+        self.x_f16
+    }
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        if self.entry == QuantEntry::Matvec { vec![("T", self.threads as f64)] } else { vec![] }
+    }
+}
+
+/// How the matrix-vector kernel reduces a row: `Some(size)` with one subgroup per row, when
+/// the device has subgroups of one fixed size that divides the workgroup.
+pub fn subgroup_rows(gpu: &Gpu) -> Option<u32> {
+    let caps = gpu.caps();
+    caps.subgroup_size.filter(|&s| caps.subgroups && (4..=128).contains(&s) && s.is_power_of_two())
+}
+
+/// Options for [`qlinear_with`]: kernel choices the tests and benchmarks force.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QLinearOptions {
+    /// Never use the subgroup reduction.
+    pub no_subgroups: bool,
+    /// Use the matrix-matrix kernel even for one token.
+    pub force_matmul: bool,
+}
+
+/// `y[.., n] = x[.., k] · W[n, k]ᵀ + bias[n]` with `W` quantized.
+/// - `x`: `[.., k]` f32, or f16 (needs `shader-f16`)
+/// - `bias`: `[n]` f32, optional
+/// - returns `[.., n]` in `x`'s dtype
+pub fn qlinear(enc: &mut Encoder, x: &GpuTensor, w: &QMatrix, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+    qlinear_with(enc, x, w, bias, QLinearOptions::default())
+}
+
+pub fn qlinear_with(
+    enc: &mut Encoder,
+    x: &GpuTensor,
+    w: &QMatrix,
+    bias: Option<&GpuTensor>,
+    opts: QLinearOptions,
+) -> Result<GpuTensor> {
+    const OP: &str = "qlinear";
+    x.expect_dtype(OP, "x", &[DType::F32, DType::F16])?;
+    let x_f16 = x.dtype() == DType::F16;
+    if x_f16 && !enc.gpu().caps().shader_f16 {
+        return Err(Error::MissingFeature { op: OP, feature: "shader-f16" });
+    }
+    let (n, k) = (w.rows, w.cols);
+    if x.rank() == 0 || x.numel() == 0 || x.last_dim() != k {
+        return Err(Error::shape(OP, "x", format!("[.., {k}]"), x.shape()));
+    }
+    if let Some(b) = bias {
+        b.expect_dtype(OP, "bias", &[DType::F32])?;
+        if b.shape() != [n] {
+            return Err(Error::shape(OP, "bias", format!("[{n}]"), b.shape()));
+        }
+    }
+    let m = x.rows();
+    let mut out_shape = x.shape().to_vec();
+    *out_shape.last_mut().expect("rank checked") = n;
+    let y = enc.gpu().alloc(&out_shape, x.dtype())?;
+    let matvec = m == 1 && !opts.force_matmul;
+    let sg = if opts.no_subgroups { None } else { subgroup_rows(enc.gpu()) };
+    let threads = if matvec { sg.unwrap_or(32) } else { 0 };
+    let key = QuantKey {
+        format: w.format,
+        entry: if matvec { QuantEntry::Matvec } else { QuantEntry::Matmul },
+        x_f16,
+        bias: bias.is_some(),
+        subgroups: matvec && sg.is_some(),
+        threads: threads.min(128) as u8,
+    };
+    let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, u(OP, "k", k / 32)?];
+    let workgroups = if matvec {
+        grid(u(OP, "n", n.div_ceil(256 / threads as usize))?)
+    } else {
+        [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(64))?, 1]
+    };
+    let mut tensors = vec![x, &w.body, &w.scales, &y];
+    tensors.extend(bias);
+    enc.dispatch(KernelKey::Quant(key), &params, &tensors, workgroups)?;
+    Ok(y)
+}

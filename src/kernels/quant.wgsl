@@ -1,0 +1,342 @@
+// Quantized linear layer: y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]), W stored in a
+// block format and decoded in registers (never expanded in memory).
+//
+// W is re-laid for 4-byte reads (src/quant/mod.rs `relayout`, SPEC/quant.md):
+//   body:   per block, its bytes without a split-off f16 scale, as u32 words
+//           (q8_0 8, q4_0 4, q4_1 5, q5_0 5, q4_K 36, q6_K 52, awq 16 per 128-value group)
+//   scales: the split-off f16 `d` of each block, two per word (q8_0, q4_0, q5_0, q6_K);
+//           for awq one word per group: f16 scale | zero << 16; unused otherwise.
+// Every format exposes one decoder, dq8(s, q): the 8 values 8q .. 8q+7 of 32-value unit s
+// (unit s covers row s / SB, columns 32 (s % SB) ..), so both kernels are format-agnostic.
+//
+// Two entry points:
+//   qmatvec  decode, M = 1: T threads per output row (256 / T rows per workgroup), each
+//            thread walks the row's 32-value units with stride T; the row's partial sums are
+//            reduced with subgroupAdd (SUBGROUPS, T = the device's fixed subgroup size) or
+//            a shared-memory tree. Dispatch grid(ceil(N / (256 / T))).
+//   qmatmul  prefill / batches: 64x64 output tile per workgroup of 256 threads, each a 4x4
+//            register block; K walked one 32-value unit at a time: every thread decodes one
+//            octet of W and loads one octet of x into shared memory.
+//            Dispatch (ceil(N/64), ceil(M/64)).
+//
+// Variants (defines): one of Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q6_K AWQ; X_F16 (x and y are f16,
+// accumulation stays f32); BIAS; SUBGROUPS (+ ENABLE_SUBGROUPS on the web).
+#ifdef X_F16
+enable f16;
+#endif
+// Browsers need the extension enabled; Naga (native) rejects the directive.
+#ifdef ENABLE_SUBGROUPS
+enable subgroups;
+#endif
+
+struct Params {
+    m: u32,   // rows of x (tokens)
+    n: u32,   // output features (rows of W)
+    k: u32,   // input features
+    sb: u32,  // 32-value units per row: k / 32
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+#ifdef X_F16
+@group(0) @binding(1) var<storage, read> x: array<vec4<f16>>;      // [m, k]
+#else
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;      // [m, k]
+#endif
+@group(0) @binding(2) var<storage, read> body: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<u32>;
+#ifdef X_F16
+@group(0) @binding(4) var<storage, read_write> y: array<f16>;      // [m, n]
+#else
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;      // [m, n]
+#endif
+#ifdef BIAS
+@group(0) @binding(5) var<storage, read> bias: array<f32>;         // [n]
+#endif
+
+fn xv(i: u32) -> vec4<f32> {
+    return vec4<f32>(x[i]);
+}
+
+fn store(i: u32, col: u32, v: f32) {
+#ifdef BIAS
+    let o = v + bias[col];
+#else
+    let o = v;
+#endif
+#ifdef X_F16
+    y[i] = f16(o);
+#else
+    y[i] = o;
+#endif
+}
+
+struct Oct {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// f16 number `i` of the packed scale array.
+fn half_at(i: u32) -> f32 {
+    let v = unpack2x16float(scales[i >> 1u]);
+    return select(v.x, v.y, (i & 1u) == 1u);
+}
+
+// Low nibbles of the 4 bytes of w (bytes 0..3), and the high nibbles.
+fn lo4(w: u32) -> vec4<f32> {
+    return vec4<f32>(vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xFu));
+}
+fn hi4(w: u32) -> vec4<f32> {
+    return lo4(w >> 4u);
+}
+// The 4 bytes of w as signed 8-bit values.
+fn i8x4(w: u32) -> vec4<f32> {
+    let v = i32(w);
+    return vec4<f32>(f32(extractBits(v, 0u, 8u)), f32(extractBits(v, 8u, 8u)),
+                     f32(extractBits(v, 16u, 8u)), f32(extractBits(v, 24u, 8u)));
+}
+// Bits b .. b+3 of h as 0/1 values.
+fn bits4(h: u32, b: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(h) >> (vec4<u32>(b) + vec4<u32>(0u, 1u, 2u, 3u))) & vec4<u32>(1u));
+}
+// The 8 nibbles of w in order (nibble 0 lowest).
+fn nib8(w: u32) -> Oct {
+    let s = vec4<u32>(0u, 4u, 8u, 12u);
+    return Oct(vec4<f32>((vec4<u32>(w) >> s) & vec4<u32>(0xFu)),
+               vec4<f32>((vec4<u32>(w >> 16u) >> s) & vec4<u32>(0xFu)));
+}
+// Octet q (values 8q .. 8q+7) of a 32-value block whose 16 nibble bytes start at word w0:
+// values 0..15 are the low nibbles of bytes 0..15, values 16..31 the high nibbles.
+fn nibble_octet(w0: u32, q: u32) -> Oct {
+    let w = w0 + 2u * (q & 1u);
+    let a = body[w];
+    let b = body[w + 1u];
+    if (q < 2u) {
+        return Oct(lo4(a), lo4(b));
+    }
+    return Oct(hi4(a), hi4(b));
+}
+
+#ifdef Q8_0
+fn dq8(s: u32, q: u32) -> Oct {
+    let d = half_at(s);
+    let w = s * 8u + 2u * q;
+    return Oct(d * i8x4(body[w]), d * i8x4(body[w + 1u]));
+}
+#endif
+
+#ifdef Q4_0
+fn dq8(s: u32, q: u32) -> Oct {
+    let d = half_at(s);
+    let o = nibble_octet(s * 4u, q);
+    return Oct(d * (o.a - 8.0), d * (o.b - 8.0));
+}
+#endif
+
+#ifdef Q4_1
+fn dq8(s: u32, q: u32) -> Oct {
+    let dm = unpack2x16float(body[s * 5u]);
+    let o = nibble_octet(s * 5u + 1u, q);
+    return Oct(dm.x * o.a + dm.y, dm.x * o.b + dm.y);
+}
+#endif
+
+#ifdef Q5_0
+fn dq8(s: u32, q: u32) -> Oct {
+    let d = half_at(s);
+    let qh = body[s * 5u];
+    let o = nibble_octet(s * 5u + 1u, q);
+    let a = o.a + 16.0 * bits4(qh, 8u * q) - 16.0;
+    let b = o.b + 16.0 * bits4(qh, 8u * q + 4u) - 16.0;
+    return Oct(d * a, d * b);
+}
+#endif
+
+#ifdef Q4_K
+// Byte i of the super-block's 12 scale bytes (words 1..3 of its body).
+fn k4_byte(base: u32, i: u32) -> u32 {
+    return (body[base + 1u + i / 4u] >> (8u * (i % 4u))) & 0xFFu;
+}
+fn dq8(s: u32, q: u32) -> Oct {
+    let base = (s / 8u) * 36u;
+    let j = s % 8u;
+    let dd = unpack2x16float(body[base]);
+    // ggml get_scale_min_k4
+    var sc: u32;
+    var mn: u32;
+    if (j < 4u) {
+        sc = k4_byte(base, j) & 63u;
+        mn = k4_byte(base, j + 4u) & 63u;
+    } else {
+        sc = (k4_byte(base, j + 4u) & 0xFu) | ((k4_byte(base, j - 4u) >> 6u) << 4u);
+        mn = (k4_byte(base, j + 4u) >> 4u) | ((k4_byte(base, j) >> 6u) << 4u);
+    }
+    let d = dd.x * f32(sc);
+    let m = dd.y * f32(mn);
+    // Sub-blocks 2i, 2i+1 share 32 bytes: low nibbles for 2i, high for 2i+1.
+    let w = base + 4u + 8u * (j / 2u) + 2u * q;
+    let a = body[w];
+    let b = body[w + 1u];
+    if ((j & 1u) == 0u) {
+        return Oct(d * lo4(a) - m, d * lo4(b) - m);
+    }
+    return Oct(d * hi4(a) - m, d * hi4(b) - m);
+}
+#endif
+
+#ifdef Q6_K
+fn dq8(s: u32, q: u32) -> Oct {
+    let sbk = s / 8u;
+    let base = sbk * 52u;
+    let j = s % 8u;
+    let hlf = j / 4u;
+    let quarter = j % 4u;
+    let d = half_at(sbk);
+    // values l = 8q .. 8q+7 of this quarter: ql bytes 64 half + 32 (quarter & 1) + l,
+    // shifted by 4 for quarters 2, 3; qh bytes 128 + 32 half + l, bit pair `quarter`.
+    let wl = base + (64u * hlf + 32u * (quarter & 1u) + 8u * q) / 4u;
+    let wh = base + (128u + 32u * hlf + 8u * q) / 4u;
+    let ls = 4u * (quarter / 2u);
+    let hs = 2u * quarter;
+    let sci = 8u * hlf + q / 2u + 2u * quarter;
+    let sc = f32(extractBits(i32(body[base + 48u + sci / 4u]), 8u * (sci % 4u), 8u));
+    let m4 = vec4<u32>(0xFu);
+    let m2 = vec4<u32>(3u);
+    let sh = vec4<u32>(0u, 8u, 16u, 24u);
+    let la = (vec4<u32>(body[wl]) >> (sh + vec4<u32>(ls))) & m4;
+    let lb = (vec4<u32>(body[wl + 1u]) >> (sh + vec4<u32>(ls))) & m4;
+    let ha = (vec4<u32>(body[wh]) >> (sh + vec4<u32>(hs))) & m2;
+    let hb = (vec4<u32>(body[wh + 1u]) >> (sh + vec4<u32>(hs))) & m2;
+    let ds = d * sc;
+    return Oct(ds * (vec4<f32>(la | (ha << vec4<u32>(4u))) - 32.0),
+               ds * (vec4<f32>(lb | (hb << vec4<u32>(4u))) - 32.0));
+}
+#endif
+
+#ifdef AWQ
+fn dq8(s: u32, q: u32) -> Oct {
+    // One word per octet, nibbles in k order; one meta word per 128-value group (4 units).
+    let mw = scales[s / 4u];
+    let sc = unpack2x16float(mw).x;
+    let z = f32((mw >> 16u) & 0xFu);
+    let o = nib8(body[s * 4u + q]);
+    return Oct(sc * (o.a - z), sc * (o.b - z));
+}
+#endif
+
+// ---------------------------------------------------------------------------------------
+// Matrix-vector (decode).
+
+// Threads per row, fixed at pipeline creation (the subgroup size with SUBGROUPS).
+override T: u32 = 32u;
+const WG: u32 = 256u;
+var<workgroup> red: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32
+#ifdef SUBGROUPS
+           , @builtin(subgroup_invocation_id) sg_lane: u32
+#endif
+           ) {
+    _ = scales[0];  // keep the binding in the layout for formats that do not read it
+    let row = (wid.x + wid.y * nwg.x) * (WG / T) + lid / T;
+    let lane = lid % T;
+    var acc = 0.0;
+    if (row < p.n) {
+        for (var u = lane; u < p.sb; u = u + T) {
+            let s = row * p.sb + u;
+            let xb = u * 8u;
+            for (var q = 0u; q < 4u; q = q + 1u) {
+                let o = dq8(s, q);
+                acc = acc + dot(o.a, xv(xb + 2u * q)) + dot(o.b, xv(xb + 2u * q + 1u));
+            }
+        }
+    }
+#ifdef SUBGROUPS
+    // A row's T threads are exactly one subgroup (T = the fixed subgroup size, rows
+    // aligned to T in the linear invocation index).
+    let total = subgroupAdd(acc);
+    if (sg_lane == 0u && row < p.n) {
+        store(row, row, total);
+    }
+#else
+    red[lid] = acc;
+    workgroupBarrier();
+    for (var st = T / 2u; st > 0u; st = st >> 1u) {
+        if (lane < st) {
+            red[lid] = red[lid] + red[lid + st];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && row < p.n) {
+        store(row, row, red[lid]);
+    }
+#endif
+}
+
+// ---------------------------------------------------------------------------------------
+// Matrix-matrix (prefill, batches).
+
+// Shared tiles k-major as vec4 over 4 rows: xs[kk * 16 + r / 4][r % 4] = x[m0 + r, k0 + kk].
+var<workgroup> xs: array<vec4<f32>, 512>;  // [32][64 / 4]
+var<workgroup> ws: array<vec4<f32>, 512>;  // [32][64 / 4]
+
+@compute @workgroup_size(256)
+fn qmatmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    _ = scales[0];  // keep the binding in the layout for formats that do not read it
+    let m0 = wid.y * 64u;
+    let n0 = wid.x * 64u;
+    let tx = lid % 16u;
+    let ty = lid / 16u;
+    // Loader role: row r of the tile, octet q of the unit.
+    let r = lid / 4u;
+    let q = lid % 4u;
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    for (var u = 0u; u < p.sb; u = u + 1u) {
+        var o = Oct(vec4<f32>(0.0), vec4<f32>(0.0));
+        if (n0 + r < p.n) {
+            o = dq8((n0 + r) * p.sb + u, q);
+        }
+        var xa = vec4<f32>(0.0);
+        var xb = vec4<f32>(0.0);
+        if (m0 + r < p.m) {
+            let base = ((m0 + r) * p.k + u * 32u + 8u * q) / 4u;
+            xa = xv(base);
+            xb = xv(base + 1u);
+        }
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            ws[(8u * q + i) * 16u + r / 4u][r % 4u] = o.a[i];
+            ws[(8u * q + 4u + i) * 16u + r / 4u][r % 4u] = o.b[i];
+            xs[(8u * q + i) * 16u + r / 4u][r % 4u] = xa[i];
+            xs[(8u * q + 4u + i) * 16u + r / 4u][r % 4u] = xb[i];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 32u; kk = kk + 1u) {
+            let a = xs[kk * 16u + ty];
+            let b = ws[kk * 16u + tx];
+            c0 = c0 + a.x * b;
+            c1 = c1 + a.y * b;
+            c2 = c2 + a.z * b;
+            c3 = c3 + a.w * b;
+        }
+        workgroupBarrier();
+    }
+    store_row(m0 + 4u * ty, n0 + 4u * tx, c0);
+    store_row(m0 + 4u * ty + 1u, n0 + 4u * tx, c1);
+    store_row(m0 + 4u * ty + 2u, n0 + 4u * tx, c2);
+    store_row(m0 + 4u * ty + 3u, n0 + 4u * tx, c3);
+}
+
+fn store_row(gm: u32, gn: u32, v: vec4<f32>) {
+    if (gm >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j = j + 1u) {
+        if (gn + j < p.n) {
+            store(gm * p.n + gn + j, gn + j, v[j]);
+        }
+    }
+}
