@@ -5,6 +5,8 @@ use gllm_web::loader::safetensors::{serialize, StDType};
 use gllm_web::loader::{FileSource, MemSource, Source};
 use gllm_web::models::bert::{checkpoint_shapes, BertConfig};
 use gllm_web::reference::rng::Rng;
+use gllm_web::{DType, Gpu, GpuTensor, Result};
+use std::time::Instant;
 
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -57,3 +59,135 @@ pub async fn random_bert(classifier: bool) -> gllm_web::Result<MemSource> {
     }
     Ok(src)
 }
+
+// ---- timing and the raw-wgpu GEMV baseline (kernels and quant benches) ----
+
+/// Median seconds per op of `op` recorded `reps` times per submission.
+pub fn time(gpu: &Gpu, rounds: usize, reps: usize, op: &dyn Fn(&mut gllm_web::Encoder) -> Result<GpuTensor>) -> Result<f64> {
+    let mut samples = Vec::new();
+    for round in 0..=rounds {
+        let mut enc = gpu.encoder();
+        for _ in 0..reps {
+            op(&mut enc)?;
+        }
+        // Host encoding (bind groups, passes) is outside the timed region: the figure is
+        // the GPU's time for the dispatches, barriers between them included.
+        let cmd = enc.encode()?;
+        let t0 = Instant::now();
+        cmd.submit();
+        pollster::block_on(gpu.sync())?;
+        if round > 0 {
+            samples.push(t0.elapsed().as_secs_f64() / reps as f64);
+        }
+    }
+    Ok(median(samples))
+}
+
+pub fn random(gpu: &Gpu, rng: &mut Rng, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+    let n: usize = shape.iter().product();
+    let v = rng.vec(n, 0.5);
+    match dtype {
+        DType::F16 => gpu.upload_f32_as_f16(&v, shape),
+        _ => gpu.upload_f32(&v, shape),
+    }
+}
+
+/// The reference figure of `../shared/gpu-recipe.md`: a plain f32 GEMV, 256 threads per
+/// row, vec4 loads, tree reduction, written against raw wgpu on its own device so the
+/// runtime's machinery is not part of it. Returns seconds per GEMV.
+pub fn baseline_gemv(n: usize, k: usize, reps: usize, rounds: usize) -> f64 {
+    const SRC: &str = r#"
+@group(0) @binding(0) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+var<workgroup> red: array<f32, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    let k4 = arrayLength(&x);
+    var acc = 0.0;
+    for (var i = lid; i < k4; i = i + 256u) { acc = acc + dot(w[row * k4 + i], x[i]); }
+    red[lid] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s = s >> 1u) {
+        if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+        workgroupBarrier();
+    }
+    if (lid == 0u) { y[row] = red[0]; }
+}"#;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
+    let al = adapter.limits();
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: al.max_storage_buffer_binding_size,
+        max_buffer_size: al.max_buffer_size,
+        ..Default::default()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .expect("device");
+    let buf = |size: usize| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: size as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let (w, x, y) = (buf(n * k * 4), buf(k * 4), buf(n * 4));
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(SRC.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: None,
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: w.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 1, resource: x.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 2, resource: y.as_entire_binding() },
+        ],
+    });
+    let groups = gllm_web_grid(n as u32);
+    let mut samples = Vec::new();
+    for round in 0..=rounds {
+        let t0 = Instant::now();
+        let mut enc = device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            for _ in 0..reps {
+                pass.dispatch_workgroups(groups[0], groups[1], 1);
+            }
+        }
+        queue.submit([enc.finish()]);
+        device.poll(wgpu::PollType::wait_indefinitely()).expect("poll");
+        if round > 0 {
+            samples.push(t0.elapsed().as_secs_f64() / reps as f64);
+        }
+    }
+    median(samples)
+}
+
+/// The same x/y split of a 1-D workgroup count as the runtime's.
+fn gllm_web_grid(n: u32) -> [u32; 2] {
+    if n <= 65535 {
+        [n, 1]
+    } else {
+        let y = n.div_ceil(65535);
+        [n.div_ceil(y), y]
+    }
+}
+

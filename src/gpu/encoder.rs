@@ -101,6 +101,13 @@ impl<'g> Encoder<'g> {
 
     /// Encodes every recorded op into one command buffer and submits it.
     pub fn submit(self) -> Result<()> {
+        self.encode()?.submit();
+        Ok(())
+    }
+
+    /// Encodes every recorded op into one command buffer (bind groups, passes) without
+    /// submitting it, so a benchmark can time the GPU work apart from the host's encoding.
+    pub fn encode(self) -> Result<Encoded> {
         let device = self.gpu.device();
         let param_buf = (!self.params.is_empty()).then(|| {
             let buf = device.create_buffer(&wgpu::BufferDescriptor {
@@ -148,10 +155,23 @@ impl<'g> Encoder<'g> {
                 }
             }
         }
-        self.gpu.queue().submit([enc.finish()]);
-        // Dropping `self.ops` now returns released buffers to the pool; anything written
-        // into them later is queued after this submission.
-        Ok(())
+        Ok(Encoded { gpu: self.gpu.clone(), cmd: enc.finish(), _ops: self.ops })
+    }
+}
+
+/// A recorded command buffer, from [`Encoder::encode`].
+pub struct Encoded {
+    gpu: Gpu,
+    cmd: wgpu::CommandBuffer,
+    /// Keeps the ops' tensors out of the pool until the submission.
+    _ops: Vec<Op>,
+}
+
+impl Encoded {
+    pub fn submit(self) {
+        self.gpu.queue().submit([self.cmd]);
+        // Dropping the ops now returns released buffers to the pool; anything written into
+        // them later is queued after this submission.
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use encoder::Encoder;
+pub use encoder::{Encoded, Encoder};
 pub(crate) use encoder::grid;
 pub use tensor::{DType, GpuTensor};
 

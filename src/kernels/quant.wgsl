@@ -11,7 +11,8 @@
 //
 // Two entry points:
 //   qmatvec  decode, M = 1: T threads per output row (256 / T rows per workgroup), each
-//            thread walks the row's 32-value units with stride T; the row's partial sums are
+//            thread walks the row's 8-value octets with stride T (neighbouring lanes take
+//            neighbouring octets, so x and W loads coalesce); the row's partial sums are
 //            reduced with subgroupAdd (SUBGROUPS, T = the device's fixed subgroup size) or
 //            a shared-memory tree. Dispatch grid(ceil(N / (256 / T))).
 //   qmatmul  prefill / batches: 64x64 output tile per workgroup of 256 threads, each a 4x4
@@ -108,12 +109,8 @@ fn nib8(w: u32) -> Oct {
 // values 0..15 are the low nibbles of bytes 0..15, values 16..31 the high nibbles.
 fn nibble_octet(w0: u32, q: u32) -> Oct {
     let w = w0 + 2u * (q & 1u);
-    let a = body[w];
-    let b = body[w + 1u];
-    if (q < 2u) {
-        return Oct(lo4(a), lo4(b));
-    }
-    return Oct(hi4(a), hi4(b));
+    let sh = 4u * (q >> 1u);  // branch-free: lanes of one warp take different octets
+    return Oct(lo4(body[w] >> sh), lo4(body[w + 1u] >> sh));
 }
 
 #ifdef Q8_0
@@ -160,26 +157,19 @@ fn dq8(s: u32, q: u32) -> Oct {
     let base = (s / 8u) * 36u;
     let j = s % 8u;
     let dd = unpack2x16float(body[base]);
-    // ggml get_scale_min_k4
-    var sc: u32;
-    var mn: u32;
-    if (j < 4u) {
-        sc = k4_byte(base, j) & 63u;
-        mn = k4_byte(base, j + 4u) & 63u;
-    } else {
-        sc = (k4_byte(base, j + 4u) & 0xFu) | ((k4_byte(base, j - 4u) >> 6u) << 4u);
-        mn = (k4_byte(base, j + 4u) >> 4u) | ((k4_byte(base, j) >> 6u) << 4u);
-    }
+    // ggml get_scale_min_k4, branch-free (neighbouring lanes decode different sub-blocks).
+    let lo = j < 4u;
+    let a = k4_byte(base, j + 4u);
+    let b = k4_byte(base, j % 4u);  // j for j < 4, j - 4 otherwise
+    let c = k4_byte(base, j);
+    let sc = select((a & 0xFu) | ((b >> 6u) << 4u), b & 63u, lo);
+    let mn = select((a >> 4u) | ((c >> 6u) << 4u), a & 63u, lo);
     let d = dd.x * f32(sc);
     let m = dd.y * f32(mn);
     // Sub-blocks 2i, 2i+1 share 32 bytes: low nibbles for 2i, high for 2i+1.
     let w = base + 4u + 8u * (j / 2u) + 2u * q;
-    let a = body[w];
-    let b = body[w + 1u];
-    if ((j & 1u) == 0u) {
-        return Oct(d * lo4(a) - m, d * lo4(b) - m);
-    }
-    return Oct(d * hi4(a) - m, d * hi4(b) - m);
+    let sh = 4u * (j & 1u);
+    return Oct(d * lo4(body[w] >> sh) - m, d * lo4(body[w + 1u] >> sh) - m);
 }
 #endif
 
@@ -243,13 +233,22 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let lane = lid % T;
     var acc = 0.0;
     if (row < p.n) {
-        for (var u = lane; u < p.sb; u = u + T) {
-            let s = row * p.sb + u;
-            let xb = u * 8u;
-            for (var q = 0u; q < 4u; q = q + 1u) {
-                let o = dq8(s, q);
-                acc = acc + dot(o.a, xv(xb + 2u * q)) + dot(o.b, xv(xb + 2u * q + 1u));
-            }
+        // Work item i = octet i % 4 of unit i / 4: neighbouring lanes read neighbouring
+        // octets, so the loads of x (32 bytes a lane) and of W are coalesced.
+        let items = p.sb * 4u;
+        let s0 = row * p.sb;
+        // Two items per step for more loads in flight.
+        var i = lane;
+        for (; i + T < items; i = i + 2u * T) {
+            let j = i + T;
+            let o = dq8(s0 + i / 4u, i % 4u);
+            let o2 = dq8(s0 + j / 4u, j % 4u);
+            acc = acc + dot(o.a, xv(2u * i)) + dot(o.b, xv(2u * i + 1u))
+                      + dot(o2.a, xv(2u * j)) + dot(o2.b, xv(2u * j + 1u));
+        }
+        if (i < items) {
+            let o = dq8(s0 + i / 4u, i % 4u);
+            acc = acc + dot(o.a, xv(2u * i)) + dot(o.b, xv(2u * i + 1u));
         }
     }
 #ifdef SUBGROUPS

@@ -1,10 +1,12 @@
 //! Layers over kernels, and the prefix builder that loads their weights by checkpoint name.
 //!
-//! `Linear` holds its weight as a `GpuTensor` (F32 or F16 today; quantized block formats
-//! join as further dtypes), so model code never branches on the weight format.
+//! `Linear` holds its weight as a [`LinearWeight`]: a dense `GpuTensor` (F32 / F16) or a
+//! quantized [`QMatrix`] (GGUF block formats, AWQ), so model code never branches on the
+//! weight format.
 
 use crate::error::{Error, Result};
 use crate::gpu::{Encoder, Gpu, GpuTensor};
+use crate::kernels::quant::{self, QMatrix};
 use crate::kernels::{embed, matmul, norm};
 use crate::loader::{safetensors, Progress, SafetensorsFile, Source, StDType};
 
@@ -69,20 +71,52 @@ impl<'a, S: Source> VarBuilder<'a, S> {
     }
 }
 
+/// A linear layer's weight `[out, in]`: dense (f32 / f16) or in a quantized block format
+/// that the kernels decode in registers. Model code does not branch on it.
+#[derive(Clone, Debug)]
+pub enum LinearWeight {
+    Dense(GpuTensor),
+    Quant(QMatrix),
+}
+
+impl LinearWeight {
+    /// `[out, in]`
+    pub fn shape(&self) -> [usize; 2] {
+        match self {
+            LinearWeight::Dense(t) => [t.shape()[0], t.shape()[1]],
+            LinearWeight::Quant(q) => [q.rows, q.cols],
+        }
+    }
+    /// GPU bytes of the weight.
+    pub fn byte_size(&self) -> u64 {
+        match self {
+            LinearWeight::Dense(t) => t.byte_len(),
+            LinearWeight::Quant(q) => q.byte_size(),
+        }
+    }
+}
+
 /// `y = x · Wᵀ + b` (PyTorch `nn.Linear`; weight `[out, in]`).
 pub struct Linear {
-    pub weight: GpuTensor,
+    pub weight: LinearWeight,
     pub bias: Option<GpuTensor>,
 }
 
 impl Linear {
+    pub fn new(weight: LinearWeight, bias: Option<GpuTensor>) -> Self {
+        Self { weight, bias }
+    }
     pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = vb.get("weight", &[out_dim, in_dim]).await?;
         let bias = if bias { Some(vb.get("bias", &[out_dim]).await?) } else { None };
-        Ok(Self { weight, bias })
+        Ok(Self { weight: LinearWeight::Dense(weight), bias })
     }
+    /// `x` `[.., in]` → `[.., out]`. Dense weights take f32 `x`; quantized ones f32 or f16.
     pub fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
-        matmul::linear(enc, x, &self.weight, self.bias.as_ref())
+        match &self.weight {
+            LinearWeight::Dense(w) => matmul::linear(enc, x, w, self.bias.as_ref()),
+            LinearWeight::Quant(w) => quant::qlinear(enc, x, w, self.bias.as_ref()),
+        }
     }
 }
 
