@@ -224,7 +224,7 @@ pub fn qlinear_with(
     };
     let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, u(OP, "k", k / 32)?];
     let workgroups = if matvec {
-        grid(u(OP, "n", n.div_ceil(256 / threads as usize))?)
+        grid(u(OP, "n", n.div_ceil(2 * 256 / threads as usize))?)
     } else {
         [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(64))?, 1]
     };

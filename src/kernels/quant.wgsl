@@ -10,11 +10,12 @@
 // (unit s covers row s / SB, columns 32 (s % SB) ..), so both kernels are format-agnostic.
 //
 // Two entry points:
-//   qmatvec  decode, M = 1: T threads per output row (256 / T rows per workgroup), each
-//            thread walks the row's 8-value octets with stride T (neighbouring lanes take
-//            neighbouring octets, so x and W loads coalesce); the row's partial sums are
-//            reduced with subgroupAdd (SUBGROUPS, T = the device's fixed subgroup size) or
-//            a shared-memory tree. Dispatch grid(ceil(N / (256 / T))).
+//   qmatvec  decode, M = 1: T threads per pair of output rows (2 * 256 / T rows per
+//            workgroup); each thread walks the rows' 8-value octets with stride T
+//            (neighbouring lanes take neighbouring octets, so x and W loads coalesce) and
+//            uses every x load for both rows; the partial sums are reduced with subgroupAdd
+//            (SUBGROUPS, T = the device's fixed subgroup size) or a shared-memory tree.
+//            Dispatch grid(ceil(N / (2 * 256 / T))).
 //   qmatmul  prefill / batches: 64x64 output tile per workgroup of 256 threads, each a 4x4
 //            register block; K walked one 32-value unit at a time: every thread decodes one
 //            octet of W and loads one octet of x into shared memory.
@@ -219,7 +220,7 @@ fn dq8(s: u32, q: u32) -> Oct {
 // Threads per row, fixed at pipeline creation (the subgroup size with SUBGROUPS).
 override T: u32 = 32u;
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, 256>;
+var<workgroup> red: array<f32, 512>;
 
 @compute @workgroup_size(256)
 fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -229,46 +230,58 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 #endif
            ) {
     _ = scales[0];  // keep the binding in the layout for formats that do not read it
-    let row = (wid.x + wid.y * nwg.x) * (WG / T) + lid / T;
+    // Each group of T threads owns two neighbouring rows, so every x load serves both.
+    let row0 = ((wid.x + wid.y * nwg.x) * (WG / T) + lid / T) * 2u;
+    let row1 = row0 + 1u;
     let lane = lid % T;
-    var acc = 0.0;
-    if (row < p.n) {
+    var acc0 = 0.0;
+    var acc1 = 0.0;
+    if (row0 < p.n) {
         // Work item i = octet i % 4 of unit i / 4: neighbouring lanes read neighbouring
         // octets, so the loads of x (32 bytes a lane) and of W are coalesced.
         let items = p.sb * 4u;
-        let s0 = row * p.sb;
-        // Two items per step for more loads in flight.
-        var i = lane;
-        for (; i + T < items; i = i + 2u * T) {
-            let j = i + T;
-            let o = dq8(s0 + i / 4u, i % 4u);
-            let o2 = dq8(s0 + j / 4u, j % 4u);
-            acc = acc + dot(o.a, xv(2u * i)) + dot(o.b, xv(2u * i + 1u))
-                      + dot(o2.a, xv(2u * j)) + dot(o2.b, xv(2u * j + 1u));
-        }
-        if (i < items) {
-            let o = dq8(s0 + i / 4u, i % 4u);
-            acc = acc + dot(o.a, xv(2u * i)) + dot(o.b, xv(2u * i + 1u));
+        let s0 = row0 * p.sb;
+        let s1 = min(row1, p.n - 1u) * p.sb;  // a missing last row re-reads row0, unused
+        for (var i = lane; i < items; i = i + T) {
+            let xa = xv(2u * i);
+            let xb = xv(2u * i + 1u);
+            let o0 = dq8(s0 + i / 4u, i % 4u);
+            let o1 = dq8(s1 + i / 4u, i % 4u);
+            acc0 = acc0 + dot(o0.a, xa) + dot(o0.b, xb);
+            acc1 = acc1 + dot(o1.a, xa) + dot(o1.b, xb);
         }
     }
 #ifdef SUBGROUPS
-    // A row's T threads are exactly one subgroup (T = the fixed subgroup size, rows
+    // A group's T threads are exactly one subgroup (T = the fixed subgroup size, groups
     // aligned to T in the linear invocation index).
-    let total = subgroupAdd(acc);
-    if (sg_lane == 0u && row < p.n) {
-        store(row, row, total);
+    let t0 = subgroupAdd(acc0);
+    let t1 = subgroupAdd(acc1);
+    if (sg_lane == 0u) {
+        if (row0 < p.n) {
+            store(row0, row0, t0);
+        }
+        if (row1 < p.n) {
+            store(row1, row1, t1);
+        }
     }
 #else
-    red[lid] = acc;
+    red[lid] = acc0;
+    red[lid + WG] = acc1;
     workgroupBarrier();
     for (var st = T / 2u; st > 0u; st = st >> 1u) {
         if (lane < st) {
             red[lid] = red[lid] + red[lid + st];
+            red[lid + WG] = red[lid + WG] + red[lid + WG + st];
         }
         workgroupBarrier();
     }
-    if (lane == 0u && row < p.n) {
-        store(row, row, red[lid]);
+    if (lane == 0u) {
+        if (row0 < p.n) {
+            store(row0, row0, red[lid]);
+        }
+        if (row1 < p.n) {
+            store(row1, row1, red[lid + WG]);
+        }
     }
 #endif
 }
