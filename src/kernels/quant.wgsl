@@ -7,7 +7,9 @@
 //   scales: the split-off f16 `d` of each block, two per word (q8_0, q4_0, q5_0, q6_K);
 //           for awq one word per group: f16 scale | zero << 16; unused otherwise.
 // Every format exposes one decoder, dq8(s, q): the 8 values 8q .. 8q+7 of 32-value unit s
-// (unit s covers row s / SB, columns 32 (s % SB) ..), so both kernels are format-agnostic.
+// (unit s covers row s / SB, columns 32 (s % SB) ..), so both kernels are format-agnostic,
+// and dot8(s, q, xa, xb, xs): their dot product with x (xs = the sum of the 8 x values), with
+// the block's scale and offset applied once per octet instead of once per value.
 //
 // Two entry points:
 //   qmatvec  decode, M = 1: T threads per pair of output rows (2 * 256 / T rows per
@@ -120,6 +122,10 @@ fn dq8(s: u32, q: u32) -> Oct {
     let w = s * 8u + 2u * q;
     return Oct(d * i8x4(body[w]), d * i8x4(body[w + 1u]));
 }
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let w = s * 8u + 2u * q;
+    return half_at(s) * (dot(i8x4(body[w]), xa) + dot(i8x4(body[w + 1u]), xb));
+}
 #endif
 
 #ifdef Q4_0
@@ -128,6 +134,10 @@ fn dq8(s: u32, q: u32) -> Oct {
     let o = nibble_octet(s * 4u, q);
     return Oct(d * (o.a - 8.0), d * (o.b - 8.0));
 }
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let o = nibble_octet(s * 4u, q);
+    return half_at(s) * (dot(o.a, xa) + dot(o.b, xb) - 8.0 * xs);
+}
 #endif
 
 #ifdef Q4_1
@@ -135,6 +145,11 @@ fn dq8(s: u32, q: u32) -> Oct {
     let dm = unpack2x16float(body[s * 5u]);
     let o = nibble_octet(s * 5u + 1u, q);
     return Oct(dm.x * o.a + dm.y, dm.x * o.b + dm.y);
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let dm = unpack2x16float(body[s * 5u]);
+    let o = nibble_octet(s * 5u + 1u, q);
+    return dm.x * (dot(o.a, xa) + dot(o.b, xb)) + dm.y * xs;
 }
 #endif
 
@@ -146,6 +161,13 @@ fn dq8(s: u32, q: u32) -> Oct {
     let a = o.a + 16.0 * bits4(qh, 8u * q) - 16.0;
     let b = o.b + 16.0 * bits4(qh, 8u * q + 4u) - 16.0;
     return Oct(d * a, d * b);
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let qh = body[s * 5u];
+    let o = nibble_octet(s * 5u + 1u, q);
+    let a = o.a + 16.0 * bits4(qh, 8u * q);
+    let b = o.b + 16.0 * bits4(qh, 8u * q + 4u);
+    return half_at(s) * (dot(a, xa) + dot(b, xb) - 16.0 * xs);
 }
 #endif
 
@@ -171,6 +193,10 @@ fn dq8(s: u32, q: u32) -> Oct {
     let w = base + 4u + 8u * (j / 2u) + 2u * q;
     let sh = 4u * (j & 1u);
     return Oct(d * lo4(body[w] >> sh) - m, d * lo4(body[w + 1u] >> sh) - m);
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let o = dq8(s, q);
+    return dot(o.a, xa) + dot(o.b, xb);
 }
 #endif
 
@@ -201,6 +227,10 @@ fn dq8(s: u32, q: u32) -> Oct {
     return Oct(ds * (vec4<f32>(la | (ha << vec4<u32>(4u))) - 32.0),
                ds * (vec4<f32>(lb | (hb << vec4<u32>(4u))) - 32.0));
 }
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let o = dq8(s, q);
+    return dot(o.a, xa) + dot(o.b, xb);
+}
 #endif
 
 #ifdef AWQ
@@ -211,6 +241,11 @@ fn dq8(s: u32, q: u32) -> Oct {
     let z = f32((mw >> 16u) & 0xFu);
     let o = nib8(body[s * 4u + q]);
     return Oct(sc * (o.a - z), sc * (o.b - z));
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let mw = scales[s / 4u];
+    let o = nib8(body[s * 4u + q]);
+    return unpack2x16float(mw).x * (dot(o.a, xa) + dot(o.b, xb) - f32((mw >> 16u) & 0xFu) * xs);
 }
 #endif
 
@@ -245,10 +280,9 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         for (var i = lane; i < items; i = i + T) {
             let xa = xv(2u * i);
             let xb = xv(2u * i + 1u);
-            let o0 = dq8(s0 + i / 4u, i % 4u);
-            let o1 = dq8(s1 + i / 4u, i % 4u);
-            acc0 = acc0 + dot(o0.a, xa) + dot(o0.b, xb);
-            acc1 = acc1 + dot(o1.a, xa) + dot(o1.b, xb);
+            let xs = dot(xa + xb, vec4<f32>(1.0));
+            acc0 = acc0 + dot8(s0 + i / 4u, i % 4u, xa, xb, xs);
+            acc1 = acc1 + dot8(s1 + i / 4u, i % 4u, xa, xb, xs);
         }
     }
 #ifdef SUBGROUPS
