@@ -648,7 +648,7 @@ impl GgufFile {
 }
 
 /// Writes a GGUF v3 file in memory (tests and the fuzzer's seeds). Tensor data is laid out
-/// in order, each aligned to 32 bytes.
+/// in order, each aligned to `general.alignment` (a `U32` in `metadata`) or 32 bytes.
 pub fn serialize(metadata: &[(&str, GgufValue)], tensors: &[(&str, GgmlType, &[u64], &[u8])]) -> Vec<u8> {
     fn put_str(out: &mut Vec<u8>, s: &str) {
         out.extend((s.len() as u64).to_le_bytes());
@@ -692,6 +692,13 @@ pub fn serialize(metadata: &[(&str, GgufValue)], tensors: &[(&str, GgmlType, &[u
             GgufValue::F64(x) => out.extend(x.to_le_bytes()),
         }
     }
+    let align = metadata
+        .iter()
+        .find_map(|(k, v)| match v {
+            GgufValue::U32(a) if *k == "general.alignment" && *a > 0 => Some(*a as usize),
+            _ => None,
+        })
+        .unwrap_or(32);
     let mut out = b"GGUF".to_vec();
     out.extend(3u32.to_le_bytes());
     out.extend((tensors.len() as u64).to_le_bytes());
@@ -709,12 +716,12 @@ pub fn serialize(metadata: &[(&str, GgufValue)], tensors: &[(&str, GgmlType, &[u
         let id = (0..64).find(|&i| GgmlType::from_id(i) == Some(*ty)).expect("known type");
         out.extend(id.to_le_bytes());
         out.extend(offset.to_le_bytes());
-        offset = (offset + bytes.len() as u64).next_multiple_of(32);
+        offset = (offset + bytes.len() as u64).next_multiple_of(align as u64);
     }
-    out.resize(out.len().next_multiple_of(32), 0);
+    out.resize(out.len().next_multiple_of(align), 0);
     for (_, _, _, bytes) in tensors {
         out.extend_from_slice(bytes);
-        out.resize(out.len().next_multiple_of(32), 0);
+        out.resize(out.len().next_multiple_of(align), 0);
     }
     out
 }
