@@ -506,3 +506,58 @@ fn smollm2_tensor_reads_through_source() {
         panic!("models/smollm2-135m-instruct/model.safetensors missing: run scripts/fetch-models.sh");
     }
 }
+
+// ---- loading to the GPU through VarBuilder ---------------------------------------------------
+
+/// `VarBuilder` over the GGUF gives, per HF name, the same values as over the converted
+/// safetensors (up to the converter's f16 rounding), including llama's un-permuted q/k
+/// rows; `dtype: f16` stores matrices as F16; `get_blocks` hands out GGUF blocks where the
+/// rows are already in HF order.
+#[test]
+fn smollm2_varbuilder_gguf_matches_safetensors() {
+    use gllm_web::loader::SafetensorsFile;
+    use gllm_web::nn::{LoadDType, Linear, VarBuilder};
+    use gllm_web::quant::QuantFormat;
+    let Some(gpu) = common::native_gpu() else { return };
+    let r: common::R = pollster::block_on(async {
+        let gsrc = common::model_source("gguf");
+        let model = GgufModel::new(GgufFile::read(&gsrc, SMOLLM2).await?)?;
+        let ssrc = common::model_source("smollm2-135m-instruct");
+        let st = SafetensorsFile::read(&ssrc, "model.safetensors").await?;
+        let loaded = std::cell::Cell::new(0);
+        let progress = |_: gllm_web::loader::Progress| {};
+        let vg = VarBuilder::from_gguf(&gpu, &gsrc, &model, &progress, &loaded);
+        let vs = VarBuilder::new(&gpu, &ssrc, &st, &progress, &loaded);
+        assert!(vg.contains("model.norm.weight") && !vg.contains("lm_head.weight"));
+        for (name, shape) in [
+            ("model.layers.0.self_attn.q_proj.weight", vec![576, 576]),
+            ("model.layers.0.self_attn.k_proj.weight", vec![192, 576]),
+            ("model.layers.0.self_attn.v_proj.weight", vec![192, 576]),
+            ("model.layers.0.input_layernorm.weight", vec![576]),
+        ] {
+            let (p, leaf) = name.rsplit_once('.').unwrap();
+            let a = gpu.readback_f32(&vg.pp(p).get(leaf, &shape).await?).await?;
+            let b = gpu.readback_f32(&vs.pp(p).get(leaf, &shape).await?).await?;
+            let rounded: Vec<f32> = a.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+            assert_eq!(rounded, b, "{name}");
+        }
+        // shape mismatches are typed errors
+        assert!(matches!(vg.pp("model.norm").get("weight", &[575]).await, Err(Error::TensorMismatch { .. })));
+        assert!(matches!(vg.get("model.nope.weight", &[1]).await, Err(Error::MissingTensor { .. })));
+        // dtype f16: Linear weights F16 on the GPU
+        let v16 = VarBuilder::from_gguf(&gpu, &gsrc, &model, &progress, &loaded).with_dtype(LoadDType::F16);
+        let lin = Linear::load(&v16.pp("model.layers.1.mlp.down_proj"), 1536, 576, false).await?;
+        assert_eq!(lin.weight.dtype(), gllm_web::DType::F16);
+        let w16 = gpu.readback_f16(&lin.weight).await?;
+        let ws = gpu.readback_f32(&vs.pp("model.layers.1.mlp.down_proj").get("weight", &[576, 1536]).await?).await?;
+        assert!(w16.iter().zip(&ws).all(|(a, b)| a.to_f32() == *b));
+        // blocks as stored: v_proj is Q4_1 in HF row order, q_proj is permuted (None)
+        let blocks = vg.pp("model.layers.0.self_attn.v_proj").get_blocks("weight", &[192, 576]).await?.unwrap();
+        assert_eq!((blocks.format, blocks.bytes.len()), (QuantFormat::Q4_1, 192 * 576 / 32 * 20));
+        assert!(vg.pp("model.layers.0.self_attn.q_proj").get_blocks("weight", &[576, 576]).await?.is_none());
+        assert!(vs.pp("model.layers.0.self_attn.v_proj").get_blocks("weight", &[192, 576]).await?.is_none());
+        assert!("bf16".parse::<LoadDType>().is_err());
+        Ok(())
+    });
+    r.unwrap();
+}
