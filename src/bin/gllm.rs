@@ -9,6 +9,18 @@
 //! gllm rerank --model DIR --query TEXT [--top-n N] DOC...
 //! ```
 //! prints `{"results": [{"index": i, "logit": l, "score": s}, ...]}`, highest score first.
+//!
+//! ```text
+//! gllm inspect FILE.gguf [--full]
+//! ```
+//! prints the GGUF header as JSON: metadata (arrays longer than 16 summarised unless
+//! `--full`) and every tensor's type, dims, shape and offset.
+//!
+//! ```text
+//! gllm convert MODEL.gguf --out DIR [--dtype f16|f32]
+//! ```
+//! writes an HF folder (model.safetensors, config.json, generation_config.json,
+//! tokenizer.json, tokenizer_config.json).
 //! Errors go to stderr with exit status 1 (2 for usage errors).
 
 #[cfg(target_arch = "wasm32")]
@@ -20,6 +32,8 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("embed") => run(embed(&args[1..])),
         Some("rerank") => run(rerank(&args[1..])),
+        Some("inspect") => run(inspect(&args[1..])),
+        Some("convert") => run(convert(&args[1..])),
         _ => {
             eprintln!("{USAGE}");
             2
@@ -30,7 +44,9 @@ fn main() {
 
 #[cfg(not(target_arch = "wasm32"))]
 const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] TEXT...
-       gllm rerank --model DIR --query TEXT [--top-n N] DOC...";
+       gllm rerank --model DIR --query TEXT [--top-n N] DOC...
+       gllm inspect FILE.gguf [--full]
+       gllm convert MODEL.gguf --out DIR [--dtype f16|f32]";
 
 #[cfg(not(target_arch = "wasm32"))]
 fn run(r: Result<(), String>) -> i32 {
@@ -113,4 +129,44 @@ fn rerank(args: &[String]) -> Result<(), String> {
         println!("{}", serde_json::json!({ "results": rows }));
         Ok(())
     })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn inspect(args: &[String]) -> Result<(), String> {
+    let (mut file, mut full) = (None, false);
+    for a in args {
+        match a.as_str() {
+            "--full" => full = true,
+            s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
+            s => file = Some(std::path::PathBuf::from(s)),
+        }
+    }
+    let file = file.ok_or_else(|| format!("inspect needs a file\n{USAGE}"))?;
+    let dir = file.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    let name = file.file_name().and_then(|n| n.to_str()).ok_or("bad file name")?;
+    let src = gllm_web::loader::FileSource::new(if dir.as_os_str().is_empty() { ".".into() } else { dir });
+    let g = pollster::block_on(gllm_web::loader::GgufFile::read(&src, name)).map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string_pretty(&g.to_json(if full { usize::MAX } else { 16 })).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn convert(args: &[String]) -> Result<(), String> {
+    use gllm_web::loader::gguf_hf::{self, ConvertDType};
+    let (mut file, mut out, mut dtype) = (None, None, ConvertDType::F16);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--out" => out = Some(value("--out")?),
+            "--dtype" => dtype = value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?,
+            s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
+            s => file = Some(s.to_string()),
+        }
+    }
+    let file = file.ok_or_else(|| format!("convert needs a GGUF file\n{USAGE}"))?;
+    let out = out.ok_or_else(|| format!("--out is required\n{USAGE}"))?;
+    let s = gguf_hf::convert(file.as_ref(), out.as_ref(), dtype).map_err(|e| e.to_string())?;
+    eprintln!("converted {file} -> {out} ({} tensors, {}, tied={})", s.tensors, s.arch, s.tied);
+    Ok(())
 }

@@ -7,9 +7,13 @@
 //! then read one byte range at a time, so a load never holds the whole file in memory.
 //! The parallel HTTP Range streamer of a later issue implements the same trait.
 
+pub mod gguf;
+pub mod gguf_hf;
 pub mod safetensors;
 mod source;
 
+pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
+pub use gguf_hf::GgufModel;
 pub use safetensors::{SafetensorsFile, StDType, TensorInfo};
 pub use source::{FileSource, MemSource, Source};
 #[cfg(target_arch = "wasm32")]

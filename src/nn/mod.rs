@@ -8,21 +8,69 @@ use crate::error::{Error, Result};
 use crate::gpu::{Encoder, Gpu, GpuTensor};
 use crate::kernels::quant::{self, QMatrix};
 use crate::kernels::{embed, matmul, norm};
-use crate::loader::{safetensors, Progress, SafetensorsFile, Source, StDType};
+use crate::loader::{safetensors, GgufModel, Progress, SafetensorsFile, Source, StDType};
+use crate::quant::QuantFormat;
+
+/// How weights are stored on the GPU (the load option `dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadDType {
+    /// Keep the file's format where a kernel can run it. Today every tensor is dequantised
+    /// to F32 on load; quantized `Linear` weights will take GGUF blocks via
+    /// [`VarBuilder::get_blocks`].
+    #[default]
+    Auto,
+    /// Everything F32.
+    F32,
+    /// Matrices ([`VarBuilder::get_weight`], used by [`Linear`]) F16 on the GPU; vectors and
+    /// embedding tables F32.
+    F16,
+}
+
+impl std::str::FromStr for LoadDType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            _ => Err(Error::Input(format!("dtype `{s}`: expected auto, f32 or f16"))),
+        }
+    }
+}
+
+/// The checkpoint behind a [`VarBuilder`].
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    Safetensors(&'a SafetensorsFile),
+    /// A GGUF decoder, addressed by HF names (`gguf_hf` maps them).
+    Gguf(&'a GgufModel),
+}
+
+/// A tensor's GGUF blocks as stored, for kernels that run the block format directly.
+pub struct QuantBlocks {
+    pub format: QuantFormat,
+    /// Whole blocks, row-major (`shape[0]` rows of `shape[1] / block_elems` blocks).
+    pub bytes: Vec<u8>,
+    /// HF (row-major) shape: `[out, in]`.
+    pub shape: Vec<usize>,
+}
 
 /// Loads tensors by HF checkpoint name under a prefix (`encoder.layer.3.attention`),
-/// reading one byte range per tensor and uploading it to the GPU.
+/// reading one byte range per tensor and uploading it to the GPU. The checkpoint is a
+/// safetensors file or a GGUF file; model code does not see which.
 pub struct VarBuilder<'a, S: Source> {
     gpu: &'a Gpu,
     src: &'a S,
-    st: &'a SafetensorsFile,
+    weights: Weights<'a>,
     prefix: String,
     progress: &'a dyn Fn(Progress),
     loaded: &'a std::cell::Cell<u64>,
     total: u64,
+    dtype: LoadDType,
 }
 
 impl<'a, S: Source> VarBuilder<'a, S> {
+    /// Over a safetensors file.
     pub fn new(
         gpu: &'a Gpu,
         src: &'a S,
@@ -31,7 +79,34 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         loaded: &'a std::cell::Cell<u64>,
     ) -> Self {
         let total = st.tensors.values().map(|t| t.end - t.start).sum();
-        Self { gpu, src, st, prefix: String::new(), progress, loaded, total }
+        let weights = Weights::Safetensors(st);
+        Self { gpu, src, weights, prefix: String::new(), progress, loaded, total, dtype: LoadDType::Auto }
+    }
+
+    /// Over a GGUF file (names are HF names; llama q/k rows come out in HF order).
+    pub fn from_gguf(
+        gpu: &'a Gpu,
+        src: &'a S,
+        model: &'a GgufModel,
+        progress: &'a dyn Fn(Progress),
+        loaded: &'a std::cell::Cell<u64>,
+    ) -> Self {
+        let total = model.gguf.tensors.iter().map(|t| t.n_bytes).sum();
+        let weights = Weights::Gguf(model);
+        Self { gpu, src, weights, prefix: String::new(), progress, loaded, total, dtype: LoadDType::Auto }
+    }
+
+    /// The same builder with the load option `dtype`.
+    pub fn with_dtype(self, dtype: LoadDType) -> Self {
+        Self { dtype, ..self }
+    }
+
+    pub fn dtype(&self) -> LoadDType {
+        self.dtype
+    }
+
+    pub fn weights(&self) -> Weights<'a> {
+        self.weights
     }
 
     /// A builder for the sub-module `name`.
@@ -46,28 +121,101 @@ impl<'a, S: Source> VarBuilder<'a, S> {
 
     /// Whether the checkpoint has `name` under this prefix.
     pub fn contains(&self, name: &str) -> bool {
-        self.st.tensors.contains_key(&self.name(name))
+        let full = self.name(name);
+        match self.weights {
+            Weights::Safetensors(st) => st.tensors.contains_key(&full),
+            Weights::Gguf(m) => m.contains(&full),
+        }
     }
 
     fn name(&self, name: &str) -> String {
         if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
     }
 
+    fn mismatch(full: String, shape: &[usize], got: &[usize]) -> Error {
+        Error::TensorMismatch { name: full, expected: format!("{shape:?}"), got: format!("{got:?}") }
+    }
+
+    fn report(&self, file: &str, n: u64) {
+        self.loaded.set(self.loaded.get() + n);
+        (self.progress)(Progress::Progress { file: file.to_string(), loaded: self.loaded.get(), total: self.total });
+    }
+
+    /// The tensor `name` as F32 values on the host, checked against `shape`.
+    async fn read_f32(&self, full: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        match self.weights {
+            Weights::Safetensors(st) => {
+                let info = st.get(full)?;
+                if info.shape != shape {
+                    return Err(Self::mismatch(full.to_string(), shape, &info.shape));
+                }
+                let bytes = self.src.read_range(&st.file, info.start, info.end - info.start).await?;
+                let v = safetensors::to_f32(full, info.dtype, &bytes)?;
+                self.report(&st.file, bytes.len() as u64);
+                Ok(v)
+            }
+            Weights::Gguf(m) => {
+                let info = m.tensor(full)?;
+                if info.shape() != shape {
+                    return Err(Self::mismatch(full.to_string(), shape, &info.shape()));
+                }
+                let bytes = self.src.read_range(&m.gguf.file, info.start, info.n_bytes).await?;
+                let v = m.to_f32(info, &bytes)?;
+                self.report(&m.gguf.file, bytes.len() as u64);
+                Ok(v)
+            }
+        }
+    }
+
     /// The tensor `name` as F32 on the GPU, checked against `shape`.
     pub async fn get(&self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
         let full = self.name(name);
-        let info = self.st.get(&full)?;
-        if info.shape != shape {
-            return Err(Error::TensorMismatch { name: full, expected: format!("{shape:?}"), got: format!("{:?}", info.shape) });
+        if let Weights::Safetensors(st) = self.weights {
+            let info = st.get(&full)?;
+            if info.dtype == StDType::F32 {
+                if info.shape != shape {
+                    return Err(Self::mismatch(full, shape, &info.shape));
+                }
+                let bytes = self.src.read_range(&st.file, info.start, info.end - info.start).await?;
+                let t = self.gpu.upload_bytes(&bytes, shape, crate::DType::F32)?;
+                self.report(&st.file, bytes.len() as u64);
+                return Ok(t);
+            }
         }
-        let bytes = self.src.read_range(&self.st.file, info.start, info.end - info.start).await?;
-        let t = match info.dtype {
-            StDType::F32 => self.gpu.upload_bytes(&bytes, shape, crate::DType::F32)?,
-            dt => self.gpu.upload_f32(&safetensors::to_f32(&full, dt, &bytes)?, shape)?,
-        };
-        self.loaded.set(self.loaded.get() + bytes.len() as u64);
-        (self.progress)(Progress::Progress { file: self.st.file.clone(), loaded: self.loaded.get(), total: self.total });
-        Ok(t)
+        let v = self.read_f32(&full, shape).await?;
+        self.gpu.upload_f32(&v, shape)
+    }
+
+    /// A weight matrix for a matmul: F16 on the GPU under [`LoadDType::F16`], else F32.
+    pub async fn get_weight(&self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
+        match self.dtype {
+            LoadDType::F16 => {
+                let full = self.name(name);
+                let v = self.read_f32(&full, shape).await?;
+                self.gpu.upload_f32_as_f16(&v, shape)
+            }
+            LoadDType::Auto | LoadDType::F32 => self.get(name, shape).await,
+        }
+    }
+
+    /// The GGUF blocks of `name` as stored, when it is a matrix in a block format that
+    /// [`crate::quant`] handles and its rows are already in HF order (llama `q_proj`/`k_proj`
+    /// are not: their rows are interleaved for GGML's RoPE). `Ok(None)` otherwise (a
+    /// safetensors checkpoint, an F32/F16 tensor): the caller falls back to [`Self::get_weight`].
+    pub async fn get_blocks(&self, name: &str, shape: &[usize]) -> Result<Option<QuantBlocks>> {
+        let Weights::Gguf(m) = self.weights else { return Ok(None) };
+        let full = self.name(name);
+        let info = m.tensor(&full)?;
+        if info.shape() != shape {
+            return Err(Self::mismatch(full, shape, &info.shape()));
+        }
+        let Some(format) = crate::loader::gguf_hf::quant_format(info.ggml_type) else { return Ok(None) };
+        if !m.rows_in_hf_order(info) {
+            return Ok(None);
+        }
+        let bytes = self.src.read_range(&m.gguf.file, info.start, info.n_bytes).await?;
+        self.report(&m.gguf.file, bytes.len() as u64);
+        Ok(Some(QuantBlocks { format, bytes, shape: shape.to_vec() }))
     }
 }
 
@@ -107,7 +255,7 @@ impl Linear {
         Self { weight, bias }
     }
     pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = vb.get("weight", &[out_dim, in_dim]).await?;
+        let weight = vb.get_weight("weight", &[out_dim, in_dim]).await?;
         let bias = if bias { Some(vb.get("bias", &[out_dim]).await?) } else { None };
         Ok(Self { weight: LinearWeight::Dense(weight), bias })
     }

@@ -1,6 +1,9 @@
 //! Tokenizers from HF `tokenizer.json` (the `tokenizers` crate, built with its wasm-safe
 //! `fancy-regex` backend), with our own padding and truncation policy.
 
+pub mod chat;
+pub mod gguf;
+
 use tokenizers::{PaddingParams, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{Error, Result};

@@ -1,0 +1,219 @@
+//! Mutation fuzzer for the GGUF reader (stable Rust; cargo-fuzz needs nightly and a
+//! sanitizer toolchain). Seeds: synthetic files covering every value type, plus the real
+//! SmolLM2 header when `models/gguf/` has it. Each execution applies 1–6 seeded mutations
+//! (bit flips, interesting integers over u32/u64 fields, truncation, insertion, deletion,
+//! duplication) and runs the reader and everything downstream of a successful parse
+//! (JSON dump, HF name mapping, tokenizer metadata, dequantisation of in-range tensors)
+//! under `catch_unwind`. A panic is a crash: the input is saved under
+//! `target/fuzz-gguf-crashes/` and counted.
+//!
+//! ```text
+//! cargo run --example fuzz_gguf -- [SECONDS=60] [SEED=1]
+//! ```
+
+use gllm_web::loader::gguf::{serialize, GgmlType, GgufFile, GgufValue};
+use gllm_web::loader::gguf_hf::{self, GgufModel};
+use gllm_web::tokenizer::gguf::GgufTokenizer;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+    }
+}
+
+/// Seeds as (bytes, extra file length beyond them: the real header is a prefix of a file).
+fn seeds() -> Vec<(Vec<u8>, u64)> {
+    let s = |v: &str| GgufValue::String(v.into());
+    let tokens = GgufValue::Array(["a", "b", "ab", "<|im_end|>"].iter().map(|t| s(t)).collect());
+    let mut q8 = vec![0u8; 34];
+    q8[0] = 0x00;
+    q8[1] = 0x3c;
+    let mut q4k = vec![7u8; 144];
+    q4k[..4].copy_from_slice(&[0, 0x3c, 0, 0x3c]);
+    let f32s: Vec<u8> = (0..64).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let out = vec![
+        serialize(
+            &[
+                ("general.architecture", s("llama")),
+                ("llama.attention.head_count", GgufValue::U32(2)),
+                ("llama.attention.head_count_kv", GgufValue::U32(1)),
+                ("tokenizer.ggml.model", s("gpt2")),
+                ("tokenizer.ggml.pre", s("smollm")),
+                ("tokenizer.ggml.tokens", tokens.clone()),
+                ("tokenizer.ggml.merges", GgufValue::Array(vec![s("a b")])),
+                ("tokenizer.ggml.token_type", GgufValue::Array(vec![GgufValue::I32(1); 3].into_iter().chain([GgufValue::I32(3)]).collect())),
+                ("tokenizer.ggml.eos_token_id", GgufValue::U32(3)),
+                ("tokenizer.chat_template", s("{% for m in messages %}{{ m.content }}{% endfor %}")),
+            ],
+            &[
+                ("blk.0.attn_q.weight", GgmlType::F32, &[4, 4], &f32s[..64]),
+                ("blk.0.attn_k.weight", GgmlType::F32, &[4, 2], &f32s[..32]),
+                ("token_embd.weight", GgmlType::Q8_0, &[32], &q8),
+                ("output.weight", GgmlType::Q4_K, &[256], &q4k),
+            ],
+        ),
+        serialize(
+            &[
+                ("general.alignment", GgufValue::U32(64)),
+                ("u8", GgufValue::U8(1)),
+                ("i8", GgufValue::I8(-1)),
+                ("u16", GgufValue::U16(2)),
+                ("i16", GgufValue::I16(-2)),
+                ("i32", GgufValue::I32(-3)),
+                ("f32", GgufValue::F32(1.5)),
+                ("b", GgufValue::Bool(false)),
+                ("u64", GgufValue::U64(9)),
+                ("i64", GgufValue::I64(-9)),
+                ("f64", GgufValue::F64(2.5)),
+                ("nested", GgufValue::Array(vec![GgufValue::Array(vec![s("x")])])),
+            ],
+            &[("w", GgmlType::F16, &[8, 2], &f32s[..32]), ("v", GgmlType::BF16, &[4], &f32s[..8])],
+        ),
+        serialize(&[], &[]),
+    ];
+    let mut out: Vec<(Vec<u8>, u64)> = out.into_iter().map(|d| (d, 0)).collect();
+    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if let Ok(bytes) = std::fs::read(&real) {
+        // the header and the first tensors' data (its own header parses with that length)
+        let n = bytes.len().min(1_900_000);
+        out.push((bytes[..n].to_vec(), (bytes.len() - n) as u64));
+        println!("seed: real SmolLM2 header ({n} bytes of {})", bytes.len());
+    }
+    out
+}
+
+const INTERESTING: [u64; 12] = [0, 1, 2, 3, 4, 31, 32, 255, 0x7fff_ffff, 0xffff_ffff, 1 << 40, u64::MAX];
+
+fn mutate(rng: &mut Rng, d: &mut Vec<u8>) {
+    for _ in 0..1 + rng.below(6) {
+        let len = d.len();
+        match rng.below(9) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                d[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                d[i] = rng.next() as u8;
+            }
+            2 if len >= 4 => {
+                let i = rng.below(len - 3);
+                let v = INTERESTING[rng.below(INTERESTING.len())] as u32;
+                d[i..i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            3 if len >= 8 => {
+                let i = rng.below(len - 7);
+                let v = INTERESTING[rng.below(INTERESTING.len())].wrapping_add(rng.below(3) as u64);
+                d[i..i + 8].copy_from_slice(&v.to_le_bytes());
+            }
+            4 => d.truncate(rng.below(len + 1)),
+            5 => {
+                let i = rng.below(len + 1);
+                let n = 1 + rng.below(16);
+                let ins: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                d.splice(i..i, ins);
+            }
+            6 if len > 0 => {
+                let i = rng.below(len);
+                let n = 1 + rng.below((len - i).min(64));
+                d.drain(i..i + n);
+            }
+            7 if len > 0 => {
+                let i = rng.below(len);
+                let n = 1 + rng.below((len - i).min(64));
+                let chunk = d[i..i + n].to_vec();
+                let j = rng.below(len + 1);
+                d.splice(j..j, chunk);
+            }
+            // a u64 length field 8 bytes before a printable run: target string lengths
+            _ if len >= 8 => {
+                let i = rng.below(len - 7);
+                let v = (rng.next() % (len as u64 * 2 + 2)).to_le_bytes();
+                d[i..i + 8].copy_from_slice(&v);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Everything a loader does with a parsed header.
+fn exercise(d: &[u8], extra: u64) -> usize {
+    let Ok(g) = GgufFile::parse("fuzz.gguf", d, d.len() as u64 + extra) else { return 0 };
+    let _ = g.to_json(16);
+    for t in &g.tensors {
+        if t.n_bytes <= 1 << 20 {
+            if let Some(bytes) = d.get(t.start as usize..(t.start + t.n_bytes) as usize) {
+                let _ = gguf_hf::dequantize(t, bytes);
+            }
+        }
+    }
+    if let Ok(m) = GgufModel::new(g.clone()) {
+        let _ = m.config("float16");
+        for (_, i) in &m.names {
+            let t = &m.gguf.tensors[*i];
+            if t.n_bytes <= 1 << 20 {
+                if let Some(bytes) = d.get(t.start as usize..(t.start + t.n_bytes) as usize) {
+                    let _ = m.to_f32(t, bytes);
+                }
+            }
+        }
+    }
+    if let Ok(tok) = GgufTokenizer::from_gguf(&g) {
+        if tok.tokens.len() < 1000 {
+            let _ = tok.tokenizer().map(|t| t.encode("ab a<|im_end|>", false).is_ok());
+            let _ = tok.apply_chat_template(&[gllm_web::tokenizer::chat::ChatMessage::new("user", "ab")], true);
+        }
+    }
+    1
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let seed: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let seeds = seeds();
+    for (s, extra) in &seeds {
+        assert_eq!(exercise(s, *extra), 1, "every seed parses");
+    }
+    std::panic::set_hook(Box::new(|_| {}));
+    let crash_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-gguf-crashes");
+    let mut rng = Rng(seed);
+    let (mut execs, mut parsed, mut crashes) = (0u64, 0u64, 0u64);
+    let start = std::time::Instant::now();
+    let deadline = std::time::Duration::from_secs(secs);
+    while start.elapsed() < deadline {
+        for _ in 0..64 {
+            // the real header is big (49k tokens): mutate it one time in 50
+            let pick = if seeds.len() > 3 && rng.below(50) == 0 { 3 } else { rng.below(3.min(seeds.len())) };
+            let (mut d, extra) = seeds[pick].clone();
+            mutate(&mut rng, &mut d);
+            execs += 1;
+            match std::panic::catch_unwind(|| exercise(&d, extra)) {
+                Ok(n) => parsed += n as u64,
+                Err(_) => {
+                    crashes += 1;
+                    std::fs::create_dir_all(&crash_dir).ok();
+                    std::fs::write(crash_dir.join(format!("crash-{seed}-{execs}.gguf")), &d).ok();
+                }
+            }
+        }
+    }
+    let t = start.elapsed().as_secs_f64();
+    println!(
+        "fuzz_gguf: seed {seed}, {t:.0} s, {execs} executions ({:.0}/s), {parsed} parsed OK, {crashes} crashes{}",
+        execs as f64 / t,
+        if crashes > 0 { format!(" (inputs in {})", crash_dir.display()) } else { String::new() }
+    );
+    if crashes > 0 {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,172 @@
+//! Tokenizers from GGUF metadata (`tokenizer.ggml.*`), built as a `tokenizers::Tokenizer`.
+//!
+//! Byte-level BPE (`tokenizer.ggml.model == "gpt2"`) with the pre-tokenizers of the
+//! upstream `tokenizer.json` files: `qwen2` (NFC normaliser, Qwen2's split regex, then
+//! ByteLevel without its own regex) and `smollm` (individual digits, then ByteLevel with
+//! the GPT-2 regex); other `pre` values get plain ByteLevel. Control (type 3) and
+//! user-defined (type 4) tokens are added tokens, matched verbatim before BPE, all marked
+//! special (as the reference's `add_special_tokens` does; Qwen's `<tool_call>` is type 4). No BOS/EOS is added when encoding (the GGUFs say
+//! `add_bos_token = false`; chat templates write the markers themselves). This mirrors the
+//! reference converter `make_goldens.py convert-gguf`, whose `tokenizer.json` we reproduce.
+
+use serde_json::json;
+
+use super::chat::{render_chat, ChatMessage};
+use crate::error::{Error, Result};
+use crate::loader::gguf::{GgufFile, GgufValue};
+
+/// Qwen2's pre-tokenizer split (from its upstream `tokenizer.json`).
+pub const QWEN2_PRETOKENIZE_RE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The tokenizer part of a GGUF file.
+#[derive(Debug, Clone)]
+pub struct GgufTokenizer {
+    pub tokens: Vec<String>,
+    pub token_types: Vec<i32>,
+    pub merges: Vec<(String, String)>,
+    pub pre: Option<String>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    pub pad_token_id: Option<u32>,
+    pub unk_token_id: Option<u32>,
+    pub add_bos_token: bool,
+    pub chat_template: Option<String>,
+    pub model_max_length: Option<u64>,
+}
+
+fn bad(g: &GgufFile, msg: impl Into<String>) -> Error {
+    Error::Tokenizer(format!("{}: {}", g.file, msg.into()))
+}
+
+impl GgufTokenizer {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let model = g.meta_str("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(bad(g, format!("tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is)")));
+        }
+        let strings = |key: &str| -> Result<Vec<String>> {
+            g.meta_array(key)?
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(g, format!("{key} holds non-strings"))))
+                .collect()
+        };
+        let tokens = strings("tokenizer.ggml.tokens")?;
+        let merges = strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad(g, "a merge is not two tokens separated by a space"))?;
+        let token_types: Vec<i32> = match g.meta("tokenizer.ggml.token_type") {
+            Some(GgufValue::Array(a)) => a
+                .iter()
+                .map(|v| v.as_i64().and_then(|x| i32::try_from(x).ok()))
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad(g, "tokenizer.ggml.token_type holds non-integers"))?,
+            Some(_) => return Err(bad(g, "tokenizer.ggml.token_type is not an array")),
+            None => vec![1; tokens.len()],
+        };
+        if token_types.len() != tokens.len() {
+            return Err(bad(g, format!("{} token types for {} tokens", token_types.len(), tokens.len())));
+        }
+        let id = |key: &str| -> Result<Option<u32>> {
+            match g.meta(key) {
+                None => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(i) if (i as usize) < tokens.len() => Ok(Some(i as u32)),
+                    _ => Err(bad(g, format!("{key} = {v:?} is not a token id"))),
+                },
+            }
+        };
+        let arch = g.architecture().unwrap_or("");
+        Ok(Self {
+            bos_token_id: id("tokenizer.ggml.bos_token_id")?,
+            eos_token_id: id("tokenizer.ggml.eos_token_id")?,
+            pad_token_id: id("tokenizer.ggml.padding_token_id")?,
+            unk_token_id: id("tokenizer.ggml.unknown_token_id")?,
+            add_bos_token: g.meta("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+            chat_template: g.meta("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string),
+            pre: g.meta("tokenizer.ggml.pre").and_then(|v| v.as_str()).map(str::to_string),
+            model_max_length: g.meta(&format!("{arch}.context_length")).and_then(|v| v.as_u64()),
+            tokens,
+            token_types,
+            merges,
+        })
+    }
+
+    pub fn token(&self, id: Option<u32>) -> Option<&str> {
+        id.and_then(|i| self.tokens.get(i as usize)).map(String::as_str)
+    }
+
+    /// The `tokenizer.json` document (before the `tokenizers` crate normalises it).
+    fn json(&self) -> serde_json::Value {
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            self.tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+        let merges: Vec<[&str; 2]> = self.merges.iter().map(|(a, b)| [a.as_str(), b.as_str()]).collect();
+        let added: Vec<_> = self
+            .token_types
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == 3 || t == 4)
+            .map(|(i, _)| {
+                json!({"id": i, "content": self.tokens[i], "single_word": false, "lstrip": false,
+                       "rstrip": false, "normalized": false, "special": true})
+            })
+            .collect();
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+        let (normalizer, pre_tokenizer) = match self.pre.as_deref() {
+            Some("qwen2") => (
+                json!({"type": "NFC"}),
+                json!({"type": "Sequence", "pretokenizers": [
+                    {"type": "Split", "pattern": {"Regex": QWEN2_PRETOKENIZE_RE}, "behavior": "Isolated", "invert": false},
+                    byte_level(false)]}),
+            ),
+            Some("smollm") => (
+                serde_json::Value::Null,
+                json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+            ),
+            _ => (serde_json::Value::Null, byte_level(true)),
+        };
+        json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": normalizer, "pre_tokenizer": pre_tokenizer, "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                      "ignore_merges": false, "vocab": vocab, "merges": merges},
+        })
+    }
+
+    /// The `tokenizers::Tokenizer`.
+    pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer> {
+        let s = serde_json::to_string(&self.json()).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        s.parse::<tokenizers::Tokenizer>().map_err(|e| Error::Tokenizer(format!("building the GGUF tokenizer: {e}")))
+    }
+
+    /// `tokenizer.json` text, as `tokenizers` saves it (pretty).
+    pub fn tokenizer_json(&self) -> Result<String> {
+        self.tokenizer()?.to_string(true).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// `tokenizer_config.json` (special token names, chat template), as the reference writes it.
+    pub fn tokenizer_config(&self, g: &GgufFile) -> serde_json::Value {
+        let _ = g;
+        json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "add_bos_token": self.add_bos_token,
+            "add_eos_token": false,
+            "bos_token": self.token(self.bos_token_id),
+            "eos_token": self.token(self.eos_token_id),
+            "pad_token": self.token(self.pad_token_id),
+            "unk_token": self.token(self.unk_token_id),
+            "clean_up_tokenization_spaces": false,
+            "model_max_length": self.model_max_length,
+            "chat_template": self.chat_template,
+        })
+    }
+
+    /// Renders a conversation through the file's own chat template.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let t = self.chat_template.as_deref().ok_or_else(|| Error::Tokenizer("the GGUF has no tokenizer.chat_template".into()))?;
+        render_chat(t, messages, add_generation_prompt, self.token(self.bos_token_id), self.token(self.eos_token_id))
+    }
+}

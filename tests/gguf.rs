@@ -1,0 +1,563 @@
+//! GGUF: the validated reader (synthetic and corrupt files), the llama q/k row order,
+//! tokenizers and chat templates from GGUF metadata against the decoder goldens, and
+//! `gllm convert` against the reference converter's per-tensor sha256 sums.
+//!
+//! SmolLM2 (`models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf`) is always fetched by
+//! `scripts/fetch-models.sh`; its tests fail if it is missing. The Qwen files are optional
+//! (`GLLM_FETCH_QWEN=1` / `GLLM_FETCH_BIG=1 scripts/fetch-models.sh`); their tests are
+//! `#[ignore]`d and run with `cargo test --test gguf -- --ignored` (they fail, not skip,
+//! when run without the file).
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use gllm_web::loader::gguf::{serialize, GgmlType, GgufFile, GgufValue};
+use gllm_web::loader::gguf_hf::{self, ConvertDType, GgufModel};
+use gllm_web::loader::{MemSource, Source};
+use gllm_web::tokenizer::chat::{render_chat, ChatMessage};
+use gllm_web::tokenizer::gguf::GgufTokenizer;
+use gllm_web::Error;
+
+const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const QWEN05: &str = "qwen2.5-coder-0.5b-instruct.gguf";
+const QWEN15: &str = "qwen2.5-coder-1.5b-instruct.gguf";
+const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+
+fn gguf_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/gguf")
+}
+
+fn read_gguf(file: &str) -> GgufFile {
+    let src = common::model_source("gguf");
+    pollster::block_on(GgufFile::read(&src, file))
+        .unwrap_or_else(|e| panic!("{file}: {e} (fetch it with scripts/fetch-models.sh; see the header of tests/gguf.rs)"))
+}
+
+// ---- synthetic files -----------------------------------------------------------------
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A small valid file: metadata of every kind, an F32 matrix and a Q8_0 row.
+fn sample() -> Vec<u8> {
+    let w = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let mut q = vec![0u8; 34];
+    q[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+    for (i, b) in q[2..].iter_mut().enumerate() {
+        *b = (i as i8 - 16) as u8;
+    }
+    serialize(
+        &[
+            ("general.architecture", GgufValue::String("llama".into())),
+            ("general.alignment", GgufValue::U32(32)),
+            ("a.u8", GgufValue::U8(7)),
+            ("a.i64", GgufValue::I64(-3)),
+            ("a.f64", GgufValue::F64(0.25)),
+            ("a.bool", GgufValue::Bool(true)),
+            ("a.strings", GgufValue::Array(vec![GgufValue::String("x y".into()), GgufValue::String("é".into())])),
+            ("a.nested", GgufValue::Array(vec![GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(-2)])])),
+        ],
+        &[("w", GgmlType::F32, &[3, 2], &w), ("q", GgmlType::Q8_0, &[32], &q)],
+    )
+}
+
+fn parse(bytes: &[u8]) -> gllm_web::Result<GgufFile> {
+    GgufFile::parse("t.gguf", bytes, bytes.len() as u64)
+}
+
+/// Asserts a `Format` error whose message contains `needle`.
+fn expect_format_err(r: gllm_web::Result<GgufFile>, needle: &str) {
+    match r {
+        Err(Error::Format { format: "gguf", msg, .. }) => {
+            assert!(msg.contains(needle), "error `{msg}` should mention `{needle}`")
+        }
+        Err(e) => panic!("expected a gguf Format error mentioning `{needle}`, got {e}"),
+        Ok(_) => panic!("expected a gguf Format error mentioning `{needle}`, got Ok"),
+    }
+}
+
+#[test]
+fn synthetic_file_roundtrips() {
+    let bytes = sample();
+    let g = parse(&bytes).unwrap();
+    assert_eq!(g.version, 3);
+    assert_eq!(g.alignment, 32);
+    assert_eq!(g.data_start % 32, 0);
+    assert_eq!(g.meta("a.u8"), Some(&GgufValue::U8(7)));
+    assert_eq!(g.meta("a.i64").and_then(|v| v.as_i64()), Some(-3));
+    assert_eq!(g.meta("a.f64").and_then(|v| v.as_f64()), Some(0.25));
+    assert_eq!(g.meta("a.bool").and_then(|v| v.as_bool()), Some(true));
+    let s = g.meta_array("a.strings").unwrap();
+    assert_eq!(s[1].as_str(), Some("é"));
+    assert_eq!(g.meta_array("a.nested").unwrap()[0].as_array().unwrap()[1], GgufValue::I32(-2));
+    let w = g.tensor("w").unwrap();
+    assert_eq!((w.ggml_type, w.dims.clone(), w.shape(), w.n_bytes), (GgmlType::F32, vec![3, 2], vec![2, 3], 24));
+    assert_eq!(&bytes[w.start as usize..][..24], &f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])[..]);
+    let q = g.tensor("q").unwrap();
+    assert_eq!((q.n_bytes, q.offset % 32), (34, 0));
+    // Q8_0: d · q; dequantised through crate::quant
+    let v = gguf_hf::dequantize(q, &bytes[q.start as usize..][..34]).unwrap();
+    assert_eq!(v[0], 0.5 * -16.0);
+    assert_eq!(v[31], 0.5 * 15.0);
+    // the async reader over a Source gives the same header
+    let src = MemSource::new().with("t.gguf", bytes.clone());
+    let g2 = pollster::block_on(GgufFile::read(&src, "t.gguf")).unwrap();
+    assert_eq!(g2.tensors, g.tensors);
+    assert_eq!(g2.metadata, g.metadata);
+    // version 2 has the same layout
+    let mut v2 = bytes.clone();
+    v2[4..8].copy_from_slice(&2u32.to_le_bytes());
+    assert_eq!(parse(&v2).unwrap().version, 2);
+    let json = g.to_json(usize::MAX);
+    assert_eq!(json["tensors"][1]["type"], "Q8_0");
+    assert_eq!(json["metadata"]["a.strings"][1], "é");
+}
+
+// ---- corrupt inputs: each a typed error, never a panic ----------------------------------
+
+#[test]
+fn corrupt_truncated_file() {
+    let bytes = sample();
+    // cut inside the tensor data, inside the tensor infos, inside the metadata, inside the header
+    let g = parse(&bytes).unwrap();
+    let data_end = g.tensors.iter().map(|t| (t.start + t.n_bytes) as usize).max().unwrap();
+    for cut in [data_end - 1, g.data_start as usize - 40, 60, 10, 3, 0] {
+        let r = parse(&bytes[..cut]);
+        assert!(matches!(r, Err(Error::Format { .. })), "cut at {cut}: {r:?}");
+    }
+    expect_format_err(parse(&bytes[..data_end - 1]), "outside the");
+    expect_format_err(parse(&bytes[..60]), "truncated");
+    // through the Source path too
+    let src = MemSource::new().with("t.gguf", bytes[..100].to_vec());
+    assert!(matches!(pollster::block_on(GgufFile::read(&src, "t.gguf")), Err(Error::Format { .. })));
+}
+
+#[test]
+fn corrupt_wrong_magic() {
+    let mut bytes = sample();
+    bytes[..4].copy_from_slice(b"GGML");
+    expect_format_err(parse(&bytes), "wrong magic");
+    let mut bytes = sample();
+    bytes[4..8].copy_from_slice(&3u32.to_be_bytes());
+    expect_format_err(parse(&bytes), "big-endian");
+    bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
+    expect_format_err(parse(&bytes), "version 1");
+    bytes[4..8].copy_from_slice(&99u32.to_le_bytes());
+    expect_format_err(parse(&bytes), "unsupported GGUF version 99");
+}
+
+/// Offset of the first occurrence of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).position(|w| w == needle).expect("needle present")
+}
+
+#[test]
+fn corrupt_huge_array_length() {
+    let mut bytes = sample();
+    // key "a.strings", then type u32 (9), element type u32 (8), then the u64 count
+    let at = find(&bytes, b"a.strings") + 9 + 4 + 4;
+    assert_eq!(u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()), 2);
+    bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    expect_format_err(parse(&bytes), "exceeds the cap");
+    // under the cap but more than the file could hold: rejected before allocating
+    bytes[at..at + 8].copy_from_slice(&(1u64 << 20).to_le_bytes());
+    expect_format_err(parse(&bytes), "only");
+}
+
+#[test]
+fn corrupt_string_past_end_of_file() {
+    let mut bytes = sample();
+    let at = find(&bytes, b"llama") - 8; // the value's u64 length
+    let n = bytes.len() as u64;
+    bytes[at..at + 8].copy_from_slice(&n.to_le_bytes());
+    expect_format_err(parse(&bytes), "runs past the end of the file");
+    bytes[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    expect_format_err(parse(&bytes), "exceeds the");
+    // a key length past the end
+    let mut bytes = sample();
+    bytes[24..32].copy_from_slice(&(1u64 << 22).to_le_bytes());
+    expect_format_err(parse(&bytes), "runs past the end of the file");
+}
+
+/// Byte position of the tensor info field of tensor `name`: returns the offset of its
+/// type id (u32) — the stored offset (u64) follows it.
+fn tensor_type_pos(bytes: &[u8], name: &str, rank: usize) -> usize {
+    // name length (u64) + name + rank (u32) + dims (u64 each)
+    let start = find(bytes, &[&(name.len() as u64).to_le_bytes()[..], name.as_bytes(), &(rank as u32).to_le_bytes()].concat());
+    start + 8 + name.len() + 4 + 8 * rank
+}
+
+#[test]
+fn corrupt_tensor_offset_out_of_range() {
+    let mut bytes = sample();
+    let at = tensor_type_pos(&bytes, "q", 1) + 4;
+    bytes[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    expect_format_err(parse(&bytes), "outside the");
+    bytes[at..at + 8].copy_from_slice(&(u64::MAX - 31).to_le_bytes());
+    expect_format_err(parse(&bytes), "outside the");
+    // misaligned
+    bytes[at..at + 8].copy_from_slice(&8u64.to_le_bytes());
+    expect_format_err(parse(&bytes), "not a multiple of the alignment");
+    // overlapping: q at w's offset
+    bytes[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    expect_format_err(parse(&bytes), "overlap");
+}
+
+#[test]
+fn corrupt_unknown_tensor_type() {
+    let mut bytes = sample();
+    let at = tensor_type_pos(&bytes, "w", 2);
+    assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 0);
+    bytes[at..at + 4].copy_from_slice(&4u32.to_le_bytes()); // Q4_2: removed from ggml
+    expect_format_err(parse(&bytes), "unknown tensor type 4");
+    bytes[at..at + 4].copy_from_slice(&1000u32.to_le_bytes());
+    expect_format_err(parse(&bytes), "unknown tensor type 1000");
+}
+
+#[test]
+fn corrupt_shapes_and_metadata() {
+    // a Q8_0 row that is not a whole number of blocks
+    let b = serialize(&[], &[("q", GgmlType::Q8_0, &[33], &[0u8; 68])]);
+    expect_format_err(parse(&b), "whole number");
+    // dims whose byte size overflows u64
+    let b = serialize(&[], &[("w", GgmlType::F32, &[1 << 40, 1 << 40], &[0u8; 4])]);
+    expect_format_err(parse(&b), "overflows");
+    // rank above 4
+    let b = serialize(&[], &[("w", GgmlType::F32, &[1, 1, 1, 1, 1], &[0u8; 4])]);
+    expect_format_err(parse(&b), "rank 5");
+    // duplicate names
+    let b = serialize(&[("k", GgufValue::U8(1)), ("k", GgufValue::U8(2))], &[]);
+    expect_format_err(parse(&b), "duplicate metadata key");
+    let b = serialize(&[], &[("w", GgmlType::F32, &[1], &[0u8; 4]), ("w", GgmlType::F32, &[1], &[0u8; 4])]);
+    expect_format_err(parse(&b), "duplicate tensor");
+    // bad alignment, bad bool, unknown value type, deep nesting
+    let b = serialize(&[("general.alignment", GgufValue::U32(24))], &[]);
+    expect_format_err(parse(&b), "alignment");
+    let mut b = serialize(&[("k", GgufValue::Bool(true))], &[]);
+    let at = find(&b, b"k") + 1 + 4;
+    b[at] = 2;
+    expect_format_err(parse(&b), "bool byte 2");
+    let mut b = serialize(&[("k", GgufValue::U8(1))], &[]);
+    let at = find(&b, b"k") + 1;
+    b[at..at + 4].copy_from_slice(&77u32.to_le_bytes());
+    expect_format_err(parse(&b), "unknown value type 77");
+    let mut deep = GgufValue::U8(1);
+    for _ in 0..6 {
+        deep = GgufValue::Array(vec![deep]);
+    }
+    expect_format_err(parse(&serialize(&[("k", deep)], &[])), "nested deeper");
+    // non-UTF-8 string
+    let mut b = serialize(&[("k", GgufValue::String("ab".into()))], &[]);
+    let at = find(&b, b"ab");
+    b[at] = 0xff;
+    expect_format_err(parse(&b), "not UTF-8");
+    // tensor count above the cap
+    let mut b = serialize(&[], &[]);
+    b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    expect_format_err(parse(&b), "tensor count");
+}
+
+#[test]
+fn unsupported_dequant_type_is_an_error() {
+    let b = serialize(&[], &[("w", GgmlType::Q3_K, &[256], &[0u8; 110])]);
+    let g = parse(&b).unwrap();
+    let t = g.tensor("w").unwrap();
+    assert!(matches!(gguf_hf::dequantize(t, &b[t.start as usize..][..110]), Err(Error::TensorMismatch { .. })));
+    // wrong byte count
+    assert!(gguf_hf::dequantize(t, &[0u8; 3]).is_err());
+}
+
+// ---- names and the llama q/k row order ---------------------------------------------------
+
+#[test]
+fn name_mapping_roundtrips() {
+    for (g, h) in [
+        ("token_embd.weight", "model.embed_tokens.weight"),
+        ("output_norm.weight", "model.norm.weight"),
+        ("output.weight", "lm_head.weight"),
+        ("blk.0.attn_norm.weight", "model.layers.0.input_layernorm.weight"),
+        ("blk.12.ffn_norm.weight", "model.layers.12.post_attention_layernorm.weight"),
+        ("blk.3.attn_q.bias", "model.layers.3.self_attn.q_proj.bias"),
+        ("blk.3.attn_output.weight", "model.layers.3.self_attn.o_proj.weight"),
+        ("blk.29.ffn_down.weight", "model.layers.29.mlp.down_proj.weight"),
+    ] {
+        assert_eq!(gguf_hf::hf_name(g).as_deref(), Some(h));
+        assert_eq!(gguf_hf::gguf_name(h).as_deref(), Some(g));
+    }
+    for bad in ["blk.x.attn_q.weight", "blk.1.attn_qq.weight", "blk.1.attn_q.scale", "rope_freqs.weight"] {
+        assert_eq!(gguf_hf::hf_name(bad), None, "{bad}");
+    }
+}
+
+/// llama.cpp's `permute` (convert_hf_to_gguf.py), HF → GGUF: written independently of the
+/// un-permute under test.
+fn llama_cpp_permute(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    // w.reshape(n_head, 2, rows/n_head/2, cols).swapaxes(1, 2).reshape(rows, cols)
+    let d = rows / n_head / 2;
+    let mut out = Vec::with_capacity(w.len());
+    for h in 0..n_head {
+        for i in 0..d {
+            for j in 0..2 {
+                let r = h * 2 * d + j * d + i;
+                out.extend_from_slice(&w[r * cols..(r + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn unpermute_inverts_llama_cpp_permute() {
+    let (n_head, head_dim, cols) = (3, 8, 5);
+    let rows = n_head * head_dim;
+    let hf: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+    let gguf = llama_cpp_permute(&hf, rows, cols, n_head);
+    assert_ne!(gguf, hf);
+    assert_eq!(gguf_hf::unpermute_rows("q", gguf, &[rows, cols], n_head).unwrap(), hf);
+    // per head, GGUF row 2i+j holds HF row j*head_dim/2+i: rows 0,1 = HF rows 0 and 4
+    let g = llama_cpp_permute(&hf, rows, cols, n_head);
+    assert_eq!(&g[cols..2 * cols], &hf[4 * cols..5 * cols]);
+    assert!(gguf_hf::unpermute_rows("q", vec![0.0; 10], &[5, 2], 2).is_err());
+}
+
+// ---- real files ----------------------------------------------------------------------------
+
+fn check_tokenizer(gguf: &str, golden: &str) {
+    let g = read_gguf(gguf);
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let t = tok.tokenizer().unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}/tests/goldens/{golden}", env!("CARGO_MANIFEST_DIR"))).unwrap())
+            .unwrap();
+    for case in golden["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let text = if let Some(messages) = case.get("messages") {
+            let messages: Vec<ChatMessage> = serde_json::from_value(messages.clone()).unwrap();
+            let rendered = tok.apply_chat_template(&messages, true).unwrap();
+            assert_eq!(rendered, case["prompt"].as_str().unwrap(), "{gguf} {name}: chat template rendering");
+            rendered
+        } else {
+            case["prompt"].as_str().or(case["text"].as_str()).unwrap().to_string()
+        };
+        let ids: Vec<u32> = t.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        let want: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
+        assert_eq!(ids, want, "{gguf} {name}: input_ids");
+        println!("{gguf} {name}: {} ids equal the golden", ids.len());
+    }
+    // EOS ids as the goldens list them
+    let model = GgufModel::new(g).unwrap();
+    let mut eos: Vec<u64> = serde_json::from_value(golden["eos_token_ids"].clone()).unwrap();
+    let mut ours = model.eos_token_ids();
+    eos.sort();
+    ours.sort();
+    assert_eq!(ours, eos);
+}
+
+#[test]
+fn smollm2_tokenizer_matches_goldens() {
+    check_tokenizer(SMOLLM2, "smollm2-135m-instruct-q4_1.json");
+}
+
+#[test]
+#[ignore = "needs models/gguf/qwen2.5-coder-0.5b-instruct.gguf: GLLM_FETCH_QWEN=1 scripts/fetch-models.sh; then cargo test --test gguf -- --ignored"]
+fn qwen05_tokenizer_matches_goldens() {
+    check_tokenizer(QWEN05, "qwen2.5-coder-0.5b-instruct.json");
+}
+
+#[test]
+#[ignore = "needs models/gguf/qwen2.5-coder-1.5b-instruct.gguf: GLLM_FETCH_BIG=1 scripts/fetch-models.sh; then cargo test --test gguf -- --ignored"]
+fn qwen15_tokenizer_matches_goldens() {
+    check_tokenizer(QWEN15, "qwen2.5-coder-1.5b-instruct.json");
+}
+
+#[test]
+fn chat_template_renders_like_transformers() {
+    // SmolLM2's template, with and without a system message and generation prompt
+    let g = read_gguf(SMOLLM2);
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    let t = tok.chat_template.as_deref().unwrap();
+    let m = [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")];
+    assert_eq!(
+        render_chat(t, &m, false, Some("<|im_start|>"), Some("<|im_end|>")).unwrap(),
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+    );
+    // errors are typed: a template that raises, and a malformed one
+    assert!(matches!(render_chat("{{ raise_exception('no') }}", &m, true, None, None), Err(Error::Tokenizer(_))));
+    assert!(matches!(render_chat("{% for %}", &m, true, None, None), Err(Error::Tokenizer(_))));
+    // Python string methods as HF templates use them
+    assert_eq!(render_chat("{{ messages[1].content.strip().upper() }}", &m, true, None, None).unwrap(), "HI");
+}
+
+/// Every tensor of the four decoder/LM files parses with the type, shape and offset
+/// reported by gguf-py (figures in SPEC/gguf.md); here the counts and types.
+fn check_parse(file: &str, n_tensors: usize, arch: &str, types: &[&str]) {
+    let g = read_gguf(file);
+    assert_eq!(g.tensors.len(), n_tensors, "{file}");
+    assert_eq!(g.architecture().unwrap(), arch);
+    let mut seen: Vec<String> = g.tensors.iter().map(|t| t.ggml_type.name()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, types, "{file}");
+    let end = g.tensors.iter().map(|t| t.start + t.n_bytes).max().unwrap();
+    assert!(end <= g.file_len);
+    println!("{file}: v{} {} tensors, {} metadata keys, data at {}, types {seen:?}", g.version, g.tensors.len(), g.metadata.len(), g.data_start);
+}
+
+#[test]
+fn smollm2_parses() {
+    check_parse(SMOLLM2, 272, "llama", &["F32", "Q4_1", "Q8_0"]);
+}
+
+#[test]
+#[ignore = "needs models/gguf/qwen2.5-coder-0.5b-instruct.gguf (GLLM_FETCH_QWEN=1 scripts/fetch-models.sh)"]
+fn qwen05_parses() {
+    check_parse(QWEN05, 291, "qwen2", &["F32", "Q4_K", "Q5_0", "Q6_K", "Q8_0"]);
+}
+
+#[test]
+#[ignore = "needs models/gguf/qwen2.5-coder-1.5b-instruct.gguf (GLLM_FETCH_BIG=1 scripts/fetch-models.sh)"]
+fn qwen15_parses() {
+    check_parse(QWEN15, 339, "qwen2", &["F32", "Q4_K", "Q6_K"]);
+}
+
+#[test]
+#[ignore = "needs models/gguf/gemma-3-270m-q4_k_m.gguf (GLLM_FETCH_BIG=1 scripts/fetch-models.sh)"]
+fn gemma_parses() {
+    check_parse(GEMMA, 236, "gemma3", &["F32", "Q4_K", "Q5_0", "Q6_K", "Q8_0"]);
+    // not a llama/qwen2 layout: conversion says so instead of guessing
+    assert!(matches!(GgufModel::new(read_gguf(GEMMA)), Err(Error::Format { .. })));
+}
+
+/// The header of a split file parses from its first chunk given the total length
+/// (the way `scripts/fetch-models.sh` checks the big files without fetching them).
+#[test]
+fn header_parses_from_a_prefix() {
+    let path = gguf_dir().join(SMOLLM2);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let g = GgufFile::parse(SMOLLM2, &bytes[..4 << 20], bytes.len() as u64).unwrap();
+    assert_eq!(g.tensors, read_gguf(SMOLLM2).tensors);
+    // too short a prefix is an error, not a panic
+    assert!(GgufFile::parse(SMOLLM2, &bytes[..1 << 16], bytes.len() as u64).is_err());
+}
+
+/// `gllm convert`'s tensors against the reference converter's per-tensor sha256 sums.
+fn check_convert(file: &str, hashes: &str, dir: &str) {
+    use sha2::Digest;
+    let out = std::env::temp_dir().join(format!("gllm-convert-test-{dir}-{}", std::process::id()));
+    let s = gguf_hf::convert(&gguf_dir().join(file), &out, ConvertDType::F16).unwrap();
+    let want = std::fs::read_to_string(format!("{}/tests/goldens/{hashes}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let want: Vec<&str> = want.lines().filter(|l| !l.starts_with('#')).collect();
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    assert_eq!(names.len(), want.len());
+    assert_eq!(s.tensors, want.len());
+    for (line, name) in want.iter().zip(names) {
+        let t = st.tensor(name).unwrap();
+        let shape = t.shape().iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        let got = format!("{:x}  {:?}  {shape}  {name}", sha2::Sha256::digest(t.data()), t.dtype());
+        assert_eq!(&got, line, "tensor {name} differs from the reference converter's");
+    }
+    // the whole file too (same header layout as Python safetensors)
+    let file_sum = std::fs::read_to_string(format!("{}/tests/goldens/{hashes}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let file_sum = file_sum.lines().find_map(|l| l.strip_prefix("# file ")).unwrap().to_string();
+    assert_eq!(format!("{:x}", sha2::Sha256::digest(&bytes)), file_sum);
+    for f in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    println!("{file}: {} tensors bit-identical to the reference converter", want.len());
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn smollm2_convert_matches_reference_hashes() {
+    check_convert(SMOLLM2, "gguf-tensors-smollm2-135m-instruct.txt", "smollm2");
+}
+
+#[test]
+#[ignore = "needs models/gguf/qwen2.5-coder-0.5b-instruct.gguf (GLLM_FETCH_QWEN=1 scripts/fetch-models.sh); ~10 s, 1 GB RAM"]
+fn qwen05_convert_matches_reference_hashes() {
+    check_convert(QWEN05, "gguf-tensors-qwen2.5-coder-0.5b-instruct.txt", "qwen05");
+}
+
+/// The source trait's range reads are what the loader uses: a tensor read through
+/// `Source::read_range` at the reported offset dequantises to the converted values.
+#[test]
+fn smollm2_tensor_reads_through_source() {
+    let src = common::model_source("gguf");
+    let g = read_gguf(SMOLLM2);
+    let model = GgufModel::new(g).unwrap();
+    let t = model.tensor("model.layers.0.self_attn.k_proj.weight").unwrap().clone();
+    assert_eq!(t.shape(), vec![192, 576]);
+    let bytes = pollster::block_on(src.read_range(SMOLLM2, t.start, t.n_bytes)).unwrap();
+    let v = model.to_f32(&t, &bytes).unwrap();
+    let conv = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct/model.safetensors"),
+    );
+    if let Ok(conv) = conv {
+        let st = safetensors::SafeTensors::deserialize(&conv).unwrap();
+        let r = st.tensor("model.layers.0.self_attn.k_proj.weight").unwrap();
+        let f16: Vec<f32> = r.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+        let rounded: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+        assert_eq!(rounded, f16);
+    } else {
+        panic!("models/smollm2-135m-instruct/model.safetensors missing: run scripts/fetch-models.sh");
+    }
+}
+
+// ---- loading to the GPU through VarBuilder ---------------------------------------------------
+
+/// `VarBuilder` over the GGUF gives, per HF name, the same values as over the converted
+/// safetensors (up to the converter's f16 rounding), including llama's un-permuted q/k
+/// rows; `dtype: f16` stores matrices as F16; `get_blocks` hands out GGUF blocks where the
+/// rows are already in HF order.
+#[test]
+fn smollm2_varbuilder_gguf_matches_safetensors() {
+    use gllm_web::loader::SafetensorsFile;
+    use gllm_web::nn::{LoadDType, Linear, VarBuilder};
+    use gllm_web::quant::QuantFormat;
+    let Some(gpu) = common::native_gpu() else { return };
+    let r: common::R = pollster::block_on(async {
+        let gsrc = common::model_source("gguf");
+        let model = GgufModel::new(GgufFile::read(&gsrc, SMOLLM2).await?)?;
+        let ssrc = common::model_source("smollm2-135m-instruct");
+        let st = SafetensorsFile::read(&ssrc, "model.safetensors").await?;
+        let loaded = std::cell::Cell::new(0);
+        let progress = |_: gllm_web::loader::Progress| {};
+        let vg = VarBuilder::from_gguf(&gpu, &gsrc, &model, &progress, &loaded);
+        let vs = VarBuilder::new(&gpu, &ssrc, &st, &progress, &loaded);
+        assert!(vg.contains("model.norm.weight") && !vg.contains("lm_head.weight"));
+        for (name, shape) in [
+            ("model.layers.0.self_attn.q_proj.weight", vec![576, 576]),
+            ("model.layers.0.self_attn.k_proj.weight", vec![192, 576]),
+            ("model.layers.0.self_attn.v_proj.weight", vec![192, 576]),
+            ("model.layers.0.input_layernorm.weight", vec![576]),
+        ] {
+            let (p, leaf) = name.rsplit_once('.').unwrap();
+            let a = gpu.readback_f32(&vg.pp(p).get(leaf, &shape).await?).await?;
+            let b = gpu.readback_f32(&vs.pp(p).get(leaf, &shape).await?).await?;
+            let rounded: Vec<f32> = a.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+            assert_eq!(rounded, b, "{name}");
+        }
+        // shape mismatches are typed errors
+        assert!(matches!(vg.pp("model.norm").get("weight", &[575]).await, Err(Error::TensorMismatch { .. })));
+        assert!(matches!(vg.get("model.nope.weight", &[1]).await, Err(Error::MissingTensor { .. })));
+        // dtype f16: Linear weights F16 on the GPU
+        let v16 = VarBuilder::from_gguf(&gpu, &gsrc, &model, &progress, &loaded).with_dtype(LoadDType::F16);
+        let lin = Linear::load(&v16.pp("model.layers.1.mlp.down_proj"), 1536, 576, false).await?;
+        assert_eq!(lin.weight.dtype(), gllm_web::DType::F16);
+        let w16 = gpu.readback_f16(&lin.weight).await?;
+        let ws = gpu.readback_f32(&vs.pp("model.layers.1.mlp.down_proj").get("weight", &[576, 1536]).await?).await?;
+        assert!(w16.iter().zip(&ws).all(|(a, b)| a.to_f32() == *b));
+        // blocks as stored: v_proj is Q4_1 in HF row order, q_proj is permuted (None)
+        let blocks = vg.pp("model.layers.0.self_attn.v_proj").get_blocks("weight", &[192, 576]).await?.unwrap();
+        assert_eq!((blocks.format, blocks.bytes.len()), (QuantFormat::Q4_1, 192 * 576 / 32 * 20));
+        assert!(vg.pp("model.layers.0.self_attn.q_proj").get_blocks("weight", &[576, 576]).await?.is_none());
+        assert!(vs.pp("model.layers.0.self_attn.v_proj").get_blocks("weight", &[192, 576]).await?.is_none());
+        assert!("bf16".parse::<LoadDType>().is_err());
+        Ok(())
+    });
+    r.unwrap();
+}
