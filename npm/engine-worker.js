@@ -20,7 +20,7 @@ function keep(obj) {
 
 function object(handle) {
   const obj = objects.get(handle);
-  if (!obj) throw new Error("this object was disposed; load it again");
+  if (!obj) throw new Error(`no object ${handle} in this worker`);
   return obj;
 }
 
@@ -51,10 +51,8 @@ async function handle(msg) {
     case "call": {
       const obj = object(msg.handle);
       if (msg.method === "useEmbedder") return obj.useEmbedder(object(msg.args[0]));
-      if (msg.method === "dispose") {
-        objects.delete(msg.handle);
-        return obj.dispose();
-      }
+      // A disposed object stays in the table (a few bytes): its own methods then reject
+      // with "this Embedder was disposed", as on the page, and dispose stays idempotent.
       const value = await obj[msg.method](...msg.args);
       return msg.method === "add" ? { ids: value, size: obj.size } : value;
     }

@@ -56,6 +56,12 @@ impl<T: 'static> Slot<T> {
         if self.disposed.get() {
             return Err(Error::Disposed(self.what));
         }
+        self.live()
+    }
+
+    /// The engine for a call that was queued before `dispose()`: still there until the
+    /// dispose step (queued after it) drops it. Fails if the device was lost meanwhile.
+    fn live(&self) -> Result<Rc<T>, Error> {
         let value = self
             .value
             .borrow()
@@ -67,8 +73,9 @@ impl<T: 'static> Slot<T> {
                 _ => "unknown reason".into(),
             };
             return Err(Error::DeviceLost(format!(
-                "{reason}. This {} lived on that device: load it again ({}.load / create), which acquires a new device",
-                self.what, self.what
+                "{}. This {} lived on that device: load it again (a new load or create acquires a new device)",
+                reason.trim_end_matches('.'),
+                self.what
             )));
         }
         Ok(value)
@@ -86,7 +93,7 @@ impl<T: 'static> Slot<T> {
         }
         let slot = self.clone();
         self.enqueue(async move {
-            let value = slot.get().map_err(super::js_err)?;
+            let value = slot.live().map_err(super::js_err)?;
             f(value).await
         })
     }
