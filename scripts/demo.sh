@@ -10,9 +10,8 @@ QUERY=${1:-Where is the cat resting?}
 PORT=${GLLM_DEMO_PORT:-8778}
 
 bash scripts/setup.sh
-echo "demo: wasm-pack build --target web --release"
-wasm-pack build --target web --release --out-name gllm_web 2>&1 | grep -E "Your wasm pkg|rror" || true
-test -f pkg/gllm_web.js
+echo "demo: wasm-pack build --target web --release, npm package in target/npm/package"
+bash scripts/pack.sh
 
 source scripts/serve.sh
 serve . "$PORT"

@@ -31,10 +31,15 @@ GLLM_MODEL_URL="http://127.0.0.1:$PORT" GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_WEB_A
     wasm-pack test --headless --chrome --chromedriver "$(command -v chromedriver)" "${WEB_TESTS[@]}" -- --nocapture
 
 echo "== demo: semantic search page in headless Chromium (Playwright), queries with known answers =="
-wasm-pack build --target web --release --out-name gllm_web 2>&1 | grep -E "pkg is ready|rror" || true
-test -f pkg/gllm_web.js
+bash scripts/pack.sh   # wasm-pack build --target web --release, then the npm package (www/ uses it)
 DEMO_PORT=$((PORT + 1))
 serve . "$DEMO_PORT"
 mkdir -p target
 node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&reranker=http://127.0.0.1:$DEMO_PORT/models/reranker-synthetic-minilm" \
     --test --screenshot target/demo.png
+
+echo "== npm package: JS API in headless Chromium (concurrency, dispose, device loss, no WebGPU, worker mode) =="
+node tests/js/run.mjs "http://127.0.0.1:$DEMO_PORT"
+
+echo "== consumer: npm install the packed tarball + Vite in a temp dir, the package README's examples in headless Chromium =="
+GLLM_SKIP_WASM_BUILD=1 GLLM_CONSUMER_PORT=$((PORT + 2)) bash scripts/consumer-test.sh

@@ -2,12 +2,14 @@
 // SearchIndex in batches (progress bar; the index is cached in the Cache API so a later
 // visit skips re-embedding), answers queries with GPU top-k, and optionally reranks the top
 // hits with a cross-encoder (?reranker=URL).
-// URL parameters: model=<url> reranker=<url> q=<query> auto=1 (search once ready).
+// URL parameters: model=<url> reranker=<url> q=<query> auto=1 (search once ready)
+// worker=1 (the engine runs in a Web Worker: "gllm-web/worker", the same API).
 // For tests: window.demo = { ready: Promise, search(query, mode) → results }.
-import init, { Embedder, Reranker, SearchIndex } from "../pkg/gllm_web.js";
-
+// Uses the npm package as scripts/pack.sh assembles it (target/npm/package).
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+const inWorker = params.get("worker") === "1";
+const { Embedder, Reranker, SearchIndex } = await import(inWorker ? "../target/npm/package/worker.js" : "../target/npm/package/index.js");
 const modelUrl = params.get("model") ?? new URL("../models/all-MiniLM-L6-v2", location.href).href;
 const rerankerUrl = params.get("reranker");
 if (params.has("q")) $("query").value = params.get("q");
@@ -26,13 +28,13 @@ async function openIndex(embedder, docs) {
   const hit = cache && !params.has("nocache") ? await cache.match(key) : null;
   if (hit) {
     const index = await SearchIndex.import(new Uint8Array(await hit.arrayBuffer()), embedder.dim);
-    index.useEmbedder(embedder);
+    await index.useEmbedder(embedder); // a Promise in worker mode, void on the page
     $("p-index").value = 100;
     $("t-index").textContent = `${ms(performance.now() - t0)} (cached)`;
     return index;
   }
   const index = await SearchIndex.create(embedder.dim);
-  index.useEmbedder(embedder);
+  await index.useEmbedder(embedder);
   const batch = 32;
   for (let i = 0; i < docs.length; i += batch) {
     await index.add(docs.slice(i, i + batch).map(docText));
@@ -45,8 +47,30 @@ async function openIndex(embedder, docs) {
   return index;
 }
 
+// Main-thread responsiveness: the worst gap between animation frames over the last second.
+function frameMeter() {
+  let last = performance.now(), worst = 0, shown = last;
+  const tick = (t) => {
+    worst = Math.max(worst, t - last);
+    last = t;
+    if (t - shown > 1000) {
+      $("frames").textContent = `main thread: worst frame gap ${worst.toFixed(0)} ms in the last second`;
+      worst = 0;
+      shown = t;
+    }
+    requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}
+
 async function main() {
-  await init();
+  frameMeter();
+  $("worker").checked = inWorker;
+  $("worker").onchange = () => {
+    const u = new URL(location.href);
+    u.searchParams.set("worker", $("worker").checked ? "1" : "0");
+    location.href = u.href;
+  };
   const corpus = await (await fetch("./corpus.json")).json();
   const docs = corpus.documents;
   $("corpus-src").textContent = `${docs.length} passages · ${corpus.source}`;

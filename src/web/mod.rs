@@ -4,6 +4,8 @@
 //! progress events discriminated by `status`, an options object, `dispose()`. Errors become
 //! JS `Error`s carrying the crate error's message. Results cross as typed arrays.
 
+mod lane;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -14,6 +16,7 @@ use crate::engine::{EmbedOptions, Embedder as RsEmbedder, RerankOptions, Reranke
 use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::loader::{HttpSource, Progress};
+pub(crate) use lane::Slot;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -96,7 +99,7 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-fn js_err(e: Error) -> JsValue {
+pub(crate) fn js_err(e: Error) -> JsValue {
     JsError::new(&e.to_string()).into()
 }
 
@@ -106,7 +109,7 @@ thread_local! {
 
 /// The page's (or worker's) one GPU device, acquired on first use and again after a
 /// device loss (models loaded before the loss must be loaded again).
-async fn shared_gpu() -> Result<Gpu, Error> {
+pub(crate) async fn shared_gpu() -> Result<Gpu, Error> {
     if let Some(g) = GPU.with(|g| g.borrow().clone()) {
         if !g.is_lost() {
             return Ok(g);
@@ -118,24 +121,17 @@ async fn shared_gpu() -> Result<Gpu, Error> {
         .is_some_and(|g| !g.is_undefined() && !g.is_null());
     if !has_webgpu {
         return Err(Error::NoAdapter(
-            "WebGPU is unavailable (navigator.gpu is missing): use a browser with WebGPU enabled \
-             (Chrome/Edge 113+, or enable it in chrome://flags / about:config)"
+            "WebGPU is unavailable (navigator.gpu is missing). WebGPU needs a secure context \
+             (https:// or http://localhost) and a browser that has it on: Chrome/Edge 113+ on \
+             Windows, macOS and ChromeOS (on Linux start Chrome with --enable-unsafe-webgpu \
+             --enable-features=Vulkan, or enable chrome://flags/#enable-unsafe-webgpu), \
+             Safari 26+, Firefox 141+ on Windows (dom.webgpu.enabled in about:config elsewhere)"
                 .into(),
         ));
     }
     let g = Gpu::new().await?;
     GPU.with(|slot| *slot.borrow_mut() = Some(g.clone()));
     Ok(g)
-}
-
-/// Drops the pooled buffers nothing uses, so disposed models and indexes give their GPU
-/// memory back.
-fn trim_pool() {
-    GPU.with(|g| {
-        if let Some(g) = g.borrow().as_ref() {
-            g.trim();
-        }
-    });
 }
 
 fn get(o: &JsValue, key: &str) -> Option<JsValue> {
@@ -215,7 +211,7 @@ fn parse_embed_options(options: &JsValue) -> Result<(EmbedOptions, Option<Functi
 /// Sentence embeddings on the GPU.
 #[wasm_bindgen]
 pub struct Embedder {
-    inner: Option<Rc<RsEmbedder>>,
+    slot: Rc<Slot<RsEmbedder>>,
 }
 
 #[wasm_bindgen]
@@ -225,24 +221,22 @@ impl Embedder {
     #[wasm_bindgen(unchecked_return_type = "Promise<Embedder>")]
     pub fn load(
         base_url: String,
-        #[wasm_bindgen(unchecked_param_type = "EmbedderLoadOptions")] options: Option<JsValue>,
+        #[wasm_bindgen(unchecked_optional_param_type = "EmbedderLoadOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
         wasm_bindgen_futures::future_to_promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
             let (opts, callback) = parse_embed_options(&options).map_err(js_err)?;
             let gpu = shared_gpu().await.map_err(js_err)?;
             let inner = RsEmbedder::load(&gpu, &HttpSource::new(&base_url), opts, &reporter(callback)).await.map_err(js_err)?;
-            Ok(Embedder { inner: Some(Rc::new(inner)) }.into())
+            Ok(Embedder { slot: Slot::new("Embedder", gpu, inner) }.into())
         })
     }
 
     /// Embeds `texts`; resolves to `{ data: Float32Array, dims: [n, d] }`. One GPU readback
-    /// per call.
+    /// per call. Calls on one embedder run one at a time, in call order.
     #[wasm_bindgen(unchecked_return_type = "Promise<EmbedResult>")]
     pub fn embed(&self, texts: Vec<String>) -> js_sys::Promise {
-        let inner = self.inner.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
-            let inner = inner.ok_or_else(|| js_err(Error::Disposed("Embedder")))?;
+        self.slot.call(move |inner| async move {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let e = inner.embed(&refs).await.map_err(js_err)?;
             let out = Object::new();
@@ -256,21 +250,22 @@ impl Embedder {
     /// Embedding width.
     #[wasm_bindgen(getter)]
     pub fn dim(&self) -> Result<usize, JsError> {
-        self.inner.as_ref().map(|e| e.dim()).ok_or_else(|| JsError::new(&Error::Disposed("Embedder").to_string()))
+        self.slot.get().map(|e| e.dim()).map_err(|e| JsError::new(&e.to_string()))
     }
 
-    /// Releases the model: its GPU memory is freed once nothing else (a `SearchIndex`
-    /// using it) holds it. Later calls fail with a clear error.
-    pub fn dispose(&mut self) {
-        self.inner = None;
-        trim_pool();
+    /// Releases the model once the calls already made have finished: its GPU memory is
+    /// freed then, unless a `SearchIndex` using it still holds it. Calls made after
+    /// `dispose()` reject with a clear error. Resolves when the memory is released.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn dispose(&self) -> js_sys::Promise {
+        self.slot.dispose()
     }
 }
 
 /// Cross-encoder reranker (`BertForSequenceClassification` with one label).
 #[wasm_bindgen]
 pub struct Reranker {
-    inner: Option<Rc<RsReranker>>,
+    slot: Rc<Slot<RsReranker>>,
 }
 
 #[wasm_bindgen]
@@ -280,7 +275,7 @@ impl Reranker {
     #[wasm_bindgen(unchecked_return_type = "Promise<Reranker>")]
     pub fn load(
         base_url: String,
-        #[wasm_bindgen(unchecked_param_type = "RerankerLoadOptions")] options: Option<JsValue>,
+        #[wasm_bindgen(unchecked_optional_param_type = "RerankerLoadOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
         wasm_bindgen_futures::future_to_promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
@@ -288,7 +283,7 @@ impl Reranker {
             let callback = progress_callback(&options).map_err(js_err)?;
             let gpu = shared_gpu().await.map_err(js_err)?;
             let inner = RsReranker::load(&gpu, &HttpSource::new(&base_url), opts, &reporter(callback)).await.map_err(js_err)?;
-            Ok(Reranker { inner: Some(Rc::new(inner)) }.into())
+            Ok(Reranker { slot: Slot::new("Reranker", gpu, inner) }.into())
         })
     }
 
@@ -299,12 +294,10 @@ impl Reranker {
         &self,
         query: String,
         docs: Vec<String>,
-        #[wasm_bindgen(unchecked_param_type = "RerankOptions")] options: Option<JsValue>,
+        #[wasm_bindgen(unchecked_optional_param_type = "RerankOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
-        let inner = self.inner.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
-            let inner = inner.ok_or_else(|| js_err(Error::Disposed("Reranker")))?;
-            let options = options.unwrap_or(JsValue::UNDEFINED);
+        let options = options.unwrap_or(JsValue::UNDEFINED);
+        self.slot.call(move |inner| async move {
             let top_n = count(&options, "top_n").map_err(js_err)?;
             let return_documents = get(&options, "return_documents").and_then(|v| v.as_bool()).unwrap_or(false);
             let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
@@ -324,25 +317,29 @@ impl Reranker {
         })
     }
 
-    /// Releases the model: its GPU memory is freed once nothing else (a `SearchIndex`
-    /// using it) holds it. Later calls fail with a clear error.
-    pub fn dispose(&mut self) {
-        self.inner = None;
-        trim_pool();
+    /// Releases the model once the calls already made have finished (see
+    /// `Embedder.dispose`).
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn dispose(&self) -> js_sys::Promise {
+        self.slot.dispose()
     }
+}
+
+/// What a `SearchIndex` slot holds: the vectors and, optionally, the embedder for text.
+struct IndexState {
+    index: RefCell<RsIndex>,
+    embedder: RefCell<Option<Rc<RsEmbedder>>>,
 }
 
 /// A vector index resident on the GPU (exact or binary + rescoring search, GPU top-k).
 #[wasm_bindgen]
 pub struct SearchIndex {
-    index: Option<Rc<RefCell<RsIndex>>>,
-    embedder: Option<Rc<RsEmbedder>>,
+    slot: Rc<Slot<IndexState>>,
 }
 
 impl SearchIndex {
-    fn parts(&self) -> Result<(Rc<RefCell<RsIndex>>, Option<Rc<RsEmbedder>>), JsValue> {
-        let index = self.index.clone().ok_or_else(|| js_err(Error::Disposed("SearchIndex")))?;
-        Ok((index, self.embedder.clone()))
+    fn new(gpu: Gpu, index: RsIndex) -> Self {
+        SearchIndex { slot: Slot::new("SearchIndex", gpu, IndexState { index: RefCell::new(index), embedder: RefCell::new(None) }) }
     }
 }
 
@@ -384,38 +381,38 @@ impl SearchIndex {
         wasm_bindgen_futures::future_to_promise(async move {
             let gpu = shared_gpu().await.map_err(js_err)?;
             let index = RsIndex::new(&gpu, dim).map_err(js_err)?;
-            Ok(SearchIndex { index: Some(Rc::new(RefCell::new(index))), embedder: None }.into())
+            Ok(SearchIndex::new(gpu, index).into())
         })
     }
 
     /// Lets `add` and `search` take text, embedded on the GPU with `embedder` (whose width
     /// must match the index). The embedder stays usable on its own.
     #[wasm_bindgen(js_name = useEmbedder)]
-    pub fn use_embedder(&mut self, embedder: &Embedder) -> Result<(), JsError> {
-        let e = embedder.inner.clone().ok_or_else(|| JsError::new(&Error::Disposed("Embedder").to_string()))?;
-        let dim = self.size().map(|_| self.index.as_ref().map(|i| i.borrow().dim()).unwrap_or(0))?;
+    pub fn use_embedder(&self, embedder: &Embedder) -> Result<(), JsError> {
+        let e = embedder.slot.get().map_err(|e| JsError::new(&e.to_string()))?;
+        let state = self.slot.get().map_err(|e| JsError::new(&e.to_string()))?;
+        let dim = state.index.borrow().dim();
         if e.dim() != dim {
             return Err(JsError::new(&format!("embedder width {} does not match the index dimension {dim}", e.dim())));
         }
-        self.embedder = Some(e);
+        *state.embedder.borrow_mut() = Some(e);
         Ok(())
     }
 
     /// Adds texts (embedded on the GPU, never read back) or a Float32Array of `n × dim`
     /// values. Resolves to the new ids.
     #[wasm_bindgen(unchecked_return_type = "Promise<Uint32Array>")]
-    pub fn add(&self, #[wasm_bindgen(unchecked_param_type = "string[] | Float32Array")] items_: JsValue) -> js_sys::Promise {
-        let parts = self.parts();
-        wasm_bindgen_futures::future_to_promise(async move {
-            let (index, embedder) = parts?;
+    pub fn add(&self, #[wasm_bindgen(unchecked_param_type = "string | string[] | Float32Array")] items_: JsValue) -> js_sys::Promise {
+        self.slot.call(move |state| async move {
+            let embedder = state.embedder.borrow().clone();
             let first = match items(&items_, "items").map_err(js_err)? {
                 Items::Texts(t) => match embed_texts(&embedder, &t).map_err(js_err)? {
-                    Some(x) => index.borrow_mut().add_tensor(&x).map_err(js_err)?,
-                    None => index.borrow().len() as u32,
+                    Some(x) => state.index.borrow_mut().add_tensor(&x).map_err(js_err)?,
+                    None => state.index.borrow().len() as u32,
                 },
-                Items::Vectors(v) => index.borrow_mut().add(&v).map_err(js_err)?,
+                Items::Vectors(v) => state.index.borrow_mut().add(&v).map_err(js_err)?,
             };
-            let end = index.borrow().len() as u32;
+            let end = state.index.borrow().len() as u32;
             let ids: Vec<u32> = (first..end).collect();
             Ok(js_sys::Uint32Array::from(&ids[..]).into())
         })
@@ -427,20 +424,19 @@ impl SearchIndex {
     pub fn search(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string | Float32Array")] query: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "SearchOptions")] options: Option<JsValue>,
+        #[wasm_bindgen(unchecked_optional_param_type = "SearchOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
-        let parts = self.parts();
-        wasm_bindgen_futures::future_to_promise(async move {
-            let (index, embedder) = parts?;
-            let options = options.unwrap_or(JsValue::UNDEFINED);
+        let options = options.unwrap_or(JsValue::UNDEFINED);
+        self.slot.call(move |state| async move {
             let k = count(&options, "k").map_err(js_err)?.unwrap_or(10);
             let mode = match get(&options, "mode").and_then(|m| m.as_string()).as_deref() {
                 None | Some("exact") => SearchMode::Exact,
                 Some("binary") => SearchMode::Binary { candidates: count(&options, "candidates").map_err(js_err)?.unwrap_or(200) },
                 Some(other) => return Err(js_err(Error::Input(format!("mode `{other}`: expected \"exact\" or \"binary\"")))),
             };
-            // A snapshot: later adds do not disturb this search.
-            let snapshot = index.borrow().clone();
+            // A snapshot, so no RefCell borrow is held across the await below.
+            let snapshot = state.index.borrow().clone();
+            let embedder = state.embedder.borrow().clone();
             let hits = match items(&query, "query").map_err(js_err)? {
                 Items::Texts(t) if t.len() == 1 => {
                     let q = embed_texts(&embedder, &t).map_err(js_err)?.ok_or_else(|| js_err(Error::Input("empty query".into())))?;
@@ -462,16 +458,21 @@ impl SearchIndex {
     /// Number of vectors.
     #[wasm_bindgen(getter)]
     pub fn size(&self) -> Result<usize, JsError> {
-        self.index.as_ref().map(|i| i.borrow().len()).ok_or_else(|| JsError::new(&Error::Disposed("SearchIndex").to_string()))
+        self.slot.get().map(|s| s.index.borrow().len()).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// Vector width.
+    #[wasm_bindgen(getter)]
+    pub fn dim(&self) -> Result<usize, JsError> {
+        self.slot.get().map(|s| s.index.borrow().dim()).map_err(|e| JsError::new(&e.to_string()))
     }
 
     /// The normalised vectors as bytes (`size × dim` little-endian f32), to store and
     /// `SearchIndex.import` on a later visit instead of re-embedding.
     #[wasm_bindgen(js_name = export, unchecked_return_type = "Promise<Uint8Array>")]
     pub fn export_bytes(&self) -> js_sys::Promise {
-        let parts = self.parts();
-        wasm_bindgen_futures::future_to_promise(async move {
-            let snapshot = parts?.0.borrow().clone();
+        self.slot.call(move |state| async move {
+            let snapshot = state.index.borrow().clone();
             let bytes = snapshot.export().await.map_err(js_err)?;
             Ok(js_sys::Uint8Array::from(&bytes[..]).into())
         })
@@ -483,14 +484,47 @@ impl SearchIndex {
         wasm_bindgen_futures::future_to_promise(async move {
             let gpu = shared_gpu().await.map_err(js_err)?;
             let index = RsIndex::import(&gpu, dim, &bytes).map_err(js_err)?;
-            Ok(SearchIndex { index: Some(Rc::new(RefCell::new(index))), embedder: None }.into())
+            Ok(SearchIndex::new(gpu, index).into())
         })
     }
 
-    /// Frees the index's GPU memory. Later calls fail with a clear error.
-    pub fn dispose(&mut self) {
-        self.index = None;
-        self.embedder = None;
-        trim_pool();
+    /// Frees the index's GPU memory once the calls already made have finished (see
+    /// `Embedder.dispose`).
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn dispose(&self) -> js_sys::Promise {
+        self.slot.dispose()
     }
+}
+
+/// Testing hook: destroys the shared GPU device (`GPUDevice.destroy()`), as a driver reset
+/// would lose it, and resolves once the loss has been observed. Objects loaded on it then
+/// reject their calls with a device-lost error; the next `load` acquires a new device.
+#[wasm_bindgen(js_name = __loseDeviceForTesting, skip_typescript)]
+pub fn lose_device_for_testing() -> js_sys::Promise {
+    wasm_bindgen_futures::future_to_promise(async move {
+        let Some(gpu) = GPU.with(|g| g.borrow().clone()) else {
+            return Ok(JsValue::FALSE);
+        };
+        gpu.device().destroy();
+        // `GPUDevice.lost` resolves asynchronously; wait for it (bounded).
+        for _ in 0..200 {
+            if gpu.is_lost() {
+                return Ok(JsValue::TRUE);
+            }
+            sleep_ms(10).await;
+        }
+        Err(js_err(Error::Gpu("device.destroy() did not resolve GPUDevice.lost within 2 s".into())))
+    })
+}
+
+async fn sleep_ms(ms: i32) {
+    let p = js_sys::Promise::new(&mut |resolve, _| {
+        let set_timeout = Reflect::get(&js_sys::global(), &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<Function>().ok());
+        if let Some(f) = set_timeout {
+            let _ = f.call2(&JsValue::NULL, &resolve, &ms.into());
+        } else {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(p).await;
 }

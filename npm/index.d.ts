@@ -1,0 +1,140 @@
+// Type declarations for "gllm-web" (the main-thread entry). "gllm-web/worker" has the same
+// classes (worker.d.ts); only SearchIndex.useEmbedder differs (it returns a Promise there).
+
+/** A load progress event, in transformers.js style, discriminated by `status`. */
+export type ProgressEvent =
+  | { status: "initiate"; file: string }
+  | { status: "progress"; file: string; loaded: number; total: number; progress: number }
+  | { status: "done"; file: string }
+  | { status: "ready" };
+
+export interface EmbedderLoadOptions {
+  /** Default: the model's sentence-transformers config, else "mean". */
+  pooling?: "mean" | "cls";
+  /** L2-normalise each embedding. Default: the model's config, else true. */
+  normalize?: boolean;
+  /** Longest input in tokens (special tokens included); longer texts are truncated from the
+   *  end, keeping [SEP]. Default: sentence_bert_config.json's max_seq_length, else the
+   *  model's maximum. */
+  max_length?: number;
+  /** Texts per forward pass. Default 32. */
+  batch_size?: number;
+  /** Called for each load progress event. */
+  progress_callback?: (event: ProgressEvent) => void;
+}
+
+export interface RerankerLoadOptions {
+  /** Longest (query, document) pair in tokens; documents are truncated to fit. Default: the
+   *  model's maximum. */
+  max_length?: number;
+  /** Pairs per forward pass. Default 64. */
+  batch_size?: number;
+  progress_callback?: (event: ProgressEvent) => void;
+}
+
+/** Row-major embeddings: row i is `data.subarray(i * dims[1], (i + 1) * dims[1])`. */
+export interface EmbedResult {
+  data: Float32Array;
+  /** [number of texts, embedding width] */
+  dims: [number, number];
+}
+
+export interface RerankOptions {
+  /** Keep only the best n results. Default: all. */
+  top_n?: number;
+  /** Include each document's text in its result. Default false. */
+  return_documents?: boolean;
+}
+
+export interface RerankResult {
+  /** Position of the document in the input list. */
+  index: number;
+  /** sigmoid(logit): relevance probability in (0, 1). */
+  score: number;
+  /** The classifier's raw output. */
+  logit: number;
+  /** The document text, with `return_documents: true`. */
+  document?: string;
+}
+
+export interface SearchOptions {
+  /** Number of hits, 1..=256. Default 10. */
+  k?: number;
+  /** "exact" (default): every vector is scored. "binary": sign-bit Hamming candidates, then
+   *  exact rescoring of `candidates` of them. */
+  mode?: "exact" | "binary";
+  /** Binary mode: candidates to rescore (k..=256). Default 200. */
+  candidates?: number;
+}
+
+/** Hits, best first: `ids[i]` (insertion order) with cosine similarity `scores[i]`. */
+export interface SearchResult {
+  ids: Uint32Array;
+  scores: Float32Array;
+}
+
+export interface InitOptions {
+  /** Where to load gllm_web_bg.wasm from (default: next to the package's JS, which Vite and
+   *  webpack resolve and copy on their own). */
+  wasm?: string | URL | Response | BufferSource | WebAssembly.Module;
+}
+
+/** Instantiates the WebAssembly module; every factory calls it, so it is optional. */
+export function init(options?: InitOptions): Promise<unknown>;
+
+/** Whether this page or worker exposes WebGPU (`navigator.gpu`). */
+export function isWebGPUAvailable(): boolean;
+
+/**
+ * Sentence embeddings on the GPU (BERT family, e.g. all-MiniLM-L6-v2).
+ * Calls on one object run one at a time in call order; errors are `Error`s with a clear
+ * message (disposed object, lost GPU device, bad input, missing file).
+ */
+export class Embedder {
+  private constructor();
+  /** Loads a model folder served at `model` (config.json, tokenizer.json,
+   *  model.safetensors, sentence-transformers files). Fails with "WebGPU is unavailable…"
+   *  when `navigator.gpu` is missing. */
+  static load(model: string, options?: EmbedderLoadOptions): Promise<Embedder>;
+  /** Embeds one text or a list; one GPU readback per call. */
+  embed(texts: string | string[]): Promise<EmbedResult>;
+  /** Embedding width. */
+  readonly dim: number;
+  /** Frees the model's GPU memory once the calls already made have finished; later calls
+   *  reject with "this Embedder was disposed". */
+  dispose(): Promise<void>;
+}
+
+/** Cross-encoder reranker (`BertForSequenceClassification` with one label). */
+export class Reranker {
+  private constructor();
+  static load(model: string, options?: RerankerLoadOptions): Promise<Reranker>;
+  /** Scores every document against `query` on the GPU; results best first. */
+  rerank(query: string, documents: string[], options?: RerankOptions): Promise<RerankResult[]>;
+  dispose(): Promise<void>;
+}
+
+/** A vector index resident on the GPU (exact or binary + rescoring search, GPU top-k). */
+export class SearchIndex {
+  private constructor();
+  /** An empty index for `dim`-wide vectors. */
+  static create(dim: number): Promise<SearchIndex>;
+  /** An index restored from `export()` bytes. */
+  static import(bytes: Uint8Array, dim: number): Promise<SearchIndex>;
+  /** Lets `add` and `search` take text, embedded on the GPU with `embedder`. */
+  useEmbedder(embedder: Embedder): void;
+  /** Adds texts or a Float32Array of n × dim values; resolves to the new ids. */
+  add(items: string | string[] | Float32Array): Promise<Uint32Array>;
+  /** The best `k` hits for a text or a Float32Array of dim values. */
+  search(query: string | Float32Array, options?: SearchOptions): Promise<SearchResult>;
+  /** The normalised vectors as little-endian f32 bytes, for `SearchIndex.import`. */
+  export(): Promise<Uint8Array>;
+  /** Number of vectors. */
+  readonly size: number;
+  /** Vector width. */
+  readonly dim: number;
+  dispose(): Promise<void>;
+}
+
+/** Testing hook: destroys the GPU device as a driver reset would. */
+export function __loseDeviceForTesting(): Promise<boolean>;

@@ -1,0 +1,126 @@
+// Browser tests of the npm package's JS API (the assembled package in target/npm/package,
+// built by scripts/pack.sh): concurrency, dispose, device loss, missing WebGPU, worker mode
+// and main-thread responsiveness. Driven by tests/js/run.mjs; ?suite=main|nogpu.
+// Sets window.__results = [{ name, ok, detail }] when done.
+import * as page from "/target/npm/package/index.js";
+import * as worker from "/target/npm/package/worker.js";
+
+const params = new URLSearchParams(location.search);
+const origin = location.origin;
+const MODEL = `${origin}/models/all-MiniLM-L6-v2`;
+const RERANKER = `${origin}/models/reranker-synthetic-minilm`;
+const results = [];
+const log = (s) => { document.getElementById("log").textContent += s + "\n"; console.log(s); };
+function check(name, ok, detail = "") {
+  results.push({ name, ok: !!ok, detail: String(detail) });
+  log(`${ok ? "ok  " : "FAIL"} ${name} ${detail}`);
+}
+async function rejects(promise) {
+  try { await promise; return null; } catch (e) { return e; }
+}
+const maxDiff = (a, b) => a.length !== b.length ? Infinity : a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), 0);
+// Sentences of different lengths, so queued calls have different shapes.
+const TEXTS = Array.from({ length: 20 }, (_, i) =>
+  `Sentence number ${i} talks about ${["cats", "the weather", "stock markets", "python lists", "GPUs"][i % 5]}` + " and more".repeat(i % 4));
+
+/** Frame gaps while `work` runs: requestAnimationFrame keeps ticking iff the main thread is free. */
+async function frames(work) {
+  let n = 0, last = performance.now(), worst = 0, on = true;
+  const tick = (t) => { worst = Math.max(worst, t - last); last = t; n++; if (on) requestAnimationFrame(tick); };
+  requestAnimationFrame(tick);
+  const t0 = performance.now();
+  const value = await work();
+  on = false;
+  const ms = performance.now() - t0;
+  worst = Math.max(worst, performance.now() - last);
+  return { value, frames: n, ms, worstGap: worst };
+}
+
+async function concurrency(api, tag) {
+  const embedder = await api.Embedder.load(MODEL);
+  const seq = [];
+  for (const t of TEXTS) seq.push((await embedder.embed([t])).data);
+  const par = await Promise.all(TEXTS.map((t) => embedder.embed([t])));
+  const worst = Math.max(...par.map((r, i) => maxDiff(r.data, seq[i])));
+  check(`${tag}: 20 concurrent embeds == 20 sequential`, worst <= 1e-6 && par.every((r) => r.dims[0] === 1 && r.dims[1] === 384), `max |diff| ${worst}`);
+
+  // Different objects overlap: a rerank while an index search (which embeds) and an embed run.
+  const reranker = await api.Reranker.load(RERANKER);
+  const index = await api.SearchIndex.create(embedder.dim);
+  await index.useEmbedder(embedder);
+  await index.add(TEXTS.slice(0, 10));
+  const docs = TEXTS.slice(0, 8);
+  const want = { hits: await index.search("weather today", { k: 5 }), ranked: await reranker.rerank("weather today", docs), emb: await embedder.embed(TEXTS.slice(0, 4)) };
+  const [hits, ranked, emb, hits2, ranked2] = await Promise.all([
+    index.search("weather today", { k: 5 }), reranker.rerank("weather today", docs), embedder.embed(TEXTS.slice(0, 4)),
+    index.search("weather today", { k: 5 }), reranker.rerank("weather today", docs),
+  ]);
+  const same = (a, b) => JSON.stringify(Array.from(a)) === JSON.stringify(Array.from(b));
+  check(`${tag}: rerank during search and embed gives the sequential results`,
+    same(hits.ids, want.hits.ids) && same(hits2.ids, want.hits.ids) && maxDiff(hits.scores, want.hits.scores) <= 1e-6
+      && JSON.stringify(ranked) === JSON.stringify(want.ranked) && JSON.stringify(ranked2) === JSON.stringify(want.ranked)
+      && maxDiff(emb.data, want.emb.data) <= 1e-6,
+    `hits ${Array.from(hits.ids)}, rerank order ${ranked.map((r) => r.index)}`);
+
+  // dispose: calls already made finish; later calls reject clearly; idempotent.
+  const pending = embedder.embed(TEXTS.slice(0, 2));
+  const disposed = embedder.dispose();
+  const early = await rejects(pending);
+  await disposed;
+  const late = await rejects(embedder.embed(["after dispose"]));
+  await embedder.dispose();
+  check(`${tag}: dispose lets queued calls finish, later calls reject clearly`,
+    early === null && late && /disposed/.test(late.message), `later call: ${late?.message}`);
+  // The index keeps its own reference to the embedder's model.
+  const still = await index.search("weather today", { k: 5 });
+  check(`${tag}: an index keeps working after its embedder is disposed`, same(still.ids, want.hits.ids));
+  await index.dispose();
+  const idxErr = await rejects(index.search("weather today"));
+  check(`${tag}: a disposed index rejects clearly`, idxErr && /SearchIndex was disposed/.test(idxErr.message), idxErr?.message);
+
+  // Device loss: the next call rejects with a device-lost error; loading again works.
+  const lost = await api.__loseDeviceForTesting();
+  const afterLoss = await rejects(reranker.rerank("q", ["d"]));
+  check(`${tag}: device loss surfaces on the next call`, lost === true && afterLoss && /device lost/i.test(afterLoss.message) && /load it again/.test(afterLoss.message), afterLoss?.message);
+  const again = await api.Embedder.load(MODEL);
+  const r = await again.embed([TEXTS[3]]);
+  check(`${tag}: after a device loss the engine loads again and gives the same vectors`, maxDiff(r.data, seq[3]) <= 1e-5, `max |diff| ${maxDiff(r.data, seq[3])}`);
+  await again.dispose();
+  return seq;
+}
+
+async function main() {
+  if (params.get("suite") === "nogpu") {
+    // run.mjs hides navigator.gpu before the page loads.
+    const e = await rejects(page.Embedder.load(MODEL));
+    check("no WebGPU: load fails with how to enable it", page.isWebGPUAvailable() === false && e && /WebGPU is unavailable/.test(e.message) && /enable/.test(e.message), e?.message);
+    return;
+  }
+  check("WebGPU available", page.isWebGPUAvailable());
+  // Responsiveness first (fresh module state): the worker loads the model while frames tick.
+  const w = await frames(() => worker.Embedder.load(MODEL));
+  const wEmbed = await frames(() => w.value.embed(TEXTS.slice(0, 8)));
+  log(`worker: load ${w.ms.toFixed(0)} ms, ${w.frames} frames, worst gap ${w.worstGap.toFixed(0)} ms; embed 8: ${wEmbed.ms.toFixed(0)} ms, ${wEmbed.frames} frames, worst gap ${wEmbed.worstGap.toFixed(0)} ms`);
+  const m = await frames(() => page.Embedder.load(MODEL));
+  const mEmbed = await frames(() => m.value.embed(TEXTS.slice(0, 8)));
+  log(`page:   load ${m.ms.toFixed(0)} ms, ${m.frames} frames, worst gap ${m.worstGap.toFixed(0)} ms; embed 8: ${mEmbed.ms.toFixed(0)} ms, ${mEmbed.frames} frames, worst gap ${mEmbed.worstGap.toFixed(0)} ms`);
+  // requestAnimationFrame keeps ticking while the worker loads and embeds: at least one frame
+  // per 250 ms on average and no gap over 1 s (2 shared CPU cores also run SwiftShader).
+  const fine = (x) => x.frames >= x.ms / 250 && x.worstGap < 1000;
+  check("worker mode: the page keeps rendering during load and embed", fine(w) && fine(wEmbed),
+    `load: ${w.frames} frames in ${w.ms.toFixed(0)} ms (worst gap ${w.worstGap.toFixed(0)} ms, page mode ${m.worstGap.toFixed(0)} ms); embed: worst gap ${wEmbed.worstGap.toFixed(0)} ms (page mode ${mEmbed.worstGap.toFixed(0)} ms)`);
+  check("worker mode: same vectors as the page, transferred Float32Array",
+    wEmbed.value.data instanceof Float32Array && maxDiff(wEmbed.value.data, mEmbed.value.data) <= 1e-6, `max |diff| ${maxDiff(wEmbed.value.data, mEmbed.value.data)}`);
+  await w.value.dispose();
+  await m.value.dispose();
+  await concurrency(page, "page");
+  await concurrency(worker, "worker");
+  worker.terminateWorker();
+}
+
+try {
+  await main();
+} catch (e) {
+  check("suite ran to the end", false, e?.stack ?? e);
+}
+window.__results = results;
