@@ -547,8 +547,9 @@ fn smollm2_varbuilder_gguf_matches_safetensors() {
         // dtype f16: Linear weights F16 on the GPU
         let v16 = VarBuilder::from_gguf(&gpu, &gsrc, &model, &progress, &loaded).with_dtype(LoadDType::F16);
         let lin = Linear::load(&v16.pp("model.layers.1.mlp.down_proj"), 1536, 576, false).await?;
-        assert_eq!(lin.weight.dtype(), gllm_web::DType::F16);
-        let w16 = gpu.readback_f16(&lin.weight).await?;
+        let w = lin.weight.dense().expect("dtype f16 gives a dense weight");
+        assert_eq!(w.dtype(), gllm_web::DType::F16);
+        let w16 = gpu.readback_f16(w).await?;
         let ws = gpu.readback_f32(&vs.pp("model.layers.1.mlp.down_proj").get("weight", &[576, 1536]).await?).await?;
         assert!(w16.iter().zip(&ws).all(|(a, b)| a.to_f32() == *b));
         // blocks as stored: v_proj is Q4_1 in HF row order, q_proj is permuted (None)

@@ -15,6 +15,7 @@ gpu_tests! {
     quant_linear_matches_cpu => quant_linear_matches_cpu,
     awq_linear_matches_cpu => awq_linear_matches_cpu,
     quant_bad_input_is_typed_error => quant_bad_input_is_typed_error,
+    quantized_bert_matches_dense => quantized_bert_matches_dense,
 }
 
 /// Values like trained weights: mostly small with some outliers.
@@ -226,6 +227,40 @@ async fn quant_bad_input_is_typed_error(gpu: Gpu) -> Result<(), String> {
     match qlinear_with(&mut enc, &x, &w, None, QLinearOptions::default()) {
         Err(e) => println!("wrong x: {e}"),
         Ok(_) => return Err("wrong x accepted".into()),
+    }
+    Ok(())
+}
+
+/// Model integration: the same BERT code with its linear layers quantized on load
+/// (`EmbedOptions::dtype`) gives embeddings close to the dense f32 model's.
+async fn quantized_bert_matches_dense(gpu: Gpu) -> Result<(), String> {
+    use gllm_web::engine::{EmbedOptions, Embedder};
+    use gllm_web::nn::{LinearWeight, LoadDType};
+    let texts = ["A man is eating food.", "The quick brown fox jumps over the lazy dog.", "GPU kernels decode 4-bit blocks."];
+    let load = |dtype: LoadDType| {
+        let gpu = gpu.clone();
+        async move {
+            let opts = EmbedOptions { dtype: Some(dtype), ..Default::default() };
+            Embedder::load(&gpu, &common::model_source("all-MiniLM-L6-v2"), opts, &|_| {}).await
+        }
+    };
+    let e = |e: gllm_web::Error| e.to_string();
+    let dense = load(LoadDType::F32).await.map_err(e)?.embed(&texts).await.map_err(e)?;
+    // (format, smallest cosine accepted): q8_0 keeps ~7 bits per value, q4_0 ~3.
+    for (fmt, min_cos) in [(QuantFormat::Q8_0, 0.999), (QuantFormat::Q4_0, 0.95)] {
+        let m = load(LoadDType::Quant(fmt)).await.map_err(e)?;
+        let quantized = m.model().encoder_linears().filter(|l| matches!(l.weight, LinearWeight::Quant(_))).count();
+        if quantized == 0 {
+            return Err(format!("{}: no linear layer was quantized", fmt.name()));
+        }
+        let q = m.embed(&texts).await.map_err(e)?;
+        for i in 0..texts.len() {
+            let cos: f32 = dense.row(i).iter().zip(q.row(i)).map(|(a, b)| a * b).sum();
+            println!("bert {}: {quantized} quantized linears, text {i} cosine to f32 {cos:.5} (min {min_cos})", fmt.name());
+            if !(cos >= min_cos) {
+                return Err(format!("{}: cosine {cos} < {min_cos} for text {i}", fmt.name()));
+            }
+        }
     }
     Ok(())
 }

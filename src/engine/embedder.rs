@@ -45,6 +45,9 @@ pub struct EmbedOptions {
     pub max_length: Option<usize>,
     /// Texts per forward pass (bounds activation memory). Default 32.
     pub batch_size: Option<usize>,
+    /// How the weights are stored on the GPU (default: as in the file, f32 for MiniLM);
+    /// `Quant(q8_0)` etc. quantizes the linear layers on load.
+    pub dtype: Option<crate::nn::LoadDType>,
 }
 
 /// `[n, dim]` row-major embeddings and the token ids each row came from.
@@ -146,7 +149,7 @@ impl Embedder {
         progress(Progress::Initiate { file: WEIGHTS.into() });
         let header = SafetensorsFile::read(src, WEIGHTS).await?;
         let loaded = std::cell::Cell::new(0);
-        let root = VarBuilder::new(gpu, src, &header, progress, &loaded);
+        let root = VarBuilder::new(gpu, src, &header, progress, &loaded).with_dtype(opts.dtype.unwrap_or_default());
         // Sequence-classification checkpoints keep the encoder under `bert.`.
         let vb = if root.contains("bert.embeddings.word_embeddings.weight") { root.pp("bert") } else { root };
         let model = BertModel::load(&vb, config).await?;
@@ -183,6 +186,11 @@ impl Embedder {
     /// Embeds `texts`. An empty list gives an empty `[0, dim]` result. An empty string is
     /// embedded like any text: its tokens are just `[CLS] [SEP]` (what sentence-transformers
     /// does). Texts longer than `max_length` tokens are truncated from the end.
+    /// The encoder.
+    pub fn model(&self) -> &BertModel {
+        &self.model
+    }
+
     pub async fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
         let dim = self.dim();
         let (out, token_ids) = self.embed_tensor(texts)?;

@@ -271,6 +271,20 @@ pub struct BertModel {
 }
 
 impl BertModel {
+    /// Every linear layer of the encoder, in order (for inspection: dtypes, bytes).
+    pub fn encoder_linears(&self) -> impl Iterator<Item = &Linear> {
+        self.layers.iter().flat_map(|l| {
+            [
+                &l.attention.query,
+                &l.attention.key,
+                &l.attention.value,
+                &l.attention_output.dense,
+                &l.intermediate,
+                &l.output.dense,
+            ]
+        })
+    }
+
     /// Loads from a checkpoint whose tensors live under `vb` (`embeddings.*`, `encoder.*`).
     pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, config: BertConfig) -> Result<Self> {
         let embeddings = BertEmbeddings::load(&vb.pp("embeddings"), &config).await?;

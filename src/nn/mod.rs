@@ -14,9 +14,9 @@ use crate::quant::QuantFormat;
 /// How weights are stored on the GPU (the load option `dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LoadDType {
-    /// Keep the file's format where a kernel can run it. Today every tensor is dequantised
-    /// to F32 on load; quantized `Linear` weights will take GGUF blocks via
-    /// [`VarBuilder::get_blocks`].
+    /// Keep the file's format where a kernel can run it: GGUF block matrices whose rows are
+    /// in HF order become quantized [`Linear`] weights (decoded inside the matmul kernels);
+    /// everything else is F32.
     #[default]
     Auto,
     /// Everything F32.
@@ -24,6 +24,9 @@ pub enum LoadDType {
     /// Matrices ([`VarBuilder::get_weight`], used by [`Linear`]) F16 on the GPU; vectors and
     /// embedding tables F32.
     F16,
+    /// [`Linear`] weights quantized on load to this block format (CPU reference quantizer,
+    /// per tensor); matrices whose rows are not a whole number of blocks stay F32.
+    Quant(QuantFormat),
 }
 
 impl std::str::FromStr for LoadDType {
@@ -33,7 +36,12 @@ impl std::str::FromStr for LoadDType {
             "auto" => Ok(Self::Auto),
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
-            _ => Err(Error::Input(format!("dtype `{s}`: expected auto, f32 or f16"))),
+            _ => match QuantFormat::parse(s) {
+                Some(f) => Ok(Self::Quant(f)),
+                None => Err(Error::Input(format!(
+                    "dtype `{s}`: expected auto, f32, f16, q8_0, q4_0, q4_1, q5_0, q4_K or q6_K"
+                ))),
+            },
         }
     }
 }
@@ -194,7 +202,26 @@ impl<'a, S: Source> VarBuilder<'a, S> {
                 let v = self.read_f32(&full, shape).await?;
                 self.gpu.upload_f32_as_f16(&v, shape)
             }
-            LoadDType::Auto | LoadDType::F32 => self.get(name, shape).await,
+            LoadDType::Auto | LoadDType::F32 | LoadDType::Quant(_) => self.get(name, shape).await,
+        }
+    }
+
+    /// A `[out, in]` matrix for [`Linear`] in the form the load option asks for: GGUF blocks
+    /// kept as they are (`Auto`), quantized on load (`Quant`), or dense (F32 / F16).
+    pub async fn get_linear_weight(&self, name: &str, shape: &[usize]) -> Result<LinearWeight> {
+        let &[rows, cols] = shape else {
+            return Err(Error::Input(format!("{}: a linear weight is 2-D, got {shape:?}", self.name(name))));
+        };
+        match self.dtype {
+            LoadDType::Auto => match self.get_blocks(name, shape).await? {
+                Some(b) => Ok(LinearWeight::Quant(QMatrix::from_gguf_blocks(self.gpu, b.format, rows, cols, &b.bytes)?)),
+                None => Ok(LinearWeight::Dense(self.get_weight(name, shape).await?)),
+            },
+            LoadDType::Quant(fmt) if cols % fmt.block_elems() == 0 => {
+                let v = self.read_f32(&self.name(name), shape).await?;
+                Ok(LinearWeight::Quant(QMatrix::quantize(self.gpu, fmt, rows, cols, &v)?))
+            }
+            _ => Ok(LinearWeight::Dense(self.get_weight(name, shape).await?)),
         }
     }
 
@@ -235,6 +262,13 @@ impl LinearWeight {
             LinearWeight::Quant(q) => [q.rows, q.cols],
         }
     }
+    /// The dense tensor, if the weight is not quantized.
+    pub fn dense(&self) -> Option<&GpuTensor> {
+        match self {
+            LinearWeight::Dense(t) => Some(t),
+            LinearWeight::Quant(_) => None,
+        }
+    }
     /// GPU bytes of the weight.
     pub fn byte_size(&self) -> u64 {
         match self {
@@ -255,9 +289,9 @@ impl Linear {
         Self { weight, bias }
     }
     pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = vb.get_weight("weight", &[out_dim, in_dim]).await?;
+        let weight = vb.get_linear_weight("weight", &[out_dim, in_dim]).await?;
         let bias = if bias { Some(vb.get("bias", &[out_dim]).await?) } else { None };
-        Ok(Self { weight: LinearWeight::Dense(weight), bias })
+        Ok(Self { weight, bias })
     }
     /// `x` `[.., in]` → `[.., out]`. Dense weights take f32 `x`; quantized ones f32 or f16.
     pub fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
