@@ -71,6 +71,9 @@ pub enum Error {
     /// The engine was disposed.
     #[error("this {0} was disposed; load it again")]
     Disposed(&'static str),
+    /// The caller aborted the operation (an `AbortSignal`); what it had allocated is freed.
+    #[error("aborted")]
+    Aborted,
     /// Host data does not match the shape it was declared with.
     #[error("host data of {got} elements does not match shape {shape:?} ({expected} elements)")]
     HostData { shape: Vec<usize>, expected: usize, got: usize },

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
 use crate::kernels::{norm, pool};
-use crate::loader::{read_json, read_json_optional, Progress, SafetensorsFile, Source};
+use crate::loader::{read_json, read_json_optional, stream_safetensors, Progress, SafetensorsFile, Source};
 use crate::models::bert::{BertConfig, BertInput, BertModel};
-use crate::nn::VarBuilder;
+use crate::nn::{LoadDType, VarBuilder};
 use crate::tokenizer::Tokenizer;
 
 /// How token states become one vector.
@@ -48,6 +48,8 @@ pub struct EmbedOptions {
     /// How the weights are stored on the GPU (default: as in the file, f32 for MiniLM);
     /// `Quant(q8_0)` etc. quantizes the linear layers on load.
     pub dtype: Option<crate::nn::LoadDType>,
+    /// Chunked, concurrent streaming of the weights (used when the weights stay F32).
+    pub stream: Option<crate::loader::StreamOptions>,
 }
 
 /// `[n, dim]` row-major embeddings and the token ids each row came from.
@@ -108,6 +110,18 @@ impl Embedder {
     /// (`modules.json`, the pooling config, `sentence_bert_config.json`) and
     /// `model.safetensors` from `src`.
     pub async fn load<S: Source>(gpu: &Gpu, src: &S, opts: EmbedOptions, progress: &dyn Fn(Progress)) -> Result<Self> {
+        Self::load_with_abort(gpu, src, opts, progress, &|| false).await
+    }
+
+    /// [`Self::load`], stopping with `Error::Aborted` (and freeing what was uploaded) once
+    /// `should_abort` returns true.
+    pub async fn load_with_abort<S: Source>(
+        gpu: &Gpu,
+        src: &S,
+        opts: EmbedOptions,
+        progress: &dyn Fn(Progress),
+        should_abort: &dyn Fn() -> bool,
+    ) -> Result<Self> {
         let config: BertConfig = read_json(src, "config.json").await?;
         config.validate("config.json")?;
 
@@ -149,11 +163,25 @@ impl Embedder {
         progress(Progress::Initiate { file: WEIGHTS.into() });
         let header = SafetensorsFile::read(src, WEIGHTS).await?;
         let loaded = std::cell::Cell::new(0);
-        let root = VarBuilder::new(gpu, src, &header, progress, &loaded).with_dtype(opts.dtype.unwrap_or_default());
+        let dtype = opts.dtype.unwrap_or_default();
+        // F32 weights stream in parallel chunks straight into their GPU buffers; other
+        // dtypes convert tensor by tensor.
+        let streamed = match dtype {
+            LoadDType::Auto | LoadDType::F32 => {
+                Some(stream_safetensors(gpu, src, &header, opts.stream.unwrap_or_default(), progress, should_abort).await?)
+            }
+            _ => None,
+        };
+        let root = match &streamed {
+            Some(w) => VarBuilder::from_streamed(gpu, src, w, progress, &loaded),
+            None => VarBuilder::new(gpu, src, &header, progress, &loaded).with_dtype(dtype),
+        };
         // Sequence-classification checkpoints keep the encoder under `bert.`.
         let vb = if root.contains("bert.embeddings.word_embeddings.weight") { root.pp("bert") } else { root };
         let model = BertModel::load(&vb, config).await?;
-        progress(Progress::Done { file: WEIGHTS.into() });
+        if streamed.is_none() {
+            progress(Progress::Done { file: WEIGHTS.into() });
+        }
         gpu.sync().await?;
         progress(Progress::Ready);
 

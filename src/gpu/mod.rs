@@ -273,6 +273,35 @@ impl Gpu {
         Ok(())
     }
 
+    /// Submits the queued buffer writes (an empty submission), releasing their staging memory.
+    pub fn flush_writes(&self) {
+        self.inner.queue.submit([]);
+    }
+
+    /// Writes `bytes` into `t` at byte `offset` (queued before the next submission). The
+    /// offset must be a multiple of 4; a length that is not is padded with zeros (the
+    /// tensor's buffer is sized in whole words).
+    pub fn write_tensor_bytes(&self, t: &GpuTensor, offset: u64, bytes: &[u8]) -> Result<()> {
+        let end = offset + bytes.len() as u64;
+        if offset % 4 != 0 || end > t.byte_len().next_multiple_of(4) {
+            return Err(Error::param(
+                "write_tensor_bytes",
+                format!("{} bytes at byte {offset} do not fit a {}-byte tensor on 4-byte alignment", bytes.len(), t.byte_len()),
+            ));
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if bytes.len() % 4 == 0 {
+            self.inner.queue.write_buffer(t.buffer(), offset, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.inner.queue.write_buffer(t.buffer(), offset, &padded);
+        }
+        Ok(())
+    }
+
     pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
         self.upload_words(data.iter().map(|v| v.to_bits()), data.len(), shape, DType::F32)
     }

@@ -10,12 +10,14 @@
 pub mod gguf;
 pub mod gguf_hf;
 pub mod safetensors;
+pub mod stream;
 mod source;
 
 pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
 pub use gguf_hf::GgufModel;
 pub use safetensors::{SafetensorsFile, StDType, TensorInfo};
 pub use source::{FileSource, MemSource, Source};
+pub use stream::{stream_safetensors, StreamOptions, StreamedWeights};
 #[cfg(target_arch = "wasm32")]
 pub use source::HttpSource;
 

@@ -14,6 +14,26 @@ pub trait Source {
     async fn len(&self, file: &str) -> Result<u64>;
     /// A name for messages (a folder or a URL).
     fn describe(&self) -> String;
+    /// Whether ranged reads of `file` transfer only the range. An HTTP server that ignores
+    /// `Range` (200 with the whole body) does not; the streaming loader then reads the file
+    /// once, in order, with [`Self::read_sequential`].
+    async fn ranged(&self, _file: &str) -> Result<bool> {
+        Ok(true)
+    }
+    /// Reads `file` from `offset` to its end in order, handing the bytes to `sink` as they
+    /// arrive (pieces of any size); stops early when `sink` returns `Ok(false)`.
+    async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
+        let len = self.len(file).await?;
+        let mut at = offset;
+        while at < len {
+            let n = (len - at).min(8 << 20);
+            if !sink(&self.read_range(file, at, n).await?)? {
+                break;
+            }
+            at += n;
+        }
+        Ok(())
+    }
 }
 
 fn short_read(file: &str, offset: u64, len: u64, got: usize) -> Error {

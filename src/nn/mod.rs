@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Encoder, Gpu, GpuTensor};
 use crate::kernels::quant::{self, QMatrix};
 use crate::kernels::{embed, matmul, norm};
-use crate::loader::{safetensors, GgufModel, Progress, SafetensorsFile, Source, StDType};
+use crate::loader::{safetensors, GgufModel, Progress, SafetensorsFile, Source, StDType, StreamedWeights};
 use crate::quant::QuantFormat;
 
 /// How weights are stored on the GPU (the load option `dtype`).
@@ -52,6 +52,8 @@ pub enum Weights<'a> {
     Safetensors(&'a SafetensorsFile),
     /// A GGUF decoder, addressed by HF names (`gguf_hf` maps them).
     Gguf(&'a GgufModel),
+    /// Tensors already streamed into GPU buffers (F32), see [`crate::loader::stream`].
+    Streamed(&'a StreamedWeights),
 }
 
 /// A tensor's GGUF blocks as stored, for kernels that run the block format directly.
@@ -104,6 +106,18 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         Self { gpu, src, weights, prefix: String::new(), progress, loaded, total, dtype: LoadDType::Auto }
     }
 
+    /// Over tensors already on the GPU ([`crate::loader::stream_safetensors`]).
+    pub fn from_streamed(
+        gpu: &'a Gpu,
+        src: &'a S,
+        w: &'a StreamedWeights,
+        progress: &'a dyn Fn(Progress),
+        loaded: &'a std::cell::Cell<u64>,
+    ) -> Self {
+        let weights = Weights::Streamed(w);
+        Self { gpu, src, weights, prefix: String::new(), progress, loaded, total: 0, dtype: LoadDType::Auto }
+    }
+
     /// The same builder with the load option `dtype`.
     pub fn with_dtype(self, dtype: LoadDType) -> Self {
         Self { dtype, ..self }
@@ -133,6 +147,7 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         match self.weights {
             Weights::Safetensors(st) => st.tensors.contains_key(&full),
             Weights::Gguf(m) => m.contains(&full),
+            Weights::Streamed(w) => w.tensors.contains_key(&full),
         }
     }
 
@@ -172,12 +187,31 @@ impl<'a, S: Source> VarBuilder<'a, S> {
                 self.report(&m.gguf.file, bytes.len() as u64);
                 Ok(v)
             }
+            // Already on the GPU: only dtype / quantize options that need host values get here.
+            Weights::Streamed(_) => {
+                let t = self.streamed(full, shape)?;
+                self.gpu.readback_f32(&t).await
+            }
         }
+    }
+
+    fn streamed(&self, full: &str, shape: &[usize]) -> Result<GpuTensor> {
+        let Weights::Streamed(w) = self.weights else {
+            return Err(Error::Input(format!("{full}: not a streamed checkpoint")));
+        };
+        let t = w.tensors.get(full).ok_or_else(|| Error::MissingTensor { name: full.to_string() })?;
+        if t.shape() != shape {
+            return Err(Self::mismatch(full.to_string(), shape, t.shape()));
+        }
+        Ok(t.clone())
     }
 
     /// The tensor `name` as F32 on the GPU, checked against `shape`.
     pub async fn get(&self, name: &str, shape: &[usize]) -> Result<GpuTensor> {
         let full = self.name(name);
+        if let Weights::Streamed(_) = self.weights {
+            return self.streamed(&full, shape);
+        }
         if let Weights::Safetensors(st) = self.weights {
             let info = st.get(&full)?;
             if info.dtype == StDType::F32 {

@@ -1,0 +1,289 @@
+//! Streaming a safetensors file into GPU buffers: the data region is planned as byte-range
+//! requests of at most `chunk_size`, `concurrency` of them are in flight at once, and each
+//! piece of a tensor is written into the tensor's GPU buffer at its offset as soon as its
+//! request returns. Nothing larger than one request is ever held in wasm memory, so the
+//! peak heap during a load is about `concurrency × chunk_size` whatever the model size.
+//!
+//! The plan splits every tensor at tensor-relative multiples of `chunk_size` (a multiple of
+//! 16, so pieces start on whole elements and on WebGPU's 4-byte copy alignment), then packs
+//! consecutive small pieces into one request while it stays under `chunk_size`. A request
+//! that fails is retried; after `retries` more failures the load fails with an error that
+//! names the file and the byte range. `should_abort` is polled before every request: an
+//! aborted load returns `Error::Aborted` and drops (frees) everything uploaded so far.
+//!
+//! BF16 / F16 tensors are converted to F32 piece by piece as they stream; other dtypes
+//! (integer buffers such as BERT's `position_ids`) are not uploaded.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::safetensors::{SafetensorsFile, StDType};
+use super::{Progress, Source};
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Gpu, GpuTensor};
+
+/// Options for [`stream_safetensors`].
+#[derive(Debug, Clone, Copy)]
+pub struct StreamOptions {
+    /// Largest byte range of one request (default 8 MiB; rounded down to a multiple of 16).
+    pub chunk_size: u64,
+    /// Requests in flight at once (default 6).
+    pub concurrency: usize,
+    /// Extra attempts for a request that fails (default 3).
+    pub retries: u32,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self { chunk_size: 8 << 20, concurrency: 6, retries: 3 }
+    }
+}
+
+/// One tensor's bytes inside a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    pub tensor: String,
+    /// Byte offset of the piece in the file's data as stored (source dtype).
+    pub src_offset_in_tensor: u64,
+    /// Offset of the piece inside the request's bytes.
+    pub offset_in_request: u64,
+    pub len: u64,
+}
+
+/// One byte-range request and the tensor pieces it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub start: u64,
+    pub len: u64,
+    pub pieces: Vec<Piece>,
+}
+
+fn streamable(dtype: StDType) -> bool {
+    matches!(dtype, StDType::F32 | StDType::F16 | StDType::BF16)
+}
+
+/// Plans the requests for the float tensors of `st` (in file order).
+pub fn plan(st: &SafetensorsFile, chunk_size: u64) -> Result<Vec<Request>> {
+    let chunk = chunk_size / 16 * 16;
+    if chunk == 0 {
+        return Err(Error::Input(format!("chunk size {chunk_size} is below 16 bytes")));
+    }
+    let mut tensors: Vec<(&String, &super::TensorInfo)> = st.tensors.iter().filter(|(_, t)| streamable(t.dtype)).collect();
+    tensors.sort_by_key(|(_, t)| t.start);
+    let mut requests: Vec<Request> = Vec::new();
+    for (name, t) in tensors {
+        let mut off = 0;
+        let size = t.end - t.start;
+        while off < size {
+            let len = chunk.min(size - off);
+            let start = t.start + off;
+            // Join the previous request when contiguous and the sum stays within a chunk.
+            match requests.last_mut() {
+                Some(r) if r.start + r.len == start && r.len + len <= chunk => {
+                    r.pieces.push(Piece { tensor: name.clone(), src_offset_in_tensor: off, offset_in_request: r.len, len });
+                    r.len += len;
+                }
+                _ => requests.push(Request {
+                    start,
+                    len,
+                    pieces: vec![Piece { tensor: name.clone(), src_offset_in_tensor: off, offset_in_request: 0, len }],
+                }),
+            }
+            off += len;
+        }
+    }
+    Ok(requests)
+}
+
+/// Runs futures concurrently on the current task and waits for all (a minimal `join_all`
+/// that needs no executor: every child is polled with the parent's waker).
+struct JoinAll<'f> {
+    futs: Vec<Option<Pin<Box<dyn Future<Output = Result<()>> + 'f>>>>,
+}
+
+impl Future for JoinAll<'_> {
+    type Output = Result<()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut pending = false;
+        for slot in self.futs.iter_mut() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => *slot = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { Poll::Pending } else { Poll::Ready(Ok(())) }
+    }
+}
+
+/// Writes the pieces of `req` (its bytes) into their tensors, converting to F32.
+fn write_request(gpu: &Gpu, st: &SafetensorsFile, tensors: &HashMap<String, GpuTensor>, req: &Request, bytes: &[u8]) -> Result<()> {
+    for p in &req.pieces {
+        let info = &st.tensors[&p.tensor];
+        let t = &tensors[&p.tensor];
+        let data = &bytes[p.offset_in_request as usize..(p.offset_in_request + p.len) as usize];
+        let dst_offset = p.src_offset_in_tensor / info.dtype.size() * 4;
+        match info.dtype {
+            StDType::F32 => gpu.write_tensor_bytes(t, dst_offset, data)?,
+            dt => {
+                let v = super::safetensors::to_f32(&p.tensor, dt, data)?;
+                let f32_bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                gpu.write_tensor_bytes(t, dst_offset, &f32_bytes)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a streamed load produced: every float tensor, F32 on the GPU.
+pub struct StreamedWeights {
+    pub file: String,
+    pub tensors: HashMap<String, GpuTensor>,
+    /// Most requests that were in flight at one time.
+    pub max_in_flight: usize,
+    /// Requests sent, retries included.
+    pub requests_sent: usize,
+}
+
+/// Streams the float tensors of `st` from `src` into new F32 GPU tensors.
+pub async fn stream_safetensors<S: Source>(
+    gpu: &Gpu,
+    src: &S,
+    st: &SafetensorsFile,
+    opts: StreamOptions,
+    progress: &dyn Fn(Progress),
+    should_abort: &dyn Fn() -> bool,
+) -> Result<StreamedWeights> {
+    let requests = plan(st, opts.chunk_size)?;
+    let mut tensors = HashMap::new();
+    for (name, t) in &st.tensors {
+        if streamable(t.dtype) {
+            tensors.insert(name.clone(), gpu.alloc(&t.shape, DType::F32)?);
+        }
+    }
+    let total: u64 = requests.iter().map(|r| r.len).sum();
+    let next = Cell::new(0usize);
+    let loaded = Cell::new(0u64);
+    let in_flight = Cell::new(0usize);
+    let max_in_flight = Cell::new(0usize);
+    let sent = Cell::new(0usize);
+    let failed = Cell::new(false);
+    let file = st.file.as_str();
+    progress(Progress::Initiate { file: file.to_string() });
+
+    if !requests.is_empty() && !src.ranged(file).await? {
+        // The server ignores Range: read the file once, in order, keeping at most one
+        // request's bytes (plus one network piece) in memory.
+        let mut buf: Vec<u8> = Vec::new();
+        let first = requests[0].start;
+        let mut buf_start = first;
+        let mut r = 0;
+        sent.set(1);
+        max_in_flight.set(1);
+        let mut sink = |piece: &[u8]| -> Result<bool> {
+            if should_abort() {
+                return Err(Error::Aborted);
+            }
+            buf.extend_from_slice(piece);
+            while let Some(req) = requests.get(r) {
+                let end = req.start + req.len;
+                if buf_start + (buf.len() as u64) < end {
+                    break;
+                }
+                let from = (req.start - buf_start) as usize;
+                write_request(gpu, st, &tensors, req, &buf[from..from + req.len as usize])?;
+                gpu.flush_writes();
+                buf.drain(..(end - buf_start) as usize);
+                buf_start = end;
+                loaded.set(loaded.get() + req.len);
+                progress(Progress::Progress { file: file.to_string(), loaded: loaded.get(), total });
+                r += 1;
+            }
+            Ok(r < requests.len())
+        };
+        src.read_sequential(file, first, &mut sink).await?;
+        drop(sink);
+        if r < requests.len() {
+            let req = &requests[r];
+            return Err(Error::Io {
+                file: file.to_string(),
+                msg: format!("the file ended before bytes {}-{}", req.start, req.start + req.len - 1),
+            });
+        }
+        progress(Progress::Done { file: file.to_string() });
+        return Ok(StreamedWeights { file: file.to_string(), tensors, max_in_flight: 1, requests_sent: 1 });
+    }
+
+    let worker = || async {
+        loop {
+            if failed.get() {
+                return Ok(());
+            }
+            let i = next.get();
+            let Some(req) = requests.get(i) else { return Ok(()) };
+            next.set(i + 1);
+            if should_abort() {
+                return Err(Error::Aborted);
+            }
+            let mut attempt = 0;
+            let bytes = loop {
+                in_flight.set(in_flight.get() + 1);
+                max_in_flight.set(max_in_flight.get().max(in_flight.get()));
+                sent.set(sent.get() + 1);
+                let r = src.read_range(file, req.start, req.len).await;
+                in_flight.set(in_flight.get() - 1);
+                match r {
+                    Ok(b) if b.len() as u64 == req.len => break b,
+                    Ok(b) if attempt >= opts.retries => {
+                        return Err(Error::Io {
+                            file: file.to_string(),
+                            msg: format!("bytes {}-{}: got {} of {} bytes", req.start, req.start + req.len - 1, b.len(), req.len),
+                        })
+                    }
+                    Err(e) if attempt >= opts.retries => {
+                        return Err(Error::Io {
+                            file: file.to_string(),
+                            msg: format!(
+                                "bytes {}-{} failed after {} attempts: {e}",
+                                req.start,
+                                req.start + req.len - 1,
+                                attempt + 1
+                            ),
+                        })
+                    }
+                    _ => attempt += 1,
+                }
+                if should_abort() {
+                    return Err(Error::Aborted);
+                }
+            };
+            write_request(gpu, st, &tensors, req, &bytes)?;
+            // Hand the queued writes to the GPU now, so staging memory does not pile up
+            // until the first compute submission.
+            gpu.flush_writes();
+            loaded.set(loaded.get() + req.len);
+            progress(Progress::Progress { file: file.to_string(), loaded: loaded.get(), total });
+        }
+    };
+    let n = opts.concurrency.max(1).min(requests.len().max(1));
+    let mut futs: Vec<Option<Pin<Box<dyn Future<Output = Result<()>> + '_>>>> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let w = worker();
+        let failed = &failed;
+        futs.push(Some(Box::pin(async move {
+            let r = w.await;
+            if r.is_err() {
+                failed.set(true); // the other workers stop at their next request
+            }
+            r
+        })));
+    }
+    JoinAll { futs }.await?;
+    progress(Progress::Done { file: file.to_string() });
+    Ok(StreamedWeights { file: file.to_string(), tensors, max_in_flight: max_in_flight.get(), requests_sent: sent.get() })
+}
