@@ -355,3 +355,149 @@ async fn stream_abort_frees_uploads(_shared: Gpu) -> R {
     }
     Ok(())
 }
+
+/// Browser only: the real `HttpSource` against `scripts/serve.mjs` and its test hooks.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen_test::wasm_bindgen_test]
+async fn http_streaming_against_the_test_server() {
+    if let Err(msg) = http_streaming().await {
+        panic!("http_streaming_against_the_test_server: {msg}");
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn http_streaming() -> R {
+    use gllm_web::engine::{EmbedOptions, Embedder};
+    use gllm_web::loader::HttpSource;
+    let Some(gpu) = common::web_gpu().await else { return Ok(()) };
+    let base = option_env!("GLLM_MODEL_URL").unwrap_or("http://127.0.0.1:8777");
+    let server = HttpSource::new(base);
+    let stats = || async {
+        let b = server.read("_stats").await.map_err(e)?;
+        serde_json::from_slice::<serde_json::Value>(&b).map_err(|x| x.to_string())
+    };
+    server.read("_stats/reset").await.map_err(e)?;
+    let texts = ["streamed into GPU buffers", "a second sentence"];
+    let opts = EmbedOptions { stream: Some(StreamOptions { chunk_size: 4 << 20, concurrency: 6, retries: 3 }), ..Default::default() };
+    let load = |prefix: &'static str| {
+        let gpu = gpu.clone();
+        let opts = opts.clone();
+        async move {
+            let src = HttpSource::new(&format!("{base}/{prefix}all-MiniLM-L6-v2"));
+            Embedder::load(&gpu, &src, opts, &|_| {}).await
+        }
+    };
+    let v0 = load("").await.map_err(e)?.embed(&texts).await.map_err(e)?;
+    let s = stats().await?;
+    println!("server saw {s} while streaming all-MiniLM-L6-v2");
+    let max = s["maxInFlight"].as_u64().unwrap_or(0);
+    if max < 2 {
+        return Err(format!("the server saw at most {max} concurrent range requests"));
+    }
+    for prefix in ["_norange/", "_flaky/"] {
+        let v = load(prefix).await.map_err(e)?.embed(&texts).await.map_err(e)?;
+        if v.data != v0.data {
+            return Err(format!("{prefix}: embeddings differ from the streamed load"));
+        }
+        println!("{prefix}: identical embeddings");
+    }
+    match load("_truncated/").await {
+        Ok(_) => return Err("a truncated file loaded".into()),
+        Err(err) => println!("truncated: {err}"),
+    }
+    // Browser cache: a first load fills it; a second load whose network source fails every
+    // request (the server "stopped") still succeeds, from the cache alone.
+    {
+        use gllm_web::loader::CachedSource;
+        struct Dead(String);
+        impl Source for Dead {
+            async fn read(&self, f: &str) -> gllm_web::Result<Vec<u8>> {
+                Err(Error::Io { file: f.into(), msg: "server stopped".into() })
+            }
+            async fn read_range(&self, f: &str, _: u64, _: u64) -> gllm_web::Result<Vec<u8>> {
+                Err(Error::Io { file: f.into(), msg: "server stopped".into() })
+            }
+            async fn len(&self, f: &str) -> gllm_web::Result<u64> {
+                Err(Error::Io { file: f.into(), msg: "server stopped".into() })
+            }
+            fn describe(&self) -> String {
+                self.0.clone()
+            }
+            async fn ranged(&self, f: &str) -> gllm_web::Result<bool> {
+                Err(Error::Io { file: f.into(), msg: "server stopped".into() })
+            }
+        }
+        let url = format!("{base}/all-MiniLM-L6-v2");
+        let name = "gllm-stream-test";
+        let first = CachedSource::new(HttpSource::new(&url), name);
+        first.clear().await.map_err(e)?;
+        let v1 = Embedder::load(&gpu, &first, opts.clone(), &|_| {}).await.map_err(e)?.embed(&texts).await.map_err(e)?;
+        let offline = CachedSource::new(Dead(url.clone()), name);
+        let v2 = Embedder::load(&gpu, &offline, opts.clone(), &|_| {}).await.map_err(e)?.embed(&texts).await.map_err(e)?;
+        println!(
+            "cache: first load {} misses / {} hits, second load {} misses / {} hits",
+            first.misses.get(),
+            first.hits.get(),
+            offline.misses.get(),
+            offline.hits.get()
+        );
+        if v1.data != v0.data || v2.data != v0.data {
+            return Err("cached loads give different embeddings".into());
+        }
+        if offline.misses.get() != 0 {
+            return Err(format!("second load missed the cache {} times", offline.misses.get()));
+        }
+        first.clear().await.map_err(e)?;
+    }
+    let calls = Cell::new(0);
+    let abort = || {
+        calls.set(calls.get() + 1);
+        calls.get() > 2
+    };
+    let src = HttpSource::new(&format!("{base}/all-MiniLM-L6-v2"));
+    match Embedder::load_with_abort(&gpu, &src, opts.clone(), &|_| {}, &abort).await {
+        Err(Error::Aborted) => println!("abort: Error::Aborted"),
+        Err(other) => return Err(format!("abort gave {other}")),
+        Ok(_) => return Err("abort ignored".into()),
+    }
+    Ok(())
+}
+
+/// Browser only, opt-in (needs the 1.26 GB Qwen2.5-Coder-0.5B F16 folder, fetched with
+/// `GLLM_FETCH_QWEN=1 scripts/fetch-models.sh`): streams it into GPU buffers and checks that
+/// the wasm heap grows by less than 128 MiB. Run:
+/// `GLLM_MODEL_URL=http://127.0.0.1:PORT wasm-pack test --headless --chrome --test stream -- --include-ignored big_model`
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen_test::wasm_bindgen_test]
+#[ignore]
+async fn big_model_heap_stays_bounded() {
+    use gllm_web::loader::HttpSource;
+    use wasm_bindgen::JsCast;
+    let heap = || {
+        let mem: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+        mem.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64
+    };
+    let gpu = common::web_gpu().await.expect("gpu");
+    let base = option_env!("GLLM_MODEL_URL").unwrap_or("http://127.0.0.1:8777");
+    let src = HttpSource::new(&format!("{base}/qwen2.5-coder-0.5b-instruct"));
+    let st = SafetensorsFile::read(&src, "model.safetensors").await.expect("header");
+    let bytes: u64 = st.tensors.values().map(|t| t.end - t.start).sum();
+    let before = heap();
+    let t0 = js_sys::Date::now();
+    let w = stream_safetensors(&gpu, &src, &st, StreamOptions::default(), &|_| {}, &|| false).await.expect("stream");
+    gpu.sync().await.expect("sync");
+    let secs = (js_sys::Date::now() - t0) / 1000.0;
+    let after = heap();
+    let growth = (after - before) / (1 << 20) as f64;
+    println!(
+        "qwen2.5-coder-0.5b: {:.0} MB in {} tensors streamed in {secs:.1} s ({:.0} MB/s), {} requests, max in flight {}; wasm memory {:.0} -> {:.0} MiB (growth {growth:.1} MiB)",
+        bytes as f64 / 1e6,
+        w.tensors.len(),
+        bytes as f64 / 1e6 / secs,
+        w.requests_sent,
+        w.max_in_flight,
+        before / (1 << 20) as f64,
+        after / (1 << 20) as f64
+    );
+    assert!(growth < 128.0, "wasm memory grew by {growth:.1} MiB");
+}

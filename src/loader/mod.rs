@@ -9,6 +9,8 @@
 
 pub mod gguf;
 pub mod gguf_hf;
+#[cfg(target_arch = "wasm32")]
+pub mod cache;
 pub mod safetensors;
 pub mod stream;
 mod source;
@@ -20,6 +22,8 @@ pub use source::{FileSource, MemSource, Source};
 pub use stream::{stream_safetensors, StreamOptions, StreamedWeights};
 #[cfg(target_arch = "wasm32")]
 pub use source::HttpSource;
+#[cfg(target_arch = "wasm32")]
+pub use cache::{CachedSource, WebSource};
 
 use crate::error::{Error, Result};
 
@@ -43,6 +47,9 @@ pub async fn read_json_optional<S: Source, T: serde::de::DeserializeOwned>(src: 
 pub enum Progress {
     /// A file is about to be read.
     Initiate { file: String },
+    /// The download of a file's `total` bytes has started (the streaming loader's first
+    /// requests are out).
+    Download { file: String, total: u64 },
     /// Bytes of a file read so far.
     Progress { file: String, loaded: u64, total: u64 },
     /// A file is fully read.

@@ -144,6 +144,17 @@ impl HttpSource {
 
     /// GET with an optional `Range` header; returns (status, headers, body).
     async fn get(&self, file: &str, range: Option<(u64, u64)>) -> Result<(u16, web_sys::Headers, Vec<u8>)> {
+        let (status, headers, resp) = self.fetch(file, range).await?;
+        let url = self.url(file);
+        let io = |msg: String| Error::Io { file: url.clone(), msg };
+        let buf = wasm_bindgen_futures::JsFuture::from(resp.array_buffer().map_err(|e| io(format!("{e:?}")))?)
+            .await
+            .map_err(|e| io(format!("{e:?}")))?;
+        Ok((status, headers, js_sys::Uint8Array::new(&buf).to_vec()))
+    }
+
+    /// Status and headers of a GET; the body is left unread (cancel it or read it).
+    async fn fetch(&self, file: &str, range: Option<(u64, u64)>) -> Result<(u16, web_sys::Headers, web_sys::Response)> {
         use wasm_bindgen::JsCast;
         let url = self.url(file);
         let io = |msg: String| Error::Io { file: url.clone(), msg };
@@ -178,10 +189,17 @@ impl HttpSource {
         if !(200..300).contains(&status) {
             return Err(io(format!("HTTP {status}")));
         }
-        let buf = wasm_bindgen_futures::JsFuture::from(resp.array_buffer().map_err(|e| io(format!("{e:?}")))?)
-            .await
-            .map_err(|e| io(format!("{e:?}")))?;
-        Ok((status, resp.headers(), js_sys::Uint8Array::new(&buf).to_vec()))
+        Ok((status, resp.headers(), resp))
+    }
+
+    /// Cancels a response's body without reading it.
+    fn cancel_body(resp: &web_sys::Response) {
+        let body = js_sys::Reflect::get(resp, &"body".into()).unwrap_or_default();
+        if let Ok(cancel) = js_sys::Reflect::get(&body, &"cancel".into()) {
+            if let Some(f) = wasm_bindgen::JsCast::dyn_ref::<js_sys::Function>(&cancel) {
+                let _ = f.call0(&body);
+            }
+        }
     }
 }
 
@@ -208,7 +226,22 @@ impl Source for HttpSource {
         Ok(bytes)
     }
     async fn len(&self, file: &str) -> Result<u64> {
-        let (status, headers, body) = self.get(file, Some((0, 0))).await?;
+        let (status, headers, resp) = self.fetch(file, Some((0, 0))).await?;
+        if status != 206 {
+            // The server ignored Range: the length is in Content-Length; do not download.
+            if let Some(n) = headers.get("Content-Length").ok().flatten().and_then(|v| v.trim().parse().ok()) {
+                Self::cancel_body(&resp);
+                return Ok(n);
+            }
+        }
+        let body = {
+            let buf = wasm_bindgen_futures::JsFuture::from(
+                resp.array_buffer().map_err(|e| Error::Io { file: self.url(file), msg: format!("{e:?}") })?,
+            )
+            .await
+            .map_err(|e| Error::Io { file: self.url(file), msg: format!("{e:?}") })?;
+            js_sys::Uint8Array::new(&buf).to_vec()
+        };
         if status == 206 {
             // Content-Range: bytes 0-0/TOTAL
             let cr = headers.get("Content-Range").ok().flatten().unwrap_or_default();
@@ -222,5 +255,41 @@ impl Source for HttpSource {
     }
     fn describe(&self) -> String {
         self.base.clone()
+    }
+    async fn ranged(&self, file: &str) -> Result<bool> {
+        let (status, _, resp) = self.fetch(file, Some((0, 0))).await?;
+        Self::cancel_body(&resp);
+        Ok(status == 206)
+    }
+    async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
+        use wasm_bindgen::JsCast;
+        let url = self.url(file);
+        let io = |msg: String| Error::Io { file: url.clone(), msg };
+        let get = |o: &wasm_bindgen::JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).map_err(|e| io(format!("{e:?}")));
+        let (_, _, resp) = self.fetch(file, None).await?;
+        let body = get(&resp, "body")?;
+        let get_reader: js_sys::Function = get(&body, "getReader")?.dyn_into().map_err(|_| io("no body reader".into()))?;
+        let reader = get_reader.call0(&body).map_err(|e| io(format!("{e:?}")))?;
+        let read: js_sys::Function = get(&reader, "read")?.dyn_into().map_err(|_| io("no read()".into()))?;
+        let mut at = 0u64;
+        loop {
+            let p: js_sys::Promise = read.call0(&reader).map_err(|e| io(format!("{e:?}")))?.dyn_into().map_err(|_| io("read() gave no promise".into()))?;
+            let chunk = wasm_bindgen_futures::JsFuture::from(p).await.map_err(|e| io(format!("network error: {e:?}")))?;
+            if get(&chunk, "done")?.as_bool().unwrap_or(true) {
+                return Ok(());
+            }
+            let bytes = js_sys::Uint8Array::new(&get(&chunk, "value")?).to_vec();
+            let n = bytes.len() as u64;
+            // Skip what lies before `offset`.
+            let skip = offset.saturating_sub(at).min(n) as usize;
+            at += n;
+            if skip < bytes.len() && !sink(&bytes[skip..])? {
+                let cancel = get(&reader, "cancel")?;
+                if let Some(f) = cancel.dyn_ref::<js_sys::Function>() {
+                    let _ = f.call0(&reader);
+                }
+                return Ok(());
+            }
+        }
     }
 }

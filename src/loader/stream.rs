@@ -174,7 +174,7 @@ pub async fn stream_safetensors<S: Source>(
     let sent = Cell::new(0usize);
     let failed = Cell::new(false);
     let file = st.file.as_str();
-    progress(Progress::Initiate { file: file.to_string() });
+    progress(Progress::Download { file: file.to_string(), total });
 
     if !requests.is_empty() && !src.ranged(file).await? {
         // The server ignores Range: read the file once, in order, keeping at most one

@@ -15,19 +15,19 @@ use wasm_bindgen::prelude::*;
 use crate::engine::{EmbedOptions, Embedder as RsEmbedder, RerankOptions, Reranker as RsReranker, SearchIndex as RsIndex, SearchMode};
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::loader::{HttpSource, Progress};
+use crate::loader::{HttpSource, Progress, StreamOptions, WebSource};
 pub(crate) use lane::Slot;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
 /** A load progress event, in transformers.js style. */
 export interface ProgressEvent {
-  status: "initiate" | "progress" | "done" | "ready";
+  status: "initiate" | "download" | "progress" | "done" | "ready";
   /** File being read (absent for "ready"). */
   file?: string;
   /** Bytes read so far ("progress"). */
   loaded?: number;
-  /** Bytes to read ("progress"). */
+  /** Bytes to read ("download", "progress"). */
   total?: number;
   /** loaded / total × 100 ("progress"). */
   progress?: number;
@@ -44,6 +44,33 @@ export interface EmbedderLoadOptions {
   /** Texts per forward pass. Default 32. */
   batch_size?: number;
   progress_callback?: (event: ProgressEvent) => void;
+  /** Browser cache for the weights (Cache API): true (default, cache "gllm-web"), false, or a
+   *  cache name. A second load of the same model then makes no network request. */
+  cache?: boolean | string;
+  /** Bytes per HTTP Range request of the streaming loader. Default 8 MiB. */
+  chunk_size?: number;
+  /** Range requests in flight at once. Default 6. */
+  concurrency?: number;
+  /** Cancels the load; what was uploaded is freed and the promise rejects with "aborted". */
+  signal?: AbortSignal;
+}
+
+export interface StreamWeightsOptions {
+  /** Default "model.safetensors". */
+  file?: string;
+  cache?: boolean | string;
+  chunk_size?: number;
+  concurrency?: number;
+  signal?: AbortSignal;
+  progress_callback?: (event: ProgressEvent) => void;
+}
+
+export interface StreamWeightsResult {
+  bytes: number;
+  seconds: number;
+  requests: number;
+  max_in_flight: number;
+  tensors: number;
 }
 
 export interface RerankerLoadOptions {
@@ -148,6 +175,11 @@ fn progress_event(p: &Progress) -> Object {
             set("status", "initiate".into());
             set("file", file.into());
         }
+        Progress::Download { file, total } => {
+            set("status", "download".into());
+            set("file", file.into());
+            set("total", (*total as f64).into());
+        }
         Progress::Progress { file, loaded, total } => {
             set("status", "progress".into());
             set("file", file.into());
@@ -162,6 +194,28 @@ fn progress_event(p: &Progress) -> Object {
         Progress::Ready => set("status", "ready".into()),
     }
     o
+}
+
+/// The model source for a load: the Cache API in front of `fetch` unless `cache: false`
+/// (`cache: "name"` picks the cache; default "gllm-web").
+fn web_source(base_url: &str, options: &JsValue) -> Result<WebSource, Error> {
+    let cache = match get(options, "cache") {
+        None => Some("gllm-web".to_string()),
+        Some(v) if v.as_bool() == Some(false) => None,
+        Some(v) if v.as_bool() == Some(true) => Some("gllm-web".to_string()),
+        Some(v) => Some(v.as_string().ok_or_else(|| Error::Input("option `cache`: expected a boolean or a cache name".into()))?),
+    };
+    Ok(WebSource::new(base_url, cache.as_deref()))
+}
+
+/// `chunk_size` (bytes) and `concurrency` of the streaming loader.
+fn stream_options(options: &JsValue) -> Result<StreamOptions, Error> {
+    let d = StreamOptions::default();
+    Ok(StreamOptions {
+        chunk_size: count(options, "chunk_size")?.map_or(d.chunk_size, |v| v as u64),
+        concurrency: count(options, "concurrency")?.unwrap_or(d.concurrency),
+        retries: d.retries,
+    })
 }
 
 /// A positive integer option, if present.
@@ -208,6 +262,44 @@ fn parse_embed_options(options: &JsValue) -> Result<(EmbedOptions, Option<Functi
     Ok((opts, progress_callback(options)?))
 }
 
+/// Streams a safetensors file under `base_url` into GPU buffers with the streaming loader
+/// and releases them: a prefetch (it fills the browser cache) and the load benchmark's
+/// probe. Options: `file` (default "model.safetensors"), `cache`, `chunk_size`,
+/// `concurrency`, `signal`, `progress_callback`. Resolves to
+/// `{ bytes, seconds, requests, max_in_flight, tensors }`.
+#[wasm_bindgen(js_name = streamWeights, unchecked_return_type = "Promise<StreamWeightsResult>")]
+pub fn stream_weights(
+    base_url: String,
+    #[wasm_bindgen(unchecked_optional_param_type = "StreamWeightsOptions")] options: Option<JsValue>,
+) -> js_sys::Promise {
+    wasm_bindgen_futures::future_to_promise(async move {
+        let options = options.unwrap_or(JsValue::UNDEFINED);
+        let file = get(&options, "file").and_then(|v| v.as_string()).unwrap_or_else(|| "model.safetensors".into());
+        let opts = stream_options(&options).map_err(js_err)?;
+        let src = web_source(&base_url, &options).map_err(js_err)?;
+        let callback = progress_callback(&options).map_err(js_err)?;
+        let signal = get(&options, "signal");
+        let aborted = || signal.as_ref().is_some_and(|s| Reflect::get(s, &"aborted".into()).ok().and_then(|v| v.as_bool()) == Some(true));
+        let gpu = shared_gpu().await.map_err(js_err)?;
+        let t0 = js_sys::Date::now();
+        let st = crate::loader::SafetensorsFile::read(&src, &file).await.map_err(js_err)?;
+        let w = crate::loader::stream_safetensors(&gpu, &src, &st, opts, &reporter(callback), &aborted).await.map_err(js_err)?;
+        gpu.sync().await.map_err(js_err)?;
+        let seconds = (js_sys::Date::now() - t0) / 1000.0;
+        let bytes: u64 = st.tensors.values().map(|t| t.end - t.start).sum();
+        let out = Object::new();
+        let set = |k: &str, v: JsValue| Reflect::set(&out, &k.into(), &v);
+        set("bytes", (bytes as f64).into())?;
+        set("seconds", seconds.into())?;
+        set("requests", (w.requests_sent as u32).into())?;
+        set("max_in_flight", (w.max_in_flight as u32).into())?;
+        set("tensors", (w.tensors.len() as u32).into())?;
+        drop(w);
+        gpu.trim();
+        Ok(out.into())
+    })
+}
+
 /// Sentence embeddings on the GPU.
 #[wasm_bindgen]
 pub struct Embedder {
@@ -225,9 +317,13 @@ impl Embedder {
     ) -> js_sys::Promise {
         wasm_bindgen_futures::future_to_promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
-            let (opts, callback) = parse_embed_options(&options).map_err(js_err)?;
+            let (mut opts, callback) = parse_embed_options(&options).map_err(js_err)?;
+            opts.stream = Some(stream_options(&options).map_err(js_err)?);
+            let src = web_source(&base_url, &options).map_err(js_err)?;
+            let signal = get(&options, "signal");
+            let aborted = || signal.as_ref().is_some_and(|s| Reflect::get(s, &"aborted".into()).ok().and_then(|v| v.as_bool()) == Some(true));
             let gpu = shared_gpu().await.map_err(js_err)?;
-            let inner = RsEmbedder::load(&gpu, &HttpSource::new(&base_url), opts, &reporter(callback)).await.map_err(js_err)?;
+            let inner = RsEmbedder::load_with_abort(&gpu, &src, opts, &reporter(callback), &aborted).await.map_err(js_err)?;
             Ok(Embedder { slot: Slot::new("Embedder", gpu, inner) }.into())
         })
     }

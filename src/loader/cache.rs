@@ -1,0 +1,169 @@
+//! A browser cache in front of any [`Source`] (wasm32 only): every read — whole files,
+//! byte ranges, lengths — goes into the Cache API (`caches.open(name)`) as it arrives, keyed
+//! by the source's URL and the range. A second load of the same model with the same chunk
+//! plan is then served from the cache with no network request at all.
+//!
+//! Stored per request, so the wasm heap holds at most one request's bytes at a time, as
+//! without the cache. A cache that cannot be opened (storage disabled, opaque origin) makes
+//! the wrapper pass reads through uncached.
+
+use wasm_bindgen::JsCast;
+
+use super::Source;
+use crate::error::{Error, Result};
+
+pub struct CachedSource<S: Source> {
+    inner: S,
+    cache_name: String,
+    /// Reads served from the cache / from the inner source (for tests and stats).
+    pub hits: std::cell::Cell<usize>,
+    pub misses: std::cell::Cell<usize>,
+}
+
+fn js(e: wasm_bindgen::JsValue) -> String {
+    format!("{e:?}")
+}
+
+impl<S: Source> CachedSource<S> {
+    pub fn new(inner: S, cache_name: &str) -> Self {
+        Self { inner, cache_name: cache_name.to_string(), hits: Default::default(), misses: Default::default() }
+    }
+
+    /// The cache key for `what` of `file` (a URL the Cache API accepts).
+    fn key(&self, file: &str, what: &str) -> String {
+        let base = self.inner.describe();
+        let base = if base.contains("://") { base } else { format!("https://gllm-web.local/{base}") };
+        format!("{}/{file}?gllm={what}", base.trim_end_matches('/'))
+    }
+
+    async fn cache(&self) -> Option<web_sys::Cache> {
+        let global = js_sys::global();
+        let caches = js_sys::Reflect::get(&global, &"caches".into()).ok()?;
+        if caches.is_undefined() {
+            return None;
+        }
+        let caches: web_sys::CacheStorage = caches.dyn_into().ok()?;
+        let p = caches.open(&self.cache_name);
+        wasm_bindgen_futures::JsFuture::from(p).await.ok()?.dyn_into().ok()
+    }
+
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let cache = self.cache().await?;
+        let v = wasm_bindgen_futures::JsFuture::from(cache.match_with_str(key)).await.ok()?;
+        if v.is_undefined() {
+            return None;
+        }
+        let resp: web_sys::Response = v.dyn_into().ok()?;
+        let buf = wasm_bindgen_futures::JsFuture::from(resp.array_buffer().ok()?).await.ok()?;
+        Some(js_sys::Uint8Array::new(&buf).to_vec())
+    }
+
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let Some(cache) = self.cache().await else { return Ok(()) };
+        let io = |m: String| Error::Io { file: key.to_string(), msg: format!("cache put: {m}") };
+        let arr = js_sys::Uint8Array::from(bytes);
+        let resp = web_sys::Response::new_with_opt_buffer_source(Some(&arr)).map_err(|e| io(js(e)))?;
+        wasm_bindgen_futures::JsFuture::from(cache.put_with_str(key, &resp)).await.map_err(|e| io(js(e)))?;
+        Ok(())
+    }
+
+    async fn cached(&self, key: String, fetch: impl std::future::Future<Output = Result<Vec<u8>>>) -> Result<Vec<u8>> {
+        if let Some(b) = self.get(&key).await {
+            self.hits.set(self.hits.get() + 1);
+            return Ok(b);
+        }
+        self.misses.set(self.misses.get() + 1);
+        let b = fetch.await?;
+        self.put(&key, &b).await?;
+        Ok(b)
+    }
+
+    /// Deletes every entry of this cache (e.g. after a hash mismatch).
+    pub async fn clear(&self) -> Result<()> {
+        let global = js_sys::global();
+        let Ok(caches) = js_sys::Reflect::get(&global, &"caches".into()) else { return Ok(()) };
+        let Ok(caches) = caches.dyn_into::<web_sys::CacheStorage>() else { return Ok(()) };
+        let _ = wasm_bindgen_futures::JsFuture::from(caches.delete(&self.cache_name)).await;
+        Ok(())
+    }
+}
+
+impl<S: Source> Source for CachedSource<S> {
+    async fn read(&self, file: &str) -> Result<Vec<u8>> {
+        self.cached(self.key(file, "all"), self.inner.read(file)).await
+    }
+    async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let b = self.cached(self.key(file, &format!("{offset}-{len}")), self.inner.read_range(file, offset, len)).await?;
+        if b.len() as u64 != len {
+            return Err(Error::Io { file: file.to_string(), msg: format!("cached range {offset}+{len} holds {} bytes", b.len()) });
+        }
+        Ok(b)
+    }
+    async fn len(&self, file: &str) -> Result<u64> {
+        let b = self.cached(self.key(file, "len"), async { Ok(self.inner.len(file).await?.to_le_bytes().to_vec()) }).await?;
+        let a: [u8; 8] = b.as_slice().try_into().map_err(|_| Error::Io { file: file.into(), msg: "bad cached length".into() })?;
+        Ok(u64::from_le_bytes(a))
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn ranged(&self, file: &str) -> Result<bool> {
+        // Cached ranges are always available, so a cached file reads as ranged; a first
+        // load asks the inner source.
+        let b = self.cached(self.key(file, "ranged"), async { Ok(vec![self.inner.ranged(file).await? as u8]) }).await?;
+        Ok(b.first() == Some(&1))
+    }
+    async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
+        // Not cached: a server without Range is read in one pass (the plan's requests are not
+        // separate fetches there).
+        self.inner.read_sequential(file, offset, sink).await
+    }
+}
+
+/// An [`HttpSource`](super::HttpSource), through the browser cache or not (the JS load
+/// option `cache`).
+pub enum WebSource {
+    Plain(super::HttpSource),
+    Cached(CachedSource<super::HttpSource>),
+}
+
+impl WebSource {
+    /// `cache`: `None` reads straight from the network, `Some(name)` through the Cache API.
+    pub fn new(base_url: &str, cache: Option<&str>) -> Self {
+        let http = super::HttpSource::new(base_url);
+        match cache {
+            Some(name) => WebSource::Cached(CachedSource::new(http, name)),
+            None => WebSource::Plain(http),
+        }
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            WebSource::Plain($s) => $e,
+            WebSource::Cached($s) => $e,
+        }
+    };
+}
+
+impl Source for WebSource {
+    async fn read(&self, file: &str) -> Result<Vec<u8>> {
+        each!(self, s => s.read(file).await)
+    }
+    async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        each!(self, s => s.read_range(file, offset, len).await)
+    }
+    async fn len(&self, file: &str) -> Result<u64> {
+        each!(self, s => s.len(file).await)
+    }
+    fn describe(&self) -> String {
+        each!(self, s => s.describe())
+    }
+    async fn ranged(&self, file: &str) -> Result<bool> {
+        each!(self, s => s.ranged(file).await)
+    }
+    async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
+        each!(self, s => s.read_sequential(file, offset, sink).await)
+    }
+}
