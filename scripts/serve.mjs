@@ -3,7 +3,8 @@
 // No dependencies. Serves ROOT read-only; paths escaping ROOT get 404.
 // Test hooks for the streaming loader (tests/stream.rs):
 //   /_norange/PATH  serves PATH ignoring Range (200 with the whole body), like a plain CDN
-//   /_flaky/PATH    the first request for each byte range of PATH is cut off mid-body
+//   /_flaky/PATH    the first request for each byte range of PATH of 1 MiB or more (a data
+//                   chunk, not a header read) is cut off mid-body
 //   /_slow/PATH     caps each response at 50 MB/s (a CDN connection); combines with the others
 //   /_truncated/PATH serves PATH as if its last 4096 bytes were missing
 //   /_stats         JSON {requests, inFlight, maxInFlight} of ranged GETs; /_stats/reset
@@ -69,7 +70,7 @@ http.createServer((req, res) => {
     res.writeHead(206, { "Content-Type": type, "Content-Length": end - start + 1, "Content-Range": `bytes ${start}-${end}/${size}` });
     if (req.method === "HEAD") return res.end();
     const key = `${file}:${start}-${end}`;
-    if (flaky && end > start && !flakySeen.has(key)) {
+    if (flaky && end - start + 1 >= (1 << 20) && !flakySeen.has(key)) {
       flakySeen.add(key);  // send half the range, then drop the connection
       const half = fs.createReadStream(file, { start, end: start + Math.floor((end - start + 1) / 2) - 1 });
       half.on("data", (d) => res.write(d));

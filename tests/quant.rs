@@ -49,7 +49,7 @@ fn roundtrip_within_format_bound() {
             }
         }
         let bound = fmt.roundtrip_bound();
-        println!("{}: worst round-trip error {worst:.5} of the block range (bound {bound:.5})", fmt.name());
+        log!("{}: worst round-trip error {worst:.5} of the block range (bound {bound:.5})", fmt.name());
         assert!(worst <= bound, "{}: round-trip error {worst} > bound {bound}", fmt.name());
         assert!(worst > 0.0, "{}: a lossless round trip means the test data is degenerate", fmt.name());
     }
@@ -74,7 +74,7 @@ fn awq_roundtrip_within_bound() {
             }
         }
     }
-    println!("awq: worst round-trip error {worst:.5} of the group range (bound 1/15)");
+    log!("awq: worst round-trip error {worst:.5} of the group range (bound 1/15)");
     assert!(worst <= 1.0 / 15.0 + 1e-3 && worst > 0.0, "awq round trip {worst}");
 }
 
@@ -99,7 +99,7 @@ fn memory_fraction_of_f32() {
     for (fmt, limit) in [(QuantFormat::Q4_0, 0.15), (QuantFormat::Q8_0, 0.27)] {
         let nb = 4096 * 4096 / fmt.block_elems();
         let bytes = (nb * fmt.body_words() * 4 + if fmt.split_scale() { nb.div_ceil(2) * 4 } else { 0 }) as f64;
-        println!("{}: {:.4}× f32", fmt.name(), bytes / f32_bytes);
+        log!("{}: {:.4}× f32", fmt.name(), bytes / f32_bytes);
         assert!(bytes / f32_bytes <= limit, "{} uses {:.4}× f32", fmt.name(), bytes / f32_bytes);
     }
 }
@@ -155,7 +155,7 @@ async fn check_variants(gpu: &Gpu, what: &str, w: &QMatrix, x: &[f32], m: usize,
         let err = rel_err(&got, want);
         let tol = if f16 { REL_F16 } else { REL_F32 };
         let kernel = if m == 1 { "matvec" } else { "matmul" };
-        println!("{what} m={m} {kernel} {label}: rel err {err:.2e} (tol {tol:.0e})");
+        log!("{what} m={m} {kernel} {label}: rel err {err:.2e} (tol {tol:.0e})");
         if !(err < tol) {
             return Err(format!("{what} m={m} {kernel} {label}: rel err {err:.3e} >= {tol:.0e}"));
         }
@@ -208,7 +208,7 @@ async fn quant_bad_input_is_typed_error(gpu: Gpu) -> Result<(), String> {
     let fmt = QuantFormat::Q4_0;
     let expect_err = |what: &str, r: Result<QMatrix, gllm_web::Error>| match r {
         Err(e) => {
-            println!("{what}: {e}");
+            log!("{what}: {e}");
             Ok(())
         }
         Ok(_) => Err(format!("{what}: accepted")),
@@ -225,7 +225,7 @@ async fn quant_bad_input_is_typed_error(gpu: Gpu) -> Result<(), String> {
     let x = gpu.upload_f32(&[1.0; 32], &[1, 32]).map_err(|e| e.to_string())?;
     let mut enc = gpu.encoder();
     match qlinear_with(&mut enc, &x, &w, None, QLinearOptions::default()) {
-        Err(e) => println!("wrong x: {e}"),
+        Err(e) => log!("wrong x: {e}"),
         Ok(_) => return Err("wrong x accepted".into()),
     }
     Ok(())
@@ -256,7 +256,7 @@ async fn quantized_bert_matches_dense(gpu: Gpu) -> Result<(), String> {
         let q = m.embed(&texts).await.map_err(e)?;
         for i in 0..texts.len() {
             let cos: f32 = dense.row(i).iter().zip(q.row(i)).map(|(a, b)| a * b).sum();
-            println!("bert {}: {quantized} quantized linears, text {i} cosine to f32 {cos:.5} (min {min_cos})", fmt.name());
+            log!("bert {}: {quantized} quantized linears, text {i} cosine to f32 {cos:.5} (min {min_cos})", fmt.name());
             if !(cos >= min_cos) {
                 return Err(format!("{}: cosine {cos} < {min_cos} for text {i}", fmt.name()));
             }

@@ -92,9 +92,11 @@ impl<S: Source> Source for TestSource<S> {
         if self.fail_always == Some(offset) {
             return Err(injected("connection reset"));
         }
-        let mut once = self.fail_once.borrow_mut();
-        if let Some(i) = once.iter().position(|&o| o == offset) {
-            once.remove(i);
+        let dropped = {
+            let mut once = self.fail_once.borrow_mut();
+            once.iter().position(|&o| o == offset).map(|i| once.remove(i)).is_some()
+        };
+        if dropped {
             return Err(injected("dropped connection"));
         }
         if let Some(t) = self.truncate_at {
@@ -215,7 +217,7 @@ async fn stream_real_checkpoint_concurrently(gpu: Gpu) -> R {
     let st = SafetensorsFile::read(&src.inner, "model.safetensors").await.map_err(e)?;
     let opts = StreamOptions { chunk_size: 4 << 20, concurrency: 4, retries: 0 };
     let w = stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await.map_err(e)?;
-    println!(
+    log!(
         "stream all-MiniLM-L6-v2: {} tensors, {} requests, max in flight {} (source saw {})",
         w.tensors.len(),
         w.requests_sent,
@@ -281,7 +283,7 @@ async fn stream_reports_range_after_retries(gpu: Gpu) -> R {
         Ok(_) => Err("a chunk that always fails did not fail the load".into()),
         Err(err) => {
             let msg = err.to_string();
-            println!("failing chunk: {msg}");
+            log!("failing chunk: {msg}");
             let range = format!("bytes {}-{}", bad.start, bad.start + bad.len - 1);
             if msg.contains("model.safetensors") && msg.contains(&range) && msg.contains("3 attempts") {
                 Ok(())
@@ -318,7 +320,7 @@ async fn stream_truncated_file_is_an_error(gpu: Gpu) -> R {
         let opts = StreamOptions { chunk_size: 32, concurrency: 2, retries: 1 };
         match stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await {
             Ok(_) => return Err(format!("truncated file loaded (no_ranges {no_ranges})")),
-            Err(err @ Error::Io { .. }) => println!("truncated (no_ranges {no_ranges}): {err}"),
+            Err(err @ Error::Io { .. }) => log!("truncated (no_ranges {no_ranges}): {err}"),
             Err(other) => return Err(format!("unexpected error {other}")),
         }
     }
@@ -344,7 +346,7 @@ async fn stream_abort_frees_uploads(_shared: Gpu) -> R {
         Ok(_) => return Err("abort ignored".into()),
     }
     let after = gpu.stats().pooled_free_bytes;
-    println!("abort: pooled free bytes {before} -> {after}");
+    log!("abort: pooled free bytes {before} -> {after}");
     if after <= before {
         return Err("the aborted load's tensors were not released".into());
     }
@@ -389,7 +391,7 @@ async fn http_streaming() -> R {
     };
     let v0 = load("").await.map_err(e)?.embed(&texts).await.map_err(e)?;
     let s = stats().await?;
-    println!("server saw {s} while streaming all-MiniLM-L6-v2");
+    log!("server saw {s} while streaming all-MiniLM-L6-v2");
     let max = s["maxInFlight"].as_u64().unwrap_or(0);
     if max < 2 {
         return Err(format!("the server saw at most {max} concurrent range requests"));
@@ -399,11 +401,11 @@ async fn http_streaming() -> R {
         if v.data != v0.data {
             return Err(format!("{prefix}: embeddings differ from the streamed load"));
         }
-        println!("{prefix}: identical embeddings");
+        log!("{prefix}: identical embeddings");
     }
     match load("_truncated/").await {
         Ok(_) => return Err("a truncated file loaded".into()),
-        Err(err) => println!("truncated: {err}"),
+        Err(err) => log!("truncated: {err}"),
     }
     // Browser cache: a first load fills it; a second load whose network source fails every
     // request (the server "stopped") still succeeds, from the cache alone.
@@ -434,7 +436,7 @@ async fn http_streaming() -> R {
         let v1 = Embedder::load(&gpu, &first, opts.clone(), &|_| {}).await.map_err(e)?.embed(&texts).await.map_err(e)?;
         let offline = CachedSource::new(Dead(url.clone()), name);
         let v2 = Embedder::load(&gpu, &offline, opts.clone(), &|_| {}).await.map_err(e)?.embed(&texts).await.map_err(e)?;
-        println!(
+        log!(
             "cache: first load {} misses / {} hits, second load {} misses / {} hits",
             first.misses.get(),
             first.hits.get(),
@@ -456,7 +458,7 @@ async fn http_streaming() -> R {
     };
     let src = HttpSource::new(&format!("{base}/all-MiniLM-L6-v2"));
     match Embedder::load_with_abort(&gpu, &src, opts.clone(), &|_| {}, &abort).await {
-        Err(Error::Aborted) => println!("abort: Error::Aborted"),
+        Err(Error::Aborted) => log!("abort: Error::Aborted"),
         Err(other) => return Err(format!("abort gave {other}")),
         Ok(_) => return Err("abort ignored".into()),
     }
@@ -489,7 +491,7 @@ async fn big_model_heap_stays_bounded() {
     let secs = (js_sys::Date::now() - t0) / 1000.0;
     let after = heap();
     let growth = (after - before) / (1 << 20) as f64;
-    println!(
+    log!(
         "qwen2.5-coder-0.5b: {:.0} MB in {} tensors streamed in {secs:.1} s ({:.0} MB/s), {} requests, max in flight {}; wasm memory {:.0} -> {:.0} MiB (growth {growth:.1} MiB)",
         bytes as f64 / 1e6,
         w.tensors.len(),
