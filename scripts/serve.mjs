@@ -6,7 +6,8 @@
 //   /_flaky/PATH    the first request for each byte range of PATH of 1 MiB or more (a data
 //                   chunk, not a header read) is cut off mid-body
 //   /_slow/PATH     caps each response at 50 MB/s (a CDN connection); combines with the others
-//   /_truncated/PATH serves PATH as if its last 4096 bytes were missing
+//   /_truncated/PATH serves PATH (if over 1 MiB: the weights, not configs) as if its last
+//                    4096 bytes were missing
 //   /_stats         JSON {requests, inFlight, maxInFlight} of ranged GETs; /_stats/reset
 import http from "node:http";
 import fs from "node:fs";
@@ -52,12 +53,13 @@ http.createServer((req, res) => {
   if (rel.startsWith("/_slow/")) { slow = true; rel = rel.slice("/_slow".length); }
   if (rel.startsWith("/_norange/")) { noRange = true; rel = rel.slice("/_norange".length); }
   if (rel.startsWith("/_flaky/")) { flaky = true; rel = rel.slice("/_flaky".length); }
-  if (rel.startsWith("/_truncated/")) { cut = 4096; rel = rel.slice("/_truncated".length); }
+  if (rel.startsWith("/_truncated/")) { cut = 4096; rel = rel.slice("/_truncated".length); }  // files > 1 MiB only
   let file = path.join(root, rel);
   if (!file.startsWith(root)) { res.writeHead(404); return res.end(); }
   if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, "index.html");
   if (!fs.existsSync(file) || !fs.statSync(file).isFile()) { res.writeHead(404); return res.end("not found"); }
-  const size = Math.max(0, fs.statSync(file).size - cut);
+  const full = fs.statSync(file).size;
+  const size = full > (1 << 20) ? full - cut : full;
   const type = types[path.extname(file)] ?? "application/octet-stream";
   const m = noRange ? null : /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? "");
   if (m && (m[1] !== "" || m[2] !== "")) {
