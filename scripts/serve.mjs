@@ -50,10 +50,14 @@ http.createServer((req, res) => {
     return res.end(JSON.stringify(stats));
   }
   let noRange = false, flaky = false, cut = 0, slow = false;
-  if (rel.startsWith("/_slow/")) { slow = true; rel = rel.slice("/_slow".length); }
-  if (rel.startsWith("/_norange/")) { noRange = true; rel = rel.slice("/_norange".length); }
-  if (rel.startsWith("/_flaky/")) { flaky = true; rel = rel.slice("/_flaky".length); }
-  if (rel.startsWith("/_truncated/")) { cut = 4096; rel = rel.slice("/_truncated".length); }  // files > 1 MiB only
+  // Test-hook prefixes, in any order.
+  for (let hit = true; hit;) {
+    hit = false;
+    for (const [p, set] of [["/_slow/", () => { slow = true; }], ["/_norange/", () => { noRange = true; }],
+      ["/_flaky/", () => { flaky = true; }], ["/_truncated/", () => { cut = 4096; }]]) {
+      if (rel.startsWith(p)) { set(); rel = rel.slice(p.length - 1); hit = true; }
+    }
+  }
   let file = path.join(root, rel);
   if (!file.startsWith(root)) { res.writeHead(404); return res.end(); }
   if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, "index.html");
