@@ -7,6 +7,8 @@
 //! with the shared-memory reduction. GB/s = bytes of weights (as stored on the GPU) / time.
 //!
 //! Method as in `benches/kernels.rs`: `reps` GEMVs per submission, one warm-up, median of 5.
+//! Consecutive GEMVs cycle through copies of the weight whose total is at least 256 MB, so
+//! the weights come from memory and not from the GPU's L2 cache (50 MB on an H100/H200).
 //! Run: `cargo bench --bench quant` (`-- --quick` for 3 rounds).
 
 mod common;
@@ -50,19 +52,25 @@ fn main() -> Result<()> {
         let f32_bytes = (n * k * 4) as f64;
         let reps = reps_for(f32_bytes);
         let base = baseline_gemv(n, k, reps, rounds);
-        let w32 = random(&gpu, &mut rng, &[n, k], DType::F32)?;
-        let t32 = time(&gpu, rounds, reps, &|enc| linear(enc, &x, &w32, None))?;
+        let copies = |bytes: f64| (((256e6 / bytes).ceil() as usize).max(1)).min(64);
+        let turn = std::cell::Cell::new(0usize);
+        let next = |n: usize| {
+            turn.set(turn.get() + 1);
+            turn.get() % n
+        };
+        let w32: Vec<_> = (0..copies(f32_bytes)).map(|_| random(&gpu, &mut rng, &[n, k], DType::F32)).collect::<Result<_>>()?;
+        let t32 = time(&gpu, rounds, reps, &|enc| linear(enc, &x, &w32[next(w32.len())], None))?;
         drop(w32);
         row("f32 (raw-wgpu baseline, recipe)", "tree", base, f32_bytes, t32);
         row("f32", "tree", t32, f32_bytes, t32);
-        let w16 = random(&gpu, &mut rng, &[n, k], DType::F16)?;
-        let t16 = time(&gpu, rounds, reps_for(f32_bytes / 2.0), &|enc| linear(enc, &x, &w16, None))?;
+        let w16: Vec<_> = (0..copies(f32_bytes / 2.0)).map(|_| random(&gpu, &mut rng, &[n, k], DType::F16)).collect::<Result<_>>()?;
+        let t16 = time(&gpu, rounds, reps_for(f32_bytes / 2.0), &|enc| linear(enc, &x, &w16[next(w16.len())], None))?;
         drop(w16);
         row("f16", "tree", t16, f32_bytes / 2.0, t32);
 
         // Random weights quantized in row chunks (the reference quantizer is per block).
         let values: Vec<f32> = rng.vec(1 << 20, 0.5);
-        let mut mats: Vec<(String, QMatrix)> = Vec::new();
+        let mut mats: Vec<(String, Vec<QMatrix>)> = Vec::new();
         for fmt in QuantFormat::ALL {
             if k % fmt.block_elems() != 0 {
                 println!("| {n}×{k} | {} | - | n/a: k is not a multiple of {} | | | |", fmt.name(), fmt.block_elems());
@@ -76,7 +84,13 @@ fn main() -> Result<()> {
                 let take = (n * row_bytes - blocks.len()).min(chunk.len());
                 blocks.extend_from_slice(&chunk[..take]);
             }
-            mats.push((fmt.name().into(), QMatrix::from_gguf_blocks(&gpu, fmt, n, k, &blocks)?));
+            let one = QMatrix::from_gguf_blocks(&gpu, fmt, n, k, &blocks)?;
+            let c = copies(one.byte_size() as f64);
+            let mut v = vec![one];
+            for _ in 1..c {
+                v.push(QMatrix::from_gguf_blocks(&gpu, fmt, n, k, &blocks)?);
+            }
+            mats.push((fmt.name().into(), v));
         }
         if k % 128 == 0 {
             // AWQ: quantize a 128-row slab, tile it over the rows.
@@ -101,18 +115,24 @@ fn main() -> Result<()> {
                     big.scales.extend_from_slice(&slab.scales[g * 128..g * 128 + 128]);
                 }
             }
-            mats.push(("awq".into(), QMatrix::from_awq(&gpu, &big)?));
+            let one = QMatrix::from_awq(&gpu, &big)?;
+            let c = copies(one.byte_size() as f64);
+            let mut v = vec![one];
+            for _ in 1..c {
+                v.push(QMatrix::from_awq(&gpu, &big)?);
+            }
+            mats.push(("awq".into(), v));
         }
         let reductions: Vec<(&str, bool)> = if subgroup_rows(&gpu).is_some() {
             vec![("subgroup", false), ("shared", true)]
         } else {
             vec![("shared", true)]
         };
-        for (name, w) in &mats {
-            let bytes = w.byte_size() as f64;
+        for (name, ws) in &mats {
+            let bytes = ws[0].byte_size() as f64;
             for &(label, no_subgroups) in &reductions {
                 let opts = QLinearOptions { no_subgroups, force_matmul: false };
-                let s = time(&gpu, rounds, reps_for(bytes), &|enc| qlinear_with(enc, &x, w, None, opts))?;
+                let s = time(&gpu, rounds, reps_for(bytes), &|enc| qlinear_with(enc, &x, &ws[next(ws.len())], None, opts))?;
                 row(name, label, s, bytes, t32);
             }
         }

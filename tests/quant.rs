@@ -16,6 +16,7 @@ gpu_tests! {
     awq_linear_matches_cpu => awq_linear_matches_cpu,
     quant_bad_input_is_typed_error => quant_bad_input_is_typed_error,
     quantized_bert_matches_dense => quantized_bert_matches_dense,
+    dense_matvec_matches_cpu => dense_matvec_matches_cpu,
 }
 
 /// Values like trained weights: mostly small with some outliers.
@@ -261,6 +262,52 @@ async fn quantized_bert_matches_dense(gpu: Gpu) -> Result<(), String> {
                 return Err(format!("{}: cosine {cos} < {min_cos} for text {i}", fmt.name()));
             }
         }
+    }
+    Ok(())
+}
+
+/// Dense f32 / f16 weights through the quantized matrix-vector kernel (`dense_matvec`, what
+/// `matmul::linear` runs for one token when k % 32 == 0).
+async fn dense_matvec_matches_cpu(gpu: Gpu) -> Result<(), String> {
+    use gllm_web::kernels::quant::dense_matvec;
+    let mut rng = Rng::new(77);
+    let e = |e: gllm_web::Error| e.to_string();
+    for (n, k) in [(71, 224), (130, 96)] {
+        let w = rng.vec(n * k, 0.5);
+        let x = rng.vec(k, 1.0);
+        let bias = rng.vec(n, 0.5);
+        for w_f16 in [false, true] {
+            let (wt, wref): (_, Vec<f32>) = if w_f16 {
+                (gpu.upload_f32_as_f16(&w, &[n, k]).map_err(e)?, w.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect())
+            } else {
+                (gpu.upload_f32(&w, &[n, k]).map_err(e)?, w.clone())
+            };
+            let bt = gpu.upload_f32(&bias, &[n]).map_err(e)?;
+            let want = cpu::matmul::linear(&x, &wref, Some(&bias), k);
+            for (label, x_f16, opts) in variants(&gpu) {
+                let xt = if x_f16 { gpu.upload_f32_as_f16(&x, &[1, k]).map_err(e)? } else { gpu.upload_f32(&x, &[1, k]).map_err(e)? };
+                let mut enc = gpu.encoder();
+                let y = dense_matvec(&mut enc, &xt, &wt, Some(&bt), opts).map_err(e)?;
+                enc.submit().map_err(e)?;
+                let got: Vec<f32> = if x_f16 {
+                    gpu.readback_f16(&y).await.map_err(e)?.iter().map(|h| h.to_f32()).collect()
+                } else {
+                    gpu.readback_f32(&y).await.map_err(e)?
+                };
+                let err = rel_err(&got, &want);
+                let tol = if x_f16 { REL_F16 } else { REL_F32 };
+                log!("dense {} [{n}, {k}] {label}: rel err {err:.2e} (tol {tol:.0e})", if w_f16 { "f16" } else { "f32" });
+                if !(err < tol) {
+                    return Err(format!("dense [{n}, {k}] w_f16={w_f16} {label}: rel err {err:.3e}"));
+                }
+            }
+        }
+    }
+    // k not a multiple of 32 is refused (linear falls back to its own matvec there).
+    let w = gpu.upload_f32(&[0.0; 4 * 40], &[4, 40]).map_err(e)?;
+    let x = gpu.upload_f32(&[0.0; 40], &[1, 40]).map_err(e)?;
+    if dense_matvec(&mut gpu.encoder(), &x, &w, None, QLinearOptions::default()).is_ok() {
+        return Err("k = 40 accepted".into());
     }
     Ok(())
 }

@@ -65,7 +65,20 @@ pub async fn random_bert(classifier: bool) -> gllm_web::Result<MemSource> {
 /// Median seconds per op of `op` recorded `reps` times per submission.
 pub fn time(gpu: &Gpu, rounds: usize, reps: usize, op: &dyn Fn(&mut gllm_web::Encoder) -> Result<GpuTensor>) -> Result<f64> {
     let mut samples = Vec::new();
-    for round in 0..=rounds {
+    // Warm-up rounds until at least 0.3 s of GPU work have run: after host-side phases
+    // (quantizing, uploading) the GPU has idled and its clocks need time to come back up.
+    let warm = Instant::now();
+    let mut warmups = 0;
+    while warmups == 0 || (warm.elapsed().as_secs_f64() < 0.3 && warmups < 200) {
+        let mut enc = gpu.encoder();
+        for _ in 0..reps {
+            op(&mut enc)?;
+        }
+        enc.submit()?;
+        pollster::block_on(gpu.sync())?;
+        warmups += 1;
+    }
+    for _ in 0..rounds {
         let mut enc = gpu.encoder();
         for _ in 0..reps {
             op(&mut enc)?;
@@ -76,9 +89,7 @@ pub fn time(gpu: &Gpu, rounds: usize, reps: usize, op: &dyn Fn(&mut gllm_web::En
         let t0 = Instant::now();
         cmd.submit();
         pollster::block_on(gpu.sync())?;
-        if round > 0 {
-            samples.push(t0.elapsed().as_secs_f64() / reps as f64);
-        }
+        samples.push(t0.elapsed().as_secs_f64() / reps as f64);
     }
     Ok(median(samples))
 }

@@ -1,7 +1,8 @@
 //! Linear layers: `y = x · wᵀ (+ bias)` with f32 or f16 weights, see `matmul.wgsl`.
 //!
-//! `x` is `[.., k]`: all leading dims are the token batch `m`. For `m <= MATVEC_MAX_M` (decode) the
-//! matrix-vector kernel reads each weight once for all rows; otherwise the tiled kernel runs.
+//! `x` is `[.., k]`: all leading dims are the token batch `m`. One token with `k % 32 == 0`
+//! (decode) runs `quant::dense_matvec` (the quantized matrix-vector kernel with a plain-weight
+//! decoder); other single tokens the matrix-vector kernel here; more tokens the tiled kernel.
 
 use super::{u, KernelKey, Variant};
 use crate::error::{Error, Result};
@@ -77,6 +78,10 @@ pub fn linear(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&Gpu
         }
     }
     let m = x.rows();
+    if m == 1 && k % 32 == 0 {
+        // Decode: the row-pair / coalesced-octet matrix-vector kernel of `quant.wgsl`.
+        return super::quant::dense_matvec(enc, x, w, bias, Default::default());
+    }
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().expect("rank checked") = n;
     let y = enc.gpu().alloc(&out_shape, DType::F32)?;

@@ -15,6 +15,9 @@ use crate::quant::{self, awq::AwqWeight, QuantFormat};
 pub enum QFormat {
     Gguf(QuantFormat),
     Awq,
+    /// Plain f32 / f16 weights run by the same matrix-vector kernel ([`dense_matvec`]).
+    DenseF32,
+    DenseF16,
 }
 
 impl QFormat {
@@ -22,6 +25,8 @@ impl QFormat {
         match self {
             QFormat::Gguf(f) => f.name(),
             QFormat::Awq => "awq",
+            QFormat::DenseF32 => "f32",
+            QFormat::DenseF16 => "f16",
         }
     }
     fn define(self) -> &'static str {
@@ -33,6 +38,8 @@ impl QFormat {
             QFormat::Gguf(QuantFormat::Q4K) => "Q4_K",
             QFormat::Gguf(QuantFormat::Q6K) => "Q6_K",
             QFormat::Awq => "AWQ",
+            QFormat::DenseF32 => "F32W",
+            QFormat::DenseF16 => "F16W",
         }
     }
     /// Values per block along a row (the row length must be a multiple).
@@ -40,6 +47,7 @@ impl QFormat {
         match self {
             QFormat::Gguf(f) => f.block_elems(),
             QFormat::Awq => quant::awq::GROUP,
+            QFormat::DenseF32 | QFormat::DenseF16 => 32,
         }
     }
 }
@@ -142,6 +150,9 @@ impl Variant for QuantKey {
     }
     fn defines(&self) -> Vec<&'static str> {
         let mut d = vec![self.format.define()];
+        if matches!(self.format, QFormat::DenseF32 | QFormat::DenseF16) {
+            d.push("DENSE");
+        }
         for (on, name) in [(self.x_f16, "X_F16"), (self.bias, "BIAS"), (self.subgroups, "SUBGROUPS")] {
             if on {
                 d.push(name);
@@ -232,4 +243,25 @@ pub fn qlinear_with(
     tensors.extend(bias);
     enc.dispatch(KernelKey::Quant(key), &params, &tensors, workgroups)?;
     Ok(y)
+}
+
+/// `y = x · wᵀ + bias` for one token with dense f32 / f16 weights `[n, k]`, `k % 32 == 0`:
+/// the quantized matrix-vector kernel with a plain-weight decoder (row pairs, coalesced
+/// octets, subgroup reduction), reading `w` in place. `x` `[1, k]` f32 (or f16 with
+/// `shader-f16`); returns `[1, n]` in `x`'s dtype.
+pub fn dense_matvec(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, opts: QLinearOptions) -> Result<GpuTensor> {
+    const OP: &str = "dense_matvec";
+    w.expect_dtype(OP, "w", &[DType::F32, DType::F16])?;
+    w.expect_rank(OP, "w", 2)?;
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    if k % 32 != 0 {
+        return Err(Error::param(OP, format!("k = {k} is not a multiple of 32")));
+    }
+    if x.rows() != 1 {
+        return Err(Error::shape(OP, "x", format!("[1, {k}]"), x.shape()));
+    }
+    let format = if w.dtype() == DType::F16 { QFormat::DenseF16 } else { QFormat::DenseF32 };
+    // The weights are the body; the scale binding is unused (the weights stand in for it).
+    let m = QMatrix { format, rows: n, cols: k, body: w.clone(), scales: w.clone() };
+    qlinear_with(enc, x, &m, bias, QLinearOptions { force_matmul: false, ..opts })
 }

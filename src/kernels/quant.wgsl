@@ -23,7 +23,8 @@
 //            octet of W and loads one octet of x into shared memory.
 //            Dispatch (ceil(N/64), ceil(M/64)).
 //
-// Variants (defines): one of Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q6_K AWQ; X_F16 (x and y are f16,
+// Variants (defines): one of Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q6_K AWQ, or DENSE with F32W / F16W
+// (plain weights, k % 32 == 0: the matvec serves dense decode too); X_F16 (x and y are f16,
 // accumulation stays f32); BIAS; SUBGROUPS (+ ENABLE_SUBGROUPS on the web).
 #ifdef X_F16
 enable f16;
@@ -46,7 +47,11 @@ struct Params {
 #else
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;      // [m, k]
 #endif
+#ifdef DENSE
+@group(0) @binding(2) var<storage, read> body: array<vec4<u32>>;  // F32W / F16W weights as is
+#else
 @group(0) @binding(2) var<storage, read> body: array<u32>;
+#endif
 @group(0) @binding(3) var<storage, read> scales: array<u32>;
 #ifdef X_F16
 @group(0) @binding(4) var<storage, read_write> y: array<f16>;      // [m, n]
@@ -110,11 +115,38 @@ fn nib8(w: u32) -> Oct {
 }
 // Octet q (values 8q .. 8q+7) of a 32-value block whose 16 nibble bytes start at word w0:
 // values 0..15 are the low nibbles of bytes 0..15, values 16..31 the high nibbles.
+#ifndef DENSE
 fn nibble_octet(w0: u32, q: u32) -> Oct {
     let w = w0 + 2u * (q & 1u);
     let sh = 4u * (q >> 1u);  // branch-free: lanes of one warp take different octets
     return Oct(lo4(body[w] >> sh), lo4(body[w + 1u] >> sh));
 }
+#endif
+
+#ifdef F32W
+// Dense f32 weights (no block format): octet q of unit s is two 16-byte loads.
+fn dq8(s: u32, q: u32) -> Oct {
+    let w = s * 8u + 2u * q;
+    return Oct(bitcast<vec4<f32>>(body[w]), bitcast<vec4<f32>>(body[w + 1u]));
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let o = dq8(s, q);
+    return dot(o.a, xa) + dot(o.b, xb);
+}
+#endif
+
+#ifdef F16W
+// Dense f16 weights: octet q of unit s is one 16-byte load of 8 halves.
+fn dq8(s: u32, q: u32) -> Oct {
+    let w = body[s * 4u + q];
+    return Oct(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+               vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let o = dq8(s, q);
+    return dot(o.a, xa) + dot(o.b, xb);
+}
+#endif
 
 #ifdef Q8_0
 fn dq8(s: u32, q: u32) -> Oct {
