@@ -91,6 +91,7 @@ export function isWebGPUAvailable(): boolean;
  * message (disposed object, lost GPU device, bad input, missing file).
  */
 export class Embedder {
+  #private;
   private constructor();
   /** Loads a model folder served at `model` (config.json, tokenizer.json,
    *  model.safetensors, sentence-transformers files). Fails with "WebGPU is unavailable…"
@@ -107,6 +108,7 @@ export class Embedder {
 
 /** Cross-encoder reranker (`BertForSequenceClassification` with one label). */
 export class Reranker {
+  #private;
   private constructor();
   static load(model: string, options?: RerankerLoadOptions): Promise<Reranker>;
   /** Scores every document against `query` on the GPU; results best first. */
@@ -116,6 +118,7 @@ export class Reranker {
 
 /** A vector index resident on the GPU (exact or binary + rescoring search, GPU top-k). */
 export class SearchIndex {
+  #private;
   private constructor();
   /** An empty index for `dim`-wide vectors. */
   static create(dim: number): Promise<SearchIndex>;

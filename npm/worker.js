@@ -71,6 +71,7 @@ export class Embedder {
   }
   /** @internal */
   static _handle(e) {
+    if (!(e instanceof Object && #h in e)) throw new TypeError("useEmbedder takes an Embedder from \"gllm-web/worker\" (the same module as the index)");
     return e.#h;
   }
 }
@@ -109,7 +110,7 @@ export class SearchIndex {
     return new SearchIndex(await request({ op: "import", bytes, dim }));
   }
   /** Resolves once the worker has attached the embedder (calls after it queue behind it). */
-  useEmbedder(embedder) {
+  async useEmbedder(embedder) {
     return call(this.#h, "useEmbedder", Embedder._handle(embedder));
   }
   async add(items) {
