@@ -106,6 +106,12 @@ export class SearchIndex {
   }
 }
 
+/** Streams a safetensors file into GPU buffers and releases them (a cache prefetch). */
+export async function streamWeights(model, options) {
+  await init();
+  return wasm.streamWeights(model, options);
+}
+
 /**
  * Testing hook: destroys the GPU device (`GPUDevice.destroy()`), as a driver reset would.
  * Objects loaded on it reject their next call with a "GPU device lost" error; the next

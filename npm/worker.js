@@ -40,11 +40,19 @@ function request(msg, progress, transfer = []) {
 }
 
 async function load(cls, model, options = {}) {
-  const { progress_callback, ...rest } = options ?? {};
+  const { progress_callback, signal, ...rest } = options ?? {};
   if (progress_callback !== undefined && typeof progress_callback !== "function") {
     throw new Error("invalid input: progress_callback must be a function");
   }
-  return request({ op: "load", cls, model, options: rest, progress: !!progress_callback }, progress_callback);
+  // An AbortSignal cannot cross to the worker: its abort is forwarded as a message.
+  const id = nextId;
+  const onAbort = () => worker?.postMessage({ op: "abort", target: id });
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await request({ op: "load", cls, model, options: rest, progress: !!progress_callback, abortable: !!signal, aborted: !!signal?.aborted }, progress_callback);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
 }
 
 const call = (handle, method, ...args) => request({ op: "call", handle, method, args });

@@ -10,6 +10,7 @@ export async function typed(url: string): Promise<void> {
       const pct: number = e.progress; // narrowed by the discriminant
       void pct;
     }
+    if (e.status === "download") void (e.total satisfies number);
     // @ts-expect-error: "ready" events carry no file
     if (e.status === "ready") void e.file.length;
   };
@@ -18,6 +19,8 @@ export async function typed(url: string): Promise<void> {
   const one: Float32Array = (await embedder.embed("a")).data;
   const [n, d]: [number, number] = r.dims;
   void [one, n, d, embedder.dim satisfies number, isWebGPUAvailable() satisfies boolean];
+  await Embedder.load(url, { cache: false, chunk_size: 1 << 20, concurrency: 4, signal: new AbortController().signal });
+  await W.Embedder.load(url, { cache: "models", signal: AbortSignal.timeout(60_000) });
   // @ts-expect-error: pooling is "mean" | "cls"
   await Embedder.load(url, { pooling: "max" });
   // @ts-expect-error: embed takes strings
