@@ -1,6 +1,7 @@
 // The dedicated worker behind "gllm-web/worker": runs the engine (./index.js) off the
 // page's main thread. Protocol, one message each way per call:
 //   page → worker  { id, op: "load" | "create" | "import" | "call" | "loseDevice", ... }
+//                  { op: "abort", target }   (a load's AbortSignal fired; no reply)
 //   worker → page  { id, progress }                       (load progress events, 0..n)
 //                  { id, ok: true, value } | { id, ok: false, error: { name, message } }
 // Objects live here in a table and the page holds their numbers. Typed-array results are
@@ -11,6 +12,8 @@ import { Embedder, Reranker, SearchIndex, __loseDeviceForTesting } from "./index
 const objects = new Map();
 let nextHandle = 1;
 const classes = { Embedder, Reranker };
+/** AbortControllers of the loads in flight that the page gave a signal, by request id. */
+const aborts = new Map();
 
 function keep(obj) {
   const handle = nextHandle++;
@@ -40,8 +43,18 @@ async function handle(msg) {
     case "load": {
       const options = { ...msg.options };
       if (msg.progress) options.progress_callback = (progress) => self.postMessage({ id: msg.id, progress });
-      const obj = await classes[msg.cls].load(msg.model, options);
-      return { handle: keep(obj), dim: obj.dim };
+      if (msg.abortable) {
+        const controller = new AbortController();
+        if (msg.aborted) controller.abort();
+        aborts.set(msg.id, controller);
+        options.signal = controller.signal;
+      }
+      try {
+        const obj = await classes[msg.cls].load(msg.model, options);
+        return { handle: keep(obj), dim: obj.dim };
+      } finally {
+        aborts.delete(msg.id);
+      }
     }
     case "create":
     case "import": {
@@ -56,6 +69,9 @@ async function handle(msg) {
       const value = await obj[msg.method](...msg.args);
       return msg.method === "add" ? { ids: value, size: obj.size } : value;
     }
+    case "abort":
+      aborts.get(msg.target)?.abort();
+      return undefined;
     case "loseDevice":
       return __loseDeviceForTesting();
     default:
@@ -64,6 +80,7 @@ async function handle(msg) {
 }
 
 self.onmessage = async ({ data: msg }) => {
+  if (msg.op === "abort") return handle(msg);
   try {
     const value = await handle(msg);
     self.postMessage({ id: msg.id, ok: true, value }, transferables(value));

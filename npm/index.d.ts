@@ -4,6 +4,7 @@
 /** A load progress event, in transformers.js style, discriminated by `status`. */
 export type ProgressEvent =
   | { status: "initiate"; file: string }
+  | { status: "download"; file: string; total: number }
   | { status: "progress"; file: string; loaded: number; total: number; progress: number }
   | { status: "done"; file: string }
   | { status: "ready" };
@@ -21,6 +22,33 @@ export interface EmbedderLoadOptions {
   batch_size?: number;
   /** Called for each load progress event. */
   progress_callback?: (event: ProgressEvent) => void;
+  /** Browser cache for the weights (Cache API): true (default, cache "gllm-web"), false, or
+   *  a cache name. A second load of the same model then makes no network request. */
+  cache?: boolean | string;
+  /** Bytes per HTTP Range request of the streaming loader. Default 8 MiB. */
+  chunk_size?: number;
+  /** Range requests in flight at once. Default 6. */
+  concurrency?: number;
+  /** Cancels the load; what was uploaded is freed and the promise rejects with "aborted". */
+  signal?: AbortSignal;
+}
+
+export interface StreamWeightsOptions {
+  /** Default "model.safetensors". */
+  file?: string;
+  cache?: boolean | string;
+  chunk_size?: number;
+  concurrency?: number;
+  signal?: AbortSignal;
+  progress_callback?: (event: ProgressEvent) => void;
+}
+
+export interface StreamWeightsResult {
+  bytes: number;
+  seconds: number;
+  requests: number;
+  max_in_flight: number;
+  tensors: number;
 }
 
 export interface RerankerLoadOptions {
@@ -91,6 +119,7 @@ export function isWebGPUAvailable(): boolean;
  * message (disposed object, lost GPU device, bad input, missing file).
  */
 export class Embedder {
+  #private;
   private constructor();
   /** Loads a model folder served at `model` (config.json, tokenizer.json,
    *  model.safetensors, sentence-transformers files). Fails with "WebGPU is unavailable…"
@@ -107,6 +136,7 @@ export class Embedder {
 
 /** Cross-encoder reranker (`BertForSequenceClassification` with one label). */
 export class Reranker {
+  #private;
   private constructor();
   static load(model: string, options?: RerankerLoadOptions): Promise<Reranker>;
   /** Scores every document against `query` on the GPU; results best first. */
@@ -116,6 +146,7 @@ export class Reranker {
 
 /** A vector index resident on the GPU (exact or binary + rescoring search, GPU top-k). */
 export class SearchIndex {
+  #private;
   private constructor();
   /** An empty index for `dim`-wide vectors. */
   static create(dim: number): Promise<SearchIndex>;
@@ -135,6 +166,10 @@ export class SearchIndex {
   readonly dim: number;
   dispose(): Promise<void>;
 }
+
+/** Streams a safetensors file under `model` into GPU buffers and releases them: a prefetch
+ *  that fills the browser cache, and the load benchmark's probe. */
+export function streamWeights(model: string, options?: StreamWeightsOptions): Promise<StreamWeightsResult>;
 
 /** Testing hook: destroys the GPU device as a driver reset would. */
 export function __loseDeviceForTesting(): Promise<boolean>;

@@ -46,6 +46,7 @@ export class Embedder {
   }
   /** @internal the wasm object, for SearchIndex.useEmbedder */
   static _inner(e) {
+    if (!(e instanceof Object && #e in e)) throw new TypeError("useEmbedder takes an Embedder from \"gllm-web\" (the same module as the index)");
     return e.#e;
   }
 }
@@ -103,6 +104,12 @@ export class SearchIndex {
   dispose() {
     return this.#i.dispose();
   }
+}
+
+/** Streams a safetensors file into GPU buffers and releases them (a cache prefetch). */
+export async function streamWeights(model, options) {
+  await init();
+  return wasm.streamWeights(model, options);
 }
 
 /**

@@ -15,6 +15,7 @@ export type {
 export { Reranker, isWebGPUAvailable, __loseDeviceForTesting } from "./index.js";
 
 export class Embedder {
+  #private;
   private constructor();
   static load(model: string, options?: import("./index.js").EmbedderLoadOptions): Promise<Embedder>;
   embed(texts: string | string[]): ReturnType<PageEmbedder["embed"]>;
@@ -23,6 +24,7 @@ export class Embedder {
 }
 
 export class SearchIndex {
+  #private;
   private constructor();
   static create(dim: number): Promise<SearchIndex>;
   static import(bytes: Uint8Array, dim: number): Promise<SearchIndex>;

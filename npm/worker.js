@@ -40,11 +40,19 @@ function request(msg, progress, transfer = []) {
 }
 
 async function load(cls, model, options = {}) {
-  const { progress_callback, ...rest } = options ?? {};
+  const { progress_callback, signal, ...rest } = options ?? {};
   if (progress_callback !== undefined && typeof progress_callback !== "function") {
     throw new Error("invalid input: progress_callback must be a function");
   }
-  return request({ op: "load", cls, model, options: rest, progress: !!progress_callback }, progress_callback);
+  // An AbortSignal cannot cross to the worker: its abort is forwarded as a message.
+  const id = nextId;
+  const onAbort = () => worker?.postMessage({ op: "abort", target: id });
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    return await request({ op: "load", cls, model, options: rest, progress: !!progress_callback, abortable: !!signal, aborted: !!signal?.aborted }, progress_callback);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
 }
 
 const call = (handle, method, ...args) => request({ op: "call", handle, method, args });
@@ -71,6 +79,7 @@ export class Embedder {
   }
   /** @internal */
   static _handle(e) {
+    if (!(e instanceof Object && #h in e)) throw new TypeError("useEmbedder takes an Embedder from \"gllm-web/worker\" (the same module as the index)");
     return e.#h;
   }
 }
@@ -109,7 +118,7 @@ export class SearchIndex {
     return new SearchIndex(await request({ op: "import", bytes, dim }));
   }
   /** Resolves once the worker has attached the embedder (calls after it queue behind it). */
-  useEmbedder(embedder) {
+  async useEmbedder(embedder) {
     return call(this.#h, "useEmbedder", Embedder._handle(embedder));
   }
   async add(items) {

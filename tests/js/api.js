@@ -37,6 +37,12 @@ async function frames(work) {
 }
 
 async function concurrency(api, tag) {
+  // An aborted signal cancels the load (in worker mode the abort crosses as a message).
+  const controller = new AbortController();
+  controller.abort();
+  const aborted = await rejects(api.Embedder.load(MODEL, { signal: controller.signal }));
+  check(`${tag}: a load with an aborted signal rejects`, aborted && /abort/i.test(aborted.message), aborted?.message);
+
   const embedder = await api.Embedder.load(MODEL);
   const seq = [];
   for (const t of TEXTS) seq.push((await embedder.embed([t])).data);

@@ -1,0 +1,59 @@
+// Type-level test of the package's declarations (run by scripts/consumer-test.sh with tsc
+// --noEmit, beside the README examples checked as JS). Each @ts-expect-error must fail to
+// type-check; if a declaration degraded to `any`, the directive itself would be an error.
+import { Embedder, Reranker, SearchIndex, isWebGPUAvailable, type EmbedResult, type ProgressEvent, type RerankResult, type SearchResult } from "gllm-web";
+import * as W from "gllm-web/worker";
+
+export async function typed(url: string): Promise<void> {
+  const onProgress = (e: ProgressEvent) => {
+    if (e.status === "progress") {
+      const pct: number = e.progress; // narrowed by the discriminant
+      void pct;
+    }
+    if (e.status === "download") void (e.total satisfies number);
+    // @ts-expect-error: "ready" events carry no file
+    if (e.status === "ready") void e.file.length;
+  };
+  const embedder: Embedder = await Embedder.load(url, { pooling: "mean", normalize: true, max_length: 128, batch_size: 16, progress_callback: onProgress });
+  const r: EmbedResult = await embedder.embed(["a", "b"]);
+  const one: Float32Array = (await embedder.embed("a")).data;
+  const [n, d]: [number, number] = r.dims;
+  void [one, n, d, embedder.dim satisfies number, isWebGPUAvailable() satisfies boolean];
+  await Embedder.load(url, { cache: false, chunk_size: 1 << 20, concurrency: 4, signal: new AbortController().signal });
+  await W.Embedder.load(url, { cache: "models", signal: AbortSignal.timeout(60_000) });
+  // @ts-expect-error: pooling is "mean" | "cls"
+  await Embedder.load(url, { pooling: "max" });
+  // @ts-expect-error: embed takes strings
+  await embedder.embed([1, 2]);
+  // @ts-expect-error: dim is read-only
+  embedder.dim = 3;
+
+  const reranker = await Reranker.load(url);
+  const ranked: RerankResult[] = await reranker.rerank("q", ["a"], { top_n: 1, return_documents: true });
+  const doc: string | undefined = ranked[0].document;
+  void doc;
+  // @ts-expect-error: top_n is a number
+  await reranker.rerank("q", ["a"], { top_n: "1" });
+
+  const index = await SearchIndex.create(embedder.dim);
+  index.useEmbedder(embedder);
+  const ids: Uint32Array = await index.add(["x", "y"]);
+  const hits: SearchResult = await index.search("x", { k: 2, mode: "binary", candidates: 50 });
+  const bytes: Uint8Array = await index.export();
+  const again: SearchIndex = await SearchIndex.import(bytes, index.dim);
+  void [ids, hits.ids satisfies Uint32Array, hits.scores satisfies Float32Array, again.size satisfies number];
+  // @ts-expect-error: mode is "exact" | "binary"
+  await index.search("x", { mode: "hnsw" });
+  await Promise.all([embedder.dispose(), reranker.dispose(), index.dispose()]) satisfies void[];
+
+  // Worker mode: the same shapes; useEmbedder returns a Promise there.
+  const we = await W.Embedder.load(url, { progress_callback: onProgress });
+  const wr: EmbedResult = await we.embed(["a"]);
+  const wi = await W.SearchIndex.create(we.dim);
+  await wi.useEmbedder(we) satisfies void;
+  const wh: SearchResult = await wi.search("a");
+  void [wr, wh];
+  // @ts-expect-error: a page Embedder is not a worker Embedder
+  await wi.useEmbedder(embedder);
+  W.terminateWorker();
+}
