@@ -19,6 +19,9 @@ target/pyenv/bin/python -c "import numpy, tokenizers" 2>/dev/null || target/pyen
 cargo build -q --bin gllm
 target/pyenv/bin/python scripts/check_embed.py target/debug/gllm models/all-MiniLM-L6-v2 2>&1 | grep -v XDG_RUNTIME_DIR
 
+echo "== GGUF reader: 15 s of the mutation fuzzer (examples/fuzz_gguf.rs; a panic fails) =="
+cargo run -q --example fuzz_gguf -- 15 1
+
 echo "== native: cargo test (wgpu on Vulkan) =="
 GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_NATIVE_ADAPTER-}" cargo test -- --nocapture 2>&1 | grep -v XDG_RUNTIME_DIR
 cargo check --benches -q
