@@ -26,14 +26,23 @@ impl Rng {
         z ^ (z >> 31)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
 /// Seeds as (bytes, extra file length beyond them: the real header is a prefix of a file).
 fn seeds() -> Vec<(Vec<u8>, u64)> {
     let s = |v: &str| GgufValue::String(v.into());
-    let tokens = GgufValue::Array(["a", "b", "ab", "<|im_end|>"].iter().map(|t| s(t)).collect());
+    let tokens = GgufValue::Array(
+        ["a", "b", "ab", "<|im_end|>"]
+            .iter()
+            .map(|t| s(t))
+            .collect(),
+    );
     let mut q8 = vec![0u8; 34];
     q8[0] = 0x00;
     q8[1] = 0x3c;
@@ -50,9 +59,20 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
                 ("tokenizer.ggml.pre", s("smollm")),
                 ("tokenizer.ggml.tokens", tokens.clone()),
                 ("tokenizer.ggml.merges", GgufValue::Array(vec![s("a b")])),
-                ("tokenizer.ggml.token_type", GgufValue::Array(vec![GgufValue::I32(1); 3].into_iter().chain([GgufValue::I32(3)]).collect())),
+                (
+                    "tokenizer.ggml.token_type",
+                    GgufValue::Array(
+                        vec![GgufValue::I32(1); 3]
+                            .into_iter()
+                            .chain([GgufValue::I32(3)])
+                            .collect(),
+                    ),
+                ),
                 ("tokenizer.ggml.eos_token_id", GgufValue::U32(3)),
-                ("tokenizer.chat_template", s("{% for m in messages %}{{ m.content }}{% endfor %}")),
+                (
+                    "tokenizer.chat_template",
+                    s("{% for m in messages %}{{ m.content }}{% endfor %}"),
+                ),
             ],
             &[
                 ("blk.0.attn_q.weight", GgmlType::F32, &[4, 4], &f32s[..64]),
@@ -74,14 +94,21 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
                 ("u64", GgufValue::U64(9)),
                 ("i64", GgufValue::I64(-9)),
                 ("f64", GgufValue::F64(2.5)),
-                ("nested", GgufValue::Array(vec![GgufValue::Array(vec![s("x")])])),
+                (
+                    "nested",
+                    GgufValue::Array(vec![GgufValue::Array(vec![s("x")])]),
+                ),
             ],
-            &[("w", GgmlType::F16, &[8, 2], &f32s[..32]), ("v", GgmlType::BF16, &[4], &f32s[..8])],
+            &[
+                ("w", GgmlType::F16, &[8, 2], &f32s[..32]),
+                ("v", GgmlType::BF16, &[4], &f32s[..8]),
+            ],
         ),
         serialize(&[], &[]),
     ];
     let mut out: Vec<(Vec<u8>, u64)> = out.into_iter().map(|d| (d, 0)).collect();
-    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
     if let Ok(bytes) = std::fs::read(&real) {
         // the header and the first tensors' data (its own header parses with that length)
         let n = bytes.len().min(1_900_000);
@@ -91,7 +118,20 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
     out
 }
 
-const INTERESTING: [u64; 12] = [0, 1, 2, 3, 4, 31, 32, 255, 0x7fff_ffff, 0xffff_ffff, 1 << 40, u64::MAX];
+const INTERESTING: [u64; 12] = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    31,
+    32,
+    255,
+    0x7fff_ffff,
+    0xffff_ffff,
+    1 << 40,
+    u64::MAX,
+];
 
 fn mutate(rng: &mut Rng, d: &mut Vec<u8>) {
     for _ in 0..1 + rng.below(6) {
@@ -147,7 +187,9 @@ fn mutate(rng: &mut Rng, d: &mut Vec<u8>) {
 
 /// Everything a loader does with a parsed header.
 fn exercise(d: &[u8], extra: u64) -> usize {
-    let Ok(g) = GgufFile::parse("fuzz.gguf", d, d.len() as u64 + extra) else { return 0 };
+    let Ok(g) = GgufFile::parse("fuzz.gguf", d, d.len() as u64 + extra) else {
+        return 0;
+    };
     let _ = g.to_json(16);
     for t in &g.tensors {
         if t.n_bytes <= 1 << 20 {
@@ -169,8 +211,13 @@ fn exercise(d: &[u8], extra: u64) -> usize {
     }
     if let Ok(tok) = GgufTokenizer::from_gguf(&g) {
         if tok.tokens.len() < 1000 {
-            let _ = tok.tokenizer().map(|t| t.encode("ab a<|im_end|>", false).is_ok());
-            let _ = tok.apply_chat_template(&[gllm_web::tokenizer::chat::ChatMessage::new("user", "ab")], true);
+            let _ = tok
+                .tokenizer()
+                .map(|t| t.encode("ab a<|im_end|>", false).is_ok());
+            let _ = tok.apply_chat_template(
+                &[gllm_web::tokenizer::chat::ChatMessage::new("user", "ab")],
+                true,
+            );
         }
     }
     1
@@ -185,7 +232,8 @@ fn main() {
         assert_eq!(exercise(s, *extra), 1, "every seed parses");
     }
     std::panic::set_hook(Box::new(|_| {}));
-    let crash_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-gguf-crashes");
+    let crash_dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-gguf-crashes");
     let mut rng = Rng(seed);
     let (mut execs, mut parsed, mut crashes) = (0u64, 0u64, 0u64);
     let start = std::time::Instant::now();
@@ -193,7 +241,11 @@ fn main() {
     while start.elapsed() < deadline {
         for _ in 0..64 {
             // the real header is big (49k tokens): mutate it one time in 50
-            let pick = if seeds.len() > 3 && rng.below(50) == 0 { 3 } else { rng.below(3.min(seeds.len())) };
+            let pick = if seeds.len() > 3 && rng.below(50) == 0 {
+                3
+            } else {
+                rng.below(3.min(seeds.len()))
+            };
             let (mut d, extra) = seeds[pick].clone();
             mutate(&mut rng, &mut d);
             execs += 1;

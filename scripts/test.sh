@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 # Browser test targets (each file under tests/ that uses the gpu_tests! harness).
-WEB_TESTS=(--test kernels --test embed --test rerank --test search --test quant --test stream)
+WEB_TESTS=(--test kernels --test embed --test rerank --test search --test quant --test stream --test gguf_web)
 PORT=${GLLM_TEST_PORT:-8777}
 
 bash scripts/setup.sh
@@ -18,6 +18,9 @@ echo "== parity of gllm embed with an independent numpy reference, on new senten
 target/pyenv/bin/python -c "import numpy, tokenizers" 2>/dev/null || target/pyenv/bin/pip install -q numpy tokenizers
 cargo build -q --bin gllm
 target/pyenv/bin/python scripts/check_embed.py target/debug/gllm models/all-MiniLM-L6-v2 2>&1 | grep -v XDG_RUNTIME_DIR
+
+echo "== GGUF reader: 15 s of the mutation fuzzer (examples/fuzz_gguf.rs; a panic fails) =="
+cargo run -q --example fuzz_gguf -- 15 1
 
 echo "== native: cargo test (wgpu on Vulkan) =="
 GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_NATIVE_ADAPTER-}" cargo test -- --nocapture 2>&1 | grep -v XDG_RUNTIME_DIR

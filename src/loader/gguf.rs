@@ -158,7 +158,9 @@ impl GgmlType {
         if ne0 % be != 0 {
             return None;
         }
-        dims.iter().skip(1).try_fold((ne0 / be).checked_mul(bb)?, |acc, &d| acc.checked_mul(d))
+        dims.iter()
+            .skip(1)
+            .try_fold((ne0 / be).checked_mul(bb)?, |acc, &d| acc.checked_mul(d))
     }
 }
 
@@ -269,7 +271,9 @@ impl GgufValue {
                 "len": a.len(),
                 "first": a.iter().take(8).map(|v| v.to_json(max_array)).collect::<Vec<_>>(),
             }),
-            Self::Array(a) => serde_json::Value::Array(a.iter().map(|v| v.to_json(max_array)).collect()),
+            Self::Array(a) => {
+                serde_json::Value::Array(a.iter().map(|v| v.to_json(max_array)).collect())
+            }
         }
     }
 }
@@ -314,7 +318,11 @@ pub struct GgufFile {
 }
 
 fn bad(file: &str, msg: impl Into<String>) -> Error {
-    Error::Format { format: "gguf", file: file.to_string(), msg: msg.into() }
+    Error::Format {
+        format: "gguf",
+        file: file.to_string(),
+        msg: msg.into(),
+    }
 }
 
 /// Why the cursor stopped: malformed, or simply past the bytes read so far.
@@ -349,13 +357,19 @@ impl<'a> Cursor<'a> {
                 self.remaining_in_file()
             )));
         }
-        let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.buf.len() as u64).ok_or(Stop::Short)?;
+        let end = (self.pos as u64)
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len() as u64)
+            .ok_or(Stop::Short)?;
         let s = &self.buf[self.pos..end as usize];
         self.pos = end as usize;
         Ok(s)
     }
     fn arr<const N: usize>(&mut self, what: &str) -> Result<[u8; N], Stop> {
-        Ok(self.take(N as u64, what)?.try_into().expect("length checked"))
+        Ok(self
+            .take(N as u64, what)?
+            .try_into()
+            .expect("length checked"))
     }
     fn u32(&mut self, what: &str) -> Result<u32, Stop> {
         Ok(u32::from_le_bytes(self.arr(what)?))
@@ -366,7 +380,9 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> Result<String, Stop> {
         let n = self.u64(what)?;
         if n > MAX_STRING_BYTES {
-            return Err(Stop::Bad(format!("{what}: string length {n} exceeds the {MAX_STRING_BYTES}-byte cap")));
+            return Err(Stop::Bad(format!(
+                "{what}: string length {n} exceeds the {MAX_STRING_BYTES}-byte cap"
+            )));
         }
         if n > self.remaining_in_file() {
             return Err(Stop::Bad(format!(
@@ -391,24 +407,32 @@ impl<'a> Cursor<'a> {
             7 => match self.arr::<1>(what)?[0] {
                 0 => GgufValue::Bool(false),
                 1 => GgufValue::Bool(true),
-                b => return Err(Stop::Bad(format!("{what}: bool byte {b} is neither 0 nor 1"))),
+                b => {
+                    return Err(Stop::Bad(format!(
+                        "{what}: bool byte {b} is neither 0 nor 1"
+                    )))
+                }
             },
             8 => GgufValue::String(self.string(what)?),
             9 => {
                 if depth >= MAX_DEPTH {
-                    return Err(Stop::Bad(format!("{what}: arrays nested deeper than {MAX_DEPTH}")));
+                    return Err(Stop::Bad(format!(
+                        "{what}: arrays nested deeper than {MAX_DEPTH}"
+                    )));
                 }
                 let elem = self.u32(what)?;
                 let n = self.u64(what)?;
                 if n > MAX_ARRAY_LEN {
-                    return Err(Stop::Bad(format!("{what}: array length {n} exceeds the cap of {MAX_ARRAY_LEN}")));
+                    return Err(Stop::Bad(format!(
+                        "{what}: array length {n} exceeds the cap of {MAX_ARRAY_LEN}"
+                    )));
                 }
                 // Every element takes at least one byte (strings 8): a length the rest of
                 // the file cannot hold is rejected before allocating.
                 let min = match elem {
                     0 | 1 | 7 => 1,
                     2 | 3 => 2,
-                    4 | 5 | 6 => 4,
+                    4..=6 => 4,
                     8 | 10 | 11 | 12 => 8,
                     9 => 12,
                     t => return Err(Stop::Bad(format!("{what}: unknown array element type {t}"))),
@@ -449,7 +473,10 @@ impl GgufFile {
                     n = (n * 4).min(file_len).min(MAX_HEADER_BYTES);
                 }
                 Err(Stop::Short) => {
-                    return Err(bad(file, format!("header is longer than the {MAX_HEADER_BYTES}-byte cap")));
+                    return Err(bad(
+                        file,
+                        format!("header is longer than the {MAX_HEADER_BYTES}-byte cap"),
+                    ));
                 }
             }
         }
@@ -460,37 +487,63 @@ impl GgufFile {
     /// given the total length). Offsets are checked against `file_len`.
     pub fn parse(file: &str, prefix: &[u8], file_len: u64) -> Result<Self> {
         if (prefix.len() as u64) > file_len {
-            return Err(bad(file, format!("{} bytes given for a {file_len}-byte file", prefix.len())));
+            return Err(bad(
+                file,
+                format!("{} bytes given for a {file_len}-byte file", prefix.len()),
+            ));
         }
         match Self::parse_prefix(file, prefix, file_len) {
             Ok(g) => Ok(g),
             Err(Stop::Bad(msg)) => Err(bad(file, msg)),
-            Err(Stop::Short) => Err(bad(file, format!("header does not fit in the first {} bytes", prefix.len()))),
+            Err(Stop::Short) => Err(bad(
+                file,
+                format!("header does not fit in the first {} bytes", prefix.len()),
+            )),
         }
     }
 
     fn parse_prefix(file: &str, buf: &[u8], file_len: u64) -> Result<Self, Stop> {
-        let mut c = Cursor { buf, pos: 0, file_left: file_len };
+        let mut c = Cursor {
+            buf,
+            pos: 0,
+            file_left: file_len,
+        };
         let magic = c.arr::<4>("magic")?;
         if &magic != b"GGUF" {
-            return Err(Stop::Bad(format!("wrong magic {magic:02x?} (expected \"GGUF\")")));
+            return Err(Stop::Bad(format!(
+                "wrong magic {magic:02x?} (expected \"GGUF\")"
+            )));
         }
         let version = c.u32("version")?;
         match version {
             2 | 3 => {}
-            1 => return Err(Stop::Bad("GGUF version 1 is not supported (2 and 3 are)".into())),
-            v if v.swap_bytes() <= 3 => {
-                return Err(Stop::Bad(format!("version {v:#x}: a big-endian GGUF file, not supported")));
+            1 => {
+                return Err(Stop::Bad(
+                    "GGUF version 1 is not supported (2 and 3 are)".into(),
+                ))
             }
-            v => return Err(Stop::Bad(format!("unsupported GGUF version {v} (2 and 3 are supported)"))),
+            v if v.swap_bytes() <= 3 => {
+                return Err(Stop::Bad(format!(
+                    "version {v:#x}: a big-endian GGUF file, not supported"
+                )));
+            }
+            v => {
+                return Err(Stop::Bad(format!(
+                    "unsupported GGUF version {v} (2 and 3 are supported)"
+                )))
+            }
         }
         let n_tensors = c.u64("tensor count")?;
         let n_kv = c.u64("metadata count")?;
         if n_tensors > MAX_TENSORS {
-            return Err(Stop::Bad(format!("tensor count {n_tensors} exceeds the cap of {MAX_TENSORS}")));
+            return Err(Stop::Bad(format!(
+                "tensor count {n_tensors} exceeds the cap of {MAX_TENSORS}"
+            )));
         }
         if n_kv > MAX_KV {
-            return Err(Stop::Bad(format!("metadata count {n_kv} exceeds the cap of {MAX_KV}")));
+            return Err(Stop::Bad(format!(
+                "metadata count {n_kv} exceeds the cap of {MAX_KV}"
+            )));
         }
         let mut metadata = Vec::with_capacity(n_kv.min(1024) as usize);
         let mut meta_index = BTreeMap::new();
@@ -506,7 +559,11 @@ impl GgufFile {
         let alignment = match meta_index.get("general.alignment").map(|&i| &metadata[i].1) {
             None => 32,
             Some(GgufValue::U32(a)) if a.is_power_of_two() && *a <= (1 << 20) => *a as u64,
-            Some(v) => return Err(Stop::Bad(format!("general.alignment {v:?} is not a power of two u32 ≤ 1 MiB"))),
+            Some(v) => {
+                return Err(Stop::Bad(format!(
+                    "general.alignment {v:?} is not a power of two u32 ≤ 1 MiB"
+                )))
+            }
         };
 
         struct Raw {
@@ -521,9 +578,13 @@ impl GgufFile {
             let name = c.string(&format!("tensor {i} name"))?;
             let n_dims = c.u32(&format!("tensor {name} rank"))?;
             if n_dims > MAX_DIMS {
-                return Err(Stop::Bad(format!("tensor {name}: rank {n_dims} exceeds {MAX_DIMS}")));
+                return Err(Stop::Bad(format!(
+                    "tensor {name}: rank {n_dims} exceeds {MAX_DIMS}"
+                )));
             }
-            let dims = (0..n_dims).map(|_| c.u64(&format!("tensor {name} dims"))).collect::<Result<Vec<_>, _>>()?;
+            let dims = (0..n_dims)
+                .map(|_| c.u64(&format!("tensor {name} dims")))
+                .collect::<Result<Vec<_>, _>>()?;
             let ty_id = c.u32(&format!("tensor {name} type"))?;
             let ty = GgmlType::from_id(ty_id)
                 .ok_or_else(|| Stop::Bad(format!("tensor {name}: unknown tensor type {ty_id}")))?;
@@ -531,11 +592,18 @@ impl GgufFile {
             if tensor_index.insert(name.clone(), raw.len()).is_some() {
                 return Err(Stop::Bad(format!("duplicate tensor name {name}")));
             }
-            raw.push(Raw { name, dims, ty, offset });
+            raw.push(Raw {
+                name,
+                dims,
+                ty,
+                offset,
+            });
         }
         let data_start = (c.pos as u64).next_multiple_of(alignment);
         if data_start > file_len {
-            return Err(Stop::Bad(format!("data region starts at {data_start}, past the end of the {file_len}-byte file")));
+            return Err(Stop::Bad(format!(
+                "data region starts at {data_start}, past the end of the {file_len}-byte file"
+            )));
         }
         let data_len = file_len - data_start;
         let mut tensors = Vec::with_capacity(raw.len());
@@ -550,9 +618,15 @@ impl GgufFile {
                 ))
             })?;
             if r.offset % alignment != 0 {
-                return Err(Stop::Bad(format!("tensor {name}: offset {} is not a multiple of the alignment {alignment}", r.offset)));
+                return Err(Stop::Bad(format!(
+                    "tensor {name}: offset {} is not a multiple of the alignment {alignment}",
+                    r.offset
+                )));
             }
-            if r.offset.checked_add(n_bytes).is_none_or(|end| end > data_len) {
+            if r.offset
+                .checked_add(n_bytes)
+                .is_none_or(|end| end > data_len)
+            {
                 return Err(Stop::Bad(format!(
                     "tensor {name}: bytes [{}, {}+{n_bytes}) lie outside the {data_len}-byte data region",
                     r.offset, r.offset
@@ -571,7 +645,10 @@ impl GgufFile {
         order.sort_by_key(|t| t.offset);
         for w in order.windows(2) {
             if w[1].offset < w[0].offset + w[0].n_bytes {
-                return Err(Stop::Bad(format!("tensors {} and {} overlap", w[0].name, w[1].name)));
+                return Err(Stop::Bad(format!(
+                    "tensors {} and {} overlap",
+                    w[0].name, w[1].name
+                )));
             }
         }
         Ok(Self {
@@ -594,20 +671,31 @@ impl GgufFile {
     fn meta_err(&self, key: &str, what: &str) -> Error {
         match self.meta(key) {
             None => bad(&self.file, format!("metadata {key} is missing")),
-            Some(v) => bad(&self.file, format!("metadata {key} is {}, expected {what}", v.type_name())),
+            Some(v) => bad(
+                &self.file,
+                format!("metadata {key} is {}, expected {what}", v.type_name()),
+            ),
         }
     }
     pub fn meta_u64(&self, key: &str) -> Result<u64> {
-        self.meta(key).and_then(GgufValue::as_u64).ok_or_else(|| self.meta_err(key, "an unsigned integer"))
+        self.meta(key)
+            .and_then(GgufValue::as_u64)
+            .ok_or_else(|| self.meta_err(key, "an unsigned integer"))
     }
     pub fn meta_f64(&self, key: &str) -> Result<f64> {
-        self.meta(key).and_then(GgufValue::as_f64).ok_or_else(|| self.meta_err(key, "a number"))
+        self.meta(key)
+            .and_then(GgufValue::as_f64)
+            .ok_or_else(|| self.meta_err(key, "a number"))
     }
     pub fn meta_str(&self, key: &str) -> Result<&str> {
-        self.meta(key).and_then(GgufValue::as_str).ok_or_else(|| self.meta_err(key, "a string"))
+        self.meta(key)
+            .and_then(GgufValue::as_str)
+            .ok_or_else(|| self.meta_err(key, "a string"))
     }
     pub fn meta_array(&self, key: &str) -> Result<&[GgufValue]> {
-        self.meta(key).and_then(GgufValue::as_array).ok_or_else(|| self.meta_err(key, "an array"))
+        self.meta(key)
+            .and_then(GgufValue::as_array)
+            .ok_or_else(|| self.meta_err(key, "an array"))
     }
     /// `general.architecture` (`llama`, `qwen2`, `gemma3`).
     pub fn architecture(&self) -> Result<&str> {
@@ -618,7 +706,9 @@ impl GgufFile {
         self.tensor_index
             .get(name)
             .map(|&i| &self.tensors[i])
-            .ok_or_else(|| Error::MissingTensor { name: name.to_string() })
+            .ok_or_else(|| Error::MissingTensor {
+                name: name.to_string(),
+            })
     }
 
     /// The header as JSON (`gllm inspect`): version, alignment, data offset, metadata
@@ -649,7 +739,10 @@ impl GgufFile {
 
 /// Writes a GGUF v3 file in memory (tests and the fuzzer's seeds). Tensor data is laid out
 /// in order, each aligned to `general.alignment` (a `U32` in `metadata`) or 32 bytes.
-pub fn serialize(metadata: &[(&str, GgufValue)], tensors: &[(&str, GgmlType, &[u64], &[u8])]) -> Vec<u8> {
+pub fn serialize(
+    metadata: &[(&str, GgufValue)],
+    tensors: &[(&str, GgmlType, &[u64], &[u8])],
+) -> Vec<u8> {
     fn put_str(out: &mut Vec<u8>, s: &str) {
         out.extend((s.len() as u64).to_le_bytes());
         out.extend(s.as_bytes());
@@ -713,7 +806,9 @@ pub fn serialize(metadata: &[(&str, GgufValue)], tensors: &[(&str, GgmlType, &[u
         put_str(&mut out, name);
         out.extend((dims.len() as u32).to_le_bytes());
         dims.iter().for_each(|d| out.extend(d.to_le_bytes()));
-        let id = (0..64).find(|&i| GgmlType::from_id(i) == Some(*ty)).expect("known type");
+        let id = (0..64)
+            .find(|&i| GgmlType::from_id(i) == Some(*ty))
+            .expect("known type");
         out.extend(id.to_le_bytes());
         out.extend(offset.to_le_bytes());
         offset = (offset + bytes.len() as u64).next_multiple_of(align as u64);

@@ -87,27 +87,43 @@ impl GgufModel {
         let n_head = gguf.meta_u64(&format!("{arch}.attention.head_count"))? as usize;
         let n_kv = gguf.meta_u64(&format!("{arch}.attention.head_count_kv"))? as usize;
         if n_head == 0 || n_kv == 0 {
-            return Err(Error::Format { format: "gguf", file: gguf.file.clone(), msg: "head counts must be positive".into() });
+            return Err(Error::Format {
+                format: "gguf",
+                file: gguf.file.clone(),
+                msg: "head counts must be positive".into(),
+            });
         }
         let names = gguf
             .tensors
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                hf_name(&t.name).map(|n| (n, i)).ok_or_else(|| Error::Format {
-                    format: "gguf",
-                    file: gguf.file.clone(),
-                    msg: format!("tensor {} has no HF counterpart", t.name),
-                })
+                hf_name(&t.name)
+                    .map(|n| (n, i))
+                    .ok_or_else(|| Error::Format {
+                        format: "gguf",
+                        file: gguf.file.clone(),
+                        msg: format!("tensor {} has no HF counterpart", t.name),
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { gguf, arch, names, n_head, n_kv })
+        Ok(Self {
+            gguf,
+            arch,
+            names,
+            n_head,
+            n_kv,
+        })
     }
 
     /// The GGUF tensor behind an HF name.
     pub fn tensor(&self, hf: &str) -> Result<&GgufTensorInfo> {
-        let g = gguf_name(hf).ok_or_else(|| Error::MissingTensor { name: hf.to_string() })?;
-        self.gguf.tensor(&g).map_err(|_| Error::MissingTensor { name: hf.to_string() })
+        let g = gguf_name(hf).ok_or_else(|| Error::MissingTensor {
+            name: hf.to_string(),
+        })?;
+        self.gguf.tensor(&g).map_err(|_| Error::MissingTensor {
+            name: hf.to_string(),
+        })
     }
 
     pub fn contains(&self, hf: &str) -> bool {
@@ -210,7 +226,12 @@ impl GgufModel {
     /// Generation stops after any of these ids: the GGUF's EOS, plus Qwen2's
     /// `<|endoftext|>` (151643) as in Qwen2.5's `generation_config.json`.
     pub fn eos_token_ids(&self) -> Vec<u64> {
-        let mut eos: Vec<u64> = self.gguf.meta("tokenizer.ggml.eos_token_id").and_then(|v| v.as_u64()).into_iter().collect();
+        let mut eos: Vec<u64> = self
+            .gguf
+            .meta("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.as_u64())
+            .into_iter()
+            .collect();
         if self.arch == "qwen2" && !eos.contains(&151643) {
             eos.push(151643);
         }
@@ -251,11 +272,21 @@ pub fn dequantize(info: &GgufTensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
             got: format!("{} bytes", bytes.len()),
         });
     }
-    let n = usize::try_from(info.n_elems()).map_err(|_| Error::Input(format!("tensor {} is too large", info.name)))?;
+    let n = usize::try_from(info.n_elems())
+        .map_err(|_| Error::Input(format!("tensor {} is too large", info.name)))?;
     Ok(match info.ggml_type {
-        GgmlType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        GgmlType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        GgmlType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        GgmlType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        GgmlType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        GgmlType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         t => match quant_format(t) {
             Some(f) => quant::dequantize(f, bytes, n)?,
             None => {
@@ -319,27 +350,46 @@ impl std::str::FromStr for ConvertDType {
 /// Tensors are dequantised one at a time while the file is written, so memory stays at
 /// about one tensor.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn convert(gguf_path: &std::path::Path, out: &std::path::Path, dtype: ConvertDType) -> Result<ConvertSummary> {
+pub fn convert(
+    gguf_path: &std::path::Path,
+    out: &std::path::Path,
+    dtype: ConvertDType,
+) -> Result<ConvertSummary> {
     use std::io::{Read, Seek, SeekFrom};
 
     let dir = gguf_path.parent().unwrap_or(std::path::Path::new("."));
-    let fname = gguf_path.file_name().and_then(|f| f.to_str()).ok_or_else(|| Error::Input("bad GGUF path".into()))?;
+    let fname = gguf_path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .ok_or_else(|| Error::Input("bad GGUF path".into()))?;
     let src = super::FileSource::new(dir);
     let gguf = pollster::block_on(GgufFile::read(&src, fname))?;
     let model = GgufModel::new(gguf)?;
     // Everything that can fail is checked before the file is written.
     for (hf, i) in &model.names {
         let t = &model.gguf.tensors[*i];
-        if !matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) && quant_format(t.ggml_type).is_none() {
-            return Err(Error::TensorMismatch { name: hf.clone(), expected: "a supported tensor type".into(), got: t.ggml_type.name() });
+        if !matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+            && quant_format(t.ggml_type).is_none()
+        {
+            return Err(Error::TensorMismatch {
+                name: hf.clone(),
+                expected: "a supported tensor type".into(),
+                got: t.ggml_type.name(),
+            });
         }
     }
     let tok = crate::tokenizer::gguf::GgufTokenizer::from_gguf(&model.gguf)?;
-    let io = |e: std::io::Error| Error::Io { file: out.display().to_string(), msg: e.to_string() };
+    let io = |e: std::io::Error| Error::Io {
+        file: out.display().to_string(),
+        msg: e.to_string(),
+    };
     std::fs::create_dir_all(out).map_err(io)?;
 
     let failure: std::cell::RefCell<Option<Error>> = std::cell::RefCell::new(None);
-    let file = std::cell::RefCell::new(std::fs::File::open(gguf_path).map_err(|e| Error::Io { file: fname.into(), msg: e.to_string() })?);
+    let file = std::cell::RefCell::new(std::fs::File::open(gguf_path).map_err(|e| Error::Io {
+        file: fname.into(),
+        msg: e.to_string(),
+    })?);
     struct Lazy<'a> {
         model: &'a GgufModel,
         info: &'a GgufTensorInfo,
@@ -354,11 +404,17 @@ pub fn convert(gguf_path: &std::path::Path, out: &std::path::Path, dtype: Conver
             let mut buf = vec![0u8; self.info.n_bytes as usize];
             f.seek(SeekFrom::Start(self.info.start))
                 .and_then(|_| f.read_exact(&mut buf))
-                .map_err(|e| Error::Io { file: self.info.name.clone(), msg: e.to_string() })?;
+                .map_err(|e| Error::Io {
+                    file: self.info.name.clone(),
+                    msg: e.to_string(),
+                })?;
             let v = self.model.to_f32(self.info, &buf)?;
             Ok(match self.dtype {
                 ConvertDType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ConvertDType::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+                ConvertDType::F16 => v
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect(),
             })
         }
     }
@@ -382,7 +438,12 @@ pub fn convert(gguf_path: &std::path::Path, out: &std::path::Path, dtype: Conver
             }
         }
         fn data_len(&self) -> usize {
-            self.info.n_elems() as usize * if self.dtype == ConvertDType::F16 { 2 } else { 4 }
+            self.info.n_elems() as usize
+                * if self.dtype == ConvertDType::F16 {
+                    2
+                } else {
+                    4
+                }
         }
     }
     let views: Vec<(String, Lazy)> = model
@@ -390,28 +451,57 @@ pub fn convert(gguf_path: &std::path::Path, out: &std::path::Path, dtype: Conver
         .iter()
         .map(|(hf, i)| {
             let info = &model.gguf.tensors[*i];
-            (hf.clone(), Lazy { model: &model, info, shape: info.shape(), dtype, file: &file, failure: &failure })
+            (
+                hf.clone(),
+                Lazy {
+                    model: &model,
+                    info,
+                    shape: info.shape(),
+                    dtype,
+                    file: &file,
+                    failure: &failure,
+                },
+            )
         })
         .collect();
     let st_path = out.join("model.safetensors");
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), &st_path)
-        .map_err(|e| Error::Io { file: st_path.display().to_string(), msg: e.to_string() })?;
+    safetensors::serialize_to_file(views, Some(meta), &st_path).map_err(|e| Error::Io {
+        file: st_path.display().to_string(),
+        msg: e.to_string(),
+    })?;
     if let Some(e) = failure.into_inner() {
         let _ = std::fs::remove_file(&st_path);
         return Err(e);
     }
 
-    let torch_dtype = if dtype == ConvertDType::F16 { "float16" } else { "float32" };
+    let torch_dtype = if dtype == ConvertDType::F16 {
+        "float16"
+    } else {
+        "float32"
+    };
     let write = |name: &str, text: String| std::fs::write(out.join(name), text).map_err(io);
-    write("config.json", serde_json::to_string_pretty(&model.config(torch_dtype)?).expect("json"))?;
-    write("generation_config.json", serde_json::to_string_pretty(&model.generation_config()).expect("json"))?;
+    write(
+        "config.json",
+        serde_json::to_string_pretty(&model.config(torch_dtype)?).expect("json"),
+    )?;
+    write(
+        "generation_config.json",
+        serde_json::to_string_pretty(&model.generation_config()).expect("json"),
+    )?;
     write("tokenizer.json", tok.tokenizer_json()?)?;
-    write("tokenizer_config.json", serde_json::to_string_pretty(&tok.tokenizer_config(&model.gguf)).expect("json"))?;
+    write(
+        "tokenizer_config.json",
+        serde_json::to_string_pretty(&tok.tokenizer_config(&model.gguf)).expect("json"),
+    )?;
     if let Some(t) = &tok.chat_template {
         write("chat_template.jinja", t.clone())?;
     }
-    Ok(ConvertSummary { tensors: model.names.len(), tied: !model.contains("lm_head.weight"), arch: model.arch.clone() })
+    Ok(ConvertSummary {
+        tensors: model.names.len(),
+        tied: !model.contains("lm_head.weight"),
+        arch: model.arch.clone(),
+    })
 }
 
 /// What [`convert`] wrote.

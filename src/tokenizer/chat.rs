@@ -16,7 +16,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -35,9 +38,15 @@ pub fn render_chat(
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
     let err = |e: minijinja::Error| Error::Tokenizer(format!("chat template: {e:#}"));
     env.add_template("chat", template).map_err(err)?;
     let ctx = minijinja::context! {
@@ -46,5 +55,8 @@ pub fn render_chat(
         bos_token => bos_token.unwrap_or(""),
         eos_token => eos_token.unwrap_or(""),
     };
-    env.get_template("chat").map_err(err)?.render(ctx).map_err(err)
+    env.get_template("chat")
+        .map_err(err)?
+        .render(ctx)
+        .map_err(err)
 }

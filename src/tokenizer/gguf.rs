@@ -42,18 +42,28 @@ impl GgufTokenizer {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let model = g.meta_str("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(bad(g, format!("tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is)")));
+            return Err(bad(
+                g,
+                format!("tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is)"),
+            ));
         }
         let strings = |key: &str| -> Result<Vec<String>> {
             g.meta_array(key)?
                 .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(g, format!("{key} holds non-strings"))))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| bad(g, format!("{key} holds non-strings")))
+                })
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges = strings("tokenizer.ggml.merges")?
             .into_iter()
-            .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| bad(g, "a merge is not two tokens separated by a space"))?;
         let token_types: Vec<i32> = match g.meta("tokenizer.ggml.token_type") {
@@ -66,7 +76,14 @@ impl GgufTokenizer {
             None => vec![1; tokens.len()],
         };
         if token_types.len() != tokens.len() {
-            return Err(bad(g, format!("{} token types for {} tokens", token_types.len(), tokens.len())));
+            return Err(bad(
+                g,
+                format!(
+                    "{} token types for {} tokens",
+                    token_types.len(),
+                    tokens.len()
+                ),
+            ));
         }
         let id = |key: &str| -> Result<Option<u32>> {
             match g.meta(key) {
@@ -83,10 +100,21 @@ impl GgufTokenizer {
             eos_token_id: id("tokenizer.ggml.eos_token_id")?,
             pad_token_id: id("tokenizer.ggml.padding_token_id")?,
             unk_token_id: id("tokenizer.ggml.unknown_token_id")?,
-            add_bos_token: g.meta("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
-            chat_template: g.meta("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string),
-            pre: g.meta("tokenizer.ggml.pre").and_then(|v| v.as_str()).map(str::to_string),
-            model_max_length: g.meta(&format!("{arch}.context_length")).and_then(|v| v.as_u64()),
+            add_bos_token: g
+                .meta("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+            chat_template: g
+                .meta("tokenizer.chat_template")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            pre: g
+                .meta("tokenizer.ggml.pre")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            model_max_length: g
+                .meta(&format!("{arch}.context_length"))
+                .and_then(|v| v.as_u64()),
             tokens,
             token_types,
             merges,
@@ -94,14 +122,23 @@ impl GgufTokenizer {
     }
 
     pub fn token(&self, id: Option<u32>) -> Option<&str> {
-        id.and_then(|i| self.tokens.get(i as usize)).map(String::as_str)
+        id.and_then(|i| self.tokens.get(i as usize))
+            .map(String::as_str)
     }
 
     /// The `tokenizer.json` document (before the `tokenizers` crate normalises it).
     fn json(&self) -> serde_json::Value {
-        let vocab: serde_json::Map<String, serde_json::Value> =
-            self.tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
-        let merges: Vec<[&str; 2]> = self.merges.iter().map(|(a, b)| [a.as_str(), b.as_str()]).collect();
+        let vocab: serde_json::Map<String, serde_json::Value> = self
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), json!(i)))
+            .collect();
+        let merges: Vec<[&str; 2]> = self
+            .merges
+            .iter()
+            .map(|(a, b)| [a.as_str(), b.as_str()])
+            .collect();
         let added: Vec<_> = self
             .token_types
             .iter()
@@ -139,12 +176,15 @@ impl GgufTokenizer {
     /// The `tokenizers::Tokenizer`.
     pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer> {
         let s = serde_json::to_string(&self.json()).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        s.parse::<tokenizers::Tokenizer>().map_err(|e| Error::Tokenizer(format!("building the GGUF tokenizer: {e}")))
+        s.parse::<tokenizers::Tokenizer>()
+            .map_err(|e| Error::Tokenizer(format!("building the GGUF tokenizer: {e}")))
     }
 
     /// `tokenizer.json` text, as `tokenizers` saves it (pretty).
     pub fn tokenizer_json(&self) -> Result<String> {
-        self.tokenizer()?.to_string(true).map_err(|e| Error::Tokenizer(e.to_string()))
+        self.tokenizer()?
+            .to_string(true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
     }
 
     /// `tokenizer_config.json` (special token names, chat template), as the reference writes it.
@@ -165,8 +205,21 @@ impl GgufTokenizer {
     }
 
     /// Renders a conversation through the file's own chat template.
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let t = self.chat_template.as_deref().ok_or_else(|| Error::Tokenizer("the GGUF has no tokenizer.chat_template".into()))?;
-        render_chat(t, messages, add_generation_prompt, self.token(self.bos_token_id), self.token(self.eos_token_id))
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let t = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| Error::Tokenizer("the GGUF has no tokenizer.chat_template".into()))?;
+        render_chat(
+            t,
+            messages,
+            add_generation_prompt,
+            self.token(self.bos_token_id),
+            self.token(self.eos_token_id),
+        )
     }
 }
