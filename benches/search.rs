@@ -1,7 +1,8 @@
-//! Query latency of the GPU vector index at 100,000 × 384 (exact, and binary + rescoring),
-//! against a CPU brute force in the same process, and reranker throughput (32 documents
-//! of about 100 tokens). Random weights from the real all-MiniLM-L6-v2 config; clustered
-//! random unit vectors as the index.
+//! Query latency of the GPU vector index at 100,000 × 384 (exact; binary + rescoring;
+//! binary → int8 → exact; with f32 and f16 storage; with the GPU kernels and the
+//! barrier-free ones), against a CPU brute force in the same process, and reranker
+//! throughput (32 documents of about 100 tokens). Random weights from the real
+//! all-MiniLM-L6-v2 config; clustered random unit vectors as the index.
 //!
 //! Run: `cargo bench --bench search` (`GLLM_BENCH_VECTORS` overrides 100000).
 
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use common::median;
 use gllm_web::reference::rng::Rng;
-use gllm_web::{EmbedOptions, Embedder, Gpu, RerankOptions, Reranker, SearchIndex, SearchMode};
+use gllm_web::{EmbedOptions, Embedder, Gpu, IndexOptions, IndexStorage, RerankOptions, Reranker, SearchIndex, SearchMode};
 
 fn main() -> gllm_web::Result<()> {
     pollster::block_on(run())
@@ -35,33 +36,57 @@ async fn run() -> gllm_web::Result<()> {
         v.iter_mut().for_each(|x| *x /= norm);
         data.extend(v);
     }
-    let mut index = SearchIndex::new(&gpu, dim)?;
-    for chunk in data.chunks(8192 * dim) {
-        index.add(chunk)?;
-    }
     let query = "how do I pause a program for a few seconds?";
     let runs = if cpu_adapter { 5 } else { 50 };
     println!("adapter: {}", gpu.caps().adapter);
     println!("\n| bench ({n} × {dim} vectors, k = 10) | median latency |\n|---|---|");
-    for (label, mode) in [("GPU exact", SearchMode::Exact), ("GPU binary + rescore 200", SearchMode::Binary { candidates: 200 })] {
-        let (mut with_embed, mut search_only) = (Vec::new(), Vec::new());
-        for r in 0..runs + 3 {
-            let t0 = Instant::now();
-            let (q, _) = embedder.embed_tensor(&[query])?;
-            let q = q.expect("one query");
-            let hits = index.search_tensor(&q, 10, mode).await?;
-            let t1 = t0.elapsed().as_secs_f64();
-            let t2 = Instant::now();
-            let hits2 = index.search(&data[..dim], 10, mode).await?;
-            let t3 = t2.elapsed().as_secs_f64();
-            assert_eq!((hits.len(), hits2.len()), (10, 10));
-            if r >= 3 {
-                with_embed.push(t1);
-                search_only.push(t3);
-            }
+    let exact = SearchMode::Exact;
+    let binary = SearchMode::Binary { candidates: 200 };
+    let int8 = SearchMode::BinaryInt8 { candidates: 200, rescore: 40 };
+    // (storage, barrier-free kernels: None = the adapter's default, modes)
+    let configs = [
+        (IndexStorage::F32, None, vec![exact, binary, int8]),
+        (IndexStorage::F32, Some(!cpu_adapter), vec![exact, binary]),
+        (IndexStorage::F16, None, vec![exact, binary, int8]),
+    ];
+    for (storage, barrier_free, modes) in configs {
+        let mut index = SearchIndex::with_options(&gpu, dim, IndexOptions { storage, barrier_free })?;
+        for chunk in data.chunks(8192 * dim) {
+            index.add(chunk)?;
         }
-        println!("| {name} {label}: embed query + search | {:.3} ms |", median(with_embed) * 1e3);
-        println!("| {name} {label}: search (vector query) | {:.3} ms |", median(search_only) * 1e3);
+        let (row, bits, q8) = index.bytes_per_vector();
+        let kernels = match barrier_free.unwrap_or(cpu_adapter) {
+            true => "barrier-free kernels",
+            false => "GPU kernels",
+        };
+        let store = format!("{storage:?}").to_lowercase();
+        println!("| memory per vector: {store} row {row} B, sign bits {bits} B, int8 code + scale {q8} B | |");
+        for mode in modes {
+            let label = match mode {
+                SearchMode::Exact => "exact".to_string(),
+                SearchMode::Binary { candidates } => format!("binary {candidates} → exact"),
+                SearchMode::BinaryInt8 { candidates, rescore } => format!("binary {candidates} → int8 {rescore} → exact"),
+            };
+            let (mut with_embed, mut search_only) = (Vec::new(), Vec::new());
+            for r in 0..runs + 3 {
+                let t0 = Instant::now();
+                let (q, _) = embedder.embed_tensor(&[query])?;
+                let q = q.expect("one query");
+                let hits = index.search_tensor(&q, 10, mode).await?;
+                let t1 = t0.elapsed().as_secs_f64();
+                let t2 = Instant::now();
+                let hits2 = index.search(&data[..dim], 10, mode).await?;
+                let t3 = t2.elapsed().as_secs_f64();
+                assert_eq!((hits.len(), hits2.len()), (10, 10));
+                if r >= 3 {
+                    with_embed.push(t1);
+                    search_only.push(t3);
+                }
+            }
+            let name = format!("{name} {label}, {store} rows, {kernels}");
+            println!("| {name}: embed query + search | {:.3} ms |", median(with_embed) * 1e3);
+            println!("| {name}: search (vector query) | {:.3} ms |", median(search_only) * 1e3);
+        }
     }
     // CPU brute force: one thread, dot products and a partial sort, same data.
     let q = &data[dim * 7..dim * 8];

@@ -28,4 +28,5 @@ pub mod web;
 
 pub use error::{Error, Result};
 pub use engine::{EmbedOptions, Embedder, Embeddings, Hit, Pooling, RerankOptions, RerankResult, Reranker, SearchIndex, SearchMode};
+pub use engine::{IndexOptions, IndexStorage};
 pub use gpu::{DType, Encoder, Gpu, GpuOptions, GpuStats, GpuTensor};

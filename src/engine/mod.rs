@@ -6,4 +6,4 @@ mod search;
 
 pub use embedder::{EmbedOptions, Embedder, Embeddings, Pooling};
 pub use reranker::{RerankOptions, RerankResult, Reranker};
-pub use search::{Hit, SearchIndex, SearchMode};
+pub use search::{Hit, IndexOptions, IndexStorage, SearchIndex, SearchMode};

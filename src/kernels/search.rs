@@ -1,5 +1,6 @@
-//! Vector-search kernels: sign-bit codes, Hamming similarity, candidate rescoring and a
-//! block-wise top-k, see `search.wgsl`.
+//! Vector-search kernels: sign-bit codes, Hamming similarity, int8 codes, f16 packing,
+//! full scans and candidate rescoring (f32, f16 or int8 rows) and two top-k algorithms
+//! (block-wise for GPUs, thread-local for CPU adapters), see `search.wgsl`.
 
 use super::{u, KernelKey, Variant};
 use crate::error::{Error, Result};
@@ -14,9 +15,24 @@ const BLOCK: usize = 1024;
 pub enum SearchKey {
     Binarize,
     Hamming,
-    Rescore,
+    QuantizeI8,
+    ToF16,
+    /// Thread-per-row scan of f32 (`vec4` when d % 4 == 0) or f16 rows.
+    Score { f16: bool, vec4: bool },
+    Rescore(Rows),
     /// `ids`: candidates carry their own ids (later top-k passes, rescored candidates).
     TopK { ids: bool },
+    /// The barrier-free thread-per-segment top-k.
+    TopKLocal { ids: bool },
+}
+
+/// How the rows of a rescored tensor are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rows {
+    F32,
+    F16,
+    /// Packed int8 codes with a per-row scale (`quantize_i8`).
+    I8,
 }
 
 impl Variant for SearchKey {
@@ -26,17 +42,29 @@ impl Variant for SearchKey {
         match self {
             SearchKey::Binarize => "binarize",
             SearchKey::Hamming => "hamming",
-            SearchKey::Rescore => "rescore",
+            SearchKey::QuantizeI8 => "quantize_i8",
+            SearchKey::ToF16 => "to_f16",
+            SearchKey::Score { .. } => "score",
+            SearchKey::Rescore(_) => "rescore",
             SearchKey::TopK { .. } => "topk",
+            SearchKey::TopKLocal { .. } => "topk_local",
         }
     }
     fn defines(&self) -> Vec<&'static str> {
         match self {
             SearchKey::Binarize => vec!["BINARIZE"],
             SearchKey::Hamming => vec!["HAMMING"],
-            SearchKey::Rescore => vec!["RESCORE"],
-            SearchKey::TopK { ids: false } => vec!["TOPK"],
-            SearchKey::TopK { ids: true } => vec!["TOPK", "IDS"],
+            SearchKey::QuantizeI8 => vec!["QUANTIZE_I8"],
+            SearchKey::ToF16 => vec!["TO_F16"],
+            SearchKey::Score { f16: true, .. } => vec!["SCORE", "F16"],
+            SearchKey::Score { f16: false, vec4 } => if *vec4 { vec!["SCORE", "VEC4"] } else { vec!["SCORE"] },
+            SearchKey::Rescore(Rows::F32) => vec!["RESCORE"],
+            SearchKey::Rescore(Rows::F16) => vec!["RESCORE", "F16"],
+            SearchKey::Rescore(Rows::I8) => vec!["RESCORE", "I8"],
+            SearchKey::TopK { ids: false } => vec!["TOPK_ANY"],
+            SearchKey::TopK { ids: true } => vec!["TOPK_ANY", "IDS"],
+            SearchKey::TopKLocal { ids: false } => vec!["TOPK_ANY", "TOPK_LOCAL"],
+            SearchKey::TopKLocal { ids: true } => vec!["TOPK_ANY", "TOPK_LOCAL", "IDS"],
         }
     }
 }
@@ -78,32 +106,147 @@ pub fn hamming(enc: &mut Encoder, q_bits: &GpuTensor, codes: &GpuTensor, n: usiz
     Ok(out)
 }
 
-/// Exact similarity of `q` `[d]` with the rows `ids` `[c]` of `x` (first `rows` rows of a
-/// `[≥rows, d]` tensor are valid) → `[c]` f32; ids outside `rows` score as -3e38.
-pub fn rescore(enc: &mut Encoder, q: &GpuTensor, x: &GpuTensor, rows: usize, ids: &GpuTensor) -> Result<GpuTensor> {
-    const OP: &str = "rescore";
-    q.expect_dtype(OP, "q", &[DType::F32])?;
+/// Words per int8 code of a `d`-wide vector (4 values per u32).
+pub fn i8_words(d: usize) -> usize {
+    d.div_ceil(4)
+}
+
+/// Symmetric per-row int8 codes of `x` `[n, d]` f32 → (`[n, ceil(d/4)]` u32, 4 two's
+/// complement bytes per word, value c in byte c % 4 of word c / 4; `[n]` f32 scales
+/// `max|x_row| / 127`). Dequantised `x ≈ scale · code`.
+pub fn quantize_i8(enc: &mut Encoder, x: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
+    const OP: &str = "quantize_i8";
     x.expect_dtype(OP, "x", &[DType::F32])?;
-    ids.expect_dtype(OP, "ids", &[DType::U32])?;
+    x.expect_rank(OP, "x", 2)?;
+    let (n, d) = (x.shape()[0], x.shape()[1]);
+    let w = i8_words(d);
+    let codes = enc.gpu().alloc(&[n, w], DType::U32)?;
+    let scales = enc.gpu().alloc(&[n], DType::F32)?;
+    let params = [u(OP, "n", n)?, u(OP, "d", d)?, u(OP, "words", w)?, 0];
+    enc.dispatch(KernelKey::Search(SearchKey::QuantizeI8), &params, &[x, &codes, &scales], grid(u(OP, "n", n)?.div_ceil(256)))?;
+    Ok((codes, scales))
+}
+
+/// `x` f32 (an even number of elements) → the same shape in f16 (`pack2x16float`).
+pub fn to_f16(enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
+    const OP: &str = "to_f16";
+    x.expect_dtype(OP, "x", &[DType::F32])?;
+    if x.numel() % 2 != 0 || x.numel() == 0 {
+        return Err(Error::shape(OP, "x", "an even, non-zero number of elements", x.shape()));
+    }
+    let out = enc.gpu().alloc(x.shape(), DType::F16)?;
+    let words = x.numel() / 2;
+    let params = [u(OP, "words", words)?, 0, 0, 0];
+    enc.dispatch(KernelKey::Search(SearchKey::ToF16), &params, &[x, &out], grid(u(OP, "words", words)?.div_ceil(256)))?;
+    Ok(out)
+}
+
+/// `q` `[d]` f32 against each of the first `n` rows of `x` `[≥n, d]` (f32, or f16 with d
+/// even) → `[n]` f32, one thread per row and no barriers.
+pub fn score(enc: &mut Encoder, q: &GpuTensor, x: &GpuTensor, n: usize) -> Result<GpuTensor> {
+    const OP: &str = "score";
+    q.expect_dtype(OP, "q", &[DType::F32])?;
+    x.expect_dtype(OP, "x", &[DType::F32, DType::F16])?;
     x.expect_rank(OP, "x", 2)?;
     let d = x.shape()[1];
+    let f16 = x.dtype() == DType::F16;
     if q.numel() != d {
         return Err(Error::shape(OP, "q", format!("[{d}]"), q.shape()));
     }
-    if rows > x.shape()[0] {
-        return Err(Error::param(OP, format!("rows {rows} > {}", x.shape()[0])));
+    if n == 0 || n > x.shape()[0] || (f16 && d % 2 != 0) {
+        return Err(Error::shape(OP, "x", format!("[>= {n}, d] (d even for f16)"), x.shape()));
+    }
+    let out = enc.gpu().alloc(&[n], DType::F32)?;
+    let params = [u(OP, "n", n)?, u(OP, "d", d)?, 0, 0];
+    let key = SearchKey::Score { f16, vec4: !f16 && d % 4 == 0 };
+    enc.dispatch(KernelKey::Search(key), &params, &[q, x, &out], grid(u(OP, "n", n)?.div_ceil(256)))?;
+    Ok(out)
+}
+
+/// Exact similarity of `q` `[d]` with the rows `ids` `[c]` of `x` (first `rows` rows of a
+/// `[≥rows, d]` f32 or f16 tensor are valid; f16 needs d even) → `[c]` f32; ids outside
+/// `rows` score as -3e38.
+pub fn rescore(enc: &mut Encoder, q: &GpuTensor, x: &GpuTensor, rows: usize, ids: &GpuTensor) -> Result<GpuTensor> {
+    const OP: &str = "rescore";
+    x.expect_dtype(OP, "x", &[DType::F32, DType::F16])?;
+    x.expect_rank(OP, "x", 2)?;
+    let d = x.shape()[1];
+    let kind = if x.dtype() == DType::F16 { Rows::F16 } else { Rows::F32 };
+    if kind == Rows::F16 && d % 2 != 0 {
+        return Err(Error::shape(OP, "x", "[N, d] with d even for f16", x.shape()));
+    }
+    rescore_rows(enc, q, x, None, d, rows, ids, kind)
+}
+
+/// Approximate similarity of `q` `[d]` with the rows `ids` `[c]` of int8 codes `q8`
+/// `[≥rows, ceil(d/4)]` u32 and `scales` `[≥rows]` f32 (`quantize_i8`): `scale · (q · code)`
+/// → `[c]` f32; ids outside `rows` score as -3e38.
+pub fn rescore_i8(enc: &mut Encoder, q: &GpuTensor, q8: &GpuTensor, scales: &GpuTensor, rows: usize, ids: &GpuTensor) -> Result<GpuTensor> {
+    const OP: &str = "rescore_i8";
+    q8.expect_dtype(OP, "q8", &[DType::U32])?;
+    scales.expect_dtype(OP, "scales", &[DType::F32])?;
+    q8.expect_rank(OP, "q8", 2)?;
+    let d = q.numel();
+    if q8.shape()[1] != i8_words(d) {
+        return Err(Error::shape(OP, "q8", format!("[N, {}]", i8_words(d)), q8.shape()));
+    }
+    if scales.numel() < q8.shape()[0] {
+        return Err(Error::shape(OP, "scales", format!("[{}]", q8.shape()[0]), scales.shape()));
+    }
+    rescore_rows(enc, q, q8, Some(scales), d, rows, ids, Rows::I8)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rescore_rows(
+    enc: &mut Encoder,
+    q: &GpuTensor,
+    x: &GpuTensor,
+    scales: Option<&GpuTensor>,
+    d: usize,
+    rows: usize,
+    ids: &GpuTensor,
+    kind: Rows,
+) -> Result<GpuTensor> {
+    const OP: &str = "rescore";
+    q.expect_dtype(OP, "q", &[DType::F32])?;
+    ids.expect_dtype(OP, "ids", &[DType::U32])?;
+    if q.numel() != d {
+        return Err(Error::shape(OP, "q", format!("[{d}]"), q.shape()));
+    }
+    if rows > x.shape()[0] || rows == 0 {
+        return Err(Error::param(OP, format!("rows {rows} not in 1..={}", x.shape()[0])));
     }
     let c = ids.numel();
+    if c == 0 {
+        return Err(Error::shape(OP, "ids", "a non-empty tensor", ids.shape()));
+    }
     let out = enc.gpu().alloc(&[c], DType::F32)?;
-    let params = [u(OP, "c", c)?, u(OP, "d", d)?, 0, u(OP, "rows", rows)?];
-    enc.dispatch(KernelKey::Search(SearchKey::Rescore), &params, &[q, x, ids, &out], grid(u(OP, "c", c)?))?;
+    let params = [u(OP, "c", c)?, u(OP, "d", d)?, u(OP, "words", i8_words(d))?, u(OP, "rows", rows)?];
+    let key = KernelKey::Search(SearchKey::Rescore(kind));
+    match scales {
+        Some(s) => enc.dispatch(key, &params, &[q, x, ids, &out, s], grid(u(OP, "c", c)?))?,
+        None => enc.dispatch(key, &params, &[q, x, ids, &out], grid(u(OP, "c", c)?))?,
+    }
     Ok(out)
 }
 
 /// The `k` best `(score, id)` of `scores` `[n]` (ids are positions, or `ids` `[n]`),
 /// ordered by score descending then id ascending → (`[k]` f32 scores, `[k]` u32 ids).
 /// Entries past the end (k > n) come back as id `u32::MAX`, score -3e38.
+/// Block-wise (k barrier rounds per block of 1024): the GPU algorithm.
 pub fn topk(enc: &mut Encoder, scores: &GpuTensor, ids: Option<&GpuTensor>, k: usize) -> Result<(GpuTensor, GpuTensor)> {
+    topk_with(enc, scores, ids, k, false)
+}
+
+/// [`topk`] by the barrier-free thread-local algorithm: each thread keeps a sorted list of
+/// the best k of its segment (max(256, 4k) scores); passes repeat on the survivors. Same
+/// results; the fast one on CPU adapters, where barriers are emulated.
+pub fn topk_local(enc: &mut Encoder, scores: &GpuTensor, ids: Option<&GpuTensor>, k: usize) -> Result<(GpuTensor, GpuTensor)> {
+    topk_with(enc, scores, ids, k, true)
+}
+
+/// [`topk`] or [`topk_local`].
+pub fn topk_with(enc: &mut Encoder, scores: &GpuTensor, ids: Option<&GpuTensor>, k: usize, local: bool) -> Result<(GpuTensor, GpuTensor)> {
     const OP: &str = "topk";
     scores.expect_dtype(OP, "scores", &[DType::F32])?;
     if k == 0 || k > MAX_K {
@@ -122,13 +265,19 @@ pub fn topk(enc: &mut Encoder, scores: &GpuTensor, ids: Option<&GpuTensor>, k: u
     let (mut s, mut i) = (scores.clone(), ids.cloned());
     loop {
         let n = s.numel();
-        let blocks = n.div_ceil(BLOCK);
+        let seg = if local { (4 * k).max(256) } else { BLOCK };
+        let blocks = n.div_ceil(seg);
         let (os, oi) = (gpu.alloc(&[blocks * k], DType::F32)?, gpu.alloc(&[blocks * k], DType::U32)?);
-        let params = [u(OP, "n", n)?, 0, 0, u(OP, "k", k)?];
-        let key = KernelKey::Search(SearchKey::TopK { ids: i.is_some() });
+        let params = [u(OP, "n", n)?, u(OP, "seg", seg)?, 0, u(OP, "k", k)?];
+        let (key, groups) = if local {
+            (SearchKey::TopKLocal { ids: i.is_some() }, blocks.div_ceil(64))
+        } else {
+            (SearchKey::TopK { ids: i.is_some() }, blocks)
+        };
+        let (key, groups) = (KernelKey::Search(key), grid(u(OP, "blocks", groups)?));
         match &i {
-            Some(ids) => enc.dispatch(key, &params, &[&s, &os, &oi, ids], grid(u(OP, "blocks", blocks)?))?,
-            None => enc.dispatch(key, &params, &[&s, &os, &oi], grid(u(OP, "blocks", blocks)?))?,
+            Some(ids) => enc.dispatch(key, &params, &[&s, &os, &oi, ids], groups)?,
+            None => enc.dispatch(key, &params, &[&s, &os, &oi], groups)?,
         }
         (s, i) = (os, Some(oi));
         if blocks == 1 {

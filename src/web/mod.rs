@@ -102,10 +102,19 @@ export interface SearchOptions {
   /** Number of hits, 1..=256. Default 10. */
   k?: number;
   /** "exact" (default): brute force over every vector. "binary": sign-bit Hamming
-   *  candidates, then exact rescoring. */
-  mode?: "exact" | "binary";
-  /** Binary mode: candidates to rescore (k..=256). Default 200. */
+   *  candidates, then exact rescoring. "int8": Hamming candidates, int8 scoring keeping
+   *  `rescore` of them, exact rescoring of those (binary → int8 → exact). */
+  mode?: "exact" | "binary" | "int8";
+  /** Binary and int8 modes: Hamming candidates (k..=256). Default 200. */
   candidates?: number;
+  /** int8 mode: candidates kept for exact rescoring (k..=candidates). Default 40. */
+  rescore?: number;
+}
+
+export interface IndexOptions {
+  /** Element type of the stored vectors: "f32" (default) or "f16" (half the memory,
+   *  scores within 1e-3; the dimension must be even). */
+  storage?: "f32" | "f16";
 }
 
 /** Hits, best first: ids[i] (insertion order) with cosine similarity scores[i]. */
@@ -462,6 +471,17 @@ fn items(v: &JsValue, what: &str) -> Result<Items, Error> {
     Err(Error::Input(format!("{what} must be a string, an array of strings or a Float32Array")))
 }
 
+/// `IndexOptions` from JS (`{ storage: "f32" | "f16" }`).
+fn index_options(options: &JsValue) -> Result<crate::engine::IndexOptions, Error> {
+    use crate::engine::{IndexOptions, IndexStorage};
+    let storage = match get(options, "storage").and_then(|m| m.as_string()).as_deref() {
+        None | Some("f32") => IndexStorage::F32,
+        Some("f16") => IndexStorage::F16,
+        Some(other) => return Err(Error::Input(format!("storage `{other}`: expected \"f32\" or \"f16\""))),
+    };
+    Ok(IndexOptions { storage, barrier_free: None })
+}
+
 /// Embeds texts to a GPU tensor with the index's embedder.
 fn embed_texts(embedder: &Option<Rc<RsEmbedder>>, texts: &[String]) -> Result<Option<crate::gpu::GpuTensor>, Error> {
     let e = embedder.as_ref().ok_or_else(|| Error::Input("this index has no embedder: pass vectors, or create it with one".into()))?;
@@ -473,10 +493,12 @@ fn embed_texts(embedder: &Option<Rc<RsEmbedder>>, texts: &[String]) -> Result<Op
 impl SearchIndex {
     /// An empty index for `dim`-wide vectors. Call `useEmbedder` to add and search text.
     #[wasm_bindgen(unchecked_return_type = "Promise<SearchIndex>")]
-    pub fn create(dim: usize) -> js_sys::Promise {
+    pub fn create(dim: usize, #[wasm_bindgen(unchecked_optional_param_type = "IndexOptions")] options: Option<JsValue>) -> js_sys::Promise {
+        let options = options.unwrap_or(JsValue::UNDEFINED);
         wasm_bindgen_futures::future_to_promise(async move {
+            let opts = index_options(&options).map_err(js_err)?;
             let gpu = shared_gpu().await.map_err(js_err)?;
-            let index = RsIndex::new(&gpu, dim).map_err(js_err)?;
+            let index = RsIndex::with_options(&gpu, dim, opts).map_err(js_err)?;
             Ok(SearchIndex::new(gpu, index).into())
         })
     }
@@ -528,7 +550,11 @@ impl SearchIndex {
             let mode = match get(&options, "mode").and_then(|m| m.as_string()).as_deref() {
                 None | Some("exact") => SearchMode::Exact,
                 Some("binary") => SearchMode::Binary { candidates: count(&options, "candidates").map_err(js_err)?.unwrap_or(200) },
-                Some(other) => return Err(js_err(Error::Input(format!("mode `{other}`: expected \"exact\" or \"binary\"")))),
+                Some("int8") => SearchMode::BinaryInt8 {
+                    candidates: count(&options, "candidates").map_err(js_err)?.unwrap_or(200),
+                    rescore: count(&options, "rescore").map_err(js_err)?.unwrap_or(40),
+                },
+                Some(other) => return Err(js_err(Error::Input(format!("mode `{other}`: expected \"exact\", \"binary\" or \"int8\"")))),
             };
             // A snapshot, so no RefCell borrow is held across the await below.
             let snapshot = state.index.borrow().clone();
@@ -576,10 +602,16 @@ impl SearchIndex {
 
     /// An index restored from `export` bytes.
     #[wasm_bindgen(js_name = import, unchecked_return_type = "Promise<SearchIndex>")]
-    pub fn import_bytes(bytes: Vec<u8>, dim: usize) -> js_sys::Promise {
+    pub fn import_bytes(
+        bytes: Vec<u8>,
+        dim: usize,
+        #[wasm_bindgen(unchecked_optional_param_type = "IndexOptions")] options: Option<JsValue>,
+    ) -> js_sys::Promise {
+        let options = options.unwrap_or(JsValue::UNDEFINED);
         wasm_bindgen_futures::future_to_promise(async move {
+            let opts = index_options(&options).map_err(js_err)?;
             let gpu = shared_gpu().await.map_err(js_err)?;
-            let index = RsIndex::import(&gpu, dim, &bytes).map_err(js_err)?;
+            let index = RsIndex::import_with_options(&gpu, dim, &bytes, opts).map_err(js_err)?;
             Ok(SearchIndex::new(gpu, index).into())
         })
     }

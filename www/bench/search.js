@@ -1,6 +1,7 @@
-// Query latency of the GPU SearchIndex (exact, binary + rescoring) against a plain
-// JavaScript brute force in the same page, on n clustered random unit vectors of width 384,
-// plus (optionally) embed-query + search and reranker pairs/s. Results: #out[data-json].
+// Query latency of the GPU SearchIndex (exact, binary + rescoring, binary -> int8 -> exact,
+// f32 and f16 storage) against a plain JavaScript brute force in the same page, on n
+// clustered random unit vectors of width 384, plus (optionally) embed-query + search and
+// reranker pairs/s. `search=0` skips the index (reranker only). Results: #out[data-json].
 import init, { Embedder, Reranker, SearchIndex } from "../../pkg/gllm_web.js";
 
 const params = new URLSearchParams(location.search);
@@ -54,21 +55,33 @@ async function main() {
   const result = { n, dim, k: 10, adapter: "navigator.gpu", userAgent: navigator.userAgent };
   const info = (await navigator.gpu.requestAdapter())?.info;
   if (info) result.adapter = `${info.vendor} ${info.architecture} ${info.description}`.trim();
-  const data = vectors(n);
-  const index = await SearchIndex.create(dim);
-  let t0 = performance.now();
-  for (let i = 0; i < n; i += 8192) await index.add(data.subarray(i * dim, Math.min(n, i + 8192) * dim));
-  await index.search(data.subarray(0, dim), { k: 10 });
-  result.index_build_ms = performance.now() - t0;
-  const q = data.slice(7 * dim, 8 * dim);
-  const gpu = await index.search(q, { k: 10 });
-  const cpu = bruteForce(data, q, 10);
-  result.top10_agree = cpu.every(([, id], i) => id === gpu.ids[i]);
-  result.gpu_exact_ms = await time(() => index.search(q, { k: 10, mode: "exact" }), runs);
-  result.gpu_binary_rescore200_ms = await time(() => index.search(q, { k: 10, mode: "binary", candidates: 200 }), runs);
-  result.js_brute_force_ms = await time(async () => bruteForce(data, q, 10), Math.min(runs, 5));
-  result.speedup_exact_vs_js = result.js_brute_force_ms / result.gpu_exact_ms;
-  if (params.get("model")) {
+  const skipSearch = params.get("search") === "0";
+  const data = skipSearch ? null : vectors(n);
+  const index = skipSearch ? null : await SearchIndex.create(dim);
+  if (!skipSearch) {
+    let t0 = performance.now();
+    for (let i = 0; i < n; i += 8192) await index.add(data.subarray(i * dim, Math.min(n, i + 8192) * dim));
+    await index.search(data.subarray(0, dim), { k: 10 });
+    result.index_build_ms = performance.now() - t0;
+    const q = data.slice(7 * dim, 8 * dim);
+    const gpu = await index.search(q, { k: 10 });
+    const cpu = bruteForce(data, q, 10);
+    result.top10_agree = cpu.every(([, id], i) => id === gpu.ids[i]);
+    result.gpu_exact_ms = await time(() => index.search(q, { k: 10, mode: "exact" }), runs);
+    result.gpu_binary_rescore200_ms = await time(() => index.search(q, { k: 10, mode: "binary", candidates: 200 }), runs);
+    result.gpu_binary200_int8_40_exact_ms = await time(() => index.search(q, { k: 10, mode: "int8", candidates: 200, rescore: 40 }), runs);
+    result.js_brute_force_ms = await time(async () => bruteForce(data, q, 10), Math.min(runs, 5));
+    result.speedup_exact_vs_js = result.js_brute_force_ms / result.gpu_exact_ms;
+    if (params.get("f16") !== "0") {
+      const half = await SearchIndex.create(dim, { storage: "f16" });
+      for (let i = 0; i < n; i += 8192) await half.add(data.subarray(i * dim, Math.min(n, i + 8192) * dim));
+      const h = await half.search(q, { k: 10 });
+      result.f16_top10_overlap = [...h.ids].filter((id) => cpu.some(([, c]) => c === id)).length / 10;
+      result.gpu_exact_f16_ms = await time(() => half.search(q, { k: 10, mode: "exact" }), runs);
+      await half.dispose();
+    }
+  }
+  if (params.get("model") && index) {
     const embedder = await Embedder.load(params.get("model"));
     index.useEmbedder(embedder);
     result.embed_query_and_exact_search_ms = await time(() => index.search("how do I pause a program for a few seconds?", { k: 10 }), Math.min(runs, 5));
