@@ -8,6 +8,9 @@ use crate::gpu::{grid, DType, Encoder, GpuTensor};
 
 /// Largest k of one top-k.
 pub const MAX_K: usize = 256;
+/// Largest k of the thread-local top-k (its private list). With 256-entry private lists,
+/// lavapipe returned wrong results for k = 200; larger k uses the block-wise top-k.
+pub const MAX_LOCAL_K: usize = 32;
 /// Elements per top-k workgroup.
 const BLOCK: usize = 1024;
 
@@ -240,7 +243,8 @@ pub fn topk(enc: &mut Encoder, scores: &GpuTensor, ids: Option<&GpuTensor>, k: u
 
 /// [`topk`] by the barrier-free thread-local algorithm: each thread keeps a sorted list of
 /// the best k of its segment (max(256, 4k) scores); passes repeat on the survivors. Same
-/// results; the fast one on CPU adapters, where barriers are emulated.
+/// results; the fast one on CPU adapters, where barriers are emulated. For k above
+/// [`MAX_LOCAL_K`] it runs the block-wise [`topk`].
 pub fn topk_local(enc: &mut Encoder, scores: &GpuTensor, ids: Option<&GpuTensor>, k: usize) -> Result<(GpuTensor, GpuTensor)> {
     topk_with(enc, scores, ids, k, true)
 }
@@ -261,6 +265,7 @@ pub fn topk_with(enc: &mut Encoder, scores: &GpuTensor, ids: Option<&GpuTensor>,
             return Err(Error::shape(OP, "ids", format!("[{}]", scores.numel()), ids.shape()));
         }
     }
+    let local = local && k <= MAX_LOCAL_K;
     let gpu = enc.gpu();
     let (mut s, mut i) = (scores.clone(), ids.cloned());
     loop {

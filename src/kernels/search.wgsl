@@ -20,7 +20,7 @@
 //              Repeated until one block remains. k <= 256. Dispatch grid(ceil(n / 1024)).
 //   topk_local same contract with segments of p.d scores, one thread per segment keeping a
 //              sorted private list (insertion), no barriers: for CPU adapters, where the k
-//              barrier rounds of `topk` are slow. grid(ceil(segments / 64)).
+//              barrier rounds of `topk` are slow. k <= 32. grid(ceil(segments / 64)).
 
 struct Params {
     n: u32,      // rows (binarize, hamming, score, quantize_i8), candidates (rescore),
@@ -264,8 +264,8 @@ fn topk_local(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if (base >= p.n) {
         return;
     }
-    var bv: array<f32, 256>;
-    var bi: array<u32, 256>;
+    var bv: array<f32, 32>;
+    var bi: array<u32, 32>;
     var m = 0u;
     let end = min(base + p.d, p.n);
     for (var e = base; e < end; e = e + 1u) {
