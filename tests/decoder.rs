@@ -14,7 +14,7 @@ use gllm_web::loader::{MemSource, SafetensorsFile};
 use gllm_web::models::llama::{KvCache, LlamaConfig, LlamaModel};
 use gllm_web::nn::VarBuilder;
 use gllm_web::reference::{self as cpu, check::*, rng::Rng};
-use gllm_web::{DType, Gpu, LoadDType, U32Slot};
+use gllm_web::{Gpu, LoadDType, U32Slot};
 
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);

@@ -63,6 +63,8 @@ pub enum Prompt<'a> {
     Text(&'a str),
     /// Chat messages, rendered with the model's chat template and the generation prompt.
     Messages(&'a [Message]),
+    /// Token ids, used as they are.
+    Ids(&'a [u32]),
 }
 
 /// Why generation stopped.
@@ -233,6 +235,13 @@ impl Generator {
     pub fn prompt_ids(&self, prompt: Prompt<'_>) -> Result<Vec<u32>> {
         match prompt {
             Prompt::Text(t) => self.tokenizer.encode_raw(t),
+            Prompt::Ids(ids) => {
+                let vocab = self.model.config.vocab_size as u32;
+                match ids.iter().find(|&&i| i >= vocab) {
+                    Some(bad) => Err(Error::Input(format!("token id {bad} is outside the vocabulary of {vocab}"))),
+                    None => Ok(ids.to_vec()),
+                }
+            }
             Prompt::Messages(m) => {
                 let tmpl = self
                     .chat_template
