@@ -8,7 +8,7 @@ use std::rc::Rc;
 use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
-use super::{get, js_err, progress_callback, reporter, shared_gpu, trim_pool};
+use super::{get, js_err, progress_callback, reporter, shared_gpu};
 use crate::engine::{GenerateOptions, Generator as RsGenerator, GeneratorOptions, Prompt};
 use crate::error::Error;
 use crate::nn::LoadDType;
@@ -210,7 +210,13 @@ impl Generator {
 
     /// Releases the model and its KV cache. Later calls fail with a clear error.
     pub fn dispose(&mut self) {
-        self.inner = None;
-        trim_pool();
+        if let Some(g) = self.inner.take() {
+            let gpu = g.try_borrow().ok().map(|g| g.gpu().clone());
+            drop(g);
+            // Free the pooled buffers nothing uses any more (weights, KV cache).
+            if let Some(gpu) = gpu {
+                gpu.trim();
+            }
+        }
     }
 }
