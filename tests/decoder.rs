@@ -31,6 +31,10 @@ gpu_tests! {
     tiny_qwen3_matches_cpu => tiny_qwen3_matches_cpu,
 }
 
+/// RoPE tolerance: WGSL only promises sin/cos to 2^-11 absolute on [-π, π] (SwiftShader
+/// is that coarse), times |x| up to 2 in these tests.
+const ROPE_TOL: Tol = Tol::Close { abs: 1e-3, rel: 1e-4 };
+
 fn inv_freq(d: usize, theta: f32) -> Vec<f32> {
     (0..d / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32)).collect()
 }
@@ -47,7 +51,7 @@ async fn rope_matches_cpu(gpu: Gpu) -> R {
         rope::rope(&mut enc, &t, &f, &state, heads, d)?;
         enc.submit()?;
         let want = cpu::rope(&x, &inv, pos0 as usize, heads, d);
-        assert_close(&format!("rope {rows}x{heads}x{d}@{pos0}"), &gpu.readback_f32(&t).await?, &want, Tol::Close { abs: 2e-5, rel: 1e-4 })?;
+        assert_close(&format!("rope {rows}x{heads}x{d}@{pos0}"), &gpu.readback_f32(&t).await?, &want, ROPE_TOL)?;
     }
     Ok(())
 }
@@ -66,7 +70,7 @@ async fn rope_append_matches_cpu(gpu: Gpu) -> R {
     let mut enc = gpu.encoder();
     rope::rope_append(&mut enc, &tq, &tk, &tv, &f, &state, &kc, &vc, heads, kvh, d)?;
     enc.submit()?;
-    let tol = Tol::Close { abs: 2e-5, rel: 1e-4 };
+    let tol = ROPE_TOL;
     assert_close("rope_append q", &gpu.readback_f32(&tq).await?, &cpu::rope(&q, &inv, pos0, heads, d), tol)?;
     let mut want_k = kc0.clone();
     let mut want_v = vc0.clone();
@@ -243,7 +247,8 @@ async fn tiny_model_matches_cpu(gpu: Gpu, model_type: &str, dtype: LoadDType) ->
     enc.submit()?;
     let got = gpu.readback_f32(&logits).await?;
     let want = cpu::llama::forward(&c, &weights, &prompt);
-    assert_close(&format!("{model_type} prefill logits"), &got, &want, Tol::Nmse(1e-8))?;
+    // NMSE 1e-6: f32 math, plus the WGSL sin/cos precision in RoPE (see ROPE_TOL).
+    assert_close(&format!("{model_type} prefill logits"), &got, &want, Tol::Nmse(1e-6))?;
 
     // Prefill again (state[1] = 0) with sampling, then replay the recorded decode step.
     let cfg = gpu.upload_u32(&SamplingConfig::default().words(), &[8])?;
