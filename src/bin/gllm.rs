@@ -21,6 +21,12 @@
 //! ```
 //! writes an HF folder (model.safetensors, config.json, generation_config.json,
 //! tokenizer.json, tokenizer_config.json).
+//!
+//! ```text
+//! gllm generate --model DIR --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]
+//!      [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]
+//! ```
+//! prints `{"prompt_ids": [...], "tokens": [...], "text": "...", "finish_reason": "..."}`.
 //! Errors go to stderr with exit status 1 (2 for usage errors).
 
 #[cfg(target_arch = "wasm32")]
@@ -34,6 +40,7 @@ fn main() {
         Some("rerank") => run(rerank(&args[1..])),
         Some("inspect") => run(inspect(&args[1..])),
         Some("convert") => run(convert(&args[1..])),
+        Some("generate") => run(generate(&args[1..])),
         _ => {
             eprintln!("{USAGE}");
             2
@@ -46,7 +53,9 @@ fn main() {
 const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] TEXT...
        gllm rerank --model DIR --query TEXT [--top-n N] DOC...
        gllm inspect FILE.gguf [--full]
-       gllm convert MODEL.gguf --out DIR [--dtype f16|f32]";
+       gllm convert MODEL.gguf --out DIR [--dtype f16|f32]
+       gllm generate --model DIR --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T] [--top-k K]
+                     [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]";
 
 #[cfg(not(target_arch = "wasm32"))]
 fn run(r: Result<(), String>) -> i32 {
@@ -169,4 +178,54 @@ fn convert(args: &[String]) -> Result<(), String> {
     let s = gguf_hf::convert(file.as_ref(), out.as_ref(), dtype).map_err(|e| e.to_string())?;
     eprintln!("converted {file} -> {out} ({} tensors, {}, tied={})", s.tensors, s.arch, s.tied);
     Ok(())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn generate(args: &[String]) -> Result<(), String> {
+    use gllm_web::loader::FileSource;
+    use gllm_web::{ChatMessage as Message, GenerateOptions, Generator, GeneratorOptions, Gpu, LoadDType, Prompt};
+
+    let (mut model, mut prompt, mut chat) = (None, None, false);
+    let mut opts = GenerateOptions::default();
+    let mut dtype = LoadDType::F32;
+    let mut it = args.iter();
+    fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
+        v.parse().map_err(|_| format!("{name} needs a number"))
+    }
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--model" => model = Some(value("--model")?),
+            "--prompt" => prompt = Some(value("--prompt")?),
+            "--chat" => chat = true,
+            "--max-new-tokens" => opts.max_new_tokens = num("--max-new-tokens", value("--max-new-tokens")?)?,
+            "--temperature" => opts.sampling.temperature = num("--temperature", value("--temperature")?)?,
+            "--top-k" => opts.sampling.top_k = num("--top-k", value("--top-k")?)?,
+            "--top-p" => opts.sampling.top_p = num("--top-p", value("--top-p")?)?,
+            "--repetition-penalty" => opts.sampling.repetition_penalty = num("--repetition-penalty", value("--repetition-penalty")?)?,
+            "--seed" => opts.sampling.seed = num("--seed", value("--seed")?)?,
+            "--stop" => opts.stop.push(value("--stop")?),
+            "--dtype" => dtype = value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?,
+            s => return Err(format!("unknown argument {s}\n{USAGE}")),
+        }
+    }
+    let model = model.ok_or_else(|| format!("--model is required\n{USAGE}"))?;
+    let prompt = prompt.ok_or_else(|| format!("--prompt is required\n{USAGE}"))?;
+    pollster::block_on(async {
+        let gpu = Gpu::new().await.map_err(|e| e.to_string())?;
+        let mut g = Generator::load(&gpu, &FileSource::new(&model), GeneratorOptions { dtype }, &|_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        let messages = [Message::new("user", &prompt)];
+        let p = if chat { Prompt::Messages(&messages) } else { Prompt::Text(&prompt) };
+        let out = g.generate(p, &opts).await.map_err(|e| e.to_string())?;
+        let json = serde_json::json!({
+            "prompt_ids": out.prompt_ids,
+            "tokens": out.tokens,
+            "text": out.text,
+            "finish_reason": out.finish_reason.as_str(),
+        });
+        println!("{json}");
+        Ok(())
+    })
 }

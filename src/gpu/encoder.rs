@@ -27,7 +27,7 @@ enum Op {
         tensors: Vec<GpuTensor>,
         workgroups: [u32; 3],
     },
-    Copy { src: GpuTensor, dst: GpuTensor, dst_offset: u64, bytes: u64 },
+    Copy { src: GpuTensor, src_offset: u64, dst: GpuTensor, dst_offset: u64, bytes: u64 },
 }
 
 /// A list of GPU ops recorded for one submission.
@@ -95,7 +95,24 @@ impl<'g> Encoder<'g> {
         if offset % 4 != 0 || bytes % 4 != 0 {
             return Err(Error::param(OP, "offset and length must be multiples of 4 bytes"));
         }
-        self.ops.push(Op::Copy { src: src.clone(), dst: dst.clone(), dst_offset: offset, bytes });
+        self.ops.push(Op::Copy { src: src.clone(), src_offset: 0, dst: dst.clone(), dst_offset: offset, bytes });
+        Ok(())
+    }
+
+    /// Records a copy of `len` elements of `src` from element `src_offset` into `dst` at
+    /// element `dst_offset` (same dtype; byte offsets and length multiples of 4).
+    pub fn copy_slice(&mut self, src: &GpuTensor, src_offset: usize, dst: &GpuTensor, dst_offset: usize, len: usize) -> Result<()> {
+        const OP: &str = "copy_slice";
+        src.expect_dtype(OP, "dst", &[dst.dtype()])?;
+        let size = dst.dtype().size() as u64;
+        let (so, d_o, bytes) = (src_offset as u64 * size, dst_offset as u64 * size, len as u64 * size);
+        if so + bytes > src.byte_len() || d_o + bytes > dst.byte_len() {
+            return Err(Error::param(OP, format!("{len} elements at {src_offset} -> {dst_offset} overflow the tensors")));
+        }
+        if so % 4 != 0 || d_o % 4 != 0 || bytes % 4 != 0 {
+            return Err(Error::param(OP, "offsets and length must be multiples of 4 bytes"));
+        }
+        self.ops.push(Op::Copy { src: src.clone(), src_offset: so, dst: dst.clone(), dst_offset: d_o, bytes });
         Ok(())
     }
 
@@ -108,6 +125,40 @@ impl<'g> Encoder<'g> {
     /// Encodes every recorded op into one command buffer (bind groups, passes) without
     /// submitting it, so a benchmark can time the GPU work apart from the host's encoding.
     pub fn encode(self) -> Result<Encoded> {
+        let steps = self.build();
+        let mut enc = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm") });
+        encode_steps(&mut enc, &steps);
+        Ok(Encoded { gpu: self.gpu.clone(), cmd: enc.finish(), _ops: self.ops })
+    }
+
+    /// Submits every recorded op followed by a copy of `src`'s first u32 into `slot`, and
+    /// reads that value back (4 bytes, one readback).
+    pub async fn submit_read_u32(self, src: &GpuTensor, slot: &U32Slot) -> Result<u32> {
+        let steps = self.build();
+        let mut enc = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm") });
+        encode_steps(&mut enc, &steps);
+        slot.read(self.gpu, enc, src).await
+    }
+
+    /// Builds the parameter buffer and every bind group once and keeps them, with the
+    /// tensors they bind, in a [`Recording`] that can be submitted any number of times.
+    /// What changes between replays must live in GPU buffers the kernels read (a decode
+    /// step's position and input token), not in the uniform parameters.
+    pub fn record(self) -> Result<Recording> {
+        let steps = self.build();
+        let dispatches = self.dispatch_count();
+        let mut tensors = Vec::new();
+        for op in self.ops {
+            match op {
+                Op::Dispatch { tensors: t, .. } => tensors.extend(t),
+                Op::Copy { src, dst, .. } => tensors.extend([src, dst]),
+            }
+        }
+        Ok(Recording { gpu: self.gpu.clone(), steps, dispatches, _tensors: tensors })
+    }
+
+    /// The parameter buffer and bind groups of every op.
+    fn build(&self) -> Vec<Step> {
         let device = self.gpu.device();
         let param_buf = (!self.params.is_empty()).then(|| {
             let buf = device.create_buffer(&wgpu::BufferDescriptor {
@@ -119,43 +170,38 @@ impl<'g> Encoder<'g> {
             self.gpu.queue().write_buffer(&buf, 0, &self.params);
             buf
         });
-        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm") });
-        let mut i = 0;
-        while i < self.ops.len() {
-            match &self.ops[i] {
-                Op::Copy { src, dst, dst_offset, bytes } => {
-                    enc.copy_buffer_to_buffer(src.buffer(), 0, dst.buffer(), *dst_offset, *bytes);
-                    i += 1;
-                }
-                Op::Dispatch { .. } => {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-                    while let Some(Op::Dispatch { pipeline, label, param_offset, param_len, tensors, workgroups }) = self.ops.get(i) {
-                        let params = param_buf.as_ref().expect("dispatch implies params");
-                        let mut entries = vec![wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: params,
-                                offset: *param_offset as u64,
-                                size: wgpu::BufferSize::new(*param_len as u64),
-                            }),
-                        }];
-                        for (j, t) in tensors.iter().enumerate() {
-                            entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource: t.buffer().as_entire_binding() });
-                        }
-                        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some(label),
-                            layout: &pipeline.get_bind_group_layout(0),
-                            entries: &entries,
-                        });
-                        pass.set_pipeline(pipeline);
-                        pass.set_bind_group(0, &bg, &[]);
-                        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-                        i += 1;
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Copy { src, src_offset, dst, dst_offset, bytes } => Step::Copy {
+                    src: src.buffer().clone(),
+                    src_offset: *src_offset,
+                    dst: dst.buffer().clone(),
+                    dst_offset: *dst_offset,
+                    bytes: *bytes,
+                },
+                Op::Dispatch { pipeline, label, param_offset, param_len, tensors, workgroups } => {
+                    let params = param_buf.as_ref().expect("dispatch implies params");
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: params,
+                            offset: *param_offset as u64,
+                            size: wgpu::BufferSize::new(*param_len as u64),
+                        }),
+                    }];
+                    for (j, t) in tensors.iter().enumerate() {
+                        entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource: t.buffer().as_entire_binding() });
                     }
+                    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(label),
+                        layout: &pipeline.get_bind_group_layout(0),
+                        entries: &entries,
+                    });
+                    Step::Dispatch { pipeline: pipeline.clone(), bind_group, workgroups: *workgroups }
                 }
-            }
-        }
-        Ok(Encoded { gpu: self.gpu.clone(), cmd: enc.finish(), _ops: self.ops })
+            })
+            .collect()
     }
 }
 
@@ -172,6 +218,110 @@ impl Encoded {
         self.gpu.queue().submit([self.cmd]);
         // Dropping the ops now returns released buffers to the pool; anything written into
         // them later is queued after this submission.
+    }
+}
+
+/// One op with its GPU objects built.
+enum Step {
+    Dispatch { pipeline: Arc<wgpu::ComputePipeline>, bind_group: wgpu::BindGroup, workgroups: [u32; 3] },
+    Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
+}
+
+/// Encodes steps: consecutive dispatches share one compute pass, copies split passes.
+fn encode_steps(enc: &mut wgpu::CommandEncoder, steps: &[Step]) {
+    let mut i = 0;
+    while i < steps.len() {
+        match &steps[i] {
+            Step::Copy { src, src_offset, dst, dst_offset, bytes } => {
+                enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes);
+                i += 1;
+            }
+            Step::Dispatch { .. } => {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                while let Some(Step::Dispatch { pipeline, bind_group, workgroups }) = steps.get(i) {
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, bind_group, &[]);
+                    pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// A command sequence whose bind groups and parameters were built once (see
+/// [`Encoder::record`]). Replaying it creates no buffer, bind group or pipeline: the host
+/// work per replay is encoding `dispatch_count` dispatches into one command buffer.
+pub struct Recording {
+    gpu: Gpu,
+    steps: Vec<Step>,
+    dispatches: usize,
+    /// Keeps every bound buffer out of the pool while the recording lives.
+    _tensors: Vec<GpuTensor>,
+}
+
+impl Recording {
+    /// Dispatches per replay.
+    pub fn dispatch_count(&self) -> usize {
+        self.dispatches
+    }
+
+    /// Submits the sequence once.
+    pub fn submit(&self) {
+        let mut enc = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm replay") });
+        encode_steps(&mut enc, &self.steps);
+        self.gpu.queue().submit([enc.finish()]);
+    }
+
+    /// Submits the sequence followed by a copy of `src`'s first u32 into `slot`, and reads
+    /// that one value back (4 bytes, counted as one readback).
+    pub async fn submit_read_u32(&self, src: &GpuTensor, slot: &U32Slot) -> Result<u32> {
+        let mut enc = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm replay") });
+        encode_steps(&mut enc, &self.steps);
+        slot.read(&self.gpu, enc, src).await
+    }
+}
+
+/// A persistent 4-byte staging buffer for reading one u32 (a sampled token id) per step
+/// without creating a buffer per read.
+pub struct U32Slot {
+    staging: wgpu::Buffer,
+}
+
+impl U32Slot {
+    pub fn new(gpu: &Gpu) -> Self {
+        let staging = gpu.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("u32 readback slot"),
+            size: 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Self { staging }
+    }
+
+    /// Finishes `enc` with a copy of `src`'s first element into the slot, submits, and reads it.
+    pub(crate) async fn read(&self, gpu: &Gpu, mut enc: wgpu::CommandEncoder, src: &GpuTensor) -> Result<u32> {
+        src.expect_dtype("readback_u32", "src", &[super::DType::U32])?;
+        gpu.check_errors()?;
+        gpu.count_readback(4);
+        enc.copy_buffer_to_buffer(src.buffer(), 0, &self.staging, 0, 4);
+        gpu.queue().submit([enc.finish()]);
+        let (tx, rx) = super::readback::oneshot();
+        self.staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
+        #[cfg(not(target_arch = "wasm32"))]
+        gpu.device().poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        match rx.await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Readback(e.to_string())),
+            None => return Err(Error::Readback("map callback dropped".into())),
+        }
+        let v = {
+            let view = self.staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            u32::from_le_bytes([view[0], view[1], view[2], view[3]])
+        };
+        self.staging.unmap();
+        gpu.check_errors()?;
+        Ok(v)
     }
 }
 

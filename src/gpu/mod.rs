@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use encoder::{Encoded, Encoder};
+pub use encoder::{Encoded, Encoder, Recording, U32Slot};
 pub(crate) use encoder::grid;
 pub use tensor::{DType, GpuTensor};
 
@@ -62,6 +62,7 @@ struct Inner {
     lost: Arc<Mutex<Option<String>>>,
     buffers_created: AtomicUsize,
     readbacks: AtomicUsize,
+    readback_bytes: AtomicUsize,
 }
 
 /// Counters of the runtime's caches, for tests and diagnostics.
@@ -75,6 +76,8 @@ pub struct GpuStats {
     pub pooled_free_bytes: u64,
     /// Readbacks (GPU→CPU transfers) since the device was acquired.
     pub readbacks: usize,
+    /// Payload bytes read back since the device was acquired.
+    pub readback_bytes: usize,
 }
 
 /// The one object that owns the GPU. Cheap to clone (shared handle).
@@ -180,6 +183,7 @@ impl Gpu {
                 lost,
                 buffers_created: AtomicUsize::new(0),
                 readbacks: AtomicUsize::new(0),
+                readback_bytes: AtomicUsize::new(0),
             }),
         })
     }
@@ -193,8 +197,9 @@ impl Gpu {
     pub(crate) fn queue(&self) -> &wgpu::Queue {
         &self.inner.queue
     }
-    pub(crate) fn count_readback(&self) {
+    pub(crate) fn count_readback(&self, bytes: usize) {
         self.inner.readbacks.fetch_add(1, Ordering::Relaxed);
+        self.inner.readback_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Whether the device was lost (the engine must be loaded again on a new device).
@@ -376,6 +381,7 @@ impl Gpu {
             pipelines: self.inner.pipelines.lock().map(|c| c.len()).unwrap_or(0),
             pooled_free_bytes: self.inner.pool.lock().map(|p| p.free_bytes).unwrap_or(0),
             readbacks: self.inner.readbacks.load(Ordering::Relaxed),
+            readback_bytes: self.inner.readback_bytes.load(Ordering::Relaxed),
         }
     }
 

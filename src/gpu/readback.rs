@@ -71,7 +71,7 @@ impl Gpu {
     /// mapped once. Returns each tensor's payload bytes.
     async fn read_many(&self, tensors: &[&GpuTensor]) -> Result<Vec<Vec<u8>>> {
         self.check_errors()?;
-        self.count_readback();
+        self.count_readback(tensors.iter().map(|t| t.byte_len() as usize).sum());
         let mut offsets = Vec::with_capacity(tensors.len());
         let mut size = 0u64;
         for t in tensors {

@@ -10,6 +10,7 @@ pub enum ActivationKey {
     Silu,
     Tanh,
     Add,
+    SwiGlu,
 }
 
 impl Variant for ActivationKey {
@@ -21,10 +22,11 @@ impl Variant for ActivationKey {
             ActivationKey::Silu => "silu",
             ActivationKey::Tanh => "tanh_",
             ActivationKey::Add => "add",
+            ActivationKey::SwiGlu => "swiglu",
         }
     }
     fn defines(&self) -> Vec<&'static str> {
-        if *self == ActivationKey::Add { vec!["BINARY"] } else { vec![] }
+        if matches!(self, ActivationKey::Add | ActivationKey::SwiGlu) { vec!["BINARY"] } else { vec![] }
     }
 }
 
@@ -49,6 +51,14 @@ pub fn add(enc: &mut Encoder, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor>
         return Err(Error::shape("add", "b", format!("{:?}", a.shape()), b.shape()));
     }
     run(enc, ActivationKey::Add, a, Some(b))
+}
+
+/// SwiGLU: `silu(gate) * up` (Llama MLP); same shapes, f32.
+pub fn swiglu(enc: &mut Encoder, gate: &GpuTensor, up: &GpuTensor) -> Result<GpuTensor> {
+    if gate.shape() != up.shape() {
+        return Err(Error::shape("swiglu", "up", format!("{:?}", gate.shape()), up.shape()));
+    }
+    run(enc, ActivationKey::SwiGlu, gate, Some(up))
 }
 
 fn run(enc: &mut Encoder, key: ActivationKey, a: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {

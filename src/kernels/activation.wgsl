@@ -1,4 +1,4 @@
-// Elementwise activations (GELU, SiLU, tanh) and the residual add. One thread per element, 256 per
+// Elementwise activations (GELU, SiLU, tanh), the residual add and SwiGLU (silu(a) * b). One thread per element, 256 per
 // workgroup, workgroups split over x/y (grid()).
 
 struct Params {
@@ -69,5 +69,18 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
         return;
     }
     out[i] = a[i] + b[i];
+}
+#endif
+
+#ifdef BINARY
+// SwiGLU gate of Llama's MLP: silu(gate) * up, with a = gate, b = up.
+@compute @workgroup_size(256)
+fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let g = a[i];
+    out[i] = g / (1.0 + exp(-g)) * b[i];
 }
 #endif

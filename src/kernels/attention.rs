@@ -9,13 +9,19 @@ use crate::gpu::{grid, DType, Encoder, GpuTensor};
 pub const MAX_HEAD_DIM: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct AttentionKey;
+pub struct AttentionKey {
+    /// Keys and values from a KV cache whose length is read on the GPU (`CACHE`).
+    pub cache: bool,
+}
 
 impl Variant for AttentionKey {
     const FAMILY: &'static str = "attention";
     const SOURCE: &'static str = include_str!("attention.wgsl");
     fn entry(&self) -> &'static str {
         "attention"
+    }
+    fn defines(&self) -> Vec<&'static str> {
+        if self.cache { vec!["CACHE"] } else { vec![] }
     }
 }
 
@@ -97,6 +103,69 @@ pub fn attention(
         0,
     ];
     let groups = u(OP, "batch * heads * q_len", batch * s.heads * q_len)?;
-    enc.dispatch(KernelKey::Attention(AttentionKey), &params, &[q, k, v, mask, &out], grid(groups))?;
+    enc.dispatch(KernelKey::Attention(AttentionKey { cache: false }), &params, &[q, k, v, mask, &out], grid(groups))?;
+    Ok(out)
+}
+
+/// Causal attention of `q_len` new queries over a KV cache (batch 1): the cache holds
+/// `state[1]` earlier tokens followed by the `q_len` just appended (`rope_append`), and
+/// query `i` sees keys `0 ..= state[1] + i`. One call serves prefill (`q_len` = prompt)
+/// and decode (`q_len` = 1); the key count is read on the GPU.
+/// - `q`: `[q_len, heads * head_dim]` f32
+/// - `k_cache`, `v_cache`: `[cache_rows, kv_heads * head_dim]` f32
+/// - `state`: `[4]` u32
+/// - returns `[q_len, heads * head_dim]` f32
+pub fn attention_cached(
+    enc: &mut Encoder,
+    q: &GpuTensor,
+    k_cache: &GpuTensor,
+    v_cache: &GpuTensor,
+    state: &GpuTensor,
+    s: AttentionShape,
+) -> Result<GpuTensor> {
+    const OP: &str = "attention_cached";
+    if s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
+        return Err(Error::param(OP, format!("heads {} must be a positive multiple of kv_heads {}", s.heads, s.kv_heads)));
+    }
+    if s.head_dim == 0 || s.head_dim > MAX_HEAD_DIM {
+        return Err(Error::param(OP, format!("head_dim {} outside 1..={MAX_HEAD_DIM}", s.head_dim)));
+    }
+    for (name, t) in [("q", q), ("k_cache", k_cache), ("v_cache", v_cache)] {
+        t.expect_dtype(OP, name, &[DType::F32])?;
+        t.expect_rank(OP, name, 2)?;
+    }
+    state.expect_dtype(OP, "state", &[DType::U32])?;
+    if state.numel() < 4 {
+        return Err(Error::shape(OP, "state", "[4]", state.shape()));
+    }
+    let (qw, kvw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+    let q_len = q.shape()[0];
+    if q.shape()[1] != qw {
+        return Err(Error::shape(OP, "q", format!("[q_len, {qw}]"), q.shape()));
+    }
+    let cache_rows = k_cache.shape()[0];
+    if k_cache.shape()[1] != kvw || v_cache.shape() != k_cache.shape() {
+        return Err(Error::shape(OP, "k_cache", format!("[cache_rows, {kvw}]"), k_cache.shape()));
+    }
+    if q_len > cache_rows {
+        return Err(Error::param(OP, format!("{q_len} queries exceed the cache of {cache_rows} rows")));
+    }
+    let out = enc.gpu().alloc(q.shape(), DType::F32)?;
+    let params = [
+        1,
+        u(OP, "q_len", q_len)?,
+        u(OP, "cache_rows", cache_rows)?,
+        u(OP, "heads", s.heads)?,
+        u(OP, "kv_heads", s.kv_heads)?,
+        u(OP, "head_dim", s.head_dim)?,
+        u(OP, "q_stride", qw)?,
+        u(OP, "kv_stride", kvw)?,
+        f(s.scale),
+        1,
+        0,
+        0,
+    ];
+    let groups = u(OP, "heads * q_len", s.heads * q_len)?;
+    enc.dispatch(KernelKey::Attention(AttentionKey { cache: true }), &params, &[q, k_cache, v_cache, state, &out], grid(groups))?;
     Ok(out)
 }

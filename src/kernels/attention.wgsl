@@ -7,6 +7,11 @@
 // are rescaled by exp(m_old - m_new), and each thread accumulates the weighted values for
 // the head dims it owns (d = t, t + 64, ..., so head_dim <= 256).
 // Dispatch: grid(batch * heads * q_len).
+//
+// Variant CACHE (decoders with a KV cache, batch 1): k and v are the cache buffers
+// [cache_rows, kv_heads * head_dim]; the keys in use are rows 0 .. state[1] + q_len
+// (state[1] = tokens cached before this call, read on the GPU so a recorded decode step
+// replays unchanged); query i sees keys j <= state[1] + i; there is no padding mask.
 
 struct Params {
     batch: u32,
@@ -30,7 +35,11 @@ const NEG: f32 = -1.0e30;  // "minus infinity" that stays finite (WGSL may not h
 @group(0) @binding(1) var<storage, read> q: array<f32>;              // q: [batch, q_len, heads * head_dim] f32
 @group(0) @binding(2) var<storage, read> k: array<f32>;              // k: [batch, kv_len, kv_heads * head_dim] f32
 @group(0) @binding(3) var<storage, read> v: array<f32>;              // v: [batch, kv_len, kv_heads * head_dim] f32
+#ifdef CACHE
+@group(0) @binding(4) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = cached tokens before this call
+#else
 @group(0) @binding(4) var<storage, read> mask: array<u32>;           // mask: [batch, kv_len] u32, 0 = padding
+#endif
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;      // out: [batch, q_len, heads * head_dim] f32
 
 var<workgroup> qs: array<f32, 256>;
@@ -57,9 +66,15 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
     workgroupBarrier();
 
-    var end = p.kv_len;
+#ifdef CACHE
+    // p.kv_len is the cache's row count here; the rows in use end at state[1] + q_len.
+    let kv_len = state[1] + p.q_len;
+#else
+    let kv_len = p.kv_len;
+#endif
+    var end = min(kv_len, p.kv_len);
     if (p.causal != 0u) {
-        end = min(p.kv_len, p.kv_len - p.q_len + i + 1u);
+        end = min(end, kv_len - p.q_len + i + 1u);
     }
     var m = NEG;
     var l = 0.0;
@@ -67,7 +82,12 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     for (var t0 = 0u; t0 < end; t0 = t0 + WG) {
         let j = t0 + lid;
         var s = NEG;
-        if (j < end && mask[b * p.kv_len + j] != 0u) {
+#ifdef CACHE
+        let visible = j < end;
+#else
+        let visible = j < end && mask[b * p.kv_len + j] != 0u;
+#endif
+        if (visible) {
             let k_base = (b * p.kv_len + j) * p.kv_stride + kvh * d_n;
             var dot_ = 0.0;
             for (var d = 0u; d < d_n; d = d + 1u) {

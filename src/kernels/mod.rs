@@ -12,6 +12,8 @@ pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod quant;
+pub mod rope;
+pub mod sample;
 pub mod search;
 
 /// Every value that changes a compiled pipeline: the op family, the entry point and the
@@ -26,6 +28,8 @@ pub enum KernelKey {
     Pool(pool::PoolKey),
     Search(search::SearchKey),
     Quant(quant::QuantKey),
+    Rope(rope::RopeKey),
+    Sample(sample::SampleKey),
 }
 
 /// A kernel variant of one op family.
@@ -56,6 +60,8 @@ macro_rules! dispatch_variant {
             KernelKey::Pool($k) => $e,
             KernelKey::Search($k) => $e,
             KernelKey::Quant($k) => $e,
+            KernelKey::Rope($k) => $e,
+            KernelKey::Sample($k) => $e,
         }
     };
 }

@@ -336,6 +336,21 @@ impl Linear {
     }
 }
 
+/// `RMSNorm` over the last dimension (Llama: `x * rsqrt(mean(x²) + eps) * weight`).
+pub struct RmsNorm {
+    pub weight: GpuTensor,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, dim: usize, eps: f32) -> Result<Self> {
+        Ok(Self { weight: vb.get("weight", &[dim]).await?, eps })
+    }
+    pub fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
+        norm::rms_norm(enc, x, &self.weight, self.eps)
+    }
+}
+
 /// `nn.LayerNorm` over the last dimension.
 pub struct LayerNorm {
     pub weight: GpuTensor,

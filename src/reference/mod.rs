@@ -6,10 +6,13 @@ pub mod activation;
 pub mod attention;
 pub mod check;
 pub mod embed;
+pub mod llama;
 pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod rng;
+pub mod rope;
+pub mod sample;
 pub mod search;
 
 pub use activation::{add, gelu, silu, tanh};
@@ -18,3 +21,4 @@ pub use embed::embedding;
 pub use matmul::linear;
 pub use norm::{l2_normalize, layer_norm, rms_norm};
 pub use pool::{cls_pool, mean_pool};
+pub use rope::rope;

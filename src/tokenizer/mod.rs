@@ -73,4 +73,52 @@ impl Tokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+
+    /// Token ids of `text` exactly as written: no special tokens added (chat templates
+    /// and raw prompts already contain theirs), no truncation beyond `max_length`.
+    pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// Text of `ids`; special tokens dropped when `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner.decode(ids, skip_special).map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}
+
+/// Incremental detokenisation for streaming: feed ids one at a time, get the new text
+/// once it forms complete UTF-8 characters. A byte-level BPE token can end inside a
+/// multi-byte character; such a piece decodes to U+FFFD and is held back until the
+/// following tokens complete it (the `prefix_offset` / `read_offset` scheme of
+/// text-generation-inference and transformers' `TextStreamer`).
+#[derive(Debug, Default, Clone)]
+pub struct DecodeStream {
+    ids: Vec<u32>,
+    prefix_offset: usize,
+    read_offset: usize,
+}
+
+impl DecodeStream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `id` and returns the text it completes (possibly empty).
+    pub fn step(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
+        self.ids.push(id);
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], true)?;
+        let full = tok.decode(&self.ids[self.prefix_offset..], true)?;
+        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.starts_with(&prefix) {
+            let piece = full[prefix.len()..].to_string();
+            self.prefix_offset = self.read_offset;
+            self.read_offset = self.ids.len();
+            Ok(piece)
+        } else {
+            Ok(String::new())
+        }
+    }
 }

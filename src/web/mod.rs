@@ -5,6 +5,7 @@
 //! JS `Error`s carrying the crate error's message. Results cross as typed arrays.
 
 mod lane;
+mod generator;
 
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -1,0 +1,176 @@
+//! Generation speed with random weights built from real decoder configs: prefill tok/s for
+//! a `GLLM_GEN_PROMPT`-token prompt (default 512) and decode tok/s over `GLLM_GEN_NEW` new
+//! tokens (default 128, EOS ignored), per weight dtype (`GLLM_GEN_DTYPES`, default
+//! `f32,f16,q8_0,q4_0`), through the public `Generator` (GPU sampling, one 4-byte readback
+//! per token). The same run measures the dispatch floor: the cost of one dispatch in a
+//! replayed recording, and of one submit + 4-byte readback round trip.
+//!
+//! Run: `cargo bench --bench generate -- DIR...` where each DIR holds `config.json`,
+//! `tokenizer.json` (and optionally `generation_config.json`, `tokenizer_config.json`),
+//! e.g. `models/smollm2-135m-instruct`. The PyTorch baseline: `benches/generate_torch.py DIR...`.
+
+use std::time::Instant;
+
+mod common;
+
+use common::median;
+use gllm_web::kernels::activation;
+use gllm_web::loader::safetensors::{serialize, StDType};
+use gllm_web::loader::{FileSource, MemSource, Source};
+use gllm_web::models::llama::{checkpoint_shapes, LlamaConfig};
+use gllm_web::reference::rng::Rng;
+use gllm_web::{GenerateOptions, Generator, GeneratorOptions, Gpu, LoadDType, Prompt, U32Slot};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A MemSource with the folder's small files and a random F16 checkpoint of its config
+/// (weights uniform in about ±0.03, norms 1).
+async fn random_decoder(dir: &str) -> gllm_web::Result<(MemSource, LlamaConfig)> {
+    let real = FileSource::new(dir);
+    let config_bytes = real.read("config.json").await?;
+    let config: LlamaConfig = serde_json::from_slice(&config_bytes)
+        .map_err(|e| gllm_web::Error::Config { file: "config.json".into(), msg: e.to_string() })?;
+    let mut rng = Rng::new(7);
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = checkpoint_shapes(&config)
+        .into_iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let norm = name.ends_with("norm.weight");
+            let mut bytes = Vec::with_capacity(n * 2);
+            let one = half::f16::from_f32(1.0).to_bits();
+            let mut i = 0;
+            while i < n {
+                let r = rng.next_u64();
+                for j in 0..4.min(n - i) {
+                    // sign, exponent 2^-6..2^-5, 10 random mantissa bits: |w| in [0.016, 0.031).
+                    let w = (r >> (16 * j)) as u16;
+                    let bits = if norm { one } else { (w & 0x8000) | (9 << 10) | (w & 0x03FF) };
+                    bytes.extend_from_slice(&bits.to_le_bytes());
+                }
+                i += 4;
+            }
+            (name, shape, bytes)
+        })
+        .collect();
+    let refs: Vec<(&str, StDType, &[usize], &[u8])> =
+        tensors.iter().map(|(n, s, b)| (n.as_str(), StDType::F16, s.as_slice(), b.as_slice())).collect();
+    let mut src = MemSource::new().with("model.safetensors", serialize(&refs)).with("config.json", config_bytes);
+    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        if let Ok(b) = real.read(f).await {
+            src = src.with(f, b);
+        }
+    }
+    Ok((src, config))
+}
+
+fn main() -> gllm_web::Result<()> {
+    pollster::block_on(run())
+}
+
+async fn run() -> gllm_web::Result<()> {
+    let dirs: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let dirs = if dirs.is_empty() { vec!["models/smollm2-135m-instruct".to_string()] } else { dirs };
+    let prompt_len = env("GLLM_GEN_PROMPT", 512);
+    let new_tokens = env("GLLM_GEN_NEW", 128).max(2);
+    let dtypes = std::env::var("GLLM_GEN_DTYPES").unwrap_or_else(|_| "f32,f16,q8_0,q4_0".into());
+    let gpu = Gpu::new().await?;
+    let adapter = gpu.caps().adapter.clone();
+    let short = adapter.split(" (").next().unwrap_or("?").to_string();
+    let cpu = gpu.caps().is_cpu;
+    println!("adapter: {adapter}");
+
+    // Dispatch floor: one tiny dispatch replayed N times in one recording, and the round
+    // trip of a submission whose only result is one 4-byte readback.
+    let x = gpu.upload_f32(&[0.5; 64], &[64])?;
+    let n_disp = if cpu { 200 } else { 2000 };
+    let mut enc = gpu.encoder();
+    let mut y = x.clone();
+    for _ in 0..n_disp {
+        y = activation::silu(&mut enc, &y)?;
+    }
+    let rec = enc.record()?;
+    let ids = gpu.upload_u32(&[1, 0, 0, 0], &[4])?;
+    let slot = U32Slot::new(&gpu);
+    let mut per_disp = Vec::new();
+    for r in 0..8 {
+        let t0 = Instant::now();
+        rec.submit_read_u32(&ids, &slot).await?;
+        if r >= 2 {
+            per_disp.push(t0.elapsed().as_secs_f64() / n_disp as f64);
+        }
+    }
+    let per_dispatch = median(per_disp);
+    let mut enc = gpu.encoder();
+    activation::silu(&mut enc, &x)?;
+    let one = enc.record()?;
+    let mut rt = Vec::new();
+    for r in 0..30 {
+        let t0 = Instant::now();
+        one.submit_read_u32(&ids, &slot).await?;
+        if r >= 5 {
+            rt.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let round_trip = median(rt);
+    println!("dispatch cost (replayed recording of {n_disp}): {:.2} µs; submit + 4-byte readback round trip: {:.1} µs", per_dispatch * 1e6, round_trip * 1e6);
+    println!("prompt {prompt_len} tokens, {new_tokens} new tokens (EOS ignored), greedy; medians\n");
+    println!("| model (random weights) | dtype | prefill tok/s | decode tok/s | ms/token | dispatches/token | floor ms/token | weights MB/token | weight GB/s |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+
+    for dir in &dirs {
+        let (src, config) = random_decoder(dir).await?;
+        let name = std::path::Path::new(dir).file_name().and_then(|n| n.to_str()).unwrap_or(dir).to_string();
+        let mut rng = Rng::new(3);
+        let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.below(config.vocab_size as u32)).collect();
+        for dt in dtypes.split(',') {
+            let dtype: LoadDType = dt.parse()?;
+            let t_load = Instant::now();
+            let mut g = Generator::load(&gpu, &src, GeneratorOptions { dtype }, &|_| {}).await?;
+            let load_s = t_load.elapsed().as_secs_f64();
+            let warm = GenerateOptions { max_new_tokens: 4, ignore_eos: true, ..Default::default() };
+            g.generate(Prompt::Ids(&prompt), &warm).await?;
+            // Prefill: the prompt and the first sampled token, one submission.
+            let one_tok = GenerateOptions { max_new_tokens: 1, ignore_eos: true, ..Default::default() };
+            let mut pre = Vec::new();
+            for _ in 0..if cpu { 1 } else { 5 } {
+                let t0 = Instant::now();
+                g.generate(Prompt::Ids(&prompt), &one_tok).await?;
+                pre.push(t0.elapsed().as_secs_f64());
+            }
+            let prefill = median(pre);
+            // Decode: time from the first token's arrival to the last's.
+            let opts = GenerateOptions { max_new_tokens: new_tokens, ignore_eos: true, ..Default::default() };
+            let mut dec = Vec::new();
+            for _ in 0..if cpu { 1 } else { 3 } {
+                let mut stamps = Vec::with_capacity(new_tokens);
+                let out = g
+                    .generate_stream(Prompt::Ids(&prompt), &opts, &mut |_, _| {
+                        stamps.push(Instant::now());
+                        true
+                    })
+                    .await?;
+                assert_eq!(out.tokens.len(), new_tokens);
+                let (a, b) = (stamps[0], stamps[stamps.len() - 1]);
+                dec.push((b - a).as_secs_f64() / (stamps.len() - 1) as f64);
+            }
+            let per_tok = median(dec);
+            let d = g.decode_dispatches().unwrap_or(0);
+            let wb = g.weight_bytes_per_token() as f64;
+            println!(
+                "| {short} {name} | {dt} | {:.0} | {:.1} | {:.3} | {d} | {:.3} | {:.1} | {:.0} |",
+                prompt_len as f64 / prefill,
+                1.0 / per_tok,
+                per_tok * 1e3,
+                (d as f64 * per_dispatch + round_trip) * 1e3,
+                wb / 1e6,
+                wb / per_tok / 1e9,
+            );
+            eprintln!("  ({name} {dt}: load {load_s:.1} s)");
+            drop(g);
+            gpu.trim();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,435 @@
+//! Text generation with a Llama-family decoder, sampling on the GPU.
+//!
+//! Per call: the prompt (raw text, or chat messages rendered with the model's template) is
+//! tokenized and uploaded once; one submission runs the prefill over the whole prompt,
+//! fills the KV cache and samples the first token on the GPU. Each further token is one
+//! replay of a decode step recorded once per KV-cache size ([`Recording`]): it embeds the
+//! token the previous step left in `state[0]`, runs every layer over the cache, samples and
+//! writes the next id back into `state[0]`. Only that id crosses to the CPU (4 bytes per
+//! token), for stop conditions and streaming. See `SPEC/generation.md`.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, GpuTensor, Recording, U32Slot};
+use crate::kernels::sample::{sample, SamplingConfig};
+use crate::loader::{read_json, read_json_optional, Progress, SafetensorsFile, Source};
+use crate::models::llama::{KvCache, LlamaConfig, LlamaModel};
+use crate::nn::VarBuilder;
+use crate::nn::LoadDType;
+use crate::tokenizer::chat::{render_chat, ChatMessage as Message};
+use crate::tokenizer::{DecodeStream, Tokenizer};
+
+const WEIGHTS: &str = "model.safetensors";
+/// KV-cache sizes are rounded up to this many positions, so calls of similar length share
+/// one recorded decode step.
+const CACHE_STEP: usize = 256;
+
+/// Load options.
+#[derive(Debug, Clone)]
+pub struct GeneratorOptions {
+    /// Storage of the weights: `auto` (GGUF blocks kept quantized, else F32), `f32`,
+    /// `f16`, or a block format quantized on load (`q8_0`, `q4_0`, ...). Activations are f32.
+    pub dtype: LoadDType,
+}
+
+impl Default for GeneratorOptions {
+    fn default() -> Self {
+        Self { dtype: LoadDType::F16 }
+    }
+}
+
+/// Options of one generate call.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingConfig,
+    /// Generation stops when the text contains one of these; the text ends before it.
+    pub stop: Vec<String>,
+    /// Keep going past EOS ids (benchmarks).
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { max_new_tokens: 256, sampling: SamplingConfig::default(), stop: Vec::new(), ignore_eos: false }
+    }
+}
+
+/// What to continue.
+#[derive(Debug, Clone, Copy)]
+pub enum Prompt<'a> {
+    /// Raw text, tokenized as is (no special tokens added).
+    Text(&'a str),
+    /// Chat messages, rendered with the model's chat template and the generation prompt.
+    Messages(&'a [Message]),
+    /// Token ids, used as they are.
+    Ids(&'a [u32]),
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An EOS id of `generation_config.json` was produced (it is the last of `tokens`).
+    Eos,
+    /// A stop string appeared.
+    Stop,
+    /// `max_new_tokens` were produced (or the context is full).
+    Length,
+    /// The caller aborted.
+    Abort,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Abort => "abort",
+        }
+    }
+}
+
+/// The result of a generate call.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub prompt_ids: Vec<u32>,
+    /// New token ids, including a final EOS id.
+    pub tokens: Vec<u32>,
+    /// Text of the new tokens (special tokens skipped, cut before a stop string).
+    pub text: String,
+    pub finish_reason: FinishReason,
+}
+
+#[derive(Deserialize)]
+struct GenerationConfig {
+    #[serde(default)]
+    eos_token_id: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct TokenizerConfig {
+    #[serde(default)]
+    chat_template: Option<serde_json::Value>,
+    #[serde(default)]
+    bos_token: Option<serde_json::Value>,
+    #[serde(default)]
+    eos_token: Option<serde_json::Value>,
+}
+
+/// A token string of `tokenizer_config.json`: `"<s>"` or `{ "content": "<s>", ... }`.
+fn token_str(v: &Option<serde_json::Value>) -> String {
+    match v {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()).unwrap_or_default().to_string(),
+        _ => String::new(),
+    }
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_u64()).map(|n| n as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// GPU state of one KV-cache size: the cache, the per-call buffers and the recorded
+/// decode step that reads and writes them.
+struct Session {
+    cache: KvCache,
+    /// `[4]` u32: next input token / sampled token, cached positions, sampling step, 0.
+    state: GpuTensor,
+    /// `[8]` u32 sampling settings.
+    cfg: GpuTensor,
+    /// `[vocab]` u32: 1 for tokens in the prompt or output (repetition penalty).
+    seen: GpuTensor,
+    decode: Recording,
+}
+
+pub struct Generator {
+    gpu: Gpu,
+    model: LlamaModel,
+    tokenizer: Tokenizer,
+    chat_template: Option<String>,
+    bos_token: String,
+    eos_token: String,
+    eos_ids: Vec<u32>,
+    session: Option<Session>,
+    slot: U32Slot,
+}
+
+impl Generator {
+    /// Loads `config.json`, `generation_config.json` (EOS ids), `tokenizer.json`,
+    /// `tokenizer_config.json` (chat template) and `model.safetensors` from `src`.
+    pub async fn load<S: Source>(gpu: &Gpu, src: &S, opts: GeneratorOptions, progress: &dyn Fn(Progress)) -> Result<Self> {
+        let config: LlamaConfig = read_json(src, "config.json").await?;
+        config.validate("config.json")?;
+        let gen_cfg: Option<GenerationConfig> = read_json_optional(src, "generation_config.json").await?;
+        let tok_cfg: TokenizerConfig = read_json_optional(src, "tokenizer_config.json").await?.unwrap_or_default();
+        let mut eos_ids = gen_cfg.and_then(|g| g.eos_token_id).map(|v| ids_of(&v)).unwrap_or_default();
+
+        progress(Progress::Initiate { file: "tokenizer.json".into() });
+        let tokenizer = Tokenizer::from_bytes(&src.read("tokenizer.json").await?, config.max_position_embeddings)?;
+        progress(Progress::Done { file: "tokenizer.json".into() });
+        let eos_token = token_str(&tok_cfg.eos_token);
+        if eos_ids.is_empty() {
+            eos_ids.extend(tokenizer.token_to_id(&eos_token));
+        }
+        let chat_template = match tok_cfg.chat_template {
+            Some(serde_json::Value::String(s)) => Some(s),
+            // A list of named templates: take "default".
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template"))
+                .and_then(|t| t.as_str())
+                .map(String::from),
+            _ => None,
+        };
+
+        progress(Progress::Initiate { file: WEIGHTS.into() });
+        let header = SafetensorsFile::read(src, WEIGHTS).await?;
+        let loaded = std::cell::Cell::new(0);
+        let vb = VarBuilder::new(gpu, src, &header, progress, &loaded).with_dtype(opts.dtype);
+        let model = LlamaModel::load(&vb, config).await?;
+        progress(Progress::Done { file: WEIGHTS.into() });
+        gpu.sync().await?;
+        progress(Progress::Ready);
+        Ok(Self {
+            gpu: gpu.clone(),
+            model,
+            tokenizer,
+            chat_template,
+            bos_token: token_str(&tok_cfg.bos_token),
+            eos_token,
+            eos_ids,
+            session: None,
+            slot: U32Slot::new(gpu),
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.model.config
+    }
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos_ids
+    }
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+    /// Weight bytes read per decoded token (for bandwidth figures).
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        self.model.weight_bytes_per_token()
+    }
+    /// Dispatches of one recorded decode step (after a generate call), `None` before.
+    pub fn decode_dispatches(&self) -> Option<usize> {
+        self.session.as_ref().map(|s| s.decode.dispatch_count())
+    }
+
+    /// The prompt's token ids: raw text as is, messages through the chat template.
+    pub fn prompt_ids(&self, prompt: Prompt<'_>) -> Result<Vec<u32>> {
+        match prompt {
+            Prompt::Text(t) => self.tokenizer.encode_raw(t),
+            Prompt::Ids(ids) => {
+                let vocab = self.model.config.vocab_size as u32;
+                match ids.iter().find(|&&i| i >= vocab) {
+                    Some(bad) => Err(Error::Input(format!("token id {bad} is outside the vocabulary of {vocab}"))),
+                    None => Ok(ids.to_vec()),
+                }
+            }
+            Prompt::Messages(m) => {
+                let tmpl = self
+                    .chat_template
+                    .as_deref()
+                    .ok_or_else(|| Error::Input("this model has no chat template (tokenizer_config.json)".into()))?;
+                let text = render_chat(tmpl, m, true, Some(&self.bos_token), Some(&self.eos_token))?;
+                self.tokenizer.encode_raw(&text)
+            }
+        }
+    }
+
+    /// Generates without streaming.
+    pub async fn generate(&mut self, prompt: Prompt<'_>, opts: &GenerateOptions) -> Result<Generation> {
+        self.generate_stream(prompt, opts, &mut |_, _| true).await
+    }
+
+    /// Generates, calling `on_token(text_piece, id)` after every new token. The pieces
+    /// concatenate to the final text: a piece is held back while it ends inside a UTF-8
+    /// character or could be the start of a stop string. Returning `false` aborts
+    /// (`FinishReason::Abort`); the generator stays usable.
+    pub async fn generate_stream(
+        &mut self,
+        prompt: Prompt<'_>,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(&str, u32) -> bool,
+    ) -> Result<Generation> {
+        opts.sampling.validate()?;
+        if opts.stop.iter().any(|s| s.is_empty()) {
+            return Err(Error::Input("stop strings must not be empty".into()));
+        }
+        let prompt_ids = self.prompt_ids(prompt)?;
+        let n = prompt_ids.len();
+        if n == 0 {
+            return Err(Error::Input("the prompt is empty".into()));
+        }
+        let ctx = self.model.config.max_position_embeddings;
+        if n >= ctx {
+            return Err(Error::Input(format!("the prompt has {n} tokens; the model's context is {ctx}")));
+        }
+        if opts.max_new_tokens == 0 {
+            return Ok(Generation { prompt_ids, tokens: vec![], text: String::new(), finish_reason: FinishReason::Length });
+        }
+        let max_new = opts.max_new_tokens.min(ctx - n);
+        let rows = (n + max_new).next_multiple_of(CACHE_STEP).min(ctx);
+        self.ensure_session(rows)?;
+        let gpu = self.gpu.clone();
+        let s = self.session.as_ref().expect("session ensured");
+
+        // Per-call state: position 0, the sampling settings, the prompt's tokens as seen.
+        gpu.write(&s.state, 0, &[0u8; 16]);
+        opts.sampling.write(&gpu, &s.cfg)?;
+        let vocab = self.model.config.vocab_size;
+        let mut seen = vec![0u32; vocab];
+        for &id in &prompt_ids {
+            if (id as usize) < vocab {
+                seen[id as usize] = 1;
+            }
+        }
+        let seen_bytes: Vec<u8> = seen.iter().flat_map(|w| w.to_le_bytes()).collect();
+        gpu.write(&s.seen, 0, &seen_bytes);
+
+        // Prefill: the whole prompt in one submission, then the first token's id.
+        let ids = gpu.upload_u32(&prompt_ids, &[n])?;
+        let mut enc = gpu.encoder();
+        let logits = self.model.forward(&mut enc, &ids, &s.cache, &s.state, false)?;
+        sample(&mut enc, &logits, &s.cfg, &s.seen, &s.state, n)?;
+        let mut next = enc.submit_read_u32(&s.state, &self.slot).await?;
+
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+        let mut emitted = 0usize;
+        let mut stream = DecodeStream::new();
+        let max_stop = opts.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+        let finish = loop {
+            tokens.push(next);
+            if !opts.ignore_eos && self.eos_ids.contains(&next) {
+                break FinishReason::Eos;
+            }
+            text.push_str(&stream.step(&self.tokenizer, next)?);
+            // Stop strings: search the region new text can complete.
+            let from = floor_boundary(&text, emitted.saturating_sub(max_stop));
+            if let Some(at) = opts.stop.iter().filter_map(|st| text[from..].find(st.as_str()).map(|i| from + i)).min() {
+                text.truncate(at);
+                if text.len() > emitted {
+                    on_token(&text[emitted..], next);
+                    emitted = text.len();
+                }
+                break FinishReason::Stop;
+            }
+            let safe = safe_end(&text, &opts.stop);
+            let piece = if safe > emitted { &text[emitted..safe] } else { "" };
+            let go_on = on_token(piece, next);
+            emitted = emitted.max(safe);
+            if !go_on {
+                break FinishReason::Abort;
+            }
+            if tokens.len() >= max_new {
+                break FinishReason::Length;
+            }
+            next = s.decode.submit_read_u32(&s.state, &self.slot).await?;
+        };
+        if finish != FinishReason::Stop && text.len() > emitted && finish != FinishReason::Abort {
+            on_token(&text[emitted..], *tokens.last().unwrap_or(&0));
+        }
+        if finish == FinishReason::Abort {
+            text.truncate(emitted);
+        }
+        Ok(Generation { prompt_ids, tokens, text, finish_reason: finish })
+    }
+
+    /// Logits of every prompt position (`[n, vocab]`), for tests and parity checks; a
+    /// debugging path with a large readback, not used by generation.
+    pub async fn prompt_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let n = ids.len();
+        if n == 0 || n >= self.model.config.max_position_embeddings {
+            return Err(Error::Input(format!("{n} prompt tokens")));
+        }
+        self.ensure_session(n.next_multiple_of(CACHE_STEP).min(self.model.config.max_position_embeddings))?;
+        let s = self.session.as_ref().expect("session ensured");
+        self.gpu.write(&s.state, 0, &[0u8; 16]);
+        let t = self.gpu.upload_u32(ids, &[n])?;
+        let mut enc = self.gpu.encoder();
+        let logits = self.model.forward(&mut enc, &t, &s.cache, &s.state, true)?;
+        enc.submit()?;
+        self.gpu.readback_f32(&logits).await
+    }
+
+    /// Builds the KV cache and records the decode step, unless a big enough one exists.
+    fn ensure_session(&mut self, rows: usize) -> Result<()> {
+        if self.session.as_ref().is_some_and(|s| s.cache.rows >= rows) {
+            return Ok(());
+        }
+        self.session = None;
+        let gpu = &self.gpu;
+        let c = &self.model.config;
+        let cache = KvCache::new(gpu, c, rows)?;
+        let state = gpu.upload_u32(&[0; 4], &[4])?;
+        let cfg = gpu.upload_u32(&SamplingConfig::default().words(), &[8])?;
+        let seen = gpu.upload_u32(&vec![0; c.vocab_size], &[c.vocab_size])?;
+        let mut enc = gpu.encoder();
+        // The decode step's input id is state[0], which the previous step's sample wrote.
+        let input = state.narrow_rows(1)?;
+        let logits = self.model.forward(&mut enc, &input, &cache, &state, false)?;
+        sample(&mut enc, &logits, &cfg, &seen, &state, 1)?;
+        let decode = enc.record()?;
+        self.session = Some(Session { cache, state, cfg, seen, decode });
+        Ok(())
+    }
+}
+
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// End of the text that may be streamed: before a trailing U+FFFD (an incomplete UTF-8
+/// character) and before the longest suffix that is a proper prefix of a stop string.
+fn safe_end(text: &str, stop: &[String]) -> usize {
+    let mut end = text.len();
+    if text.ends_with('\u{FFFD}') {
+        end -= '\u{FFFD}'.len_utf8();
+    }
+    let t = &text[..end];
+    let mut hold = 0;
+    for st in stop {
+        for k in (1..st.len()).rev() {
+            if k <= t.len() && st.is_char_boundary(k) && t.ends_with(&st[..k]) {
+                hold = hold.max(k);
+                break;
+            }
+        }
+    }
+    end - hold
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_prefixes_are_held_back() {
+        let stop = vec!["</s>".to_string(), "END".to_string()];
+        assert_eq!(safe_end("hello <", &stop), 6);
+        assert_eq!(safe_end("hello </", &stop), 6);
+        assert_eq!(safe_end("hello EN", &stop), 6);
+        assert_eq!(safe_end("hello", &stop), 5);
+        assert_eq!(safe_end("caf\u{FFFD}", &[]), 3);
+    }
+}

@@ -1,0 +1,459 @@
+//! Llama-family decoders (Touvron et al., 2023, <https://arxiv.org/abs/2302.13971>),
+//! following Hugging Face transformers' `models/llama/modeling_llama.py`, with the
+//! variants of `models/qwen2/modeling_qwen2.py` (q/k/v bias) and
+//! `models/qwen3/modeling_qwen3.py` (RMSNorm of each query and key head) as config flags:
+//! `LlamaRMSNorm`, `LlamaRotaryEmbedding` (`rotate_half` form, `rope_theta`, `linear` and
+//! `llama3` scaling), `LlamaAttention` (grouped-query heads), `LlamaMLP` (SwiGLU),
+//! `LlamaDecoderLayer` (pre-norm residual blocks), `LlamaModel` and the LM head of
+//! `LlamaForCausalLM` (tied to the embeddings or separate).
+//!
+//! Weights are looked up under HF checkpoint names (`model.embed_tokens.weight`,
+//! `model.layers.N.self_attn.q_proj.weight`, ..., `lm_head.weight`). Activations are f32;
+//! projection weights are F32 or F16 (`nn::Linear` picks the kernel, so quantized formats
+//! slot in without changes here). The KV cache lives on the GPU ([`KvCache`]) and the
+//! position of the next token is read on the GPU from a `state` buffer (see
+//! `SPEC/generation.md`), so a recorded decode step replays unchanged.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::gpu::{DType, Encoder, Gpu, GpuTensor};
+use crate::kernels::activation::{add, swiglu};
+use crate::kernels::attention::{attention_cached, AttentionShape, MAX_HEAD_DIM};
+use crate::kernels::matmul;
+use crate::kernels::rope::rope_append;
+use crate::loader::Source;
+use crate::nn::{Embedding, Linear, RmsNorm, VarBuilder};
+
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_act() -> String {
+    "silu".into()
+}
+fn default_max_pos() -> usize {
+    2048
+}
+
+/// `rope_scaling` of `config.json` (the forms supported models use).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RopeScaling {
+    #[serde(alias = "type")]
+    pub rope_type: String,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<usize>,
+}
+
+/// `config.json` of a Llama, Qwen2 or Qwen3 checkpoint (the fields inference needs).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlamaConfig {
+    /// `llama`, `qwen2` or `qwen3`: selects the q/k/v bias and q/k norm defaults.
+    #[serde(default)]
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Llama's `attention_bias` (q/k/v/o bias). Qwen2 always has q/k/v bias.
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+}
+
+impl LlamaConfig {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+    /// q/k/v projections carry a bias (Qwen2, or Llama with `attention_bias`).
+    pub fn qkv_bias(&self) -> bool {
+        self.model_type == "qwen2" || self.attention_bias
+    }
+    /// o_proj carries a bias (Llama with `attention_bias`; Qwen2's o_proj has none).
+    pub fn o_bias(&self) -> bool {
+        self.model_type != "qwen2" && self.attention_bias
+    }
+    /// Each query and key head is RMS-normalised before RoPE (Qwen3).
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == "qwen3"
+    }
+
+    /// Rejects configurations this implementation cannot run.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config { file: file.to_string(), msg });
+        if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "qwen3" | "mistral" | "") {
+            return bad(format!("model_type `{}` is not a Llama-family decoder", self.model_type));
+        }
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.kv_heads()),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 || v > 1 << 24 {
+                return bad(format!("{name} = {v} is out of range"));
+            }
+        }
+        if self.num_hidden_layers > 512 {
+            return bad(format!("num_hidden_layers = {} is out of range", self.num_hidden_layers));
+        }
+        if self.num_attention_heads % self.kv_heads() != 0 {
+            return bad(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", self.num_attention_heads, self.kv_heads()));
+        }
+        let d = self.head_dim();
+        if d == 0 || d % 2 != 0 || d > MAX_HEAD_DIM {
+            return bad(format!("head_dim {d} must be even and at most {MAX_HEAD_DIM}"));
+        }
+        if self.hidden_act != "silu" {
+            return bad(format!("hidden_act `{}` is not supported (only `silu`)", self.hidden_act));
+        }
+        if self.mlp_bias {
+            return bad("mlp_bias is not supported".into());
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps < 1.0) {
+            return bad(format!("rms_norm_eps {} is out of range", self.rms_norm_eps));
+        }
+        if !(self.rope_theta > 1.0 && self.rope_theta.is_finite()) {
+            return bad(format!("rope_theta {} is out of range", self.rope_theta));
+        }
+        self.rope_inv_freq().map_err(|msg| Error::Config { file: file.to_string(), msg })?;
+        Ok(())
+    }
+
+    /// `inv_freq` of `LlamaRotaryEmbedding`: `1 / theta^(2i / d)` in f32 as transformers
+    /// computes it, with `linear` or `llama3` scaling applied.
+    pub fn rope_inv_freq(&self) -> std::result::Result<Vec<f32>, String> {
+        let d = self.head_dim();
+        let base = self.rope_theta as f32;
+        let mut inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
+        let Some(s) = &self.rope_scaling else { return Ok(inv) };
+        match s.rope_type.as_str() {
+            "default" => {}
+            "linear" => {
+                let f = s.factor.ok_or("rope_scaling linear needs `factor`")? as f32;
+                inv.iter_mut().for_each(|v| *v /= f);
+            }
+            "llama3" => {
+                // transformers' `_compute_llama3_parameters`.
+                let f = s.factor.ok_or("rope_scaling llama3 needs `factor`")?;
+                let lo = s.low_freq_factor.unwrap_or(1.0);
+                let hi = s.high_freq_factor.unwrap_or(4.0);
+                let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
+                let (lo_wl, hi_wl) = (old / lo, old / hi);
+                for v in inv.iter_mut() {
+                    let wl = 2.0 * std::f64::consts::PI / *v as f64;
+                    let x = *v as f64;
+                    *v = if wl < hi_wl {
+                        x
+                    } else if wl > lo_wl {
+                        x / f
+                    } else {
+                        let smooth = (old / wl - lo) / (hi - lo);
+                        (1.0 - smooth) * x / f + smooth * x
+                    } as f32;
+                }
+            }
+            other => return Err(format!("rope_scaling type `{other}` is not supported (default, linear, llama3)")),
+        }
+        Ok(inv)
+    }
+}
+
+/// Every tensor of a checkpoint of `c` (HF names) with its shape. Used to build
+/// random-weight checkpoints of a real config for tests and benchmarks.
+pub fn checkpoint_shapes(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim());
+    let (qw, kvw) = (c.num_attention_heads * d, c.kv_heads() * d);
+    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![c.vocab_size, h])];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        for (name, out, inp) in [
+            ("self_attn.q_proj", qw, h),
+            ("self_attn.k_proj", kvw, h),
+            ("self_attn.v_proj", kvw, h),
+            ("self_attn.o_proj", h, qw),
+            ("mlp.gate_proj", i, h),
+            ("mlp.up_proj", i, h),
+            ("mlp.down_proj", h, i),
+        ] {
+            v.push((format!("{p}.{name}.weight"), vec![out, inp]));
+        }
+        if c.qkv_bias() {
+            for (name, out) in [("q_proj", qw), ("k_proj", kvw), ("v_proj", kvw)] {
+                v.push((format!("{p}.self_attn.{name}.bias"), vec![out]));
+            }
+        }
+        if c.o_bias() {
+            v.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
+        }
+        if c.qk_norm() {
+            v.push((format!("{p}.self_attn.q_norm.weight"), vec![d]));
+            v.push((format!("{p}.self_attn.k_norm.weight"), vec![d]));
+        }
+        v.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        v.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+    }
+    v.push(("model.norm.weight".into(), vec![h]));
+    if !c.tie_word_embeddings {
+        v.push(("lm_head.weight".into(), vec![c.vocab_size, h]));
+    }
+    v
+}
+
+/// Keys and values of every layer, preallocated for `rows` positions, on the GPU.
+pub struct KvCache {
+    pub k: Vec<GpuTensor>,
+    pub v: Vec<GpuTensor>,
+    pub rows: usize,
+}
+
+impl KvCache {
+    pub fn new(gpu: &Gpu, c: &LlamaConfig, rows: usize) -> Result<Self> {
+        let kvw = c.kv_heads() * c.head_dim();
+        let mut k = Vec::with_capacity(c.num_hidden_layers);
+        let mut v = Vec::with_capacity(c.num_hidden_layers);
+        for _ in 0..c.num_hidden_layers {
+            k.push(gpu.alloc(&[rows, kvw], DType::F32)?);
+            v.push(gpu.alloc(&[rows, kvw], DType::F32)?);
+        }
+        Ok(Self { k, v, rows })
+    }
+}
+
+/// `LlamaAttention` (+ Qwen2 bias, Qwen3 q/k norm).
+pub struct LlamaAttention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    shape: AttentionShape,
+}
+
+impl LlamaAttention {
+    async fn load<S: Source>(vb: &VarBuilder<'_, S>, c: &LlamaConfig) -> Result<Self> {
+        let (h, d) = (c.hidden_size, c.head_dim());
+        let (qw, kvw) = (c.num_attention_heads * d, c.kv_heads() * d);
+        let bias = c.qkv_bias();
+        let (q_norm, k_norm) = if c.qk_norm() {
+            let eps = c.rms_norm_eps as f32;
+            (Some(RmsNorm::load(&vb.pp("q_norm"), d, eps).await?), Some(RmsNorm::load(&vb.pp("k_norm"), d, eps).await?))
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            q_proj: Linear::load(&vb.pp("q_proj"), h, qw, bias).await?,
+            k_proj: Linear::load(&vb.pp("k_proj"), h, kvw, bias).await?,
+            v_proj: Linear::load(&vb.pp("v_proj"), h, kvw, bias).await?,
+            o_proj: Linear::load(&vb.pp("o_proj"), qw, h, c.o_bias()).await?,
+            q_norm,
+            k_norm,
+            shape: AttentionShape {
+                heads: c.num_attention_heads,
+                kv_heads: c.kv_heads(),
+                head_dim: d,
+                causal: true,
+                scale: 1.0 / (d as f32).sqrt(),
+            },
+        })
+    }
+
+    /// `x`: `[n, hidden]` → `[n, hidden]`; appends this call's keys and values to the
+    /// layer's cache rows `state[1] ..`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        enc: &mut Encoder,
+        x: &GpuTensor,
+        inv_freq: &GpuTensor,
+        state: &GpuTensor,
+        k_cache: &GpuTensor,
+        v_cache: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        let s = self.shape;
+        let n = x.shape()[0];
+        let mut q = self.q_proj.forward(enc, x)?;
+        let mut k = self.k_proj.forward(enc, x)?;
+        let v = self.v_proj.forward(enc, x)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            // Qwen3: RMSNorm over head_dim of every head.
+            q = qn.forward(enc, &q.reshape(&[n * s.heads, s.head_dim])?)?.reshape(&[n, s.heads * s.head_dim])?;
+            k = kn.forward(enc, &k.reshape(&[n * s.kv_heads, s.head_dim])?)?.reshape(&[n, s.kv_heads * s.head_dim])?;
+        }
+        rope_append(enc, &q, &k, &v, inv_freq, state, k_cache, v_cache, s.heads, s.kv_heads, s.head_dim)?;
+        let o = attention_cached(enc, &q, k_cache, v_cache, state, s)?;
+        self.o_proj.forward(enc, &o)
+    }
+}
+
+/// `LlamaMLP`: `down(silu(gate(x)) * up(x))`.
+pub struct LlamaMlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl LlamaMlp {
+    async fn load<S: Source>(vb: &VarBuilder<'_, S>, c: &LlamaConfig) -> Result<Self> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        Ok(Self {
+            gate_proj: Linear::load(&vb.pp("gate_proj"), h, i, false).await?,
+            up_proj: Linear::load(&vb.pp("up_proj"), h, i, false).await?,
+            down_proj: Linear::load(&vb.pp("down_proj"), i, h, false).await?,
+        })
+    }
+    fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
+        let g = self.gate_proj.forward(enc, x)?;
+        let u = self.up_proj.forward(enc, x)?;
+        let a = swiglu(enc, &g, &u)?;
+        self.down_proj.forward(enc, &a)
+    }
+}
+
+/// `LlamaDecoderLayer`: pre-norm attention and MLP blocks with residuals.
+pub struct LlamaDecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: LlamaAttention,
+    post_attention_layernorm: RmsNorm,
+    mlp: LlamaMlp,
+}
+
+impl LlamaDecoderLayer {
+    async fn load<S: Source>(vb: &VarBuilder<'_, S>, c: &LlamaConfig) -> Result<Self> {
+        let eps = c.rms_norm_eps as f32;
+        Ok(Self {
+            input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), c.hidden_size, eps).await?,
+            self_attn: LlamaAttention::load(&vb.pp("self_attn"), c).await?,
+            post_attention_layernorm: RmsNorm::load(&vb.pp("post_attention_layernorm"), c.hidden_size, eps).await?,
+            mlp: LlamaMlp::load(&vb.pp("mlp"), c).await?,
+        })
+    }
+}
+
+/// `LlamaForCausalLM` for inference: embeddings, decoder layers, final norm, LM head.
+pub struct LlamaModel {
+    pub config: LlamaConfig,
+    embed_tokens: Embedding,
+    layers: Vec<LlamaDecoderLayer>,
+    norm: RmsNorm,
+    /// `None`: tied to `embed_tokens`.
+    lm_head: Option<Linear>,
+    inv_freq: GpuTensor,
+}
+
+impl LlamaModel {
+    /// Loads the model from a safetensors or GGUF checkpoint; the builder's load dtype
+    /// (`auto`, `f32`, `f16`, a quantized format) decides how projections are stored
+    /// (`nn::Linear`). The embedding table is F16 under `f16`, else F32; norms and biases
+    /// are F32; activations are f32.
+    pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, config: LlamaConfig) -> Result<Self> {
+        config.validate("config.json")?;
+        let m = vb.pp("model");
+        let embed_tokens =
+            Embedding { weight: m.pp("embed_tokens").get_weight("weight", &[config.vocab_size, config.hidden_size]).await? };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            layers.push(LlamaDecoderLayer::load(&m.pp(format!("layers.{l}")), &config).await?);
+        }
+        let norm = RmsNorm::load(&m.pp("norm"), config.hidden_size, config.rms_norm_eps as f32).await?;
+        // Tied when the config says so, or when the checkpoint has no separate head.
+        let lm_head = if config.tie_word_embeddings || !vb.contains("lm_head.weight") {
+            None
+        } else {
+            Some(Linear::load(&vb.pp("lm_head"), config.hidden_size, config.vocab_size, false).await?)
+        };
+        let inv = config.rope_inv_freq().map_err(|msg| Error::Config { file: "config.json".into(), msg })?;
+        let inv_freq = vb.gpu().upload_f32(&inv, &[inv.len()])?;
+        Ok(Self { config, embed_tokens, layers, norm, lm_head, inv_freq })
+    }
+
+    /// Bytes of weights read per decoded token (every projection, the LM head and one
+    /// embedding row; norms ignored), for bandwidth figures.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let mut b = 0u64;
+        let lin = |l: &Linear| l.weight.byte_size() + l.bias.as_ref().map_or(0, |t| t.byte_len());
+        for l in &self.layers {
+            let a = &l.self_attn;
+            b += lin(&a.q_proj) + lin(&a.k_proj) + lin(&a.v_proj) + lin(&a.o_proj);
+            b += lin(&l.mlp.gate_proj) + lin(&l.mlp.up_proj) + lin(&l.mlp.down_proj);
+        }
+        b += match &self.lm_head {
+            Some(h) => lin(h),
+            None => self.embed_tokens.weight.byte_len(),
+        };
+        b
+    }
+
+    /// Records the forward pass of `ids` (`[n]` u32), which continue a sequence of
+    /// `state[1]` tokens already in `cache`, and returns the logits: of the last token
+    /// (`[1, vocab]`), or of every token when `all_logits`.
+    pub fn forward(
+        &self,
+        enc: &mut Encoder,
+        ids: &GpuTensor,
+        cache: &KvCache,
+        state: &GpuTensor,
+        all_logits: bool,
+    ) -> Result<GpuTensor> {
+        let n = ids.numel();
+        if cache.k.len() != self.layers.len() {
+            return Err(Error::Input("KV cache was built for another model".into()));
+        }
+        if n > cache.rows {
+            return Err(Error::Input(format!("{n} tokens exceed the KV cache of {} rows", cache.rows)));
+        }
+        let mut x = self.embed_tokens.forward(enc, ids)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = layer.input_layernorm.forward(enc, &x)?;
+            let a = layer.self_attn.forward(enc, &h, &self.inv_freq, state, &cache.k[l], &cache.v[l])?;
+            x = add(enc, &x, &a)?;
+            let h = layer.post_attention_layernorm.forward(enc, &x)?;
+            let m = layer.mlp.forward(enc, &h)?;
+            x = add(enc, &x, &m)?;
+        }
+        if !all_logits && n > 1 {
+            let hid = self.config.hidden_size;
+            let last = enc.gpu().alloc(&[1, hid], DType::F32)?;
+            enc.copy_slice(&x, (n - 1) * hid, &last, 0, hid)?;
+            x = last;
+        }
+        let h = self.norm.forward(enc, &x)?;
+        match &self.lm_head {
+            Some(head) => head.forward(enc, &h),
+            None => matmul::linear(enc, &h, &self.embed_tokens.weight, None),
+        }
+    }
+}

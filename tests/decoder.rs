@@ -1,0 +1,297 @@
+//! Decoder kernels (RoPE, RoPE + KV-cache append, cached causal attention, SwiGLU,
+//! sampling) against their CPU references on seeded random data with ragged sizes, and a
+//! tiny random-weight Llama / Qwen2 / Qwen3 model (prefill logits and a recorded greedy
+//! decode loop) against the CPU reference forward. Each test runs natively and in the
+//! browser.
+
+mod common;
+
+use common::R;
+use gllm_web::kernels::attention::{attention_cached, AttentionShape};
+use gllm_web::kernels::sample::{sample, SamplingConfig};
+use gllm_web::kernels::{activation, rope};
+use gllm_web::loader::{MemSource, SafetensorsFile};
+use gllm_web::models::llama::{KvCache, LlamaConfig, LlamaModel};
+use gllm_web::nn::VarBuilder;
+use gllm_web::reference::{self as cpu, check::*, rng::Rng};
+use gllm_web::{Gpu, LoadDType, U32Slot};
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+gpu_tests! {
+    rope_matches_cpu => rope_matches_cpu,
+    rope_append_matches_cpu => rope_append_matches_cpu,
+    cached_attention_matches_cpu => cached_attention_matches_cpu,
+    swiglu_matches_cpu => swiglu_matches_cpu,
+    greedy_sample_matches_cpu => greedy_sample_matches_cpu,
+    sampling_matches_cpu => sampling_matches_cpu,
+    tiny_llama_matches_cpu => tiny_llama_matches_cpu,
+    tiny_qwen2_matches_cpu => tiny_qwen2_matches_cpu,
+    tiny_qwen3_matches_cpu => tiny_qwen3_matches_cpu,
+}
+
+/// RoPE tolerance: WGSL only promises sin/cos to 2^-11 absolute on [-π, π] (SwiftShader
+/// is that coarse), times |x| up to 2 in these tests.
+const ROPE_TOL: Tol = Tol::Close { abs: 1e-3, rel: 1e-4 };
+
+fn inv_freq(d: usize, theta: f32) -> Vec<f32> {
+    (0..d / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / d as f32)).collect()
+}
+
+async fn rope_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(11);
+    for (rows, heads, d, pos0) in [(5usize, 3usize, 64usize, 0u32), (1, 7, 18, 1234), (13, 2, 128, 7)] {
+        let x = rng.vec(rows * heads * d, 2.0);
+        let inv = inv_freq(d, 10000.0);
+        let t = gpu.upload_f32(&x, &[rows, heads * d])?;
+        let state = gpu.upload_u32(&[0, pos0, 0, 0], &[4])?;
+        let f = gpu.upload_f32(&inv, &[d / 2])?;
+        let mut enc = gpu.encoder();
+        rope::rope(&mut enc, &t, &f, &state, heads, d)?;
+        enc.submit()?;
+        let want = cpu::rope(&x, &inv, pos0 as usize, heads, d);
+        assert_close(&format!("rope {rows}x{heads}x{d}@{pos0}"), &gpu.readback_f32(&t).await?, &want, ROPE_TOL)?;
+    }
+    Ok(())
+}
+
+async fn rope_append_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(12);
+    let (rows, heads, kvh, d, pos0, cache) = (3usize, 6usize, 2usize, 32usize, 5usize, 11usize);
+    let (q, k, v) = (rng.vec(rows * heads * d, 1.0), rng.vec(rows * kvh * d, 1.0), rng.vec(rows * kvh * d, 1.0));
+    let inv = inv_freq(d, 1e6);
+    let kc0 = rng.vec(cache * kvh * d, 1.0);
+    let vc0 = rng.vec(cache * kvh * d, 1.0);
+    let (tq, tk, tv) = (gpu.upload_f32(&q, &[rows, heads * d])?, gpu.upload_f32(&k, &[rows, kvh * d])?, gpu.upload_f32(&v, &[rows, kvh * d])?);
+    let (kc, vc) = (gpu.upload_f32(&kc0, &[cache, kvh * d])?, gpu.upload_f32(&vc0, &[cache, kvh * d])?);
+    let state = gpu.upload_u32(&[0, pos0 as u32, 0, 0], &[4])?;
+    let f = gpu.upload_f32(&inv, &[d / 2])?;
+    let mut enc = gpu.encoder();
+    rope::rope_append(&mut enc, &tq, &tk, &tv, &f, &state, &kc, &vc, heads, kvh, d)?;
+    enc.submit()?;
+    let tol = ROPE_TOL;
+    assert_close("rope_append q", &gpu.readback_f32(&tq).await?, &cpu::rope(&q, &inv, pos0, heads, d), tol)?;
+    let mut want_k = kc0.clone();
+    let mut want_v = vc0.clone();
+    let w = kvh * d;
+    want_k[pos0 * w..(pos0 + rows) * w].copy_from_slice(&cpu::rope(&k, &inv, pos0, kvh, d));
+    want_v[pos0 * w..(pos0 + rows) * w].copy_from_slice(&v);
+    assert_close("rope_append k_cache", &gpu.readback_f32(&kc).await?, &want_k, tol)?;
+    assert_close("rope_append v_cache", &gpu.readback_f32(&vc).await?, &want_v, F32_ELEMENTWISE)?;
+    Ok(())
+}
+
+async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(13);
+    // (new queries, cached before, heads, kv heads, head dim, cache rows)
+    for (q_len, past, heads, kvh, d) in [(7usize, 0usize, 4usize, 2usize, 16usize), (1, 70, 9, 3, 64), (3, 130, 2, 1, 40)] {
+        let rows = past + q_len + 5;
+        let s = AttentionShape { heads, kv_heads: kvh, head_dim: d, causal: true, scale: 1.0 / (d as f32).sqrt() };
+        let q = rng.vec(q_len * heads * d, 1.0);
+        let kc = rng.vec(rows * kvh * d, 1.0);
+        let vc = rng.vec(rows * kvh * d, 1.0);
+        let state = gpu.upload_u32(&[0, past as u32, 0, 0], &[4])?;
+        let (tq, tk, tv) = (gpu.upload_f32(&q, &[q_len, heads * d])?, gpu.upload_f32(&kc, &[rows, kvh * d])?, gpu.upload_f32(&vc, &[rows, kvh * d])?);
+        let mut enc = gpu.encoder();
+        let out = attention_cached(&mut enc, &tq, &tk, &tv, &state, s)?;
+        enc.submit()?;
+        // Reference: the used rows only, as a contiguous causal attention of q_len over past + q_len.
+        let used = (past + q_len) * kvh * d;
+        let mask = vec![1u32; past + q_len];
+        let want = cpu::attention(&q, &kc[..used], &vc[..used], &mask, 1, s);
+        assert_close(&format!("attention_cached q{q_len} past{past}"), &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+    }
+    Ok(())
+}
+
+async fn swiglu_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(14);
+    let n = 1000 + 37;
+    let (g, u) = (rng.vec(n, 6.0), rng.vec(n, 3.0));
+    let mut enc = gpu.encoder();
+    let out = activation::swiglu(&mut enc, &gpu.upload_f32(&g, &[n])?, &gpu.upload_f32(&u, &[n])?)?;
+    enc.submit()?;
+    let want: Vec<f32> = cpu::silu(&g).iter().zip(&u).map(|(a, b)| a * b).collect();
+    assert_close("swiglu", &gpu.readback_f32(&out).await?, &want, F32_ELEMENTWISE)?;
+    Ok(())
+}
+
+/// Runs the sample kernel once; returns (token, state after).
+async fn run_sample(gpu: &Gpu, logits: &[f32], seen: &[u32], cfg: &SamplingConfig, step: u32) -> Result<(u32, Vec<u32>), Box<dyn std::error::Error>> {
+    let v = logits.len();
+    let tl = gpu.upload_f32(logits, &[1, v])?;
+    let tc = gpu.upload_u32(&cfg.words(), &[8])?;
+    let ts = gpu.upload_u32(seen, &[v])?;
+    let st = gpu.upload_u32(&[0, 10, step, 0], &[4])?;
+    let mut enc = gpu.encoder();
+    sample(&mut enc, &tl, &tc, &ts, &st, 3)?;
+    let slot = U32Slot::new(gpu);
+    let tok = enc.submit_read_u32(&st, &slot).await?;
+    let state = gpu.readback_u32(&st).await?;
+    let seen_after = gpu.readback_u32(&ts).await?;
+    if seen_after[tok as usize] != 1 {
+        return Err("sampled token not marked as seen".into());
+    }
+    Ok((tok, state))
+}
+
+async fn greedy_sample_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(15);
+    for v in [1usize, 300, 49152 + 17] {
+        let mut logits = rng.vec(v, 10.0);
+        if v > 300 {
+            // Ties: the lowest index wins, as torch.argmax.
+            logits[v - 3] = 50.0;
+            logits[v - 2] = 50.0;
+        }
+        let seen: Vec<u32> = (0..v).map(|i| (i % 3 == 0) as u32).collect();
+        for penalty in [1.0f32, 1.3] {
+            let cfg = SamplingConfig { repetition_penalty: penalty, ..Default::default() };
+            let (tok, state) = run_sample(&gpu, &logits, &seen, &cfg, 0).await?;
+            let seen_b: Vec<bool> = seen.iter().map(|&s| s != 0).collect();
+            let want = cpu::sample::sample(&logits, &seen_b, &cfg, 0);
+            if tok != want {
+                return Err(format!("greedy vocab {v} penalty {penalty}: got {tok}, want {want}").into());
+            }
+            if state[..3] != [tok, 13, 1] {
+                return Err(format!("state after sample {state:?}").into());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn sampling_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(16);
+    let v = 5003;
+    let logits = rng.vec(v, 4.0);
+    let seen: Vec<u32> = (0..v).map(|i| (i % 7 == 0) as u32).collect();
+    let seen_b: Vec<bool> = seen.iter().map(|&s| s != 0).collect();
+    let cases = [
+        SamplingConfig { temperature: 1.0, seed: 1, ..Default::default() },
+        SamplingConfig { temperature: 0.7, top_k: 40, seed: 2, ..Default::default() },
+        SamplingConfig { temperature: 1.3, top_p: 0.9, seed: 3, ..Default::default() },
+        SamplingConfig { temperature: 0.8, top_k: 50, top_p: 0.95, repetition_penalty: 1.2, seed: 4 },
+        SamplingConfig { temperature: 1.0, top_k: 1, seed: 5, ..Default::default() },
+    ];
+    for cfg in cases {
+        let scores = cpu::sample::penalized(&logits, &seen_b, cfg.repetition_penalty);
+        let keep = cpu::sample::kept(&scores, &cfg);
+        for step in 0..6u32 {
+            let (tok, _) = run_sample(&gpu, &logits, &seen, &cfg, step).await?;
+            let want = cpu::sample::sample(&logits, &seen_b, &cfg, step);
+            if !keep[tok as usize] {
+                return Err(format!("{cfg:?} step {step}: token {tok} is outside the top-k/top-p set").into());
+            }
+            if tok != want {
+                // Only acceptable when the draw falls within float rounding of a CDF boundary.
+                let m = scores.iter().cloned().fold(f32::MIN, f32::max) as f64;
+                let w: Vec<f64> =
+                    (0..v).map(|i| if keep[i] { ((scores[i] as f64 - m) / cfg.temperature as f64).exp() } else { 0.0 }).collect();
+                let z: f64 = w.iter().sum();
+                let below: f64 = w[..tok.min(want) as usize + 1].iter().sum::<f64>() / z;
+                let u = cpu::sample::uniform(cfg.seed, step);
+                if (below - u).abs() > 1e-5 {
+                    return Err(format!("{cfg:?} step {step}: got {tok}, want {want} (u {u}, cdf {below})").into());
+                }
+            }
+        }
+    }
+    // top_k = 1 at any temperature is greedy.
+    let cfg = SamplingConfig { temperature: 2.0, top_k: 1, seed: 9, ..Default::default() };
+    let (tok, _) = run_sample(&gpu, &logits, &seen, &cfg, 0).await?;
+    let greedy = cpu::sample::sample(&logits, &seen_b, &SamplingConfig::default(), 0);
+    if tok != greedy {
+        return Err(format!("top_k 1 gave {tok}, greedy {greedy}").into());
+    }
+    Ok(())
+}
+
+fn tiny_config(model_type: &str) -> LlamaConfig {
+    serde_json::from_value(serde_json::json!({
+        "model_type": model_type,
+        "vocab_size": 301,
+        "hidden_size": 96,
+        "intermediate_size": 136,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 6,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 64,
+        "tie_word_embeddings": model_type == "llama",
+    }))
+    .expect("tiny config")
+}
+
+/// Prefill logits of a prompt and 6 recorded greedy decode steps of a tiny random model
+/// against the CPU reference forward (which recomputes the whole sequence each step).
+async fn tiny_model_matches_cpu(gpu: Gpu, model_type: &str, dtype: LoadDType) -> R {
+    let c = tiny_config(model_type);
+    let (bytes, weights) = cpu::llama::random_checkpoint(&c, 21, 0.25);
+    let src = MemSource::new().with("model.safetensors", bytes);
+    let header = SafetensorsFile::read(&src, "model.safetensors").await?;
+    let loaded = std::cell::Cell::new(0);
+    let vb = VarBuilder::new(&gpu, &src, &header, &|_| {}, &loaded).with_dtype(dtype);
+    let model = LlamaModel::load(&vb, c.clone()).await?;
+
+    let prompt = [3u32, 250, 17, 17, 99, 4, 300];
+    let n = prompt.len();
+    let cache = KvCache::new(&gpu, &c, 20)?;
+    let state = gpu.upload_u32(&[0, 0, 0, 0], &[4])?;
+    let ids = gpu.upload_u32(&prompt, &[n])?;
+    let mut enc = gpu.encoder();
+    let logits = model.forward(&mut enc, &ids, &cache, &state, true)?;
+    enc.submit()?;
+    let got = gpu.readback_f32(&logits).await?;
+    let want = cpu::llama::forward(&c, &weights, &prompt);
+    // NMSE 1e-6: f32 math, plus the WGSL sin/cos precision in RoPE (see ROPE_TOL).
+    assert_close(&format!("{model_type} prefill logits"), &got, &want, Tol::Nmse(1e-6))?;
+
+    // Prefill again (state[1] = 0) with sampling, then replay the recorded decode step.
+    let cfg = gpu.upload_u32(&SamplingConfig::default().words(), &[8])?;
+    let seen = gpu.upload_u32(&vec![0; c.vocab_size], &[c.vocab_size])?;
+    let slot = U32Slot::new(&gpu);
+    let mut enc = gpu.encoder();
+    let logits = model.forward(&mut enc, &ids, &cache, &state, false)?;
+    sample(&mut enc, &logits, &cfg, &seen, &state, n)?;
+    let mut tokens = vec![enc.submit_read_u32(&state, &slot).await?];
+    let mut enc = gpu.encoder();
+    let input = state.narrow_rows(1)?;
+    let logits = model.forward(&mut enc, &input, &cache, &state, false)?;
+    sample(&mut enc, &logits, &cfg, &seen, &state, 1)?;
+    let decode = enc.record()?;
+    for _ in 0..6 {
+        tokens.push(decode.submit_read_u32(&state, &slot).await?);
+    }
+    let mut seq = prompt.to_vec();
+    for (i, &t) in tokens.iter().enumerate() {
+        let l = cpu::llama::forward(&c, &weights, &seq);
+        let last = &l[(seq.len() - 1) * c.vocab_size..];
+        let best = (0..c.vocab_size).max_by(|&a, &b| last[a].total_cmp(&last[b]).then(b.cmp(&a))).unwrap_or(0) as u32;
+        if t != best {
+            let mut sorted = last.to_vec();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            return Err(format!("{model_type} step {i}: GPU token {t}, CPU {best} (margin {})", sorted[0] - sorted[1]).into());
+        }
+        seq.push(t);
+    }
+    let st = gpu.readback_u32(&state).await?;
+    if st[1] as usize != n + 6 {
+        return Err(format!("cache position {} after {} tokens", st[1], n + 6).into());
+    }
+    Ok(())
+}
+
+async fn tiny_llama_matches_cpu(gpu: Gpu) -> R {
+    tiny_model_matches_cpu(gpu.clone(), "llama", LoadDType::F32).await?;
+    tiny_model_matches_cpu(gpu, "llama", LoadDType::F16).await
+}
+async fn tiny_qwen2_matches_cpu(gpu: Gpu) -> R {
+    tiny_model_matches_cpu(gpu, "qwen2", LoadDType::F16).await
+}
+async fn tiny_qwen3_matches_cpu(gpu: Gpu) -> R {
+    tiny_model_matches_cpu(gpu, "qwen3", LoadDType::F32).await
+}
