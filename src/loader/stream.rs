@@ -124,8 +124,9 @@ impl Future for JoinAll<'_> {
 /// Writes the pieces of `req` (its bytes) into their tensors, converting to F32.
 fn write_request(gpu: &Gpu, st: &SafetensorsFile, tensors: &HashMap<String, GpuTensor>, req: &Request, bytes: &[u8]) -> Result<()> {
     for p in &req.pieces {
-        let info = &st.tensors[&p.tensor];
-        let t = &tensors[&p.tensor];
+        let missing = || Error::MissingTensor { name: p.tensor.clone() };
+        let info = st.tensors.get(&p.tensor).ok_or_else(missing)?;
+        let t = tensors.get(&p.tensor).ok_or_else(missing)?;
         let data = &bytes[p.offset_in_request as usize..(p.offset_in_request + p.len) as usize];
         let dst_offset = p.src_offset_in_tensor / info.dtype.size() * 4;
         match info.dtype {
