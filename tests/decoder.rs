@@ -84,9 +84,21 @@ async fn rope_append_matches_cpu(gpu: Gpu) -> R {
 
 async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
     let mut rng = Rng::new(13);
-    // (new queries, cached before, heads, kv heads, head dim, cache rows)
-    for (q_len, past, heads, kvh, d) in [(7usize, 0usize, 4usize, 2usize, 16usize), (1, 70, 9, 3, 64), (3, 130, 2, 1, 40)] {
-        let rows = past + q_len + 5;
+    // (new queries, cached before, heads, kv heads, head dim, unused cache rows). q_len = 1
+    // is the split-K decode path (splits of 64 keys): one key, exactly one split, a ragged
+    // last split, head_dim not a multiple of 4, head_dim 256, and many empty splits.
+    let cases = [
+        (7usize, 0usize, 4usize, 2usize, 16usize, 5usize),
+        (3, 130, 2, 1, 40, 5),
+        (1, 70, 9, 3, 64, 5),
+        (1, 0, 2, 1, 8, 0),
+        (1, 63, 4, 4, 128, 1),
+        (1, 200, 4, 2, 37, 3),
+        (1, 129, 2, 2, 256, 64),
+        (1, 5, 3, 1, 64, 300),
+    ];
+    for (q_len, past, heads, kvh, d, spare) in cases {
+        let rows = past + q_len + spare;
         let s = AttentionShape { heads, kv_heads: kvh, head_dim: d, causal: true, scale: 1.0 / (d as f32).sqrt() };
         let q = rng.vec(q_len * heads * d, 1.0);
         let kc = rng.vec(rows * kvh * d, 1.0);

@@ -12,16 +12,40 @@ pub const MAX_HEAD_DIM: usize = 256;
 pub struct AttentionKey {
     /// Keys and values from a KV cache whose length is read on the GPU (`CACHE`).
     pub cache: bool,
+    /// Which entry point: the one-pass kernel or a split-K decode stage.
+    pub stage: AttentionStage,
 }
+
+/// Entry points of `attention.wgsl`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttentionStage {
+    /// `attention`: one workgroup per (batch, head, query) walks all keys.
+    OnePass,
+    /// `decode_partial` (CACHE): one workgroup per (head, split of [`DECODE_SPLIT`] keys).
+    DecodePartial,
+    /// `decode_combine` (DECODE_COMBINE): merges the splits of each head.
+    DecodeCombine,
+}
+
+/// Keys per workgroup of the split-K decode (`decode_partial`), the workgroup size.
+pub const DECODE_SPLIT: usize = 64;
 
 impl Variant for AttentionKey {
     const FAMILY: &'static str = "attention";
     const SOURCE: &'static str = include_str!("attention.wgsl");
     fn entry(&self) -> &'static str {
-        "attention"
+        match self.stage {
+            AttentionStage::OnePass => "attention",
+            AttentionStage::DecodePartial => "decode_partial",
+            AttentionStage::DecodeCombine => "decode_combine",
+        }
     }
     fn defines(&self) -> Vec<&'static str> {
-        if self.cache { vec!["CACHE"] } else { vec![] }
+        match (self.stage, self.cache) {
+            (AttentionStage::DecodeCombine, _) => vec!["DECODE_COMBINE"],
+            (_, true) => vec!["CACHE"],
+            (_, false) => vec![],
+        }
     }
 }
 
@@ -103,14 +127,16 @@ pub fn attention(
         0,
     ];
     let groups = u(OP, "batch * heads * q_len", batch * s.heads * q_len)?;
-    enc.dispatch(KernelKey::Attention(AttentionKey { cache: false }), &params, &[q, k, v, mask, &out], grid(groups))?;
+    enc.dispatch(KernelKey::Attention(AttentionKey { cache: false, stage: AttentionStage::OnePass }), &params, &[q, k, v, mask, &out], grid(groups))?;
     Ok(out)
 }
 
 /// Causal attention of `q_len` new queries over a KV cache (batch 1): the cache holds
 /// `state[1]` earlier tokens followed by the `q_len` just appended (`rope_append`), and
 /// query `i` sees keys `0 ..= state[1] + i`. One call serves prefill (`q_len` = prompt)
-/// and decode (`q_len` = 1); the key count is read on the GPU.
+/// and decode (`q_len` = 1); the key count is read on the GPU. Decode runs split-K: a
+/// partial pass over splits of [`DECODE_SPLIT`] keys (as many as the cache has rows for,
+/// so a recorded step replays at any length) and a combine pass per head.
 /// - `q`: `[q_len, heads * head_dim]` f32
 /// - `k_cache`, `v_cache`: `[cache_rows, kv_heads * head_dim]` f32
 /// - `state`: `[4]` u32
@@ -151,6 +177,8 @@ pub fn attention_cached(
         return Err(Error::param(OP, format!("{q_len} queries exceed the cache of {cache_rows} rows")));
     }
     let out = enc.gpu().alloc(q.shape(), DType::F32)?;
+    let n_splits = cache_rows.div_ceil(DECODE_SPLIT);
+    let decode = q_len == 1;
     let params = [
         1,
         u(OP, "q_len", q_len)?,
@@ -162,10 +190,18 @@ pub fn attention_cached(
         u(OP, "kv_stride", kvw)?,
         f(s.scale),
         1,
-        0,
-        0,
+        if decode { DECODE_SPLIT as u32 } else { 0 },
+        if decode { u(OP, "n_splits", n_splits)? } else { 0 },
     ];
+    if decode {
+        let part = enc.gpu().alloc(&[s.heads, n_splits, s.head_dim + 2], DType::F32)?;
+        let key = |stage| KernelKey::Attention(AttentionKey { cache: true, stage });
+        let groups = u(OP, "heads * n_splits", s.heads * n_splits)?;
+        enc.dispatch(key(AttentionStage::DecodePartial), &params, &[q, k_cache, v_cache, state, &part], grid(groups))?;
+        enc.dispatch(key(AttentionStage::DecodeCombine), &params, &[&part, &out], grid(params[3]))?;
+        return Ok(out);
+    }
     let groups = u(OP, "heads * q_len", s.heads * q_len)?;
-    enc.dispatch(KernelKey::Attention(AttentionKey { cache: true }), &params, &[q, k_cache, v_cache, state, &out], grid(groups))?;
+    enc.dispatch(KernelKey::Attention(AttentionKey { cache: true, stage: AttentionStage::OnePass }), &params, &[q, k_cache, v_cache, state, &out], grid(groups))?;
     Ok(out)
 }

@@ -32,6 +32,7 @@ const WG: u32 = 64u;
 const NEG: f32 = -1.0e30;  // "minus infinity" that stays finite (WGSL may not honour inf)
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifndef DECODE_COMBINE
 @group(0) @binding(1) var<storage, read> q: array<f32>;              // q: [batch, q_len, heads * head_dim] f32
 @group(0) @binding(2) var<storage, read> k: array<f32>;              // k: [batch, kv_len, kv_heads * head_dim] f32
 @group(0) @binding(3) var<storage, read> v: array<f32>;              // v: [batch, kv_len, kv_heads * head_dim] f32
@@ -144,3 +145,137 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         }
     }
 }
+
+#ifdef CACHE
+@compute @workgroup_size(64)
+fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let n_splits = p._p1;
+    let idx = wid.x + wid.y * nwg.x;
+    if (idx >= p.heads * n_splits) {
+        return;
+    }
+    let h = idx % p.heads;
+    let split = idx / p.heads;
+    let kvh = h / (p.heads / p.kv_heads);
+    let d_n = p.head_dim;
+    let part_base = (h * n_splits + split) * (d_n + 2u);
+    let kv_len = min(state[1] + 1u, p.kv_len);
+    let start = split * p._p0;
+    if (start >= kv_len) {
+        if (lid == 0u) {
+            out[part_base + d_n] = NEG;
+            out[part_base + d_n + 1u] = 0.0;
+        }
+        return;
+    }
+    let count = min(p._p0, kv_len - start);
+    for (var d = lid; d < d_n; d = d + WG) {
+        qs[d] = q[h * d_n + d] * p.scale;
+    }
+    workgroupBarrier();
+
+    var s = NEG;
+    if (lid < count) {
+        let k_base = (start + lid) * p.kv_stride + kvh * d_n;
+        // Four independent sums so the loads of a row overlap.
+        var a = vec4<f32>(0.0);
+        var d = 0u;
+        for (; d + 4u <= d_n; d = d + 4u) {
+            a = a + vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]) *
+                    vec4<f32>(k[k_base + d], k[k_base + d + 1u], k[k_base + d + 2u], k[k_base + d + 3u]);
+        }
+        for (; d < d_n; d = d + 1u) {
+            a.x = a.x + qs[d] * k[k_base + d];
+        }
+        s = (a.x + a.y) + (a.z + a.w);
+    }
+    red[lid] = s;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st = st >> 1u) {
+        if (lid < st) {
+            red[lid] = max(red[lid], red[lid + st]);
+        }
+        workgroupBarrier();
+    }
+    let m = red[0];
+    var pw = 0.0;
+    if (lid < count) {
+        pw = exp(s - m);
+    }
+    sc[lid] = pw;
+    workgroupBarrier();
+
+    var l = 0.0;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var jj = 0u; jj < count; jj = jj + 1u) {
+        let pj = sc[jj];
+        l = l + pj;
+        let v_base = (start + jj) * p.kv_stride + kvh * d_n;
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            let d = lid + r * WG;
+            if (d < d_n) {
+                acc[r] = acc[r] + pj * v[v_base + d];
+            }
+        }
+    }
+    for (var r = 0u; r < 4u; r = r + 1u) {
+        let d = lid + r * WG;
+        if (d < d_n) {
+            out[part_base + d] = acc[r];
+        }
+    }
+    if (lid == 0u) {
+        out[part_base + d_n] = m;
+        out[part_base + d_n + 1u] = l;
+    }
+}
+#endif
+#endif
+
+#ifdef DECODE_COMBINE
+@group(0) @binding(1) var<storage, read> part: array<f32>;           // part: [heads, n_splits, head_dim + 2] f32
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;      // out: [1, heads * head_dim] f32
+
+@compute @workgroup_size(64)
+fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let h = wid.x + wid.y * nwg.x;
+    if (h >= p.heads) {
+        return;
+    }
+    let n_splits = p._p1;
+    let d_n = p.head_dim;
+    let row = d_n + 2u;
+    let base = h * n_splits * row;
+    var mx = NEG;
+    for (var s = 0u; s < n_splits; s = s + 1u) {
+        mx = max(mx, part[base + s * row + d_n]);
+    }
+    var l = 0.0;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    for (var s = 0u; s < n_splits; s = s + 1u) {
+        let ms = part[base + s * row + d_n];
+        if (ms > NEG) {
+            let w = exp(ms - mx);
+            l = l + w * part[base + s * row + d_n + 1u];
+            for (var r = 0u; r < 4u; r = r + 1u) {
+                let d = lid + r * WG;
+                if (d < d_n) {
+                    acc[r] = acc[r] + w * part[base + s * row + d];
+                }
+            }
+        }
+    }
+    var inv = 0.0;
+    if (l > 0.0) {
+        inv = 1.0 / l;
+    }
+    for (var r = 0u; r < 4u; r = r + 1u) {
+        let d = lid + r * WG;
+        if (d < d_n) {
+            out[h * d_n + d] = acc[r] * inv;
+        }
+    }
+}
+#endif
