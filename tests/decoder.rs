@@ -150,12 +150,18 @@ async fn run_sample(gpu: &Gpu, logits: &[f32], seen: &[u32], cfg: &SamplingConfi
 
 async fn greedy_sample_matches_cpu(gpu: Gpu) -> R {
     let mut rng = Rng::new(15);
-    for v in [1usize, 300, 49152 + 17] {
+    // The argmax pre-pass takes blocks of 2048: one block, exactly one, one past, many.
+    for v in [1usize, 300, 2048, 4097, 49152 + 17] {
         let mut logits = rng.vec(v, 10.0);
         if v > 300 {
             // Ties: the lowest index wins, as torch.argmax.
             logits[v - 3] = 50.0;
             logits[v - 2] = 50.0;
+        }
+        if v > 4096 {
+            // A tie across blocks (neither index is in `seen`, so the penalty keeps it).
+            logits[5] = 70.0;
+            logits[v - 1] = 70.0;
         }
         let seen: Vec<u32> = (0..v).map(|i| (i % 3 == 0) as u32).collect();
         for penalty in [1.0f32, 1.3] {

@@ -4,16 +4,22 @@
 
 use super::{u, KernelKey, Variant};
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Encoder, Gpu, GpuTensor};
+use crate::gpu::{grid, DType, Encoder, Gpu, GpuTensor};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SampleKey;
+pub struct SampleKey {
+    /// `argmax_partial` (the greedy pre-pass over blocks of the vocabulary) instead of `sample`.
+    pub partial: bool,
+}
+
+/// Scores per workgroup of `argmax_partial`.
+pub const ARGMAX_BLOCK: usize = 2048;
 
 impl Variant for SampleKey {
     const FAMILY: &'static str = "sample";
     const SOURCE: &'static str = include_str!("sample.wgsl");
     fn entry(&self) -> &'static str {
-        "sample"
+        if self.partial { "argmax_partial" } else { "sample" }
     }
 }
 
@@ -116,6 +122,9 @@ pub fn sample(
     if state.numel() < 4 {
         return Err(Error::shape(OP, "state", "[4]", state.shape()));
     }
-    let params = [u(OP, "vocab", vocab)?, u(OP, "advance", advance)?, 0, 0];
-    enc.dispatch(KernelKey::Sample(SampleKey), &params, &[last, cfg, seen, state], [1, 1, 1])
+    let n_blocks = vocab.div_ceil(ARGMAX_BLOCK);
+    let params = [u(OP, "vocab", vocab)?, u(OP, "advance", advance)?, u(OP, "n_blocks", n_blocks)?, 0];
+    let part = enc.gpu().alloc(&[n_blocks, 2], DType::U32)?;
+    enc.dispatch(KernelKey::Sample(SampleKey { partial: true }), &params, &[last, cfg, seen, &part], grid(params[2]))?;
+    enc.dispatch(KernelKey::Sample(SampleKey { partial: false }), &params, &[last, cfg, seen, &part, state], [1, 1, 1])
 }

@@ -13,12 +13,19 @@
 // (32 counting passes), so no sort is needed. The sample is the first token, in vocabulary
 // order, whose running mass over the kept set exceeds u * total, u uniform in [0, 1) from
 // hash(seed, state[2]).
-// Dispatch: (1, 1, 1).
+// Dispatch: (1, 1, 1), after `argmax_partial`.
+//
+// Greedy runs in two dispatches so the vocabulary walk is spread over the GPU (one
+// workgroup over a 151936-entry vocabulary took hundreds of µs per token):
+// `argmax_partial`, grid(n_blocks), takes blocks of BLOCK = 2048 scores and writes each
+// block's (max score bits, lowest index of the max) to part[2 * block ..]; the greedy branch
+// of `sample` reduces those n_blocks = p._p0 pairs. `argmax_partial` always runs (the
+// temperature is only known on the GPU, so a recorded step replays for any setting).
 
 struct Params {
-    vocab: u32,    // logits in the row
-    advance: u32,  // tokens this step appended to the cache (prompt length or 1)
-    _p0: u32,
+    vocab: u32,     // logits in the row
+    advance: u32,   // tokens this step appended to the cache (prompt length or 1)
+    n_blocks: u32,  // ceil(vocab / BLOCK): entries of `part`
     _p1: u32,
 }
 
@@ -35,12 +42,14 @@ struct Config {
 }
 
 const WG: u32 = 256u;
+const BLOCK: u32 = 2048u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;         // logits: [vocab] f32
 @group(0) @binding(2) var<storage, read> cfg: Config;                // cfg: [8] u32 words
 @group(0) @binding(3) var<storage, read_write> seen: array<u32>;     // seen: [vocab] u32, 1 = in prompt or output
-@group(0) @binding(4) var<storage, read_write> state: array<u32>;    // state: [4] u32: token, position, step, 0
+@group(0) @binding(4) var<storage, read_write> part: array<u32>;     // part: [n_blocks, 2] u32: max score bits, its index
+@group(0) @binding(5) var<storage, read_write> state: array<u32>;    // state: [4] u32: token, position, step, 0 (`sample` only)
 
 var<workgroup> rf: array<f32, WG>;
 var<workgroup> ru: array<u32, WG>;
@@ -116,6 +125,47 @@ fn max_f(lid: u32, v: f32) -> f32 {
     return workgroupUniformLoad(&res_f);
 }
 
+// Workgroup argmax of (v, i) per thread into rf[0], ru[0]: larger value, then lower index.
+fn argmax_reduce(lid: u32, v: f32, i: u32) {
+    rf[lid] = v;
+    ru[lid] = i;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st = st >> 1u) {
+        if (lid < st) {
+            let o = lid + st;
+            if (rf[o] > rf[lid] || (rf[o] == rf[lid] && ru[o] < ru[lid])) {
+                rf[lid] = rf[o];
+                ru[lid] = ru[o];
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+@compute @workgroup_size(256)
+fn argmax_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let b = wid.x + wid.y * nwg.x;
+    if (b >= p.n_blocks) {
+        return;
+    }
+    let end = min(p.vocab, (b + 1u) * BLOCK);
+    var best = -3.4e38;
+    var best_i = 0xFFFFFFFFu;
+    for (var i = b * BLOCK + lid; i < end; i = i + WG) {
+        let s = score(i);
+        if (s > best) {
+            best = s;
+            best_i = i;
+        }
+    }
+    argmax_reduce(lid, best, best_i);
+    if (lid == 0u) {
+        part[2u * b] = bitcast<u32>(rf[0]);
+        part[2u * b + 1u] = ru[0];
+    }
+}
+
 @compute @workgroup_size(256)
 fn sample(@builtin(local_invocation_index) lid: u32) {
     let n = p.vocab;
@@ -125,29 +175,19 @@ fn sample(@builtin(local_invocation_index) lid: u32) {
     }
     let c = workgroupUniformLoad(&wcfg);
     if (c.temperature <= 0.0) {
-        // Greedy: the largest score, the lowest index among ties (torch.argmax).
+        // Greedy: the largest score, the lowest index among ties (torch.argmax), from the
+        // per-block maxima of `argmax_partial`.
         var best = -3.4e38;
         var best_i = 0xFFFFFFFFu;
-        for (var i = lid; i < n; i = i + WG) {
-            let s = score(i);
-            if (s > best) {
+        for (var b = lid; b < p.n_blocks; b = b + WG) {
+            let s = bitcast<f32>(part[2u * b]);
+            let i = part[2u * b + 1u];
+            if (s > best || (s == best && i < best_i)) {
                 best = s;
                 best_i = i;
             }
         }
-        rf[lid] = best;
-        ru[lid] = best_i;
-        workgroupBarrier();
-        for (var st = WG / 2u; st > 0u; st = st >> 1u) {
-            if (lid < st) {
-                let o = lid + st;
-                if (rf[o] > rf[lid] || (rf[o] == rf[lid] && ru[o] < ru[lid])) {
-                    rf[lid] = rf[o];
-                    ru[lid] = ru[o];
-                }
-            }
-            workgroupBarrier();
-        }
+        argmax_reduce(lid, best, best_i);
         token = min(ru[0], n - 1u);
     } else {
         let inv_t = 1.0 / c.temperature;
