@@ -65,6 +65,31 @@ async fn random_decoder(dir: &str) -> gllm_web::Result<(MemSource, LlamaConfig)>
     Ok((src, config))
 }
 
+/// GPU time per kernel of one decode step, grouped by kernel (GLLM_GEN_PROFILE=1).
+fn print_profile(g: &Generator) -> gllm_web::Result<()> {
+    let Some(p) = g.profile_decode() else { return Ok(()) };
+    let p = p?;
+    let total: f64 = p.iter().map(|(_, us)| us).sum();
+    let mut by: Vec<(String, f64, usize, f64)> = Vec::new();
+    for (label, us) in &p {
+        let l: String = label.chars().take(110).collect();
+        match by.iter_mut().find(|e| e.0 == l) {
+            Some(e) => {
+                e.1 += us;
+                e.2 += 1;
+                e.3 = e.3.max(*us);
+            }
+            None => by.push((l, *us, 1, *us)),
+        }
+    }
+    by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("    profile: {} dispatches, {total:.0} µs of kernel time (each in its own pass)", p.len());
+    for (l, us, n, mx) in by.iter().take(14) {
+        println!("    {us:8.0} µs {n:4}× max {mx:6.1}  {l}");
+    }
+    Ok(())
+}
+
 fn main() -> gllm_web::Result<()> {
     pollster::block_on(run())
 }
@@ -168,6 +193,9 @@ async fn run() -> gllm_web::Result<()> {
                 wb / per_tok / 1e9,
             );
             eprintln!("  ({name} {dt}: load {load_s:.1} s)");
+            if std::env::var("GLLM_GEN_PROFILE").is_ok() {
+                print_profile(&g)?;
+            }
             drop(g);
             gpu.trim();
         }

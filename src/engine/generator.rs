@@ -231,6 +231,13 @@ impl Generator {
         self.session.as_ref().map(|s| s.decode.dispatch_count())
     }
 
+    /// GPU time of each dispatch of one replay of the recorded decode step (native, with
+    /// timestamp queries; benchmarks only). `None` before the first generate call.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile_decode(&self) -> Option<Result<Vec<(String, f64)>>> {
+        self.session.as_ref().map(|s| s.decode.profile())
+    }
+
     /// The prompt's token ids: raw text as is, messages through the chat template.
     pub fn prompt_ids(&self, prompt: Prompt<'_>) -> Result<Vec<u32>> {
         match prompt {

@@ -198,7 +198,7 @@ impl<'g> Encoder<'g> {
                         layout: &pipeline.get_bind_group_layout(0),
                         entries: &entries,
                     });
-                    Step::Dispatch { pipeline: pipeline.clone(), bind_group, workgroups: *workgroups }
+                    Step::Dispatch { pipeline: pipeline.clone(), bind_group, workgroups: *workgroups, label: label.clone() }
                 }
             })
             .collect()
@@ -223,7 +223,7 @@ impl Encoded {
 
 /// One op with its GPU objects built.
 enum Step {
-    Dispatch { pipeline: Arc<wgpu::ComputePipeline>, bind_group: wgpu::BindGroup, workgroups: [u32; 3] },
+    Dispatch { pipeline: Arc<wgpu::ComputePipeline>, bind_group: wgpu::BindGroup, workgroups: [u32; 3], label: String },
     Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
 }
 
@@ -238,7 +238,7 @@ fn encode_steps(enc: &mut wgpu::CommandEncoder, steps: &[Step]) {
             }
             Step::Dispatch { .. } => {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-                while let Some(Step::Dispatch { pipeline, bind_group, workgroups }) = steps.get(i) {
+                while let Some(Step::Dispatch { pipeline, bind_group, workgroups, .. }) = steps.get(i) {
                     pass.set_pipeline(pipeline);
                     pass.set_bind_group(0, bind_group, &[]);
                     pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -271,6 +271,58 @@ impl Recording {
         let mut enc = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm replay") });
         encode_steps(&mut enc, &self.steps);
         self.gpu.queue().submit([enc.finish()]);
+    }
+
+    /// Profiles one replay (native only; needs the adapter's `TIMESTAMP_QUERY`): each dispatch
+    /// runs in its own compute pass with begin/end timestamps, so the sequence is the
+    /// replayed one but the per-pass barriers add a little. Returns (kernel label, µs) per
+    /// dispatch in order. Used by `benches/generate.rs` (`GLLM_GEN_PROFILE=1`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn profile(&self) -> Result<Vec<(String, f64)>> {
+        let device = self.gpu.device();
+        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::Gpu("profiling needs timestamp queries (TIMESTAMP_QUERY), which this adapter lacks".into()));
+        }
+        let n = self.dispatches.min(2048);
+        let queries = device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count: 2 * n as u32 });
+        let bytes = 16 * n as u64;
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor { label: Some("profile resolve"), size: bytes, usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC, mapped_at_creation: false });
+        let staging = device.create_buffer(&wgpu::BufferDescriptor { label: Some("profile staging"), size: bytes, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm profile") });
+        let mut labels = Vec::with_capacity(n);
+        for step in &self.steps {
+            match step {
+                Step::Copy { src, src_offset, dst, dst_offset, bytes } => enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *bytes),
+                Step::Dispatch { pipeline, bind_group, workgroups, label } => {
+                    let j = labels.len() as u32;
+                    let timestamp_writes = (labels.len() < n).then_some(wgpu::ComputePassTimestampWrites {
+                        query_set: &queries,
+                        beginning_of_pass_write_index: Some(2 * j),
+                        end_of_pass_write_index: Some(2 * j + 1),
+                    });
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
+                    pass.set_pipeline(pipeline);
+                    pass.set_bind_group(0, bind_group, &[]);
+                    pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+                    drop(pass);
+                    if labels.len() < n {
+                        labels.push(label.clone());
+                    }
+                }
+            }
+        }
+        enc.resolve_query_set(&queries, 0..2 * n as u32, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
+        self.gpu.queue().submit([enc.finish()]);
+        staging.map_async(wgpu::MapMode::Read, .., |_| {});
+        device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        let period = self.gpu.queue().get_timestamp_period() as f64;
+        let ticks: Vec<u64> = {
+            let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            view.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+        };
+        staging.unmap();
+        Ok(labels.into_iter().enumerate().map(|(j, l)| (l, ticks[2 * j + 1].saturating_sub(ticks[2 * j]) as f64 * period / 1000.0)).collect())
     }
 
     /// Submits the sequence followed by a copy of `src`'s first u32 into `slot`, and reads

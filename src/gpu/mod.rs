@@ -114,6 +114,11 @@ impl Gpu {
         if have.contains(wgpu::Features::SHADER_F16) && !opts.disable_f16 {
             features |= wgpu::Features::SHADER_F16;
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        if have.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            // Only `Recording::profile` (benchmarks) writes timestamps.
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         if have.contains(wgpu::Features::SUBGROUP) && !opts.disable_subgroups {
             features |= wgpu::Features::SUBGROUP;
         }

@@ -21,14 +21,14 @@ pub struct AttentionKey {
 pub enum AttentionStage {
     /// `attention`: one workgroup per (batch, head, query) walks all keys.
     OnePass,
-    /// `decode_partial` (CACHE): one workgroup per (head, split of [`DECODE_SPLIT`] keys).
+    /// `decode_partial`: one workgroup per (head, split of [`DECODE_SPLIT`] keys).
     DecodePartial,
-    /// `decode_combine` (DECODE_COMBINE): merges the splits of each head.
+    /// `decode_combine`: merges the splits of each head.
     DecodeCombine,
 }
 
-/// Keys per workgroup of the split-K decode (`decode_partial`), the workgroup size.
-pub const DECODE_SPLIT: usize = 64;
+/// Keys per workgroup of the split-K decode (`decode_partial`).
+pub const DECODE_SPLIT: usize = 32;
 
 impl Variant for AttentionKey {
     const FAMILY: &'static str = "attention";
@@ -42,7 +42,8 @@ impl Variant for AttentionKey {
     }
     fn defines(&self) -> Vec<&'static str> {
         match (self.stage, self.cache) {
-            (AttentionStage::DecodeCombine, _) => vec!["DECODE_COMBINE"],
+            (AttentionStage::DecodePartial, _) => vec!["DECODE", "DECODE_PARTIAL"],
+            (AttentionStage::DecodeCombine, _) => vec!["DECODE", "DECODE_COMBINE"],
             (_, true) => vec!["CACHE"],
             (_, false) => vec![],
         }
@@ -134,7 +135,7 @@ pub fn attention(
 /// Causal attention of `q_len` new queries over a KV cache (batch 1): the cache holds
 /// `state[1]` earlier tokens followed by the `q_len` just appended (`rope_append`), and
 /// query `i` sees keys `0 ..= state[1] + i`. One call serves prefill (`q_len` = prompt)
-/// and decode (`q_len` = 1); the key count is read on the GPU. Decode runs split-K: a
+/// and decode (`q_len` = 1); the key count is read on the GPU. Decode (head_dim % 4 == 0) runs split-K: a
 /// partial pass over splits of [`DECODE_SPLIT`] keys (as many as the cache has rows for,
 /// so a recorded step replays at any length) and a combine pass per head.
 /// - `q`: `[q_len, heads * head_dim]` f32
@@ -178,7 +179,8 @@ pub fn attention_cached(
     }
     let out = enc.gpu().alloc(q.shape(), DType::F32)?;
     let n_splits = cache_rows.div_ceil(DECODE_SPLIT);
-    let decode = q_len == 1;
+    // The split kernels read vec4 rows; other head sizes take the one-pass kernel.
+    let decode = q_len == 1 && s.head_dim % 4 == 0;
     let params = [
         1,
         u(OP, "q_len", q_len)?,

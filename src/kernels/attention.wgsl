@@ -32,7 +32,7 @@ const WG: u32 = 64u;
 const NEG: f32 = -1.0e30;  // "minus infinity" that stays finite (WGSL may not honour inf)
 
 @group(0) @binding(0) var<uniform> p: Params;
-#ifndef DECODE_COMBINE
+#ifndef DECODE
 @group(0) @binding(1) var<storage, read> q: array<f32>;              // q: [batch, q_len, heads * head_dim] f32
 @group(0) @binding(2) var<storage, read> k: array<f32>;              // k: [batch, kv_len, kv_heads * head_dim] f32
 @group(0) @binding(3) var<storage, read> v: array<f32>;              // v: [batch, kv_len, kv_heads * head_dim] f32
@@ -146,7 +146,26 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
-#ifdef CACHE
+#endif
+
+#ifdef DECODE_PARTIAL
+@group(0) @binding(1) var<storage, read> q4: array<vec4<f32>>;       // q: [1, heads * head_dim] f32 as vec4
+@group(0) @binding(2) var<storage, read> k4: array<vec4<f32>>;       // k_cache: [cache_rows, kv_heads * head_dim] f32 as vec4
+@group(0) @binding(3) var<storage, read> v4: array<vec4<f32>>;       // v_cache: as k_cache
+@group(0) @binding(4) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = cached tokens before this token
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;     // part: [heads, n_splits, head_dim + 2] f32
+
+const SPLIT: u32 = 32u;  // keys per workgroup (p._p0)
+
+var<workgroup> qv: array<vec4<f32>, 64>;
+var<workgroup> pw: array<f32, SPLIT>;
+var<workgroup> red: array<f32, SPLIT>;
+var<workgroup> accs: array<vec4<f32>, WG>;
+
+// head_dim % 4 == 0, head_dim <= 256. Thread t < count scores key start + t (vec4 loads,
+// four independent sums); for the weighted values, thread t takes vec4 column t % d4 of
+// the keys t / d4, t / d4 + G, ... (G = 64 / d4 key groups, coalesced rows), and the
+// groups are summed through shared memory.
 @compute @workgroup_size(64)
 fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -159,84 +178,107 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let split = idx / p.heads;
     let kvh = h / (p.heads / p.kv_heads);
     let d_n = p.head_dim;
+    let d4 = d_n / 4u;
+    let stride4 = p.kv_stride / 4u;
     let part_base = (h * n_splits + split) * (d_n + 2u);
     let kv_len = min(state[1] + 1u, p.kv_len);
-    let start = split * p._p0;
+    let start = split * SPLIT;
     if (start >= kv_len) {
         if (lid == 0u) {
-            out[part_base + d_n] = NEG;
-            out[part_base + d_n + 1u] = 0.0;
+            part[part_base + d_n] = NEG;
+            part[part_base + d_n + 1u] = 0.0;
         }
         return;
     }
-    let count = min(p._p0, kv_len - start);
-    for (var d = lid; d < d_n; d = d + WG) {
-        qs[d] = q[h * d_n + d] * p.scale;
+    let count = min(SPLIT, kv_len - start);
+    if (lid < d4) {
+        qv[lid] = q4[h * d4 + lid] * p.scale;
     }
     workgroupBarrier();
 
     var s = NEG;
     if (lid < count) {
-        let k_base = (start + lid) * p.kv_stride + kvh * d_n;
-        // Four independent sums so the loads of a row overlap.
-        var a = vec4<f32>(0.0);
-        var d = 0u;
-        for (; d + 4u <= d_n; d = d + 4u) {
-            a = a + vec4<f32>(qs[d], qs[d + 1u], qs[d + 2u], qs[d + 3u]) *
-                    vec4<f32>(k[k_base + d], k[k_base + d + 1u], k[k_base + d + 2u], k[k_base + d + 3u]);
+        let base = (start + lid) * stride4 + kvh * d4;
+        var a0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        var a2 = vec4<f32>(0.0);
+        var a3 = vec4<f32>(0.0);
+        var c = 0u;
+        for (; c + 4u <= d4; c = c + 4u) {
+            a0 = a0 + qv[c] * k4[base + c];
+            a1 = a1 + qv[c + 1u] * k4[base + c + 1u];
+            a2 = a2 + qv[c + 2u] * k4[base + c + 2u];
+            a3 = a3 + qv[c + 3u] * k4[base + c + 3u];
         }
-        for (; d < d_n; d = d + 1u) {
-            a.x = a.x + qs[d] * k[k_base + d];
+        for (; c < d4; c = c + 1u) {
+            a0 = a0 + qv[c] * k4[base + c];
         }
-        s = (a.x + a.y) + (a.z + a.w);
+        s = dot((a0 + a1) + (a2 + a3), vec4<f32>(1.0));
     }
-    red[lid] = s;
+    if (lid < SPLIT) {
+        red[lid] = s;
+    }
     workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st = st >> 1u) {
+    for (var st = SPLIT / 2u; st > 0u; st = st >> 1u) {
         if (lid < st) {
             red[lid] = max(red[lid], red[lid + st]);
         }
         workgroupBarrier();
     }
     let m = red[0];
-    var pw = 0.0;
-    if (lid < count) {
-        pw = exp(s - m);
+    if (lid < SPLIT) {
+        pw[lid] = select(0.0, exp(s - m), lid < count);
     }
-    sc[lid] = pw;
     workgroupBarrier();
 
-    var l = 0.0;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var jj = 0u; jj < count; jj = jj + 1u) {
-        let pj = sc[jj];
-        l = l + pj;
-        let v_base = (start + jj) * p.kv_stride + kvh * d_n;
-        for (var r = 0u; r < 4u; r = r + 1u) {
-            let d = lid + r * WG;
-            if (d < d_n) {
-                acc[r] = acc[r] + pj * v[v_base + d];
-            }
+    let groups = WG / d4;
+    let col = lid % d4;
+    let g = lid / d4;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    if (g < groups) {
+        var j = g;
+        for (; j + groups < count; j = j + 2u * groups) {
+            acc0 = acc0 + pw[j] * v4[(start + j) * stride4 + kvh * d4 + col];
+            acc1 = acc1 + pw[j + groups] * v4[(start + j + groups) * stride4 + kvh * d4 + col];
+        }
+        if (j < count) {
+            acc0 = acc0 + pw[j] * v4[(start + j) * stride4 + kvh * d4 + col];
         }
     }
-    for (var r = 0u; r < 4u; r = r + 1u) {
-        let d = lid + r * WG;
-        if (d < d_n) {
-            out[part_base + d] = acc[r];
+    accs[lid] = acc0 + acc1;
+    workgroupBarrier();
+    if (lid < d4) {
+        var o = vec4<f32>(0.0);
+        for (var gg = 0u; gg < groups; gg = gg + 1u) {
+            o = o + accs[gg * d4 + lid];
         }
+        let at = part_base + 4u * lid;
+        part[at] = o.x;
+        part[at + 1u] = o.y;
+        part[at + 2u] = o.z;
+        part[at + 3u] = o.w;
     }
     if (lid == 0u) {
-        out[part_base + d_n] = m;
-        out[part_base + d_n + 1u] = l;
+        var l = 0.0;
+        for (var j = 0u; j < count; j = j + 1u) {
+            l = l + pw[j];
+        }
+        part[part_base + d_n] = m;
+        part[part_base + d_n + 1u] = l;
     }
 }
-#endif
 #endif
 
 #ifdef DECODE_COMBINE
 @group(0) @binding(1) var<storage, read> part: array<f32>;           // part: [heads, n_splits, head_dim + 2] f32
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;      // out: [1, heads * head_dim] f32
 
+var<workgroup> red: array<f32, WG>;
+var<workgroup> wsh: array<f32, WG>;
+
+// Splits are taken 64 at a time: thread t loads split s0 + t's max and sum, the workgroup
+// reduces, and each thread then adds the chunk's rescaled accumulators for its dims.
 @compute @workgroup_size(64)
 fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -249,27 +291,60 @@ fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let row = d_n + 2u;
     let base = h * n_splits * row;
     var mx = NEG;
-    for (var s = 0u; s < n_splits; s = s + 1u) {
+    for (var s = lid; s < n_splits; s = s + WG) {
         mx = max(mx, part[base + s * row + d_n]);
     }
+    red[lid] = mx;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st = st >> 1u) {
+        if (lid < st) {
+            red[lid] = max(red[lid], red[lid + st]);
+        }
+        workgroupBarrier();
+    }
+    mx = red[0];
+    workgroupBarrier();
     var l = 0.0;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var s = 0u; s < n_splits; s = s + 1u) {
-        let ms = part[base + s * row + d_n];
-        if (ms > NEG) {
-            let w = exp(ms - mx);
-            l = l + w * part[base + s * row + d_n + 1u];
-            for (var r = 0u; r < 4u; r = r + 1u) {
-                let d = lid + r * WG;
-                if (d < d_n) {
-                    acc[r] = acc[r] + w * part[base + s * row + d];
+    for (var s0 = 0u; s0 < n_splits; s0 = s0 + WG) {
+        let s = s0 + lid;
+        var w = 0.0;
+        if (s < n_splits) {
+            let ms = part[base + s * row + d_n];
+            if (ms > NEG) {
+                w = exp(ms - mx);
+                l = l + w * part[base + s * row + d_n + 1u];
+            }
+        }
+        wsh[lid] = w;
+        workgroupBarrier();
+        let n = min(WG, n_splits - s0);
+        for (var j = 0u; j < n; j = j + 1u) {
+            let wj = wsh[j];
+            if (wj > 0.0) {
+                let at = base + (s0 + j) * row;
+                for (var r = 0u; r < 4u; r = r + 1u) {
+                    let d = lid + r * WG;
+                    if (d < d_n) {
+                        acc[r] = acc[r] + wj * part[at + d];
+                    }
                 }
             }
         }
+        workgroupBarrier();
     }
+    red[lid] = l;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st = st >> 1u) {
+        if (lid < st) {
+            red[lid] = red[lid] + red[lid + st];
+        }
+        workgroupBarrier();
+    }
+    let total = red[0];
     var inv = 0.0;
-    if (l > 0.0) {
-        inv = 1.0 / l;
+    if (total > 0.0) {
+        inv = 1.0 / total;
     }
     for (var r = 0u; r < 4u; r = r + 1u) {
         let d = lid + r * WG;
