@@ -142,7 +142,7 @@ async fn layer_norm_matches_cpu(gpu: Gpu) -> R {
 
 async fn rms_norm_matches_cpu(gpu: Gpu) -> R {
     let mut rng = Rng::new(3);
-    for (rows, n) in [(9, 576), (2, 33)] {
+    for (rows, n) in [(9, 576), (2, 33), (1, 1537)] {
         let x = rng.vec(rows * n, 2.0);
         let g = rng.vec(n, 1.0);
         let want = cpu::rms_norm(&x, &g, n, 1e-5);
@@ -150,6 +150,15 @@ async fn rms_norm_matches_cpu(gpu: Gpu) -> R {
         let out = norm::rms_norm(&mut enc, &gpu.upload_f32(&x, &[rows, n])?, &gpu.upload_f32(&g, &[n])?, 1e-5)?;
         enc.submit()?;
         assert_close(&format!("rms_norm {rows}x{n}"), &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+        // The fused residual step: (x + r, rms_norm(x + r)).
+        let r = rng.vec(rows * n, 2.0);
+        let sum: Vec<f32> = x.iter().zip(&r).map(|(a, b)| a + b).collect();
+        let want = cpu::rms_norm(&sum, &g, n, 1e-5);
+        let mut enc = gpu.encoder();
+        let (gs, out) = norm::add_rms_norm(&mut enc, &gpu.upload_f32(&x, &[rows, n])?, &gpu.upload_f32(&r, &[rows, n])?, &gpu.upload_f32(&g, &[n])?, 1e-5)?;
+        enc.submit()?;
+        assert_close(&format!("add_rms_norm sum {rows}x{n}"), &gpu.readback_f32(&gs).await?, &sum, F32_ELEMENTWISE)?;
+        assert_close(&format!("add_rms_norm {rows}x{n}"), &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
     }
     Ok(())
 }

@@ -196,11 +196,12 @@ pub fn attention_cached(
         if decode { u(OP, "n_splits", n_splits)? } else { 0 },
     ];
     if decode {
-        let part = enc.gpu().alloc(&[s.heads, n_splits, s.head_dim + 2], DType::F32)?;
+        // Accumulators [heads, n_splits, head_dim], then (m, l) [heads, n_splits, 2].
+        let part = enc.gpu().alloc(&[s.heads * n_splits * (s.head_dim + 2)], DType::F32)?;
         let key = |stage| KernelKey::Attention(AttentionKey { cache: true, stage });
         let groups = u(OP, "heads * n_splits", s.heads * n_splits)?;
         enc.dispatch(key(AttentionStage::DecodePartial), &params, &[q, k_cache, v_cache, state, &part], grid(groups))?;
-        enc.dispatch(key(AttentionStage::DecodeCombine), &params, &[&part, &out], grid(params[3]))?;
+        enc.dispatch(key(AttentionStage::DecodeCombine), &params, &[&part, &part, &out], grid(params[3]))?;
         return Ok(out);
     }
     let groups = u(OP, "heads * q_len", s.heads * q_len)?;

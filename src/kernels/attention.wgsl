@@ -153,7 +153,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 @group(0) @binding(2) var<storage, read> k4: array<vec4<f32>>;       // k_cache: [cache_rows, kv_heads * head_dim] f32 as vec4
 @group(0) @binding(3) var<storage, read> v4: array<vec4<f32>>;       // v_cache: as k_cache
 @group(0) @binding(4) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = cached tokens before this token
-@group(0) @binding(5) var<storage, read_write> part: array<f32>;     // part: [heads, n_splits, head_dim + 2] f32
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;     // part: acc [heads, n_splits, head_dim] then (m, l) [heads, n_splits, 2] f32
 
 const SPLIT: u32 = 32u;  // keys per workgroup (p._p0)
 
@@ -180,13 +180,15 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let d_n = p.head_dim;
     let d4 = d_n / 4u;
     let stride4 = p.kv_stride / 4u;
-    let part_base = (h * n_splits + split) * (d_n + 2u);
+    let hs = h * n_splits + split;
+    let part_base = hs * d_n;
+    let ml = p.heads * n_splits * d_n + 2u * hs;
     let kv_len = min(state[1] + 1u, p.kv_len);
     let start = split * SPLIT;
     if (start >= kv_len) {
         if (lid == 0u) {
-            part[part_base + d_n] = NEG;
-            part[part_base + d_n + 1u] = 0.0;
+            part[ml] = NEG;
+            part[ml + 1u] = 0.0;
         }
         return;
     }
@@ -264,21 +266,24 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         for (var j = 0u; j < count; j = j + 1u) {
             l = l + pw[j];
         }
-        part[part_base + d_n] = m;
-        part[part_base + d_n + 1u] = l;
+        part[ml] = m;
+        part[ml + 1u] = l;
     }
 }
 #endif
 
 #ifdef DECODE_COMBINE
-@group(0) @binding(1) var<storage, read> part: array<f32>;           // part: [heads, n_splits, head_dim + 2] f32
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;      // out: [1, heads * head_dim] f32
+@group(0) @binding(1) var<storage, read> acc4: array<vec4<f32>>;     // part: acc [heads, n_splits, head_dim] f32 as vec4, then (m, l)
+@group(0) @binding(2) var<storage, read> ml: array<f32>;             // the same buffer as f32 (its (m, l) pairs)
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;      // out: [1, heads * head_dim] f32
 
-var<workgroup> red: array<f32, WG>;
-var<workgroup> wsh: array<f32, WG>;
+var<workgroup> sm: array<f32, WG>;
+var<workgroup> sl: array<f32, WG>;
+var<workgroup> sacc: array<vec4<f32>, WG>;
 
-// Splits are taken 64 at a time: thread t loads split s0 + t's max and sum, the workgroup
-// reduces, and each thread then adds the chunk's rescaled accumulators for its dims.
+// Thread t takes vec4 column t % d4 of splits t / d4, t / d4 + G, ... (G = 64 / d4) with an
+// online rescale, stopping at the first empty split (the used splits are a prefix); the G
+// partial results of each column are merged through shared memory.
 @compute @workgroup_size(64)
 fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -287,70 +292,57 @@ fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let n_splits = p._p1;
-    let d_n = p.head_dim;
-    let row = d_n + 2u;
-    let base = h * n_splits * row;
-    var mx = NEG;
-    for (var s = lid; s < n_splits; s = s + WG) {
-        mx = max(mx, part[base + s * row + d_n]);
-    }
-    red[lid] = mx;
-    workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st = st >> 1u) {
-        if (lid < st) {
-            red[lid] = max(red[lid], red[lid + st]);
-        }
-        workgroupBarrier();
-    }
-    mx = red[0];
-    workgroupBarrier();
+    let d4 = p.head_dim / 4u;
+    let ml_base = p.heads * n_splits * p.head_dim + 2u * h * n_splits;
+    let groups = WG / d4;
+    let col = lid % d4;
+    let g = lid / d4;
+    var m = NEG;
     var l = 0.0;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var s0 = 0u; s0 < n_splits; s0 = s0 + WG) {
-        let s = s0 + lid;
-        var w = 0.0;
-        if (s < n_splits) {
-            let ms = part[base + s * row + d_n];
-            if (ms > NEG) {
-                w = exp(ms - mx);
-                l = l + w * part[base + s * row + d_n + 1u];
+    var acc = vec4<f32>(0.0);
+    if (g < groups) {
+        for (var s = g; s < n_splits; s = s + groups) {
+            let ms = ml[ml_base + 2u * s];
+            if (ms <= NEG) {
+                break;
             }
+            let mn = max(m, ms);
+            let c_old = exp(m - mn);
+            let c_new = exp(ms - mn);
+            acc = acc * c_old + acc4[(h * n_splits + s) * d4 + col] * c_new;
+            l = l * c_old + ml[ml_base + 2u * s + 1u] * c_new;
+            m = mn;
         }
-        wsh[lid] = w;
-        workgroupBarrier();
-        let n = min(WG, n_splits - s0);
-        for (var j = 0u; j < n; j = j + 1u) {
-            let wj = wsh[j];
-            if (wj > 0.0) {
-                let at = base + (s0 + j) * row;
-                for (var r = 0u; r < 4u; r = r + 1u) {
-                    let d = lid + r * WG;
-                    if (d < d_n) {
-                        acc[r] = acc[r] + wj * part[at + d];
-                    }
-                }
-            }
-        }
-        workgroupBarrier();
     }
-    red[lid] = l;
+    sm[lid] = m;
+    sl[lid] = l;
+    sacc[lid] = acc;
     workgroupBarrier();
-    for (var st = WG / 2u; st > 0u; st = st >> 1u) {
-        if (lid < st) {
-            red[lid] = red[lid] + red[lid + st];
+    if (lid < d4) {
+        var mx = NEG;
+        for (var gg = 0u; gg < groups; gg = gg + 1u) {
+            mx = max(mx, sm[gg * d4 + lid]);
         }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    var inv = 0.0;
-    if (total > 0.0) {
-        inv = 1.0 / total;
-    }
-    for (var r = 0u; r < 4u; r = r + 1u) {
-        let d = lid + r * WG;
-        if (d < d_n) {
-            out[h * d_n + d] = acc[r] * inv;
+        var total = 0.0;
+        var o = vec4<f32>(0.0);
+        for (var gg = 0u; gg < groups; gg = gg + 1u) {
+            let i = gg * d4 + lid;
+            if (sm[i] > NEG) {
+                let w = exp(sm[i] - mx);
+                total = total + w * sl[i];
+                o = o + w * sacc[i];
+            }
         }
+        var inv = 0.0;
+        if (total > 0.0) {
+            inv = 1.0 / total;
+        }
+        o = o * inv;
+        let at = h * p.head_dim + 4u * lid;
+        out[at] = o.x;
+        out[at + 1u] = o.y;
+        out[at + 2u] = o.z;
+        out[at + 3u] = o.w;
     }
 }
 #endif

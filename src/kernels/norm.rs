@@ -9,6 +9,8 @@ pub enum NormKind {
     Layer,
     Rms,
     L2,
+    /// `add_rms_norm`: residual add, then RMSNorm (RESIDUAL).
+    AddRms,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -26,6 +28,7 @@ impl Variant for NormKey {
             NormKind::Layer => "layer_norm",
             NormKind::Rms => "rms_norm",
             NormKind::L2 => "l2_norm",
+            NormKind::AddRms => "add_rms_norm",
         }
     }
     fn defines(&self) -> Vec<&'static str> {
@@ -35,6 +38,9 @@ impl Variant for NormKey {
         }
         if self.bias {
             d.push("BIAS");
+        }
+        if self.kind == NormKind::AddRms {
+            d.push("RESIDUAL");
         }
         d
     }
@@ -52,6 +58,19 @@ pub fn rms_norm(enc: &mut Encoder, x: &GpuTensor, gamma: &GpuTensor, eps: f32) -
     run(enc, NormKind::Rms, x, Some(gamma), None, eps)
 }
 
+/// The pre-norm residual step: `sum = x + r`, `out = rms_norm(sum) * gamma`, one dispatch.
+/// - `x`, `r`: `[.., n]` f32 of one shape; `gamma`: `[n]` f32; returns `(sum, out)`.
+pub fn add_rms_norm(enc: &mut Encoder, x: &GpuTensor, r: &GpuTensor, gamma: &GpuTensor, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+    const OP: &str = "add_rms_norm";
+    r.expect_dtype(OP, "r", &[DType::F32])?;
+    if r.shape() != x.shape() {
+        return Err(Error::shape(OP, "r", format!("{:?} (the shape of x)", x.shape()), r.shape()));
+    }
+    let sum = enc.gpu().alloc(x.shape(), DType::F32)?;
+    let out = run_with(enc, NormKind::AddRms, x, Some(gamma), None, eps, &[r, &sum])?;
+    Ok((sum, out))
+}
+
 /// L2 normalisation of each row: `x / max(‖x‖₂, eps)`.
 /// - `x`: `[.., n]` f32.
 pub fn l2_normalize(enc: &mut Encoder, x: &GpuTensor, eps: f32) -> Result<GpuTensor> {
@@ -65,6 +84,19 @@ fn run(
     gamma: Option<&GpuTensor>,
     beta: Option<&GpuTensor>,
     eps: f32,
+) -> Result<GpuTensor> {
+    run_with(enc, kind, x, gamma, beta, eps, &[])
+}
+
+/// `run` with `extra` tensors bound after gamma/beta (RESIDUAL: r, sum).
+fn run_with(
+    enc: &mut Encoder,
+    kind: NormKind,
+    x: &GpuTensor,
+    gamma: Option<&GpuTensor>,
+    beta: Option<&GpuTensor>,
+    eps: f32,
+    extra: &[&GpuTensor],
 ) -> Result<GpuTensor> {
     const OP: &str = "norm";
     x.expect_dtype(OP, "x", &[DType::F32])?;
@@ -86,6 +118,7 @@ fn run(
     let mut tensors = vec![x, &out];
     tensors.extend(gamma);
     tensors.extend(beta);
+    tensors.extend(extra);
     enc.dispatch(key, &params, &tensors, grid(u(OP, "rows", x.rows())?))?;
     Ok(out)
 }

@@ -19,6 +19,10 @@ const WG: u32 = 256u;
 #ifdef BIAS
 @group(0) @binding(4) var<storage, read> beta: array<f32>;           // beta: [n] f32
 #endif
+#ifdef RESIDUAL
+@group(0) @binding(4) var<storage, read> r: array<f32>;              // r: [rows, n] f32, added to x first
+@group(0) @binding(5) var<storage, read_write> sum: array<f32>;      // sum: [rows, n] f32 = x + r
+#endif
 
 var<workgroup> red: array<f32, WG>;
 
@@ -110,3 +114,27 @@ fn l2_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         out[base + i] = x[base + i] * inv;
     }
 }
+
+#ifdef RESIDUAL
+// Pre-norm decoder residual step in one pass: sum = x + r, out = rms_norm(sum) * gamma
+// (RESIDUAL with AFFINE). Saves the separate add dispatch of every sublayer.
+@compute @workgroup_size(256)
+fn add_rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.n;
+    var s = 0.0;
+    for (var i = lid; i < p.n; i = i + WG) {
+        let v = x[base + i] + r[base + i];
+        sum[base + i] = v;
+        s = s + v * v;
+    }
+    let inv = inverseSqrt(block_sum(s, lid) / f32(p.n) + p.eps);
+    for (var i = lid; i < p.n; i = i + WG) {
+        out[base + i] = (x[base + i] + r[base + i]) * inv * gamma[i];
+    }
+}
+#endif

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Encoder, Gpu, GpuTensor};
-use crate::kernels::activation::{add, swiglu};
+use crate::kernels::activation::swiglu;
 use crate::kernels::attention::{attention_cached, AttentionShape, MAX_HEAD_DIM};
 use crate::kernels::matmul;
 use crate::kernels::rope::rope_append;
@@ -435,22 +435,28 @@ impl LlamaModel {
         if n > cache.rows {
             return Err(Error::Input(format!("{n} tokens exceed the KV cache of {} rows", cache.rows)));
         }
-        let mut x = self.embed_tokens.forward(enc, ids)?;
+        let x = self.embed_tokens.forward(enc, ids)?;
+        // Pre-norm residual stream: each residual add is fused with the norm that follows it
+        // (the next sublayer's, or the final `norm`), as `x = x + f(h); h = norm(x)`.
+        let Some(first) = self.layers.first() else {
+            return Err(Error::Input("model has no layers".into()));
+        };
+        let mut h = first.input_layernorm.forward(enc, &x)?;
+        let mut x = x;
         for (l, layer) in self.layers.iter().enumerate() {
-            let h = layer.input_layernorm.forward(enc, &x)?;
             let a = layer.self_attn.forward(enc, &h, &self.inv_freq, state, &cache.k[l], &cache.v[l])?;
-            x = add(enc, &x, &a)?;
-            let h = layer.post_attention_layernorm.forward(enc, &x)?;
+            (x, h) = layer.post_attention_layernorm.forward_residual(enc, &x, &a)?;
             let m = layer.mlp.forward(enc, &h)?;
-            x = add(enc, &x, &m)?;
+            let next_norm = self.layers.get(l + 1).map_or(&self.norm, |n| &n.input_layernorm);
+            (x, h) = next_norm.forward_residual(enc, &x, &m)?;
         }
+        drop(x);
         if !all_logits && n > 1 {
             let hid = self.config.hidden_size;
             let last = enc.gpu().alloc(&[1, hid], DType::F32)?;
-            enc.copy_slice(&x, (n - 1) * hid, &last, 0, hid)?;
-            x = last;
+            enc.copy_slice(&h, (n - 1) * hid, &last, 0, hid)?;
+            h = last;
         }
-        let h = self.norm.forward(enc, &x)?;
         match &self.lm_head {
             Some(head) => head.forward(enc, &h),
             None => matmul::linear(enc, &h, &self.embed_tokens.weight, None),

@@ -349,6 +349,10 @@ impl RmsNorm {
     pub fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
         norm::rms_norm(enc, x, &self.weight, self.eps)
     }
+    /// `(x + r, rms_norm(x + r))` in one dispatch (the pre-norm residual step).
+    pub fn forward_residual(&self, enc: &mut Encoder, x: &GpuTensor, r: &GpuTensor) -> Result<(GpuTensor, GpuTensor)> {
+        norm::add_rms_norm(enc, x, r, &self.weight, self.eps)
+    }
 }
 
 /// `nn.LayerNorm` over the last dimension.
