@@ -216,3 +216,63 @@ fn qwen05_matches_goldens() {
         panic!("qwen05_matches_goldens: {e}");
     }
 }
+
+/// Teacher-forced text for the quantized-weight agreement check (about 300 tokens).
+const FORCED_TEXT: &str = "Paris is the capital and largest city of France. It is located on the Seine river, \
+in the north of the country, at the heart of the Ile-de-France region. The city has been one of the major \
+centres of finance, diplomacy, commerce, fashion, science and the arts in Europe since the seventeenth century. \
+Its museums and architectural landmarks draw millions of visitors every year: the Louvre received more visitors \
+than any other art museum in the world, and the Eiffel Tower, built for the World's Fair of 1889, became a symbol \
+of the city. The metro, opened in 1900, carries several million passengers a day, and two international airports \
+connect the region with the rest of the world. Paris is also known for its cafes, its bookshops along the river \
+and its long avenues laid out in the nineteenth century, when the prefect Haussmann rebuilt large parts of the old \
+town with wide boulevards, parks and a new system of sewers and water supply. Today the city hosts the headquarters \
+of several international organisations, and its football club and its tennis tournament are followed far beyond France.";
+
+/// Quantized weights on SmolLM2 (quantized on load from the checkpoint's F16): greedy
+/// continuations of the golden text cases with q8_0 and q4_0 weights against the f32-
+/// activation golden, and teacher-forced top-1 agreement of q8_0 / q4_0 with the F16
+/// weights over `FORCED_TEXT`. Natively only (SwiftShader would take minutes).
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn smollm2_quantized_weights_agree() {
+    use gllm_web::quant::QuantFormat;
+    let Some(gpu) = common::native_gpu() else { return };
+    let r: R = pollster::block_on(async {
+        let golden: serde_json::Value = serde_json::from_str(SMOLLM2)?;
+        let mut reference = load(&gpu, "smollm2-135m-instruct", LoadDType::F16).await?;
+        let ids = reference.prompt_ids(Prompt::Text(FORCED_TEXT))?;
+        let vocab = reference.config().vocab_size;
+        let argmax = |l: &[f32]| -> Vec<usize> {
+            l.chunks_exact(vocab).map(|r| (0..vocab).max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a))).unwrap_or(0)).collect()
+        };
+        let want = argmax(&reference.prompt_logits(&ids).await?);
+        drop(reference);
+        for (fmt, min_greedy, min_forced) in [(QuantFormat::Q8_0, 18, 0.95), (QuantFormat::Q4_0, 0, 0.60)] {
+            let mut g = load(&gpu, "smollm2-135m-instruct", LoadDType::Quant(fmt)).await?;
+            let got = argmax(&g.prompt_logits(&ids).await?);
+            let agree = got.iter().zip(&want).filter(|(a, b)| a == b).count() as f64 / want.len() as f64;
+            let mut greedy = Vec::new();
+            for case in golden["cases"].as_array().ok_or("no cases")?.iter().filter(|c| c.get("messages").is_none()) {
+                let want_new = u32s(&case["greedy_new_ids"]);
+                let prompt = case["prompt"].as_str().unwrap_or_default();
+                let out = g.generate(Prompt::Text(prompt), &GenerateOptions { max_new_tokens: want_new.len(), ..Default::default() }).await?;
+                let same = out.tokens.iter().zip(&want_new).filter(|(a, b)| a == b).count();
+                log!("smollm2 {fmt:?}: {same}/{} greedy tokens equal the f32 golden for {prompt:?}: {:?}", want_new.len(), out.text);
+                greedy.push((same, want_new.len()));
+            }
+            log!("smollm2 {fmt:?}: teacher-forced top-1 agreement with F16 weights {:.3} over {} positions", agree, want.len());
+            // q8_0: the issue's bar (18 of 20 greedy tokens). q4_0: reported, with a floor that
+            // catches a broken kernel rather than grades the format (measured on lavapipe:
+            // q8_0 20/20 and 20/20, agreement 0.979; q4_0 0/20 and 1/20, 0.695 — the
+            // checkpoint is already Q4_1-rounded and 135M parameters quantize poorly).
+            if greedy.iter().any(|&(same, n)| same < min_greedy.min(n)) || agree < min_forced {
+                return Err(format!("{fmt:?}: greedy {greedy:?}, teacher-forced agreement {agree:.3} (want >= {min_greedy} tokens, >= {min_forced})").into());
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        panic!("smollm2_quantized_weights_agree: {e}");
+    }
+}
