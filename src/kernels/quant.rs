@@ -153,6 +153,10 @@ impl Variant for QuantKey {
         if matches!(self.format, QFormat::DenseF32 | QFormat::DenseF16) {
             d.push("DENSE");
         }
+        if self.entry == QuantEntry::Matvec && matches!(self.format, QFormat::Gguf(QuantFormat::Q4_0 | QuantFormat::Q4_1)) {
+            // 16-value matvec items: both nibbles of each loaded word (see `dot16`).
+            d.push("NIB16");
+        }
         for (on, name) in [(self.x_f16, "X_F16"), (self.bias, "BIAS"), (self.subgroups, "SUBGROUPS")] {
             if on {
                 d.push(name);

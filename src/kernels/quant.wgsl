@@ -97,6 +97,11 @@ fn lo4(w: u32) -> vec4<f32> {
 fn hi4(w: u32) -> vec4<f32> {
     return lo4(w >> 4u);
 }
+// Nibble words w0, w1 (bytes 8h .. 8h+7 of a 4-bit block): low nibbles are values 8h ..
+// 8h+7 (x), high nibbles values 16+8h .. 16+8h+7 (xh).
+fn nib_dot(w0: u32, w1: u32, x: Oct, xh: Oct) -> f32 {
+    return dot(lo4(w0), x.a) + dot(lo4(w1), x.b) + dot(hi4(w0), xh.a) + dot(hi4(w1), xh.b);
+}
 // The 4 bytes of w as signed 8-bit values.
 fn i8x4(w: u32) -> vec4<f32> {
     let v = i32(w);
@@ -170,6 +175,11 @@ fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
     let o = nibble_octet(s * 4u, q);
     return half_at(s) * (dot(o.a, xa) + dot(o.b, xb) - 8.0 * xs);
 }
+// Matvec item of 16 values (NIB16): half h of block s, both nibbles of its two words.
+fn dot16(s: u32, h: u32, x: Oct, xh: Oct, xs: f32) -> f32 {
+    let w = s * 4u + 2u * h;
+    return half_at(s) * (nib_dot(body[w], body[w + 1u], x, xh) - 8.0 * xs);
+}
 #endif
 
 #ifdef Q4_1
@@ -182,6 +192,11 @@ fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
     let dm = unpack2x16float(body[s * 5u]);
     let o = nibble_octet(s * 5u + 1u, q);
     return dm.x * (dot(o.a, xa) + dot(o.b, xb)) + dm.y * xs;
+}
+fn dot16(s: u32, h: u32, x: Oct, xh: Oct, xs: f32) -> f32 {
+    let dm = unpack2x16float(body[s * 5u]);
+    let w = s * 5u + 1u + 2u * h;
+    return dm.x * nib_dot(body[w], body[w + 1u], x, xh) + dm.y * xs;
 }
 #endif
 
@@ -309,6 +324,19 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         let items = p.sb * 4u;
         let s0 = row0 * p.sb;
         let s1 = min(row1, p.n - 1u) * p.sb;  // a missing last row re-reads row0, unused
+#ifdef NIB16
+        // 4-bit formats: items of 16 values (half h of a block: both nibbles of two
+        // words), so each weight word is loaded once, by one lane.
+        for (var i = lane; i < items / 2u; i = i + T) {
+            let u = i / 2u;
+            let h = i % 2u;
+            let xl = Oct(xv(8u * u + 2u * h), xv(8u * u + 2u * h + 1u));
+            let xh = Oct(xv(8u * u + 4u + 2u * h), xv(8u * u + 5u + 2u * h));
+            let xs = dot((xl.a + xl.b) + (xh.a + xh.b), vec4<f32>(1.0));
+            acc0 = acc0 + dot16(s0 + u, h, xl, xh, xs);
+            acc1 = acc1 + dot16(s1 + u, h, xl, xh, xs);
+        }
+#else
         for (var i = lane; i < items; i = i + T) {
             let xa = xv(2u * i);
             let xb = xv(2u * i + 1u);
@@ -316,6 +344,7 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
             acc0 = acc0 + dot8(s0 + i / 4u, i % 4u, xa, xb, xs);
             acc1 = acc1 + dot8(s1 + i / 4u, i % 4u, xa, xb, xs);
         }
+#endif
     }
 #ifdef SUBGROUPS
     // A group's T threads are exactly one subgroup (T = the fixed subgroup size, groups
