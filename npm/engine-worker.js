@@ -1,18 +1,19 @@
 // The dedicated worker behind "gllm-web/worker": runs the engine (./index.js) off the
 // page's main thread. Protocol, one message each way per call:
 //   page → worker  { id, op: "load" | "create" | "import" | "call" | "loseDevice", ... }
-//                  { op: "abort", target }   (a load's AbortSignal fired; no reply)
-//   worker → page  { id, progress }                       (load progress events, 0..n)
+//                  { op: "abort", target }   (a load's or a generate's AbortSignal fired; no reply)
+//   worker → page  { id, progress }     (load progress events, or generate's streamed
+//                                        { text, token } pieces, 0..n)
 //                  { id, ok: true, value } | { id, ok: false, error: { name, message } }
 // Objects live here in a table and the page holds their numbers. Typed-array results are
 // transferred, not copied. Calls on one object keep their order (messages arrive in order
 // and each object queues its calls), calls on different objects overlap as on the page.
-import { Embedder, Reranker, SearchIndex, __loseDeviceForTesting } from "./index.js";
+import { Embedder, Reranker, SearchIndex, Generator, __loseDeviceForTesting } from "./index.js";
 
 const objects = new Map();
 let nextHandle = 1;
-const classes = { Embedder, Reranker };
-/** AbortControllers of the loads in flight that the page gave a signal, by request id. */
+const classes = { Embedder, Reranker, Generator };
+/** AbortControllers of the loads and generate calls in flight that the page gave a signal, by request id. */
 const aborts = new Map();
 
 function keep(obj) {
@@ -58,12 +59,28 @@ async function handle(msg) {
     }
     case "create":
     case "import": {
-      const index = msg.op === "create" ? await SearchIndex.create(msg.dim) : await SearchIndex.import(msg.bytes, msg.dim);
+      const index = msg.op === "create" ? await SearchIndex.create(msg.dim, msg.options) : await SearchIndex.import(msg.bytes, msg.dim);
       return { handle: keep(index), dim: index.dim, size: index.size };
     }
     case "call": {
       const obj = object(msg.handle);
       if (msg.method === "useEmbedder") return obj.useEmbedder(object(msg.args[0]));
+      if (msg.method === "generate") {
+        const [prompt, rest] = msg.args;
+        const options = { ...rest };
+        if (msg.stream) options.callback = (text, token) => self.postMessage({ id: msg.id, progress: { text, token } });
+        if (msg.abortable) {
+          const controller = new AbortController();
+          if (msg.aborted) controller.abort();
+          aborts.set(msg.id, controller);
+          options.signal = controller.signal;
+        }
+        try {
+          return await obj.generate(prompt, options);
+        } finally {
+          aborts.delete(msg.id);
+        }
+      }
       // A disposed object stays in the table (a few bytes): its own methods then reject
       // with "this Embedder was disposed", as on the page, and dispose stays idempotent.
       const value = await obj[msg.method](...msg.args);

@@ -89,10 +89,61 @@ export interface SearchOptions {
   /** Number of hits, 1..=256. Default 10. */
   k?: number;
   /** "exact" (default): every vector is scored. "binary": sign-bit Hamming candidates, then
-   *  exact rescoring of `candidates` of them. */
-  mode?: "exact" | "binary";
-  /** Binary mode: candidates to rescore (k..=256). Default 200. */
+   *  exact rescoring of `candidates` of them. "int8": Hamming candidates, int8 scoring
+   *  keeping `rescore` of them, then exact rescoring. */
+  mode?: "exact" | "binary" | "int8";
+  /** Binary and int8 modes: Hamming candidates (k..=256). Default 200. */
   candidates?: number;
+  /** Int8 mode: candidates rescored exactly (k..=candidates). Default 40. */
+  rescore?: number;
+}
+
+export interface IndexOptions {
+  /** Storage of the exact vectors on the GPU: "f32" (default) or "f16" (half the memory). */
+  storage?: "f32" | "f16";
+}
+
+export interface GeneratorLoadOptions {
+  /** Storage of the weights on the GPU; activations are f32. Default "f16". "auto" keeps a
+   *  GGUF file's blocks quantized; "q8_0", "q4_0", ... quantize on load. */
+  dtype?: "f32" | "f16" | "auto" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q4_K" | "q6_K";
+  progress_callback?: (event: ProgressEvent) => void;
+}
+
+export interface ChatMessage {
+  role: "system" | "user" | "assistant" | string;
+  content: string;
+}
+
+export interface GenerateOptions {
+  /** Default 256. */
+  max_new_tokens?: number;
+  /** 0 (default) is greedy. */
+  temperature?: number;
+  /** 0 (default) disables top-k. */
+  top_k?: number;
+  /** 1 (default) disables top-p. */
+  top_p?: number;
+  /** 1 (default) disables the penalty. */
+  repetition_penalty?: number;
+  /** Seed of the GPU sampler (default 0): same seed, same tokens. */
+  seed?: number;
+  /** Stop when the text contains one of these (the text ends before it). */
+  stop?: string[];
+  /** Aborting stops generation after the current token; the generator stays usable. */
+  signal?: AbortSignal;
+  /** Called after each new token with the text it completes (may be empty while a UTF-8
+   *  character or a possible stop string is incomplete) and the token id. */
+  callback?: (text: string, token: number) => void;
+}
+
+export interface GenerateResult {
+  /** The new text (special tokens skipped). */
+  text: string;
+  /** New token ids (an EOS id is the last when finish_reason is "eos"). */
+  tokens: Uint32Array;
+  prompt_ids: Uint32Array;
+  finish_reason: "eos" | "stop" | "length" | "abort";
 }
 
 /** Hits, best first: `ids[i]` (insertion order) with cosine similarity `scores[i]`. */
@@ -149,7 +200,7 @@ export class SearchIndex {
   #private;
   private constructor();
   /** An empty index for `dim`-wide vectors. */
-  static create(dim: number): Promise<SearchIndex>;
+  static create(dim: number, options?: IndexOptions): Promise<SearchIndex>;
   /** An index restored from `export()` bytes. */
   static import(bytes: Uint8Array, dim: number): Promise<SearchIndex>;
   /** Lets `add` and `search` take text, embedded on the GPU with `embedder`. */
@@ -164,6 +215,24 @@ export class SearchIndex {
   readonly size: number;
   /** Vector width. */
   readonly dim: number;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Text generation with a Llama-family decoder (Llama, SmolLM2, Qwen2/2.5, Qwen3): the
+ * forward pass and the sampling run on the GPU, one 4-byte readback per token. Calls on one
+ * generator run one after another; other objects run between its token steps.
+ */
+export class Generator {
+  #private;
+  private constructor();
+  /** Loads a model folder served at `model` (config.json, generation_config.json,
+   *  tokenizer.json, tokenizer_config.json, model.safetensors). */
+  static load(model: string, options?: GeneratorLoadOptions): Promise<Generator>;
+  /** Continues a text (tokenized as is) or answers chat messages (through the model's chat
+   *  template); `options.callback` streams the text as it is generated. */
+  generate(prompt: string | ChatMessage[], options?: GenerateOptions): Promise<GenerateResult>;
+  /** Frees the weights and KV cache once the calls already made have finished. */
   dispose(): Promise<void>;
 }
 

@@ -75,9 +75,9 @@ export class SearchIndex {
   constructor(inner) {
     this.#i = inner;
   }
-  static async create(dim) {
+  static async create(dim, options) {
     await init();
-    return new SearchIndex(await wasm.SearchIndex.create(dim));
+    return new SearchIndex(await wasm.SearchIndex.create(dim, options));
   }
   static async import(bytes, dim) {
     await init();
@@ -103,6 +103,24 @@ export class SearchIndex {
   }
   dispose() {
     return this.#i.dispose();
+  }
+}
+
+export class Generator {
+  #g;
+  /** @internal */
+  constructor(inner) {
+    this.#g = inner;
+  }
+  static async load(model, options) {
+    await init();
+    return new Generator(await wasm.Generator.load(model, options));
+  }
+  generate(prompt, options) {
+    return this.#g.generate(prompt, options);
+  }
+  dispose() {
+    return this.#g.dispose();
   }
 }
 

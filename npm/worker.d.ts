@@ -11,8 +11,14 @@ export type {
   RerankResult,
   SearchOptions,
   SearchResult,
+  IndexOptions,
+  GeneratorLoadOptions,
+  ChatMessage,
+  GenerateOptions,
+  GenerateResult,
 } from "./index.js";
-export { Reranker, isWebGPUAvailable, __loseDeviceForTesting } from "./index.js";
+// Same API in the worker: the callback and the AbortSignal of `generate` are forwarded.
+export { Reranker, Generator, isWebGPUAvailable, __loseDeviceForTesting } from "./index.js";
 
 export class Embedder {
   #private;
@@ -26,7 +32,7 @@ export class Embedder {
 export class SearchIndex {
   #private;
   private constructor();
-  static create(dim: number): Promise<SearchIndex>;
+  static create(dim: number, options?: import("./index.js").IndexOptions): Promise<SearchIndex>;
   static import(bytes: Uint8Array, dim: number): Promise<SearchIndex>;
   /** Resolves once the worker attached the embedder; calls made after it queue behind it. */
   useEmbedder(embedder: Embedder): Promise<void>;

@@ -111,8 +111,8 @@ export class SearchIndex {
     this.#dim = dim;
     this.#size = size;
   }
-  static async create(dim) {
-    return new SearchIndex(await request({ op: "create", dim }));
+  static async create(dim, options) {
+    return new SearchIndex(await request({ op: "create", dim, options }));
   }
   static async import(bytes, dim) {
     return new SearchIndex(await request({ op: "import", bytes, dim }));
@@ -138,6 +138,36 @@ export class SearchIndex {
   }
   get dim() {
     return this.#dim;
+  }
+  dispose() {
+    return call(this.#h, "dispose");
+  }
+}
+
+export class Generator {
+  #h;
+  /** @internal */
+  constructor({ handle }) {
+    this.#h = handle;
+  }
+  static async load(model, options) {
+    return new Generator(await load("Generator", model, options));
+  }
+  /** The streamed pieces come back as messages; the AbortSignal's abort is forwarded. */
+  async generate(prompt, options = {}) {
+    const { callback, signal, ...rest } = options ?? {};
+    if (callback !== undefined && typeof callback !== "function") {
+      throw new Error("invalid input: callback must be a function");
+    }
+    const id = nextId;
+    const onAbort = () => worker?.postMessage({ op: "abort", target: id });
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const msg = { op: "call", handle: this.#h, method: "generate", args: [prompt, rest], stream: !!callback, abortable: !!signal, aborted: !!signal?.aborted };
+      return await request(msg, callback && ((p) => callback(p.text, p.token)));
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
   }
   dispose() {
     return call(this.#h, "dispose");

@@ -223,7 +223,14 @@ impl Encoded {
 
 /// One op with its GPU objects built.
 enum Step {
-    Dispatch { pipeline: Arc<wgpu::ComputePipeline>, bind_group: wgpu::BindGroup, workgroups: [u32; 3], label: String },
+    Dispatch {
+        pipeline: Arc<wgpu::ComputePipeline>,
+        bind_group: wgpu::BindGroup,
+        workgroups: [u32; 3],
+        /// Kernel name for `Recording::profile` (native only).
+        #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+        label: String,
+    },
     Copy { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, bytes: u64 },
 }
 

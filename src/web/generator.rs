@@ -8,7 +8,7 @@ use std::rc::Rc;
 use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
-use super::{get, js_err, progress_callback, reporter, shared_gpu};
+use super::{get, js_err, progress_callback, reporter, shared_gpu, Slot};
 use crate::engine::{GenerateOptions, Generator as RsGenerator, GeneratorOptions, Prompt};
 use crate::error::Error;
 use crate::nn::LoadDType;
@@ -122,7 +122,9 @@ fn aborted(signal: &Option<JsValue>) -> bool {
 /// Text generation with a Llama-family decoder (sampling on the GPU).
 #[wasm_bindgen]
 pub struct Generator {
-    inner: Option<Rc<RefCell<RsGenerator>>>,
+    /// The call lane (`super::lane`): one generate stream at a time per generator, while
+    /// other objects (a reranker, an index) run between its token steps.
+    slot: Rc<Slot<RefCell<RsGenerator>>>,
 }
 
 #[wasm_bindgen]
@@ -145,21 +147,22 @@ impl Generator {
             let inner = RsGenerator::load(&gpu, &HttpSource::new(&base_url), GeneratorOptions { dtype }, &reporter(callback))
                 .await
                 .map_err(js_err)?;
-            Ok(Generator { inner: Some(Rc::new(RefCell::new(inner))) }.into())
+            Ok(Generator { slot: Slot::new("Generator", gpu, RefCell::new(inner)) }.into())
         })
     }
 
     /// Continues `prompt` (a string, tokenized as is) or answers `messages` (rendered with
-    /// the model's chat template). One call at a time per generator.
+    /// the model's chat template). Calls on one generator run one after another, in order.
     #[wasm_bindgen(unchecked_return_type = "Promise<GenerateResult>")]
     pub fn generate(
         &self,
         #[wasm_bindgen(unchecked_param_type = "string | ChatMessage[]")] prompt: JsValue,
         #[wasm_bindgen(unchecked_param_type = "GenerateOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
-        let inner = self.inner.clone();
-        wasm_bindgen_futures::future_to_promise(async move {
-            let inner = inner.ok_or_else(|| js_err(Error::Disposed("Generator")))?;
+        // The lane runs one call of this generator at a time, so the `RefCell` borrow held
+        // across the stream's awaits never meets another.
+        #[allow(clippy::await_holding_refcell_ref)]
+        self.slot.call(move |inner| async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
             let (opts, signal, callback) = parse_options(&options).map_err(js_err)?;
             let text = prompt.as_string();
@@ -208,15 +211,10 @@ impl Generator {
         })
     }
 
-    /// Releases the model and its KV cache. Later calls fail with a clear error.
-    pub fn dispose(&mut self) {
-        if let Some(g) = self.inner.take() {
-            let gpu = g.try_borrow().ok().map(|g| g.gpu().clone());
-            drop(g);
-            // Free the pooled buffers nothing uses any more (weights, KV cache).
-            if let Some(gpu) = gpu {
-                gpu.trim();
-            }
-        }
+    /// Releases the model and its KV cache once the calls already made have finished; later
+    /// calls reject with "this Generator was disposed". Resolves when the memory is freed.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn dispose(&self) -> js_sys::Promise {
+        self.slot.dispose()
     }
 }

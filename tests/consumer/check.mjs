@@ -25,7 +25,7 @@ try {
     console.log(`${name} (${r.ms} ms): ${r.error ? "error: " + r.error : JSON.stringify(r.logs).slice(0, 300)}`);
   }
   const last = (name) => ex[name]?.logs.at(-1) ?? [];
-  for (const name of ["embed", "search", "rerank", "worker"]) check(name, ex[name] && !ex[name].error, "ran without error");
+  for (const name of ["embed", "search", "rerank", "worker", "generate"]) check(name, ex[name] && !ex[name].error, "ran without error");
 
   // embed: progress lines, then n, d and two cosines (paraphrase high, unrelated low).
   const [n, d, para, other] = last("embed");
@@ -50,6 +50,9 @@ try {
   check("worker", ex.worker.logs.some((l) => l[0] === "loaded model.safetensors"), "progress events crossed back from the worker");
   const [wtop, wdims, isF32] = last("worker");
   check("worker", wtop === 0 && JSON.stringify(wdims) === "[1,384]" && isF32 === true, `top hit ${wtop}, dims ${JSON.stringify(wdims)}, Float32Array ${isF32}`);
+  // generate: SmolLM2's golden greedy continuation, streamed pieces joining to the text.
+  const [gtext, reason, joined] = last("generate");
+  check("generate", gtext === JSON.stringify(" Paris.\n") && reason === "length" && joined === true, `${gtext} ${reason}, streamed pieces join to the text: ${joined}`);
 } finally {
   await browser.close();
 }

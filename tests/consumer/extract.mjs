@@ -13,6 +13,7 @@ const text = fs.readFileSync(readme, "utf8");
 const models = {
   "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/main": "all-MiniLM-L6-v2",
   "https://huggingface.co/cross-encoder/ms-marco-MiniLM-L6-v2/resolve/main": "reranker-synthetic-minilm",
+  "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/resolve/main": "smollm2-135m-instruct",
 };
 const names = [];
 fs.mkdirSync(path.join(out, "src"), { recursive: true });

@@ -9,6 +9,7 @@ const params = new URLSearchParams(location.search);
 const origin = location.origin;
 const MODEL = `${origin}/models/all-MiniLM-L6-v2`;
 const RERANKER = `${origin}/models/reranker-synthetic-minilm`;
+const GENERATOR = `${origin}/models/smollm2-135m-instruct`;
 const results = [];
 const log = (s) => { document.getElementById("log").textContent += s + "\n"; console.log(s); };
 function check(name, ok, detail = "") {
@@ -67,6 +68,27 @@ async function concurrency(api, tag) {
       && JSON.stringify(ranked) === JSON.stringify(want.ranked) && JSON.stringify(ranked2) === JSON.stringify(want.ranked)
       && maxDiff(emb.data, want.emb.data) <= 1e-6,
     `hits ${Array.from(hits.ids)}, rerank order ${ranked.map((r) => r.index)}`);
+
+  // A rerank while a generate stream runs on another object: both finish correctly. The
+  // continuation is the golden's greedy one (tests/goldens/smollm2-135m-instruct-q4_1.json).
+  const gen = await api.Generator.load(GENERATOR, { dtype: "f16" });
+  const prompt = "The capital of France is";
+  const pieces = [];
+  let rerankDoneAfter = -1;
+  const [out, ranked3] = await Promise.all([
+    gen.generate(prompt, { max_new_tokens: 3, callback: (text) => pieces.push(text) }),
+    reranker.rerank("weather today", docs).then((r) => { rerankDoneAfter = pieces.length; return r; }),
+  ]);
+  check(`${tag}: a rerank during a generate stream: both finish correctly`,
+    same(out.tokens, [7042, 30, 198]) && pieces.length === 3 && pieces.join("") === out.text && out.finish_reason === "length"
+      && JSON.stringify(ranked3) === JSON.stringify(want.ranked),
+    `tokens ${Array.from(out.tokens)} ${JSON.stringify(out.text)}, rerank done after ${rerankDoneAfter} of ${pieces.length} streamed pieces`);
+  const stopper = new AbortController();
+  const stopped = await gen.generate(prompt, { max_new_tokens: 8, signal: stopper.signal, callback: () => stopper.abort() });
+  check(`${tag}: generate stops on abort and the generator stays usable`,
+    stopped.finish_reason === "abort" && stopped.tokens.length < 8 && same((await gen.generate(prompt, { max_new_tokens: 1 })).tokens, [7042]),
+    `${stopped.finish_reason} after ${stopped.tokens.length} tokens`);
+  await gen.dispose();
 
   // dispose: calls already made finish; later calls reject clearly; idempotent.
   const pending = embedder.embed(TEXTS.slice(0, 2));
