@@ -32,6 +32,7 @@ gpu_tests! {
     caches_are_reused => caches_are_reused,
     released_buffers_wait_for_submit => released_buffers_wait_for_submit,
     search_kernels_match_cpu => search_kernels_match_cpu,
+    tensors_over_the_binding_limit_bind_in_windows => tensors_over_the_binding_limit_bind_in_windows,
 }
 
 async fn adapter_is_the_expected_one(gpu: Gpu) -> R {
@@ -484,5 +485,52 @@ async fn search_kernels_match_cpu(gpu: Gpu) -> R {
     let (i3, s3) = gpu.readback_u32_f32(&i3, &s3).await?;
     assert_eq!(&i3, &[1, 2, 0, u32::MAX, u32::MAX]);
     assert_eq!(&s3[..3], &[2.0, 1.0, 0.5]);
+    Ok(())
+}
+
+/// Tables and dense weights larger than `maxStorageBufferBindingSize` (a 151936-token
+/// vocabulary on a 128 MiB adapter) are bound as row windows: here the limit is forced to
+/// 64 KiB, so a 1000 × 40 table (160 KB f32, 80 KB f16) and a 700 × 64 weight (179 KB)
+/// take 3–4 windows; results must equal the CPU reference (and an id past the table reads
+/// zeros). A bias on such a weight is a typed error.
+async fn tensors_over_the_binding_limit_bind_in_windows(_gpu: Gpu) -> R {
+    let gpu = Gpu::with_options(GpuOptions { max_binding_bytes: 64 << 10, ..Default::default() }).await?;
+    let mut rng = Rng::new(21);
+    let (vocab, dim, n) = (1000, 40, 29);
+    let table = rng.vec(vocab * dim, 1.0);
+    let mut ids: Vec<u32> = (0..n).map(|_| rng.below(vocab as u32)).collect();
+    ids[..6].copy_from_slice(&[0, 999, 409, 410, 819, 5000]);
+    for f16 in [false, true] {
+        let (t, w) = if f16 {
+            let r: Vec<f32> = table.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+            (gpu.upload_f32_as_f16(&table, &[vocab, dim])?, r)
+        } else {
+            (gpu.upload_f32(&table, &[vocab, dim])?, table.clone())
+        };
+        let mut enc = gpu.encoder();
+        let out = embed::embedding(&mut enc, &gpu.upload_u32(&ids, &[n])?, &t)?;
+        let dispatches = enc.dispatch_count();
+        enc.submit()?;
+        if dispatches < 2 {
+            return Err(format!("a {} KB table took {dispatches} dispatch(es) under a 64 KiB limit", t.byte_len() / 1000).into());
+        }
+        assert_close(&format!("windowed embedding f16={f16} ({dispatches} windows)"), &gpu.readback_f32(&out).await?, &cpu::embedding(&ids, &w, dim), Tol::Close { abs: 0.0, rel: 0.0 })?;
+    }
+    let (rows, k) = (700, 64);
+    let w = rng.vec(rows * k, 0.5);
+    let w_t = gpu.upload_f32(&w, &[rows, k])?;
+    for m in [1usize, 3] {
+        let x = rng.vec(m * k, 1.0);
+        let mut enc = gpu.encoder();
+        let y = matmul::linear(&mut enc, &gpu.upload_f32(&x, &[m, k])?, &w_t, None)?;
+        enc.submit()?;
+        assert_close(&format!("windowed linear m={m}"), &gpu.readback_f32(&y).await?, &cpu::linear(&x, &w, None, k), F32_REDUCTION)?;
+    }
+    let b = gpu.upload_f32(&vec![0.0; rows], &[rows])?;
+    let mut enc = gpu.encoder();
+    match matmul::linear(&mut enc, &gpu.upload_f32(&rng.vec(k, 1.0), &[1, k])?, &w_t, Some(&b)) {
+        Err(e) => log!("windowed linear with a bias: {e}"),
+        Ok(_) => return Err("a windowed weight with a bias was accepted".into()),
+    }
     Ok(())
 }

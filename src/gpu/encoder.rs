@@ -64,6 +64,10 @@ impl<'g> Encoder<'g> {
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::param(key.family(), format!("dispatch {workgroups:?} exceeds {max} workgroups per dimension")));
         }
+        let limit = self.gpu.caps().max_storage_buffer_binding_size;
+        if let Some(t) = tensors.iter().find(|t| t.byte_len() > limit) {
+            return Err(Error::BufferTooLarge { what: "binding", requested: t.byte_len(), limit });
+        }
         let pipeline = self.gpu.pipeline(&key)?;
         let param_offset = self.params.len();
         self.params.extend(params.iter().flat_map(|w| w.to_le_bytes()));
@@ -175,9 +179,9 @@ impl<'g> Encoder<'g> {
             .map(|op| match op {
                 Op::Copy { src, src_offset, dst, dst_offset, bytes } => Step::Copy {
                     src: src.buffer().clone(),
-                    src_offset: *src_offset,
+                    src_offset: src.byte_offset() + *src_offset,
                     dst: dst.buffer().clone(),
-                    dst_offset: *dst_offset,
+                    dst_offset: dst.byte_offset() + *dst_offset,
                     bytes: *bytes,
                 },
                 Op::Dispatch { pipeline, label, param_offset, param_len, tensors, workgroups } => {
@@ -190,8 +194,20 @@ impl<'g> Encoder<'g> {
                             size: wgpu::BufferSize::new(*param_len as u64),
                         }),
                     }];
+                    let limit = self.gpu.caps().max_storage_buffer_binding_size;
                     for (j, t) in tensors.iter().enumerate() {
-                        entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource: t.buffer().as_entire_binding() });
+                        // Windows, and pooled buffers bigger than a binding may be, bind
+                        // exactly their bytes.
+                        let resource = if t.byte_offset() == 0 && t.buffer().size() <= limit {
+                            t.buffer().as_entire_binding()
+                        } else {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: t.buffer(),
+                                offset: t.byte_offset(),
+                                size: wgpu::BufferSize::new(t.byte_len().next_multiple_of(4).max(4)),
+                            })
+                        };
+                        entries.push(wgpu::BindGroupEntry { binding: j as u32 + 1, resource });
                     }
                     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some(label),
@@ -363,7 +379,7 @@ impl U32Slot {
         src.expect_dtype("readback_u32", "src", &[super::DType::U32])?;
         gpu.check_errors()?;
         gpu.count_readback(4);
-        enc.copy_buffer_to_buffer(src.buffer(), 0, &self.staging, 0, 4);
+        enc.copy_buffer_to_buffer(src.buffer(), src.byte_offset(), &self.staging, 0, 4);
         gpu.queue().submit([enc.finish()]);
         let (tx, rx) = super::readback::oneshot();
         self.staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));

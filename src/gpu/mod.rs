@@ -35,6 +35,8 @@ pub struct Capabilities {
     pub subgroup_size: Option<u32>,
     pub max_storage_buffer_binding_size: u64,
     pub max_buffer_size: u64,
+    /// `minStorageBufferOffsetAlignment`: byte offsets of bound windows are multiples of it.
+    pub storage_offset_alignment: u64,
     pub max_workgroup_storage_size: u32,
     /// Adapter description (name, driver, backend), for logs and benchmark names.
     pub adapter: String,
@@ -49,6 +51,9 @@ pub struct GpuOptions {
     pub disable_f16: bool,
     /// Do not enable `subgroups` even if offered.
     pub disable_subgroups: bool,
+    /// Treat bindings above this many bytes as too large (tests of the chunked paths for
+    /// tables and weights larger than `maxStorageBufferBindingSize`). 0: the device's limit.
+    pub max_binding_bytes: u64,
 }
 
 struct Inner {
@@ -167,8 +172,12 @@ impl Gpu {
             subgroup_size: (features.contains(wgpu::Features::SUBGROUP)
                 && info.subgroup_min_size == info.subgroup_max_size)
                 .then_some(info.subgroup_min_size),
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: match opts.max_binding_bytes {
+                0 => limits.max_storage_buffer_binding_size as u64,
+                n => n.min(limits.max_storage_buffer_binding_size as u64),
+            },
             max_buffer_size: limits.max_buffer_size,
+            storage_offset_alignment: limits.min_storage_buffer_offset_alignment as u64,
             max_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             adapter: format!(
                 "{} ({:?}, {:?}, driver {} {})",
@@ -235,8 +244,9 @@ impl Gpu {
 
     fn storage(&self, bytes: u64) -> Result<Arc<Storage>> {
         let size = pool::bucket(bytes);
-        let caps = &self.inner.caps;
-        let limit = caps.max_storage_buffer_binding_size.min(caps.max_buffer_size);
+        // A buffer may exceed the binding limit: kernels then bind row windows of it
+        // (`GpuTensor::rows_view`; embedding tables and dense weights do that on their own).
+        let limit = self.inner.caps.max_buffer_size;
         if size > limit {
             return Err(Error::BufferTooLarge { what: "storage", requested: bytes, limit });
         }
@@ -267,11 +277,11 @@ impl Gpu {
     /// Writes bytes into a tensor's buffer at a byte offset (padded to 4 bytes).
     pub(crate) fn write(&self, t: &GpuTensor, offset: u64, bytes: &[u8]) {
         if bytes.len() % 4 == 0 {
-            self.inner.queue.write_buffer(t.buffer(), offset, bytes);
+            self.inner.queue.write_buffer(t.buffer(), t.byte_offset() + offset, bytes);
         } else {
             let mut padded = bytes.to_vec();
             padded.resize(bytes.len().next_multiple_of(4), 0);
-            self.inner.queue.write_buffer(t.buffer(), offset, &padded);
+            self.inner.queue.write_buffer(t.buffer(), t.byte_offset() + offset, &padded);
         }
     }
 
@@ -303,11 +313,11 @@ impl Gpu {
             return Ok(());
         }
         if bytes.len() % 4 == 0 {
-            self.inner.queue.write_buffer(t.buffer(), offset, bytes);
+            self.inner.queue.write_buffer(t.buffer(), t.byte_offset() + offset, bytes);
         } else {
             let mut padded = bytes.to_vec();
             padded.resize(bytes.len().next_multiple_of(4), 0);
-            self.inner.queue.write_buffer(t.buffer(), offset, &padded);
+            self.inner.queue.write_buffer(t.buffer(), t.byte_offset() + offset, &padded);
         }
         Ok(())
     }

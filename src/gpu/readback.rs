@@ -86,7 +86,7 @@ impl Gpu {
         });
         let mut enc = self.device().create_command_encoder(&Default::default());
         for (t, &off) in tensors.iter().zip(&offsets) {
-            enc.copy_buffer_to_buffer(t.buffer(), 0, &staging, off, t.byte_len().next_multiple_of(4).max(4));
+            enc.copy_buffer_to_buffer(t.buffer(), t.byte_offset(), &staging, off, t.byte_len().next_multiple_of(4).max(4));
         }
         self.queue().submit([enc.finish()]);
         let (tx, rx) = oneshot();

@@ -57,6 +57,8 @@ pub struct GpuTensor {
     pub(crate) storage: Arc<Storage>,
     shape: Vec<usize>,
     dtype: DType,
+    /// Byte offset into the storage: non-zero only for row windows (`rows_view`).
+    offset: u64,
 }
 
 impl std::fmt::Debug for GpuTensor {
@@ -67,7 +69,50 @@ impl std::fmt::Debug for GpuTensor {
 
 impl GpuTensor {
     pub(crate) fn new(storage: Arc<Storage>, shape: Vec<usize>, dtype: DType) -> Self {
-        Self { storage, shape, dtype }
+        Self { storage, shape, dtype, offset: 0 }
+    }
+    /// Byte offset of the first element in the buffer (0 except for `rows_view` windows).
+    pub(crate) fn byte_offset(&self) -> u64 {
+        self.offset
+    }
+    /// How to cover a rank-2 tensor with row windows of at most `limit` bytes whose byte
+    /// offsets are multiples of `align`: `(start, rows)` pairs; one pair when it fits.
+    pub(crate) fn row_windows(&self, limit: u64, align: u64) -> Result<Vec<(usize, usize)>> {
+        let (n, cols) = match self.shape[..] {
+            [n, cols] => (n, cols),
+            _ => return Err(Error::shape("row_windows", "tensor", "[rows, cols]", &self.shape)),
+        };
+        if self.byte_len() <= limit {
+            return Ok(vec![(0, n)]);
+        }
+        let row_bytes = (cols * self.dtype.size()) as u64;
+        let (mut a, mut b) = (row_bytes, align.max(4));
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        let step = align.max(4) / a; // rows per aligned offset
+        let rows = (limit / row_bytes.max(1)) / step * step;
+        if rows == 0 {
+            return Err(Error::BufferTooLarge { what: "binding (one aligned group of rows)", requested: row_bytes * step, limit });
+        }
+        Ok((0..n).step_by(rows as usize).map(|s| (s, (rows as usize).min(n - s))).collect())
+    }
+
+    /// Rows `start .. start + rows` of a rank-2 tensor, sharing its buffer: a window that a
+    /// kernel can bind when the whole tensor exceeds `maxStorageBufferBindingSize`. The
+    /// window's byte offset must be a multiple of `align` (the device's
+    /// `minStorageBufferOffsetAlignment`).
+    pub(crate) fn rows_view(&self, start: usize, rows: usize, align: u64) -> Result<GpuTensor> {
+        let (n, cols) = match self.shape[..] {
+            [n, cols] => (n, cols),
+            _ => return Err(Error::shape("rows_view", "tensor", "[rows, cols]", &self.shape)),
+        };
+        let row_bytes = (cols * self.dtype.size()) as u64;
+        let offset = self.offset + start as u64 * row_bytes;
+        if start + rows > n || rows == 0 || (row_bytes * rows as u64) % 4 != 0 || offset % align.max(4) != 0 {
+            return Err(Error::param("rows_view", format!("rows {start}..{} of {n} (offset {offset}, alignment {align})", start + rows)));
+        }
+        Ok(GpuTensor { storage: self.storage.clone(), shape: vec![rows, cols], dtype: self.dtype, offset })
     }
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -103,7 +148,7 @@ impl GpuTensor {
         if n != self.numel() {
             return Err(Error::shape("reshape", "input", format!("{} elements", n), &self.shape));
         }
-        Ok(Self { storage: self.storage.clone(), shape: shape.to_vec(), dtype: self.dtype })
+        Ok(Self { storage: self.storage.clone(), shape: shape.to_vec(), dtype: self.dtype, offset: self.offset })
     }
     /// A view of the first `rows` rows (along dim 0) over the same storage.
     pub fn narrow_rows(&self, rows: usize) -> Result<GpuTensor> {
@@ -112,7 +157,7 @@ impl GpuTensor {
         }
         let mut shape = self.shape.clone();
         shape[0] = rows;
-        Ok(Self { storage: self.storage.clone(), shape, dtype: self.dtype })
+        Ok(Self { storage: self.storage.clone(), shape, dtype: self.dtype, offset: self.offset })
     }
     /// Returns a typed error unless the dtype is `want`.
     pub(crate) fn expect_dtype(&self, op: &'static str, tensor: &'static str, want: &[DType]) -> Result<()> {

@@ -6,8 +6,12 @@
 struct Params {
     rows: u32,        // number of ids
     dim: u32,         // hidden size
-    vocab: u32,       // rows of the table
+    vocab: u32,       // rows of the whole table
     accumulate: u32,  // 1: out += row, 0: out = row
+    row0: u32,        // first table row bound in `table` (a window of a table too big to bind)
+    count: u32,       // table rows bound
+    _p0: u32,
+    _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,9 +41,15 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let r = i / p.dim;
     let c = i % p.dim;
     let id = ids[r];
+    let here = id >= p.row0 && id - p.row0 < p.count;
+    // Ids in another window are written by that window's dispatch; an id past the table
+    // reads as zeros, written by the first window's.
+    if (!here && !(id >= p.vocab && p.row0 == 0u)) {
+        return;
+    }
     var v = 0.0;
-    if (id < p.vocab) {
-        v = load(id * p.dim + c);
+    if (here) {
+        v = load((id - p.row0) * p.dim + c);
     }
     if (p.accumulate != 0u) {
         out[i] = out[i] + v;

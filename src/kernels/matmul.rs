@@ -78,6 +78,25 @@ pub fn linear(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&Gpu
         }
     }
     let m = x.rows();
+    let caps = enc.gpu().caps().clone();
+    let windows = w.row_windows(caps.max_storage_buffer_binding_size, caps.storage_offset_alignment)?;
+    if windows.len() > 1 {
+        // A weight bigger than one binding (a large vocabulary's LM head on an adapter with
+        // a 128 MiB limit): one product per window of rows, copied into its output columns.
+        if bias.is_some() {
+            return Err(Error::param(OP, "a weight larger than one binding cannot have a bias"));
+        }
+        let mut out_shape = x.shape().to_vec();
+        *out_shape.last_mut().expect("rank checked") = n;
+        let y = enc.gpu().alloc(&out_shape, DType::F32)?;
+        for (r0, rows) in windows {
+            let part = linear(enc, x, &w.rows_view(r0, rows, caps.storage_offset_alignment)?, None)?;
+            for i in 0..m {
+                enc.copy_slice(&part, i * rows, &y, i * n + r0, rows)?;
+            }
+        }
+        return Ok(y);
+    }
     if m == 1 && k % 32 == 0 {
         // Decode: the row-pair / coalesced-octet matrix-vector kernel of `quant.wgsl`.
         return super::quant::dense_matvec(enc, x, w, bias, Default::default());
