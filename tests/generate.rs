@@ -234,6 +234,7 @@ fn own_gpu() -> Option<Gpu> {
 }
 
 /// Teacher-forced text for the quantized-weight agreement check (about 300 tokens).
+#[cfg(not(target_arch = "wasm32"))]
 const FORCED_TEXT: &str = "Paris is the capital and largest city of France. It is located on the Seine river, \
 in the north of the country, at the heart of the Ile-de-France region. The city has been one of the major \
 centres of finance, diplomacy, commerce, fashion, science and the arts in Europe since the seventeenth century. \
