@@ -1,7 +1,8 @@
 // Drives the demo page in headless Chromium (Debian's, through playwright-core).
 //   node scripts/demo.mjs URL [--test] [--screenshot FILE] [query...]
 // Prints the ranked results of each query. With --test, checks queries with known answers
-// (an expected passage must rank in the top 3) and exits non-zero if one fails.
+// (an expected passage must rank in the top 3) and the chat panel (a greedy answer that
+// streams in pieces and names Paris), and exits non-zero if one fails.
 import { chromium } from "playwright-core";
 
 const args = process.argv.slice(2);
@@ -53,6 +54,15 @@ try {
         console.log(`${ok ? "ok  " : "FAIL"} [${mode}] "${q}" → ${want.join(" | ")} at rank ${rank || "-"} (top: ${results[0].title}; ${timing})`);
       }
     }
+  }
+  if (test) {
+    // Chat panel: SmolLM2-135M-Instruct, greedy, so the answer is the golden's.
+    const t = Date.now();
+    const r = await page.evaluate(() => window.demo.chat("What is the capital of France?", { temperature: 0, max_new_tokens: 16 }));
+    const shown = await page.$eval("#chat-log .msg.assistant:last-child", (el) => el.textContent);
+    const ok = /Paris/.test(r.text) && r.pieces.length >= 2 && r.pieces.join("") === r.text && shown === r.text && r.finish_reason === "eos";
+    failed += ok ? 0 : 1;
+    console.log(`${ok ? "ok  " : "FAIL"} [chat] ${JSON.stringify(r.text)} streamed in ${r.pieces.length} pieces, ${r.finish_reason} (${((Date.now() - t) / 1000).toFixed(0)} s with the model load)`);
   }
   if (shot) {
     await run(known[0][0]);

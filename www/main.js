@@ -4,12 +4,15 @@
 // hits with a cross-encoder (?reranker=URL).
 // URL parameters: model=<url> reranker=<url> q=<query> auto=1 (search once ready)
 // worker=1 (the engine runs in a Web Worker: "gllm-web/worker", the same API).
-// For tests: window.demo = { ready: Promise, search(query, mode) → results }.
+// chat=<url> (the chat panel's model, default ../models/smollm2-135m-instruct, loaded on the
+// first message; answers stream through the Generator's callback).
+// For tests: window.demo = { ready: Promise, search(query, mode) → results,
+// chat(question, options) → { text, pieces, finish_reason, tokens } }.
 // Uses the npm package as scripts/pack.sh assembles it (target/npm/package).
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const inWorker = params.get("worker") === "1";
-const { Embedder, Reranker, SearchIndex } = await import(inWorker ? "../target/npm/package/worker.js" : "../target/npm/package/index.js");
+const { Embedder, Reranker, SearchIndex, Generator } = await import(inWorker ? "../target/npm/package/worker.js" : "../target/npm/package/index.js");
 const modelUrl = params.get("model") ?? new URL("../models/all-MiniLM-L6-v2", location.href).href;
 const rerankerUrl = params.get("reranker");
 if (params.has("q")) $("query").value = params.get("q");
@@ -138,5 +141,77 @@ async function main() {
   return { search };
 }
 
+// ---- chat panel: independent of the search engine above (its own object and call lane).
+const chatUrl = params.get("chat") ?? new URL("../models/smollm2-135m-instruct", location.href).href;
+const history = [];
+let generator = null;
+let stopper = null;
+
+function bubble(role, text) {
+  const div = document.createElement("div");
+  div.className = `msg ${role}`;
+  div.textContent = text;
+  $("chat-log").append(div);
+  return div;
+}
+
+async function loadChat() {
+  if (generator) return generator;
+  $("stage-chat").hidden = false;
+  const t0 = performance.now();
+  generator = Generator.load(chatUrl, {
+    dtype: "f16",
+    progress_callback: (e) => { if (e.status === "progress") $("p-chat").value = e.progress; },
+  }).then((g) => {
+    $("p-chat").value = 100;
+    $("t-chat").textContent = ms(performance.now() - t0);
+    return g;
+  }, (e) => { generator = null; throw e; });
+  return generator;
+}
+
+async function chat(question, options = {}) {
+  $("chat-error").textContent = "";
+  $("chat-send").disabled = true;
+  try {
+    const g = await loadChat();
+    history.push({ role: "user", content: question });
+    bubble("user", question);
+    const answer = bubble("assistant", "");
+    stopper = new AbortController();
+    $("chat-stop").disabled = false;
+    const pieces = [];
+    const t0 = performance.now();
+    let first = null;
+    const out = await g.generate(history, {
+      max_new_tokens: 128, temperature: 0.7, top_p: 0.9, repetition_penalty: 1.1, seed: history.length,
+      ...options,
+      signal: stopper.signal,
+      callback: (text) => {
+        first ??= performance.now();
+        pieces.push(text);
+        answer.textContent += text;
+      },
+    });
+    const n = out.tokens.length;
+    const decode = n > 1 && first ? ((n - 1) * 1000) / (performance.now() - first) : 0;
+    $("chat-stats").textContent = `${n} tokens (${out.finish_reason}) · first token after ${ms((first ?? performance.now()) - t0)} · ${decode.toFixed(1)} tok/s after it`;
+    history.push({ role: "assistant", content: out.text });
+    return { text: out.text, pieces, finish_reason: out.finish_reason, tokens: Array.from(out.tokens) };
+  } finally {
+    $("chat-send").disabled = false;
+    $("chat-stop").disabled = true;
+  }
+}
+
+$("chat-form").onsubmit = (ev) => {
+  ev.preventDefault();
+  const q = $("chat-input").value.trim();
+  if (!q) return;
+  $("chat-input").value = "";
+  chat(q).catch((e) => { $("chat-error").textContent = String(e?.message ?? e); });
+};
+$("chat-stop").onclick = () => stopper?.abort();
+
 const ready = main().catch((e) => { fail(e); throw e; });
-window.demo = { ready, search: async (q, mode) => (await ready).search(q, mode) };
+window.demo = { ready, search: async (q, mode) => (await ready).search(q, mode), chat };
