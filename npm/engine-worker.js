@@ -39,23 +39,28 @@ function transferables(value) {
   return [...new Set(out)];
 }
 
+/** Runs `work` with `options.signal` from an AbortController that `{ op: "abort" }` fires,
+ *  when the page gave a signal (`msg.abortable`). */
+async function withAbort(msg, options, work) {
+  if (!msg.abortable) return work();
+  const controller = new AbortController();
+  if (msg.aborted) controller.abort();
+  aborts.set(msg.id, controller);
+  options.signal = controller.signal;
+  try {
+    return await work();
+  } finally {
+    aborts.delete(msg.id);
+  }
+}
+
 async function handle(msg) {
   switch (msg.op) {
     case "load": {
       const options = { ...msg.options };
       if (msg.progress) options.progress_callback = (progress) => self.postMessage({ id: msg.id, progress });
-      if (msg.abortable) {
-        const controller = new AbortController();
-        if (msg.aborted) controller.abort();
-        aborts.set(msg.id, controller);
-        options.signal = controller.signal;
-      }
-      try {
-        const obj = await classes[msg.cls].load(msg.model, options);
-        return { handle: keep(obj), dim: obj.dim };
-      } finally {
-        aborts.delete(msg.id);
-      }
+      const obj = await withAbort(msg, options, () => classes[msg.cls].load(msg.model, options));
+      return { handle: keep(obj), dim: obj.dim };
     }
     case "create":
     case "import": {
@@ -69,17 +74,7 @@ async function handle(msg) {
         const [prompt, rest] = msg.args;
         const options = { ...rest };
         if (msg.stream) options.callback = (text, token) => self.postMessage({ id: msg.id, progress: { text, token } });
-        if (msg.abortable) {
-          const controller = new AbortController();
-          if (msg.aborted) controller.abort();
-          aborts.set(msg.id, controller);
-          options.signal = controller.signal;
-        }
-        try {
-          return await obj.generate(prompt, options);
-        } finally {
-          aborts.delete(msg.id);
-        }
+        return withAbort(msg, options, () => obj.generate(prompt, options));
       }
       // A disposed object stays in the table (a few bytes): its own methods then reject
       // with "this Embedder was disposed", as on the page, and dispose stays idempotent.

@@ -44,12 +44,17 @@ async function load(cls, model, options = {}) {
   if (progress_callback !== undefined && typeof progress_callback !== "function") {
     throw new Error("invalid input: progress_callback must be a function");
   }
-  // An AbortSignal cannot cross to the worker: its abort is forwarded as a message.
+  return abortable(signal, { op: "load", cls, model, options: rest, progress: !!progress_callback }, progress_callback);
+}
+
+/** `request(msg)` whose `signal` (which cannot cross to the worker) is forwarded as
+ *  `{ op: "abort", target: id }` when it fires. */
+async function abortable(signal, msg, progress) {
   const id = nextId;
   const onAbort = () => worker?.postMessage({ op: "abort", target: id });
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    return await request({ op: "load", cls, model, options: rest, progress: !!progress_callback, abortable: !!signal, aborted: !!signal?.aborted }, progress_callback);
+    return await request({ ...msg, abortable: !!signal, aborted: !!signal?.aborted }, progress);
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }
@@ -159,15 +164,8 @@ export class Generator {
     if (callback !== undefined && typeof callback !== "function") {
       throw new Error("invalid input: callback must be a function");
     }
-    const id = nextId;
-    const onAbort = () => worker?.postMessage({ op: "abort", target: id });
-    signal?.addEventListener("abort", onAbort, { once: true });
-    try {
-      const msg = { op: "call", handle: this.#h, method: "generate", args: [prompt, rest], stream: !!callback, abortable: !!signal, aborted: !!signal?.aborted };
-      return await request(msg, callback && ((p) => callback(p.text, p.token)));
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-    }
+    const msg = { op: "call", handle: this.#h, method: "generate", args: [prompt, rest], stream: !!callback };
+    return abortable(signal, msg, callback && ((p) => callback(p.text, p.token)));
   }
   dispose() {
     return call(this.#h, "dispose");

@@ -51,9 +51,9 @@ fn gather(enc: &mut Encoder, ids: &GpuTensor, table: &GpuTensor, out: &GpuTensor
     let key = KernelKey::Embed(EmbedKey { table_f16: table.dtype() == DType::F16 });
     // A table bigger than one binding is gathered window by window (each dispatch writes
     // the rows whose ids fall in its window).
-    let caps = enc.gpu().caps().clone();
-    for (row0, count) in table.row_windows(caps.max_storage_buffer_binding_size, caps.storage_offset_alignment)? {
-        let window = if count == vocab { table.clone() } else { table.rows_view(row0, count, caps.storage_offset_alignment)? };
+    let (binding_limit, align) = (enc.gpu().caps().max_storage_buffer_binding_size, enc.gpu().caps().storage_offset_alignment);
+    for (row0, count) in table.row_windows(binding_limit, align)? {
+        let window = if count == vocab { table.clone() } else { table.rows_view(row0, count, align)? };
         let params = [u(OP, "n", n)?, u(OP, "dim", dim)?, u(OP, "vocab", vocab)?, accumulate as u32, u(OP, "row0", row0)?, u(OP, "count", count)?, 0, 0];
         enc.dispatch(key.clone(), &params, &[ids, &window, out], grid(total.div_ceil(256)))?;
     }

@@ -78,8 +78,8 @@ pub fn linear(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&Gpu
         }
     }
     let m = x.rows();
-    let caps = enc.gpu().caps().clone();
-    let windows = w.row_windows(caps.max_storage_buffer_binding_size, caps.storage_offset_alignment)?;
+    let (binding_limit, align) = (enc.gpu().caps().max_storage_buffer_binding_size, enc.gpu().caps().storage_offset_alignment);
+    let windows = w.row_windows(binding_limit, align)?;
     if windows.len() > 1 {
         // A weight bigger than one binding (a large vocabulary's LM head on an adapter with
         // a 128 MiB limit): one product per window of rows, copied into its output columns.
@@ -90,7 +90,7 @@ pub fn linear(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&Gpu
         *out_shape.last_mut().expect("rank checked") = n;
         let y = enc.gpu().alloc(&out_shape, DType::F32)?;
         for (r0, rows) in windows {
-            let part = linear(enc, x, &w.rows_view(r0, rows, caps.storage_offset_alignment)?, None)?;
+            let part = linear(enc, x, &w.rows_view(r0, rows, align)?, None)?;
             for i in 0..m {
                 enc.copy_slice(&part, i * rows, &y, i * n + r0, rows)?;
             }
