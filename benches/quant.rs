@@ -123,15 +123,27 @@ fn main() -> Result<()> {
             }
             mats.push(("awq".into(), v));
         }
-        let reductions: Vec<(&str, bool)> = if subgroup_rows(&gpu).is_some() {
-            vec![("subgroup", false), ("shared", true)]
-        } else {
-            vec![("shared", true)]
-        };
+        // (label, shared-memory reduction, rows per thread group, threads per group: None =
+        // the automatic choice `matvec_shape`).
+        let mut reductions: Vec<(&str, bool, Option<u8>, Option<u8>)> =
+            vec![("shared (auto)", true, None, None), ("shared, 2 rows, 32 threads", true, Some(2), Some(32))];
+        if let Some(sg) = subgroup_rows(&gpu) {
+            let full = Some(sg.min(32) as u8);
+            reductions.splice(
+                0..0,
+                [("subgroup (auto)", false, None, None), ("subgroup, 2 rows, full subgroup", false, Some(2), full), ("subgroup, 4 rows, full subgroup", false, Some(4), full)],
+            );
+        }
+        // The first measurement after the upload phase ran slow in earlier runs (2–3×, whatever
+        // the format): measure the first matrix once untimed so the GPU is back at speed.
+        if let Some((_, ws)) = mats.first() {
+            let opts = QLinearOptions::default();
+            time(&gpu, rounds, reps_for(ws[0].byte_size() as f64), &|enc| qlinear_with(enc, &x, &ws[next(ws.len())], None, opts))?;
+        }
         for (name, ws) in &mats {
             let bytes = ws[0].byte_size() as f64;
-            for &(label, no_subgroups) in &reductions {
-                let opts = QLinearOptions { no_subgroups, force_matmul: false };
+            for &(label, no_subgroups, rows, threads) in &reductions {
+                let opts = QLinearOptions { no_subgroups, force_matmul: false, rows, threads };
                 let s = time(&gpu, rounds, reps_for(bytes), &|enc| qlinear_with(enc, &x, &ws[next(ws.len())], None, opts))?;
                 row(name, label, s, bytes, t32);
             }

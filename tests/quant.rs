@@ -117,16 +117,28 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
 const REL_F32: f32 = 1e-4;
 const REL_F16: f32 = 3e-3;
 
-/// The kernel variants this device can run: (label, f16 activations, options).
-fn variants(gpu: &Gpu) -> Vec<(&'static str, bool, QLinearOptions)> {
-    let mut v = vec![("f32 shared-reduce", false, QLinearOptions { no_subgroups: true, force_matmul: false })];
-    if subgroup_rows(gpu).is_some() {
-        v.push(("f32 subgroup", false, QLinearOptions::default()));
-    }
-    if gpu.caps().shader_f16 {
-        v.push(("f16 shared-reduce", true, QLinearOptions { no_subgroups: true, force_matmul: false }));
-        if subgroup_rows(gpu).is_some() {
-            v.push(("f16 subgroup", true, QLinearOptions::default()));
+/// The kernel variants this device can run: (label, f16 activations, options). Besides the
+/// automatic choice (for these small matrices: 2 rows × a full subgroup or 32 threads), the
+/// matrix-vector kernel runs with 2 rows × 4 threads per group (a segmented reduction) and with
+/// 4 rows × the full thread count.
+fn variants(gpu: &Gpu) -> Vec<(String, bool, QLinearOptions)> {
+    let full = subgroup_rows(gpu).unwrap_or(32).min(32) as u8;
+    let mut v = Vec::new();
+    for f16 in [false, true] {
+        if f16 && !gpu.caps().shader_f16 {
+            continue;
+        }
+        let act = if f16 { "f16" } else { "f32" };
+        for no_subgroups in [true, false] {
+            if !no_subgroups && subgroup_rows(gpu).is_none() {
+                continue;
+            }
+            let red = if no_subgroups { "shared-reduce" } else { "subgroup" };
+            let base = QLinearOptions { no_subgroups, ..Default::default() };
+            v.push((format!("{act} {red}"), f16, base));
+            v.push((format!("{act} {red} 2 rows × 4 threads"), f16, QLinearOptions { rows: Some(2), threads: Some(4), ..base }));
+            let t = if no_subgroups { 32 } else { full };
+            v.push((format!("{act} {red} 4 rows × {t} threads"), f16, QLinearOptions { rows: Some(4), threads: Some(t), ..base }));
         }
     }
     v
@@ -141,8 +153,8 @@ async fn check_variants(gpu: &Gpu, what: &str, w: &QMatrix, x: &[f32], m: usize,
         None => None,
     };
     for (label, f16, opts) in variants(gpu) {
-        if m > 1 && !opts.no_subgroups {
-            continue; // the matrix-matrix kernel has no subgroup variant
+        if m > 1 && (!opts.no_subgroups || opts.rows.is_some()) {
+            continue; // the matrix-matrix kernel has no subgroup, rows or threads variant
         }
         let xt = if f16 { gpu.upload_f32_as_f16(x, &[m, k]).map_err(e)? } else { gpu.upload_f32(x, &[m, k]).map_err(e)? };
         let mut enc = gpu.encoder();

@@ -137,6 +137,10 @@ pub struct QuantKey {
     pub subgroups: bool,
     /// Threads per row of the matrix-vector kernel (its `override T`).
     pub threads: u8,
+    /// The device's fixed subgroup size with `subgroups` (its `override SG`), else 0.
+    pub sg_size: u8,
+    /// Rows per thread group of the matrix-vector kernel (2 or 4).
+    pub rows: u8,
 }
 
 impl Variant for QuantKey {
@@ -157,7 +161,7 @@ impl Variant for QuantKey {
             // 16-value matvec items: both nibbles of each loaded word (see `dot16`).
             d.push("NIB16");
         }
-        for (on, name) in [(self.x_f16, "X_F16"), (self.bias, "BIAS"), (self.subgroups, "SUBGROUPS")] {
+        for (on, name) in [(self.x_f16, "X_F16"), (self.bias, "BIAS"), (self.subgroups, "SUBGROUPS"), (self.rows == 4, "ROWS4")] {
             if on {
                 d.push(name);
             }
@@ -171,7 +175,11 @@ impl Variant for QuantKey {
         self.x_f16
     }
     fn constants(&self) -> Vec<(&'static str, f64)> {
-        if self.entry == QuantEntry::Matvec { vec![("T", self.threads as f64)] } else { vec![] }
+        match (self.entry, self.subgroups) {
+            (QuantEntry::Matvec, true) => vec![("T", self.threads as f64), ("SG", self.sg_size as f64)],
+            (QuantEntry::Matvec, false) => vec![("T", self.threads as f64)],
+            _ => vec![],
+        }
     }
 }
 
@@ -189,7 +197,51 @@ pub struct QLinearOptions {
     pub no_subgroups: bool,
     /// Use the matrix-matrix kernel even for one token.
     pub force_matmul: bool,
+    /// Rows per thread group of the matrix-vector kernel (2 or 4); `None` picks
+    /// [`matvec_shape`].
+    pub rows: Option<u8>,
+    /// Threads per row group of the matrix-vector kernel (a power of two ≤ 32 that divides
+    /// the subgroup size); `None` picks [`matvec_shape`].
+    pub threads: Option<u8>,
 }
+
+/// The matrix-vector kernel's shape for an `n × k` matrix: `(rows, threads)` per thread group.
+///
+/// Long matrices (an LM head, a 7B FFN) are bandwidth-bound: the 4-bit formats take 4 rows per
+/// group (their weight bytes per x byte are lowest, so sharing each x load over more rows pays)
+/// and the threads per group are halved from `max` (the subgroup size, or 32) while a lane
+/// would get fewer than 6 work items of a row, so short rows (k = 896) keep every lane busy with
+/// several independent loads. A dispatch must still fill the GPU, so while that leaves fewer
+/// than [`MATVEC_MIN_GROUPS`] workgroups the rows go back to 2 and then the threads double again:
+/// the small matrices of a decode step (n of a few hundred to a few thousand) keep 2 rows × `max`
+/// threads. Dense weights always take 2 rows × `max` (they read 4–8× more bytes per item).
+/// Measured on an H100: `SPEC/quant.md`.
+pub fn matvec_shape(format: QFormat, n: usize, k: usize, max: u32) -> (u8, u32) {
+    let (mut rows, per_unit) = match format {
+        QFormat::DenseF32 | QFormat::DenseF16 => return (2, max),
+        QFormat::Gguf(QuantFormat::Q4_0 | QuantFormat::Q4_1) => (4u32, 2),
+        _ => (2, 4),
+    };
+    let items = (k / 32 * per_unit) as u32;
+    let mut t = max;
+    while t > 4 && items < 6 * t {
+        t /= 2;
+    }
+    let groups = |rows: u32, t: u32| n.div_ceil((rows * 256 / t) as usize);
+    while groups(rows, t) < MATVEC_MIN_GROUPS {
+        if rows > 2 {
+            rows = 2;
+        } else if t < max {
+            t *= 2;
+        } else {
+            break;
+        }
+    }
+    (rows as u8, t)
+}
+
+/// Fewest workgroups [`matvec_shape`] aims for (an H100 has 132 SMs).
+pub const MATVEC_MIN_GROUPS: usize = 128;
 
 /// `y[.., n] = x[.., k] · W[n, k]ᵀ + bias[n]` with `W` quantized.
 /// - `x`: `[.., k]` f32, or f16 (needs `shader-f16`)
@@ -228,18 +280,29 @@ pub fn qlinear_with(
     let y = enc.gpu().alloc(&out_shape, x.dtype())?;
     let matvec = m == 1 && !opts.force_matmul;
     let sg = if opts.no_subgroups { None } else { subgroup_rows(enc.gpu()) };
-    let threads = if matvec { sg.unwrap_or(32) } else { 0 };
+    let max_threads = sg.unwrap_or(32).min(32);
+    let (auto_rows, auto_threads) = matvec_shape(w.format, n, k, max_threads);
+    let threads = if matvec { opts.threads.map_or(auto_threads, u32::from) } else { 0 };
+    if matvec && (!threads.is_power_of_two() || threads > max_threads) {
+        return Err(Error::param(OP, format!("{threads} threads per row group: a power of two ≤ {max_threads} is needed")));
+    }
+    let rows = if matvec { opts.rows.unwrap_or(auto_rows) } else { 0 };
+    if matvec && rows != 2 && rows != 4 {
+        return Err(Error::param(OP, format!("{rows} rows per thread group: the kernel has 2 or 4")));
+    }
     let key = QuantKey {
         format: w.format,
         entry: if matvec { QuantEntry::Matvec } else { QuantEntry::Matmul },
         x_f16,
         bias: bias.is_some(),
         subgroups: matvec && sg.is_some(),
-        threads: threads.min(128) as u8,
+        threads: threads as u8,
+        sg_size: if matvec { sg.unwrap_or(0).min(128) as u8 } else { 0 },
+        rows,
     };
     let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, u(OP, "k", k / 32)?];
     let workgroups = if matvec {
-        grid(u(OP, "n", n.div_ceil(2 * 256 / threads as usize))?)
+        grid(u(OP, "n", n.div_ceil(rows as usize * 256 / threads as usize))?)
     } else {
         [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(64))?, 1]
     };

@@ -12,12 +12,13 @@
 // the block's scale and offset applied once per octet instead of once per value.
 //
 // Two entry points:
-//   qmatvec  decode, M = 1: T threads per pair of output rows (2 * 256 / T rows per
-//            workgroup); each thread walks the rows' 8-value octets with stride T
-//            (neighbouring lanes take neighbouring octets, so x and W loads coalesce) and
-//            uses every x load for both rows; the partial sums are reduced with subgroupAdd
-//            (SUBGROUPS, T = the device's fixed subgroup size) or a shared-memory tree.
-//            Dispatch grid(ceil(N / (2 * 256 / T))).
+//   qmatvec  decode, M = 1: T threads per group of R output rows (R = 2, or 4 with ROWS4;
+//            R * 256 / T rows per workgroup); each thread walks the rows' work items (8-value
+//            octets, or 16 values for NIB16) with stride T (neighbouring lanes take
+//            neighbouring items, so x and W loads coalesce) and uses every x load for all R
+//            rows; the partial sums are reduced with subgroupAdd (SUBGROUPS, T = the device's
+//            fixed subgroup size) or a shared-memory tree.
+//            Dispatch grid(ceil(N / (R * 256 / T))).
 //   qmatmul  prefill / batches: 64x64 output tile per workgroup of 256 threads, each a 4x4
 //            register block; K walked one 32-value unit at a time: every thread decodes one
 //            octet of W and loads one octet of x into shared memory.
@@ -25,7 +26,7 @@
 //
 // Variants (defines): one of Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q6_K AWQ, or DENSE with F32W / F16W
 // (plain weights, k % 32 == 0: the matvec serves dense decode too); X_F16 (x and y are f16,
-// accumulation stays f32); BIAS; SUBGROUPS (+ ENABLE_SUBGROUPS on the web).
+// accumulation stays f32); BIAS; SUBGROUPS (+ ENABLE_SUBGROUPS on the web); ROWS4; NIB16.
 #ifdef X_F16
 enable f16;
 #endif
@@ -301,81 +302,112 @@ fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
 
 // Threads per row, fixed at pipeline creation (the subgroup size with SUBGROUPS).
 override T: u32 = 32u;
+// The device's fixed subgroup size (SUBGROUPS only).
+override SG: u32 = 32u;
 const WG: u32 = 256u;
-var<workgroup> red: array<f32, 512>;
+// Rows per group of T threads: every x load serves R rows (ROWS4: 4, else 2).
+#ifdef ROWS4
+const R: u32 = 4u;
+#else
+const R: u32 = 2u;
+#endif
+var<workgroup> red: array<f32, 1024>;  // [R][WG] partial sums (shared-memory reduction)
+
+// One work item of the row walk: its x values are loaded once and used for every row.
+#ifdef NIB16
+// 4-bit formats: items of 16 values (half h of a block: both nibbles of two words), so
+// each weight word is loaded once, by one lane.
+struct Item { u: u32, h: u32, xl: Oct, xh: Oct, xs: f32 }
+fn item(i: u32) -> Item {
+    let u = i / 2u;
+    let h = i % 2u;
+    let xl = Oct(xv(8u * u + 2u * h), xv(8u * u + 2u * h + 1u));
+    let xh = Oct(xv(8u * u + 4u + 2u * h), xv(8u * u + 5u + 2u * h));
+    return Item(u, h, xl, xh, dot((xl.a + xl.b) + (xh.a + xh.b), vec4<f32>(1.0)));
+}
+fn item_dot(s: u32, it: Item) -> f32 {
+    return dot16(s + it.u, it.h, it.xl, it.xh, it.xs);
+}
+const ITEMS_PER_UNIT: u32 = 2u;
+#else
+// Item i = octet i % 4 of unit i / 4: neighbouring lanes read neighbouring octets, so the
+// loads of x (32 bytes a lane) and of W are coalesced.
+struct Item { u: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32 }
+fn item(i: u32) -> Item {
+    let xa = xv(2u * i);
+    let xb = xv(2u * i + 1u);
+    return Item(i / 4u, i % 4u, xa, xb, dot(xa + xb, vec4<f32>(1.0)));
+}
+fn item_dot(s: u32, it: Item) -> f32 {
+    return dot8(s + it.u, it.q, it.xa, it.xb, it.xs);
+}
+const ITEMS_PER_UNIT: u32 = 4u;
+#endif
 
 @compute @workgroup_size(256)
 fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32
-#ifdef SUBGROUPS
-           , @builtin(subgroup_invocation_id) sg_lane: u32
-#endif
            ) {
     _ = scales[0];  // keep the binding in the layout for formats that do not read it
-    // Each group of T threads owns two neighbouring rows, so every x load serves both.
-    let row0 = ((wid.x + wid.y * nwg.x) * (WG / T) + lid / T) * 2u;
-    let row1 = row0 + 1u;
+    // Each group of T threads owns R neighbouring rows, so every x load serves all R.
+    let row0 = ((wid.x + wid.y * nwg.x) * (WG / T) + lid / T) * R;
     let lane = lid % T;
-    var acc0 = 0.0;
-    var acc1 = 0.0;
+    var acc = vec4<f32>(0.0);
     if (row0 < p.n) {
-        // Work item i = octet i % 4 of unit i / 4: neighbouring lanes read neighbouring
-        // octets, so the loads of x (32 bytes a lane) and of W are coalesced.
-        let items = p.sb * 4u;
+        let items = p.sb * ITEMS_PER_UNIT;
+        // Missing last rows re-read row n - 1; their sums are not stored.
         let s0 = row0 * p.sb;
-        let s1 = min(row1, p.n - 1u) * p.sb;  // a missing last row re-reads row0, unused
-#ifdef NIB16
-        // 4-bit formats: items of 16 values (half h of a block: both nibbles of two
-        // words), so each weight word is loaded once, by one lane.
-        for (var i = lane; i < items / 2u; i = i + T) {
-            let u = i / 2u;
-            let h = i % 2u;
-            let xl = Oct(xv(8u * u + 2u * h), xv(8u * u + 2u * h + 1u));
-            let xh = Oct(xv(8u * u + 4u + 2u * h), xv(8u * u + 5u + 2u * h));
-            let xs = dot((xl.a + xl.b) + (xh.a + xh.b), vec4<f32>(1.0));
-            acc0 = acc0 + dot16(s0 + u, h, xl, xh, xs);
-            acc1 = acc1 + dot16(s1 + u, h, xl, xh, xs);
-        }
-#else
-        for (var i = lane; i < items; i = i + T) {
-            let xa = xv(2u * i);
-            let xb = xv(2u * i + 1u);
-            let xs = dot(xa + xb, vec4<f32>(1.0));
-            acc0 = acc0 + dot8(s0 + i / 4u, i % 4u, xa, xb, xs);
-            acc1 = acc1 + dot8(s1 + i / 4u, i % 4u, xa, xb, xs);
-        }
+        let s1 = min(row0 + 1u, p.n - 1u) * p.sb;
+#ifdef ROWS4
+        let s2 = min(row0 + 2u, p.n - 1u) * p.sb;
+        let s3 = min(row0 + 3u, p.n - 1u) * p.sb;
 #endif
+        for (var i = lane; i < items; i = i + T) {
+            let it = item(i);
+            acc.x = acc.x + item_dot(s0, it);
+            acc.y = acc.y + item_dot(s1, it);
+#ifdef ROWS4
+            acc.z = acc.z + item_dot(s2, it);
+            acc.w = acc.w + item_dot(s3, it);
+#endif
+        }
     }
 #ifdef SUBGROUPS
-    // A group's T threads are exactly one subgroup (T = the fixed subgroup size, groups
-    // aligned to T in the linear invocation index).
-    let t0 = subgroupAdd(acc0);
-    let t1 = subgroupAdd(acc1);
-    if (sg_lane == 0u) {
-        if (row0 < p.n) {
-            store(row0, row0, t0);
+    // A group's T threads are one subgroup (T = the fixed subgroup size) or an aligned
+    // segment of one (T divides it; groups are aligned to T in the linear invocation index).
+    var t = acc;
+    if (T == SG) {
+        t = subgroupAdd(acc);
+    } else {
+        for (var o = T / 2u; o > 0u; o = o >> 1u) {
+            t = t + subgroupShuffleXor(t, o);
         }
-        if (row1 < p.n) {
-            store(row1, row1, t1);
+    }
+    if (lane == 0u) {
+        for (var r = 0u; r < R; r = r + 1u) {
+            if (row0 + r < p.n) {
+                store(row0 + r, row0 + r, t[r]);
+            }
         }
     }
 #else
-    red[lid] = acc0;
-    red[lid + WG] = acc1;
+    for (var r = 0u; r < R; r = r + 1u) {
+        red[r * WG + lid] = acc[r];
+    }
     workgroupBarrier();
     for (var st = T / 2u; st > 0u; st = st >> 1u) {
         if (lane < st) {
-            red[lid] = red[lid] + red[lid + st];
-            red[lid + WG] = red[lid + WG] + red[lid + WG + st];
+            for (var r = 0u; r < R; r = r + 1u) {
+                red[r * WG + lid] = red[r * WG + lid] + red[r * WG + lid + st];
+            }
         }
         workgroupBarrier();
     }
     if (lane == 0u) {
-        if (row0 < p.n) {
-            store(row0, row0, red[lid]);
-        }
-        if (row1 < p.n) {
-            store(row1, row1, red[lid + WG]);
+        for (var r = 0u; r < R; r = r + 1u) {
+            if (row0 + r < p.n) {
+                store(row0 + r, row0 + r, red[r * WG + lid]);
+            }
         }
     }
 #endif
