@@ -207,14 +207,15 @@ pub struct QLinearOptions {
 
 /// The matrix-vector kernel's shape for an `n × k` matrix: `(rows, threads)` per thread group.
 ///
-/// Long matrices (an LM head, a 7B FFN) are bandwidth-bound: the 4-bit formats take 4 rows per
-/// group (their weight bytes per x byte are lowest, so sharing each x load over more rows pays)
-/// and the threads per group are halved from `max` (the subgroup size, or 32) while a lane
-/// would get fewer than 6 work items of a row, so short rows (k = 896) keep every lane busy with
-/// several independent loads. A dispatch must still fill the GPU, so while that leaves fewer
-/// than [`MATVEC_MIN_GROUPS`] workgroups the rows go back to 2 and then the threads double again:
-/// the small matrices of a decode step (n of a few hundred to a few thousand) keep 2 rows × `max`
-/// threads. Dense weights always take 2 rows × `max` (they read 4–8× more bytes per item).
+/// - Rows: 4 for the 4-bit formats (their weight bytes per x byte are lowest, so sharing each
+///   x load over more rows pays), 2 otherwise; back to 2 if 4 would leave fewer than
+///   [`MATVEC_MIN_GROUPS`] workgroups.
+/// - Threads: `max` (the subgroup size, or 32), halved while a lane would get fewer than 6 work
+///   items of a row *and* the dispatch keeps at least [`MATVEC_MANY_GROUPS`] workgroups: short
+///   rows of a tall matrix (an LM head's k = 896) then give every lane several independent
+///   loads, while the smaller matrices of a decode step keep every thread they can get.
+/// - Dense weights: 2 rows × `max` (they read 4–8× more bytes per item).
+///
 /// Measured on an H100: `SPEC/quant.md`.
 pub fn matvec_shape(format: QFormat, n: usize, k: usize, max: u32) -> (u8, u32) {
     let (mut rows, per_unit) = match format {
@@ -223,25 +224,21 @@ pub fn matvec_shape(format: QFormat, n: usize, k: usize, max: u32) -> (u8, u32) 
         _ => (2, 4),
     };
     let items = (k / 32 * per_unit) as u32;
+    let groups = |rows: u32, t: u32| n.div_ceil((rows * 256 / t) as usize);
     let mut t = max;
-    while t > 4 && items < 6 * t {
+    while t > 4 && items < 6 * t && groups(rows, t / 2) >= MATVEC_MANY_GROUPS {
         t /= 2;
     }
-    let groups = |rows: u32, t: u32| n.div_ceil((rows * 256 / t) as usize);
-    while groups(rows, t) < MATVEC_MIN_GROUPS {
-        if rows > 2 {
-            rows = 2;
-        } else if t < max {
-            t *= 2;
-        } else {
-            break;
-        }
+    if rows > 2 && groups(rows, t) < MATVEC_MIN_GROUPS {
+        rows = 2;
     }
     (rows as u8, t)
 }
 
-/// Fewest workgroups [`matvec_shape`] aims for (an H100 has 132 SMs).
+/// Fewest workgroups [`matvec_shape`] accepts 4 rows per group with (an H100 has 132 SMs).
 pub const MATVEC_MIN_GROUPS: usize = 128;
+/// Fewest workgroups [`matvec_shape`] accepts fewer threads per row with.
+pub const MATVEC_MANY_GROUPS: usize = 512;
 
 /// `y[.., n] = x[.., k] · W[n, k]ᵀ + bias[n]` with `W` quantized.
 /// - `x`: `[.., k]` f32, or f16 (needs `shader-f16`)
