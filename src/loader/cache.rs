@@ -4,7 +4,8 @@
 //! plan is then served from the cache with no network request at all.
 //!
 //! Stored per request, so the wasm heap holds at most one request's bytes at a time, as
-//! without the cache. A cache that cannot be opened (storage disabled, opaque origin) makes
+//! without the cache. A file that fails its manifest check is evicted entry by entry
+//! ([`CachedSource::evict_file`]), so the next load fetches it from the network. A cache that cannot be opened (storage disabled, opaque origin) makes
 //! the wrapper pass reads through uncached.
 
 use wasm_bindgen::JsCast;
@@ -78,7 +79,28 @@ impl<S: Source> CachedSource<S> {
         Ok(b)
     }
 
-    /// Deletes every entry of this cache (e.g. after a hash mismatch).
+    /// Deletes every entry of `file` in this cache (its ranges, whole reads, length and
+    /// ranged probe; after a failed integrity check) and returns how many there were.
+    pub async fn evict_file(&self, file: &str) -> Result<usize> {
+        let Some(cache) = self.cache().await else { return Ok(0) };
+        let io = |m: String| Error::Io { file: file.to_string(), msg: format!("cache evict: {m}") };
+        // Stored keys are normalised URLs: normalise the prefix the same way.
+        let prefix = self.key(file, "");
+        let prefix = web_sys::Request::new_with_str(&prefix).map(|r| r.url()).unwrap_or(prefix);
+        let keys = wasm_bindgen_futures::JsFuture::from(cache.keys()).await.map_err(|e| io(js(e)))?;
+        let keys: js_sys::Array = keys.dyn_into().map_err(|_| io("keys() is not an array".into()))?;
+        let mut n = 0;
+        for k in keys.iter() {
+            let Ok(req) = k.dyn_into::<web_sys::Request>() else { continue };
+            if req.url().starts_with(&prefix) {
+                wasm_bindgen_futures::JsFuture::from(cache.delete_with_request(&req)).await.map_err(|e| io(js(e)))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Deletes every entry of this cache.
     pub async fn clear(&self) -> Result<()> {
         let global = js_sys::global();
         let Ok(caches) = js_sys::Reflect::get(&global, &"caches".into()) else { return Ok(()) };
@@ -112,6 +134,10 @@ impl<S: Source> Source for CachedSource<S> {
         // load asks the inner source.
         let b = self.cached(self.key(file, "ranged"), async { Ok(vec![self.inner.ranged(file).await? as u8]) }).await?;
         Ok(b.first() == Some(&1))
+    }
+    async fn evict(&self, file: &str) -> Result<()> {
+        self.evict_file(file).await?;
+        self.inner.evict(file).await
     }
     async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
         // Not cached: a server without Range is read in one pass (the plan's requests are not
@@ -165,5 +191,8 @@ impl Source for WebSource {
     }
     async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
         each!(self, s => s.read_sequential(file, offset, sink).await)
+    }
+    async fn evict(&self, file: &str) -> Result<()> {
+        each!(self, s => s.evict(file).await)
     }
 }
