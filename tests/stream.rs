@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use gllm_web::loader::checkpoint::{MANIFEST, WEIGHTS, WEIGHTS_INDEX};
 use gllm_web::loader::safetensors::{serialize, to_f32, StDType};
 use gllm_web::loader::sha256::{self, Sha256};
-use gllm_web::loader::stream::{plan, plan_file};
+use gllm_web::loader::stream::plan;
 use gllm_web::loader::{
     stream_checkpoint, stream_safetensors, verify_checkpoint, Checkpoint, Manifest, MemSource, Progress, SafetensorsFile, Source,
     StreamOptions,
@@ -513,7 +513,7 @@ fn plan_file_covers_the_data_region() {
     let (src, _) = synthetic();
     let st = pollster::block_on(SafetensorsFile::read(&src, "model.safetensors")).unwrap();
     for chunk in [16, 32, 48, 1 << 20] {
-        let reqs = plan_file(&st, chunk).unwrap();
+        let reqs = gllm_web::loader::stream::plan_file(&st, chunk).unwrap();
         let mut at = st.data_start;
         for r in &reqs {
             assert_eq!(r.start, at, "requests are contiguous");
@@ -956,4 +956,124 @@ async fn big_model_heap_stays_bounded() {
         after / (1 << 20) as f64
     );
     assert!(growth < 128.0, "wasm memory grew by {growth:.1} MiB");
+}
+
+/// Serves `gllm-manifest.json` from memory and every other file from `inner`.
+#[cfg(target_arch = "wasm32")]
+struct WithManifest<S: Source> {
+    inner: S,
+    manifest: Vec<u8>,
+}
+
+#[cfg(target_arch = "wasm32")]
+impl<S: Source> Source for WithManifest<S> {
+    async fn read(&self, f: &str) -> gllm_web::Result<Vec<u8>> {
+        if f == MANIFEST { Ok(self.manifest.clone()) } else { self.inner.read(f).await }
+    }
+    async fn read_range(&self, f: &str, offset: u64, len: u64) -> gllm_web::Result<Vec<u8>> {
+        if f == MANIFEST {
+            return MemSource::new().with(MANIFEST, self.manifest.clone()).read_range(f, offset, len).await;
+        }
+        self.inner.read_range(f, offset, len).await
+    }
+    async fn len(&self, f: &str) -> gllm_web::Result<u64> {
+        if f == MANIFEST { Ok(self.manifest.len() as u64) } else { self.inner.len(f).await }
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn ranged(&self, f: &str) -> gllm_web::Result<bool> {
+        self.inner.ranged(f).await
+    }
+    async fn evict(&self, f: &str) -> gllm_web::Result<()> {
+        self.inner.evict(f).await
+    }
+}
+
+/// A server that stopped: every request fails.
+#[cfg(target_arch = "wasm32")]
+struct Offline(String);
+
+#[cfg(target_arch = "wasm32")]
+impl Source for Offline {
+    async fn read(&self, f: &str) -> gllm_web::Result<Vec<u8>> {
+        Err(Error::Io { file: f.into(), msg: "server stopped".into() })
+    }
+    async fn read_range(&self, f: &str, _: u64, _: u64) -> gllm_web::Result<Vec<u8>> {
+        Err(Error::Io { file: f.into(), msg: "server stopped".into() })
+    }
+    async fn len(&self, f: &str) -> gllm_web::Result<u64> {
+        Err(Error::Io { file: f.into(), msg: "server stopped".into() })
+    }
+    fn describe(&self) -> String {
+        self.0.clone()
+    }
+    async fn ranged(&self, f: &str) -> gllm_web::Result<bool> {
+        Err(Error::Io { file: f.into(), msg: "server stopped".into() })
+    }
+}
+
+/// Browser only: a load through the Cache API whose manifest does not match fails with
+/// `Error::Integrity` and evicts the weights (and the manifest) from the cache; a load with
+/// the right manifest then fetches them again and succeeds, and a third load is served from
+/// the (now verified) cache alone.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen_test::wasm_bindgen_test]
+async fn http_manifest_mismatch_evicts_the_cache() {
+    if let Err(msg) = http_manifest().await {
+        panic!("http_manifest_mismatch_evicts_the_cache: {msg}");
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn http_manifest() -> R {
+    use gllm_web::loader::{CachedSource, HttpSource};
+    let Some(gpu) = common::web_gpu().await else { return Ok(()) };
+    let base = option_env!("GLLM_MODEL_URL").unwrap_or("http://127.0.0.1:8777");
+    let url = format!("{base}/all-MiniLM-L6-v2");
+    let good = {
+        let weights = HttpSource::new(&url).read(WEIGHTS).await.map_err(e)?;
+        manifest_for(&MemSource::new().with(WEIGHTS, weights), &[WEIGHTS])
+    };
+    let bad = tampered(&good, true);
+    let texts = ["checked against its manifest", "second"];
+    let opts = EmbedOptions::default();
+    let want = Embedder::load(&gpu, &HttpSource::new(&url), opts.clone(), &|_| {}).await.map_err(e)?.embed(&texts).await.map_err(e)?;
+    let name = "gllm-manifest-test";
+    let online = |m: &[u8]| CachedSource::new(WithManifest { inner: HttpSource::new(&url), manifest: m.to_vec() }, name);
+    let offline = |m: &[u8]| CachedSource::new(WithManifest { inner: Offline(url.clone()), manifest: m.to_vec() }, name);
+
+    let first = online(&bad);
+    first.clear().await.map_err(e)?;
+    expect_integrity("cached load, wrong digest", Embedder::load(&gpu, &first, opts.clone(), &|_| {}).await, "sha256")?;
+    // Nothing of the weights is left in the cache: with the server gone they cannot load.
+    let gone = offline(&good);
+    match Embedder::load(&gpu, &gone, opts.clone(), &|_| {}).await {
+        Err(Error::Io { .. }) => log!("after the mismatch the cache holds no weights ({} misses)", gone.misses.get()),
+        Err(other) => return Err(format!("offline after eviction: {other}")),
+        Ok(_) => return Err("the mismatched weights were still in the cache".into()),
+    }
+    // The right manifest: fetched again, verified, cached.
+    let second = online(&good);
+    let v = Embedder::load(&gpu, &second, opts.clone(), &|_| {}).await.map_err(e)?.embed(&texts).await.map_err(e)?;
+    if second.misses.get() == 0 {
+        return Err("the second load was served from the cache".into());
+    }
+    let third = offline(&good);
+    let v3 = Embedder::load(&gpu, &third, opts.clone(), &|_| {}).await.map_err(e)?.embed(&texts).await.map_err(e)?;
+    log!(
+        "manifest: refetch {} misses / {} hits; offline verified load {} misses / {} hits",
+        second.misses.get(),
+        second.hits.get(),
+        third.misses.get(),
+        third.hits.get()
+    );
+    if v.data != want.data || v3.data != want.data {
+        return Err("verified loads give different embeddings".into());
+    }
+    if third.misses.get() != 0 {
+        return Err(format!("the verified copy missed the cache {} times", third.misses.get()));
+    }
+    first.clear().await.map_err(e)?;
+    Ok(())
 }
