@@ -13,6 +13,11 @@
 //!
 //! BF16 / F16 tensors are converted to F32 piece by piece as they stream; other dtypes
 //! (integer buffers such as BERT's `position_ids`) are not uploaded.
+//!
+//! With a manifest entry ([`stream_safetensors_verified`]) the whole file is hashed in file
+//! order while it streams (SHA-256, [`super::sha256`]): the plan then covers every byte after
+//! the header ([`plan_file`]), completed requests wait in a bounded reorder window until the
+//! ones before them are hashed, and a size or digest mismatch is `Error::Integrity`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
