@@ -357,7 +357,9 @@ impl<'a> ShardProgress<'a> {
 /// reads it anew; the file itself was evicted where the mismatch was found.
 async fn evict_manifest<S: Source, T>(src: &S, r: Result<T>) -> Result<T> {
     if let Err(Error::Integrity { .. }) = &r {
-        src.evict(MANIFEST).await?;
+        // The integrity error is the one to report; a cache that cannot delete is no worse
+        // off than before.
+        let _ = src.evict(MANIFEST).await;
     }
     r
 }
@@ -409,9 +411,14 @@ pub async fn verify_checkpoint<S: Source>(
     progress: &dyn Fn(Progress),
     should_abort: &dyn Fn() -> bool,
 ) -> Result<()> {
-    for (st, digest) in ck.shards.iter().zip(ck.digests(manifest)?) {
+    let digests = ck.digests(manifest)?;
+    let per_file = ck.shards.iter().zip(&digests).map(|(s, d)| if d.is_some() { super::stream::planned_bytes(s, true) } else { 0 }).collect();
+    let agg = ShardProgress::new(ck, per_file, progress);
+    let forward = |p: Progress| agg.streamed(p);
+    for (st, digest) in ck.shards.iter().zip(digests) {
         if let Some(d) = digest {
-            let r = verify_safetensors(src, st, d, opts, progress, should_abort).await;
+            progress(Progress::Initiate { file: st.file.clone() });
+            let r = verify_safetensors(src, st, d, opts, &forward, should_abort).await;
             evict_manifest(src, r).await?;
         }
     }

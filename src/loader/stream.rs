@@ -323,8 +323,9 @@ async fn fetch<S: Source>(
 ) -> Result<FetchStats> {
     let r = fetch_checked(src, st, expected, opts, write, progress, should_abort).await;
     if let Err(Error::Integrity { .. }) = &r {
-        // Whatever a cache holds of the file is suspect: the next load fetches it anew.
-        src.evict(&st.file).await?;
+        // Whatever a cache holds of the file is suspect: the next load fetches it anew. The
+        // integrity error is the one to report, even if the cache cannot delete.
+        let _ = src.evict(&st.file).await;
     }
     r
 }
