@@ -68,19 +68,36 @@ impl<S: Source> CachedSource<S> {
         Ok(())
     }
 
-    async fn cached(&self, key: String, fetch: impl std::future::Future<Output = Result<Vec<u8>>>) -> Result<Vec<u8>> {
+    /// `key` of `file` from the cache, else from `fetch` (then stored). A file the inner
+    /// source did not have (`NotFound`: an optional config, no manifest) is remembered as
+    /// absent under `file?gllm=missing`, so a later load with the network gone still sees it
+    /// as absent instead of failing on the request.
+    async fn cached(&self, file: &str, key: String, fetch: impl std::future::Future<Output = Result<Vec<u8>>>) -> Result<Vec<u8>> {
         if let Some(b) = self.get(&key).await {
             self.hits.set(self.hits.get() + 1);
             return Ok(b);
         }
+        let missing = self.key(file, "missing");
+        if self.get(&missing).await.is_some() {
+            self.hits.set(self.hits.get() + 1);
+            return Err(Error::NotFound { file: format!("{}/{file}", self.inner.describe().trim_end_matches('/')) });
+        }
         self.misses.set(self.misses.get() + 1);
-        let b = fetch.await?;
-        self.put(&key, &b).await?;
-        Ok(b)
+        match fetch.await {
+            Ok(b) => {
+                self.put(&key, &b).await?;
+                Ok(b)
+            }
+            Err(e @ Error::NotFound { .. }) => {
+                self.put(&missing, &[]).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Deletes every entry of `file` in this cache (its ranges, whole reads, length and
-    /// ranged probe; after a failed integrity check) and returns how many there were.
+    /// Deletes every entry of `file` in this cache (its ranges, whole reads, length, ranged
+    /// probe and absence; after a failed integrity check) and returns how many there were.
     pub async fn evict_file(&self, file: &str) -> Result<usize> {
         let Some(cache) = self.cache().await else { return Ok(0) };
         let io = |m: String| Error::Io { file: file.to_string(), msg: format!("cache evict: {m}") };
@@ -112,17 +129,17 @@ impl<S: Source> CachedSource<S> {
 
 impl<S: Source> Source for CachedSource<S> {
     async fn read(&self, file: &str) -> Result<Vec<u8>> {
-        self.cached(self.key(file, "all"), self.inner.read(file)).await
+        self.cached(file, self.key(file, "all"), self.inner.read(file)).await
     }
     async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let b = self.cached(self.key(file, &format!("{offset}-{len}")), self.inner.read_range(file, offset, len)).await?;
+        let b = self.cached(file, self.key(file, &format!("{offset}-{len}")), self.inner.read_range(file, offset, len)).await?;
         if b.len() as u64 != len {
             return Err(Error::Io { file: file.to_string(), msg: format!("cached range {offset}+{len} holds {} bytes", b.len()) });
         }
         Ok(b)
     }
     async fn len(&self, file: &str) -> Result<u64> {
-        let b = self.cached(self.key(file, "len"), async { Ok(self.inner.len(file).await?.to_le_bytes().to_vec()) }).await?;
+        let b = self.cached(file, self.key(file, "len"), async { Ok(self.inner.len(file).await?.to_le_bytes().to_vec()) }).await?;
         let a: [u8; 8] = b.as_slice().try_into().map_err(|_| Error::Io { file: file.into(), msg: "bad cached length".into() })?;
         Ok(u64::from_le_bytes(a))
     }
@@ -132,7 +149,7 @@ impl<S: Source> Source for CachedSource<S> {
     async fn ranged(&self, file: &str) -> Result<bool> {
         // Cached ranges are always available, so a cached file reads as ranged; a first
         // load asks the inner source.
-        let b = self.cached(self.key(file, "ranged"), async { Ok(vec![self.inner.ranged(file).await? as u8]) }).await?;
+        let b = self.cached(file, self.key(file, "ranged"), async { Ok(vec![self.inner.ranged(file).await? as u8]) }).await?;
         Ok(b.first() == Some(&1))
     }
     async fn evict(&self, file: &str) -> Result<()> {

@@ -196,7 +196,7 @@ impl Checkpoint {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.shards.iter().any(|s| s.tensors.contains_key(name))
+        self.get(name).is_ok()
     }
 
     /// Bytes of every tensor of every file.

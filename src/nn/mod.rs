@@ -50,7 +50,7 @@ impl std::str::FromStr for LoadDType {
 #[derive(Clone, Copy)]
 pub enum Weights<'a> {
     Safetensors(&'a SafetensorsFile),
-    /// The shards of a sharded safetensors checkpoint (one file per tensor).
+    /// The shards of a sharded safetensors checkpoint (each tensor in one of them).
     Sharded(&'a Checkpoint),
     /// A GGUF decoder, addressed by HF names (`gguf_hf` maps them).
     Gguf(&'a GgufModel),
