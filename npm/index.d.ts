@@ -6,6 +6,9 @@ export type ProgressEvent =
   | { status: "initiate"; file: string }
   | { status: "download"; file: string; total: number }
   | { status: "progress"; file: string; loaded: number; total: number; progress: number }
+  /** A sharded checkpoint (model.safetensors.index.json): bytes read over all its shards,
+   *  after each shard's "progress"; `file` is the index's name. */
+  | { status: "progress_total"; file: string; loaded: number; total: number; progress: number }
   | { status: "done"; file: string }
   | { status: "ready" };
 

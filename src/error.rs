@@ -59,6 +59,11 @@ pub enum Error {
     /// A checkpoint tensor has an unexpected shape or dtype.
     #[error("tensor {name}: expected {expected}, got {got}")]
     TensorMismatch { name: String, expected: String, got: String },
+    /// A weights file does not match `gllm-manifest.json` (its size or its sha256): the
+    /// download is corrupt or the file changed. Cached copies of it were evicted, so loading
+    /// again fetches it anew.
+    #[error("integrity check of {file} failed: expected {expected}, got {got}")]
+    Integrity { file: String, expected: String, got: String },
 
     // ---- tokenizer -------------------------------------------------------------------
     #[error("tokenizer: {0}")]

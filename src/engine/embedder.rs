@@ -10,7 +10,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
 use crate::kernels::{norm, pool};
-use crate::loader::{read_json, read_json_optional, stream_safetensors, Progress, SafetensorsFile, Source};
+use crate::loader::{
+    read_json, read_json_optional, stream_checkpoint, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source,
+};
 use crate::models::bert::{BertConfig, BertInput, BertModel};
 use crate::nn::{LoadDType, VarBuilder};
 use crate::tokenizer::Tokenizer;
@@ -103,12 +105,12 @@ pub struct Embedder {
     batch_size: usize,
 }
 
-const WEIGHTS: &str = "model.safetensors";
-
 impl Embedder {
     /// Loads `config.json`, `tokenizer.json`, the sentence-transformers files when present
     /// (`modules.json`, the pooling config, `sentence_bert_config.json`) and
-    /// `model.safetensors` from `src`.
+    /// `model.safetensors` (or the shards of `model.safetensors.index.json`) from `src`,
+    /// checking the weights against `gllm-manifest.json` when present
+    /// ([`crate::loader::checkpoint`]).
     pub async fn load<S: Source>(gpu: &Gpu, src: &S, opts: EmbedOptions, progress: &dyn Fn(Progress)) -> Result<Self> {
         Self::load_with_abort(gpu, src, opts, progress, &|| false).await
     }
@@ -160,27 +162,38 @@ impl Embedder {
         let tokenizer = Tokenizer::from_bytes(&src.read("tokenizer.json").await?, max_length)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
 
-        progress(Progress::Initiate { file: WEIGHTS.into() });
-        let header = SafetensorsFile::read(src, WEIGHTS).await?;
+        // `model.safetensors`, or the shards of `model.safetensors.index.json`; checked against
+        // `gllm-manifest.json` when the folder has one.
+        let ck = Checkpoint::read(src).await?;
+        let manifest = Manifest::read_optional(src).await?;
         let loaded = std::cell::Cell::new(0);
         let dtype = opts.dtype.unwrap_or_default();
+        let stream_opts = opts.stream.unwrap_or_default();
         // F32 weights stream in parallel chunks straight into their GPU buffers; other
         // dtypes convert tensor by tensor.
         let streamed = match dtype {
             LoadDType::Auto | LoadDType::F32 => {
-                Some(stream_safetensors(gpu, src, &header, opts.stream.unwrap_or_default(), progress, should_abort).await?)
+                Some(stream_checkpoint(gpu, src, &ck, manifest.as_ref(), stream_opts, progress, should_abort).await?)
             }
-            _ => None,
+            _ => {
+                verify_checkpoint(src, &ck, manifest.as_ref(), stream_opts, progress, should_abort).await?;
+                None
+            }
         };
+        let per_file = ShardProgress::for_tensors(&ck, progress);
+        let per_tensor = |p: Progress| per_file.per_tensor(p);
         let root = match &streamed {
             Some(w) => VarBuilder::from_streamed(gpu, src, w, progress, &loaded),
-            None => VarBuilder::new(gpu, src, &header, progress, &loaded).with_dtype(dtype),
+            None => {
+                ck.initiate(progress);
+                VarBuilder::from_checkpoint(gpu, src, &ck, &per_tensor, &loaded).with_dtype(dtype)
+            }
         };
         // Sequence-classification checkpoints keep the encoder under `bert.`.
         let vb = if root.contains("bert.embeddings.word_embeddings.weight") { root.pp("bert") } else { root };
         let model = BertModel::load(&vb, config).await?;
         if streamed.is_none() {
-            progress(Progress::Done { file: WEIGHTS.into() });
+            ck.done(progress);
         }
         gpu.sync().await?;
         progress(Progress::Ready);

@@ -13,14 +13,15 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, Recording, U32Slot};
 use crate::kernels::sample::{sample, SamplingConfig};
-use crate::loader::{read_json, read_json_optional, Progress, SafetensorsFile, Source};
+use crate::loader::{
+    read_json, read_json_optional, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions,
+};
 use crate::models::llama::{KvCache, LlamaConfig, LlamaModel};
 use crate::nn::VarBuilder;
 use crate::nn::LoadDType;
 use crate::tokenizer::chat::{render_chat, ChatMessage as Message};
 use crate::tokenizer::{DecodeStream, Tokenizer};
 
-const WEIGHTS: &str = "model.safetensors";
 /// KV-cache sizes are rounded up to this many positions, so calls of similar length share
 /// one recorded decode step.
 const CACHE_STEP: usize = 256;
@@ -162,7 +163,9 @@ pub struct Generator {
 
 impl Generator {
     /// Loads `config.json`, `generation_config.json` (EOS ids), `tokenizer.json`,
-    /// `tokenizer_config.json` (chat template) and `model.safetensors` from `src`.
+    /// `tokenizer_config.json` (chat template) and `model.safetensors` (or the shards of
+    /// `model.safetensors.index.json`) from `src`, checking the weights against
+    /// `gllm-manifest.json` when present ([`crate::loader::checkpoint`]).
     pub async fn load<S: Source>(gpu: &Gpu, src: &S, opts: GeneratorOptions, progress: &dyn Fn(Progress)) -> Result<Self> {
         let config: LlamaConfig = read_json(src, "config.json").await?;
         config.validate("config.json")?;
@@ -189,12 +192,18 @@ impl Generator {
             _ => None,
         };
 
-        progress(Progress::Initiate { file: WEIGHTS.into() });
-        let header = SafetensorsFile::read(src, WEIGHTS).await?;
+        // `model.safetensors`, or the shards of `model.safetensors.index.json`, read tensor by
+        // tensor; checked first against `gllm-manifest.json` when the folder has one.
+        let ck = Checkpoint::read(src).await?;
+        let manifest = Manifest::read_optional(src).await?;
+        verify_checkpoint(src, &ck, manifest.as_ref(), StreamOptions::default(), progress, &|| false).await?;
+        let per_file = ShardProgress::for_tensors(&ck, progress);
+        let per_tensor = |p: Progress| per_file.per_tensor(p);
         let loaded = std::cell::Cell::new(0);
-        let vb = VarBuilder::new(gpu, src, &header, progress, &loaded).with_dtype(opts.dtype);
+        ck.initiate(progress);
+        let vb = VarBuilder::from_checkpoint(gpu, src, &ck, &per_tensor, &loaded).with_dtype(opts.dtype);
         let model = LlamaModel::load(&vb, config).await?;
-        progress(Progress::Done { file: WEIGHTS.into() });
+        ck.done(progress);
         gpu.sync().await?;
         progress(Progress::Ready);
         Ok(Self {

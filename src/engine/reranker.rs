@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu};
-use crate::loader::{read_json, Progress, SafetensorsFile, Source};
+use crate::loader::{read_json, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions};
 use crate::models::bert::{BertConfig, BertForSequenceClassification, BertInput};
 use crate::nn::VarBuilder;
 use crate::tokenizer::Tokenizer;
@@ -50,7 +50,7 @@ pub struct Reranker {
 impl Reranker {
     /// Loads a `BertForSequenceClassification` checkpoint with one label (the layout of
     /// `cross-encoder/ms-marco-MiniLM-L-6-v2`): `config.json`, `tokenizer.json`,
-    /// `model.safetensors` with `bert.*` and `classifier.*` tensors.
+    /// `model.safetensors` (or shards) with `bert.*` and `classifier.*` tensors.
     pub async fn load<S: Source>(gpu: &Gpu, src: &S, opts: RerankOptions, progress: &dyn Fn(Progress)) -> Result<Self> {
         let config: BertConfig = read_json(src, "config.json").await?;
         config.validate("config.json")?;
@@ -66,12 +66,17 @@ impl Reranker {
         progress(Progress::Initiate { file: "tokenizer.json".into() });
         let tokenizer = Tokenizer::for_pairs(&src.read("tokenizer.json").await?, max_length)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
-        progress(Progress::Initiate { file: "model.safetensors".into() });
-        let header = SafetensorsFile::read(src, "model.safetensors").await?;
+        // One file or shards, checked against `gllm-manifest.json` when present.
+        let ck = Checkpoint::read(src).await?;
+        let manifest = Manifest::read_optional(src).await?;
+        verify_checkpoint(src, &ck, manifest.as_ref(), StreamOptions::default(), progress, &|| false).await?;
+        let per_file = ShardProgress::for_tensors(&ck, progress);
+        let per_tensor = |p: Progress| per_file.per_tensor(p);
         let loaded = std::cell::Cell::new(0);
-        let vb = VarBuilder::new(gpu, src, &header, progress, &loaded);
+        ck.initiate(progress);
+        let vb = VarBuilder::from_checkpoint(gpu, src, &ck, &per_tensor, &loaded);
         let model = BertForSequenceClassification::load(&vb, config, 1).await?;
-        progress(Progress::Done { file: "model.safetensors".into() });
+        ck.done(progress);
         gpu.sync().await?;
         progress(Progress::Ready);
         Ok(Self { gpu: gpu.clone(), model, tokenizer, batch_size: opts.batch_size.unwrap_or(64).max(1) })

@@ -4,7 +4,8 @@
 //! plan is then served from the cache with no network request at all.
 //!
 //! Stored per request, so the wasm heap holds at most one request's bytes at a time, as
-//! without the cache. A cache that cannot be opened (storage disabled, opaque origin) makes
+//! without the cache. A file that fails its manifest check is evicted entry by entry
+//! ([`CachedSource::evict_file`]), so the next load fetches it from the network. A cache that cannot be opened (storage disabled, opaque origin) makes
 //! the wrapper pass reads through uncached.
 
 use wasm_bindgen::JsCast;
@@ -67,18 +68,56 @@ impl<S: Source> CachedSource<S> {
         Ok(())
     }
 
-    async fn cached(&self, key: String, fetch: impl std::future::Future<Output = Result<Vec<u8>>>) -> Result<Vec<u8>> {
+    /// `key` of `file` from the cache, else from `fetch` (then stored). A file the inner
+    /// source did not have (`NotFound`: an optional config, no manifest) is remembered as
+    /// absent under `file?gllm=missing`, so a later load with the network gone still sees it
+    /// as absent instead of failing on the request.
+    async fn cached(&self, file: &str, key: String, fetch: impl std::future::Future<Output = Result<Vec<u8>>>) -> Result<Vec<u8>> {
         if let Some(b) = self.get(&key).await {
             self.hits.set(self.hits.get() + 1);
             return Ok(b);
         }
+        let missing = self.key(file, "missing");
+        if self.get(&missing).await.is_some() {
+            self.hits.set(self.hits.get() + 1);
+            return Err(Error::NotFound { file: format!("{}/{file}", self.inner.describe().trim_end_matches('/')) });
+        }
         self.misses.set(self.misses.get() + 1);
-        let b = fetch.await?;
-        self.put(&key, &b).await?;
-        Ok(b)
+        match fetch.await {
+            Ok(b) => {
+                self.put(&key, &b).await?;
+                Ok(b)
+            }
+            Err(e @ Error::NotFound { .. }) => {
+                self.put(&missing, &[]).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Deletes every entry of this cache (e.g. after a hash mismatch).
+    /// Deletes every entry of `file` in this cache (its ranges, whole reads, length, ranged
+    /// probe and absence; after a failed integrity check) and returns how many there were.
+    pub async fn evict_file(&self, file: &str) -> Result<usize> {
+        let Some(cache) = self.cache().await else { return Ok(0) };
+        let io = |m: String| Error::Io { file: file.to_string(), msg: format!("cache evict: {m}") };
+        // Stored keys are normalised URLs: normalise the prefix the same way.
+        let prefix = self.key(file, "");
+        let prefix = web_sys::Request::new_with_str(&prefix).map(|r| r.url()).unwrap_or(prefix);
+        let keys = wasm_bindgen_futures::JsFuture::from(cache.keys()).await.map_err(|e| io(js(e)))?;
+        let keys: js_sys::Array = keys.dyn_into().map_err(|_| io("keys() is not an array".into()))?;
+        let mut n = 0;
+        for k in keys.iter() {
+            let Ok(req) = k.dyn_into::<web_sys::Request>() else { continue };
+            if req.url().starts_with(&prefix) {
+                wasm_bindgen_futures::JsFuture::from(cache.delete_with_request(&req)).await.map_err(|e| io(js(e)))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Deletes every entry of this cache.
     pub async fn clear(&self) -> Result<()> {
         let global = js_sys::global();
         let Ok(caches) = js_sys::Reflect::get(&global, &"caches".into()) else { return Ok(()) };
@@ -90,17 +129,17 @@ impl<S: Source> CachedSource<S> {
 
 impl<S: Source> Source for CachedSource<S> {
     async fn read(&self, file: &str) -> Result<Vec<u8>> {
-        self.cached(self.key(file, "all"), self.inner.read(file)).await
+        self.cached(file, self.key(file, "all"), self.inner.read(file)).await
     }
     async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let b = self.cached(self.key(file, &format!("{offset}-{len}")), self.inner.read_range(file, offset, len)).await?;
+        let b = self.cached(file, self.key(file, &format!("{offset}-{len}")), self.inner.read_range(file, offset, len)).await?;
         if b.len() as u64 != len {
             return Err(Error::Io { file: file.to_string(), msg: format!("cached range {offset}+{len} holds {} bytes", b.len()) });
         }
         Ok(b)
     }
     async fn len(&self, file: &str) -> Result<u64> {
-        let b = self.cached(self.key(file, "len"), async { Ok(self.inner.len(file).await?.to_le_bytes().to_vec()) }).await?;
+        let b = self.cached(file, self.key(file, "len"), async { Ok(self.inner.len(file).await?.to_le_bytes().to_vec()) }).await?;
         let a: [u8; 8] = b.as_slice().try_into().map_err(|_| Error::Io { file: file.into(), msg: "bad cached length".into() })?;
         Ok(u64::from_le_bytes(a))
     }
@@ -110,8 +149,12 @@ impl<S: Source> Source for CachedSource<S> {
     async fn ranged(&self, file: &str) -> Result<bool> {
         // Cached ranges are always available, so a cached file reads as ranged; a first
         // load asks the inner source.
-        let b = self.cached(self.key(file, "ranged"), async { Ok(vec![self.inner.ranged(file).await? as u8]) }).await?;
+        let b = self.cached(file, self.key(file, "ranged"), async { Ok(vec![self.inner.ranged(file).await? as u8]) }).await?;
         Ok(b.first() == Some(&1))
+    }
+    async fn evict(&self, file: &str) -> Result<()> {
+        self.evict_file(file).await?;
+        self.inner.evict(file).await
     }
     async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
         // Not cached: a server without Range is read in one pass (the plan's requests are not
@@ -165,5 +208,8 @@ impl Source for WebSource {
     }
     async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
         each!(self, s => s.read_sequential(file, offset, sink).await)
+    }
+    async fn evict(&self, file: &str) -> Result<()> {
+        each!(self, s => s.evict(file).await)
     }
 }

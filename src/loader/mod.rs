@@ -4,22 +4,27 @@
 //! ([`FileSource`]), `fetch` of a base URL in the browser ([`HttpSource`]) and an in-memory
 //! map for tests ([`MemSource`]). Model code never branches on the platform. The
 //! safetensors header is parsed and validated by our own code ([`safetensors`]); tensors are
-//! then read one byte range at a time, so a load never holds the whole file in memory.
-//! The parallel HTTP Range streamer of a later issue implements the same trait.
+//! then read one byte range at a time, so a load never holds the whole file in memory, or
+//! streamed in parallel Range requests straight into GPU buffers ([`stream`]). A checkpoint
+//! is one file or the shards of an index, optionally checked against a SHA-256 manifest
+//! ([`checkpoint`]).
 
+pub mod checkpoint;
 pub mod gguf;
 pub mod gguf_hf;
 #[cfg(target_arch = "wasm32")]
 pub mod cache;
 pub mod safetensors;
+pub mod sha256;
 pub mod stream;
 mod source;
 
+pub use checkpoint::{stream_checkpoint, verify_checkpoint, Checkpoint, FileDigest, Manifest, ShardProgress};
 pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
 pub use gguf_hf::GgufModel;
 pub use safetensors::{SafetensorsFile, StDType, TensorInfo};
 pub use source::{FileSource, MemSource, Source};
-pub use stream::{stream_safetensors, StreamOptions, StreamedWeights};
+pub use stream::{stream_safetensors, stream_safetensors_verified, StreamOptions, StreamedWeights};
 #[cfg(target_arch = "wasm32")]
 pub use source::HttpSource;
 #[cfg(target_arch = "wasm32")]
@@ -54,6 +59,10 @@ pub enum Progress {
     Progress { file: String, loaded: u64, total: u64 },
     /// A file is fully read.
     Done { file: String },
+    /// Bytes read so far over all the files of a sharded checkpoint (`file` is its index,
+    /// `model.safetensors.index.json`), after each of their `Progress` events. An unsharded
+    /// checkpoint's own `Progress` events are its total.
+    Total { file: String, loaded: u64, total: u64 },
     /// The model is on the GPU and ready.
     Ready,
 }

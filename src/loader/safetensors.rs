@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use super::sha256::Sha256;
 use super::Source;
 use crate::error::{Error, Result};
 
@@ -71,6 +72,14 @@ pub struct TensorInfo {
 pub struct SafetensorsFile {
     pub file: String,
     pub tensors: BTreeMap<String, TensorInfo>,
+    /// Offset of the data region: 8 + the header's length.
+    pub data_start: u64,
+    /// Length of the whole file.
+    pub file_len: u64,
+    /// SHA-256 state after the file's first `data_start` bytes (the length and the header
+    /// as parsed), so a manifest check continues with the data region and never reads the
+    /// header twice.
+    pub header_sha256: Sha256,
 }
 
 fn bad(file: &str, msg: impl Into<String>) -> Error {
@@ -84,7 +93,9 @@ impl SafetensorsFile {
         if file_len < 8 {
             return Err(bad(file, format!("{file_len} bytes is shorter than the 8-byte header length")));
         }
-        let n = u64::from_le_bytes(src.read_range(file, 0, 8).await?.try_into().expect("8 bytes"));
+        let len_bytes: [u8; 8] =
+            src.read_range(file, 0, 8).await?.try_into().map_err(|_| bad(file, "the 8-byte header length read short"))?;
+        let n = u64::from_le_bytes(len_bytes);
         if n > MAX_HEADER_BYTES {
             return Err(bad(file, format!("header length {n} exceeds the {MAX_HEADER_BYTES}-byte cap")));
         }
@@ -101,7 +112,9 @@ impl SafetensorsFile {
         let json: serde_json::Value =
             serde_json::from_slice(header).map_err(|e| bad(file, format!("header is not JSON: {e}")))?;
         let obj = json.as_object().ok_or_else(|| bad(file, "header is not a JSON object"))?;
-        let data_len = file_len - data_start;
+        let data_len = file_len
+            .checked_sub(data_start)
+            .ok_or_else(|| bad(file, format!("{data_start} header bytes run past the end of the {file_len}-byte file")))?;
         let mut tensors = BTreeMap::new();
         for (name, v) in obj {
             if name == "__metadata__" {
@@ -145,7 +158,10 @@ impl SafetensorsFile {
                 return Err(bad(file, format!("tensors {} and {} overlap", w[0].0, w[1].0)));
             }
         }
-        Ok(Self { file: file.to_string(), tensors })
+        let mut header_sha256 = Sha256::new();
+        header_sha256.update(&(header.len() as u64).to_le_bytes());
+        header_sha256.update(header);
+        Ok(Self { file: file.to_string(), tensors, data_start, file_len, header_sha256 })
     }
 
     pub fn get(&self, name: &str) -> Result<&TensorInfo> {

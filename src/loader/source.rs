@@ -20,6 +20,11 @@ pub trait Source {
     async fn ranged(&self, _file: &str) -> Result<bool> {
         Ok(true)
     }
+    /// Drops whatever a cache in this source holds of `file` (after a failed integrity
+    /// check), so the next read fetches it anew. Sources without a cache do nothing.
+    async fn evict(&self, _file: &str) -> Result<()> {
+        Ok(())
+    }
     /// Reads `file` from `offset` to its end in order, handing the bytes to `sink` as they
     /// arrive (pieces of any size); stops early when `sink` returns `Ok(false)`.
     async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {

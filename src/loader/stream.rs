@@ -13,14 +13,21 @@
 //!
 //! BF16 / F16 tensors are converted to F32 piece by piece as they stream; other dtypes
 //! (integer buffers such as BERT's `position_ids`) are not uploaded.
+//!
+//! With a manifest entry ([`stream_safetensors_verified`]) the whole file is hashed in file
+//! order while it streams (SHA-256, [`super::sha256`]): the plan then covers every byte after
+//! the header ([`plan_file`]), completed requests wait in a bounded reorder window until the
+//! ones before them are hashed, and a size or digest mismatch is `Error::Integrity`.
 
-use std::cell::Cell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
+use super::checkpoint::FileDigest;
 use super::safetensors::{SafetensorsFile, StDType};
+use super::sha256::{to_hex, Sha256};
 use super::{Progress, Source};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
@@ -67,14 +74,37 @@ fn streamable(dtype: StDType) -> bool {
 
 /// Plans the requests for the float tensors of `st` (in file order).
 pub fn plan(st: &SafetensorsFile, chunk_size: u64) -> Result<Vec<Request>> {
+    plan_requests(st, chunk_size, false)
+}
+
+/// Like [`plan`], but the requests cover the whole data region `[data_start, file_len)`
+/// without a gap: integer tensors, padding and unused bytes ride along as request bytes that
+/// no piece uses. Hashing the requests' bytes in order then hashes the file after its header
+/// (what a manifest check needs).
+pub fn plan_file(st: &SafetensorsFile, chunk_size: u64) -> Result<Vec<Request>> {
+    plan_requests(st, chunk_size, true)
+}
+
+fn plan_requests(st: &SafetensorsFile, chunk_size: u64, whole_file: bool) -> Result<Vec<Request>> {
     let chunk = chunk_size / 16 * 16;
     if chunk == 0 {
         return Err(Error::Input(format!("chunk size {chunk_size} is below 16 bytes")));
     }
-    let mut tensors: Vec<(&String, &super::TensorInfo)> = st.tensors.iter().filter(|(_, t)| streamable(t.dtype)).collect();
+    let mut tensors: Vec<(&String, &super::TensorInfo)> =
+        st.tensors.iter().filter(|(_, t)| whole_file || streamable(t.dtype)).collect();
     tensors.sort_by_key(|(_, t)| t.start);
     let mut requests: Vec<Request> = Vec::new();
+    // End of the bytes planned so far (whole-file plans only).
+    let mut at = st.data_start;
     for (name, t) in tensors {
+        if whole_file && t.start > at {
+            unused_bytes(&mut requests, at, t.start - at, chunk);
+        }
+        at = at.max(t.end);
+        if !streamable(t.dtype) {
+            unused_bytes(&mut requests, t.start, t.end - t.start, chunk);
+            continue;
+        }
         let mut off = 0;
         let size = t.end - t.start;
         while off < size {
@@ -95,7 +125,40 @@ pub fn plan(st: &SafetensorsFile, chunk_size: u64) -> Result<Vec<Request>> {
             off += len;
         }
     }
+    if whole_file && st.file_len > at {
+        unused_bytes(&mut requests, at, st.file_len - at, chunk);
+    }
     Ok(requests)
+}
+
+/// Bytes the requests of [`plan`] cover, or of [`plan_file`] when `whole_file`.
+pub fn planned_bytes(st: &SafetensorsFile, whole_file: bool) -> u64 {
+    if whole_file {
+        st.file_len.saturating_sub(st.data_start)
+    } else {
+        st.tensors.values().filter(|t| streamable(t.dtype)).map(|t| t.end - t.start).sum()
+    }
+}
+
+/// Appends `len` bytes at `start` that no tensor piece uses (they are only hashed), filling
+/// the previous request up to `chunk` when contiguous.
+fn unused_bytes(requests: &mut Vec<Request>, mut start: u64, mut len: u64, chunk: u64) {
+    while len > 0 {
+        let n = match requests.last_mut() {
+            Some(r) if r.start + r.len == start && r.len < chunk => {
+                let n = (chunk - r.len).min(len);
+                r.len += n;
+                n
+            }
+            _ => {
+                let n = chunk.min(len);
+                requests.push(Request { start, len: n, pieces: Vec::new() });
+                n
+            }
+        };
+        start += n;
+        len -= n;
+    }
 }
 
 /// Runs futures concurrently on the current task and waits for all (a minimal `join_all`
@@ -149,6 +212,9 @@ pub struct StreamedWeights {
     pub max_in_flight: usize,
     /// Requests sent, retries included.
     pub requests_sent: usize,
+    /// Most completed requests held at one time until an earlier one was hashed (manifest
+    /// checks only; fewer than 2 × concurrency).
+    pub max_held: usize,
 }
 
 /// Streams the float tensors of `st` from `src` into new F32 GPU tensors.
@@ -160,13 +226,132 @@ pub async fn stream_safetensors<S: Source>(
     progress: &dyn Fn(Progress),
     should_abort: &dyn Fn() -> bool,
 ) -> Result<StreamedWeights> {
-    let requests = plan(st, opts.chunk_size)?;
+    stream_safetensors_verified(gpu, src, st, None, opts, progress, should_abort).await
+}
+
+/// [`stream_safetensors`], and with `expected` (the file's manifest entry) the whole file is
+/// checked while it streams: its length first, then the SHA-256 of the header (hashed when
+/// it was parsed) followed by every data byte in file order. The plan then covers the whole
+/// data region ([`plan_file`]), and a request that completes before an earlier one is held
+/// until that one is hashed; workers do not start request `i + 2 × concurrency` before
+/// request `i` is hashed, so at most that many requests are held. A mismatch is
+/// `Error::Integrity`, and the source's cached copies of the file are evicted
+/// ([`Source::evict`]).
+pub async fn stream_safetensors_verified<S: Source>(
+    gpu: &Gpu,
+    src: &S,
+    st: &SafetensorsFile,
+    expected: Option<&FileDigest>,
+    opts: StreamOptions,
+    progress: &dyn Fn(Progress),
+    should_abort: &dyn Fn() -> bool,
+) -> Result<StreamedWeights> {
     let mut tensors = HashMap::new();
     for (name, t) in &st.tensors {
         if streamable(t.dtype) {
             tensors.insert(name.clone(), gpu.alloc(&t.shape, DType::F32)?);
         }
     }
+    let write = |req: &Request, bytes: &[u8]| -> Result<()> {
+        write_request(gpu, st, &tensors, req, bytes)?;
+        // Hand the queued writes to the GPU now, so staging memory does not pile up until
+        // the first compute submission.
+        gpu.flush_writes();
+        Ok(())
+    };
+    let stats = fetch(src, st, expected, opts, &write, progress, should_abort).await?;
+    Ok(StreamedWeights {
+        file: st.file.clone(),
+        tensors,
+        max_in_flight: stats.max_in_flight,
+        requests_sent: stats.requests_sent,
+        max_held: stats.max_held,
+    })
+}
+
+/// Checks `st`'s file against its manifest entry without uploading anything (for loads that
+/// read tensor by tensor): the same requests, hashing and eviction as
+/// [`stream_safetensors_verified`], so it costs one more read of the file.
+pub async fn verify_safetensors<S: Source>(
+    src: &S,
+    st: &SafetensorsFile,
+    expected: &FileDigest,
+    opts: StreamOptions,
+    progress: &dyn Fn(Progress),
+    should_abort: &dyn Fn() -> bool,
+) -> Result<()> {
+    fetch(src, st, Some(expected), opts, &|_, _| Ok(()), progress, should_abort).await.map(|_| ())
+}
+
+struct FetchStats {
+    max_in_flight: usize,
+    requests_sent: usize,
+    max_held: usize,
+}
+
+/// Waits until `ready()`; the task is woken through `waiters` (every worker shares the
+/// task's waker, so one entry is kept).
+struct WaitUntil<'a, F: Fn() -> bool> {
+    ready: F,
+    waiters: &'a RefCell<Vec<Waker>>,
+}
+
+impl<F: Fn() -> bool> Future for WaitUntil<'_, F> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if (self.ready)() {
+            return Poll::Ready(());
+        }
+        let mut w = self.waiters.borrow_mut();
+        if !w.iter().any(|x| x.will_wake(cx.waker())) {
+            w.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Reads the planned requests of `st`'s file and hands each to `write`; with `expected`,
+/// hashes the file in order and checks it, evicting cached copies on a mismatch.
+async fn fetch<S: Source>(
+    src: &S,
+    st: &SafetensorsFile,
+    expected: Option<&FileDigest>,
+    opts: StreamOptions,
+    write: &dyn Fn(&Request, &[u8]) -> Result<()>,
+    progress: &dyn Fn(Progress),
+    should_abort: &dyn Fn() -> bool,
+) -> Result<FetchStats> {
+    let r = fetch_checked(src, st, expected, opts, write, progress, should_abort).await;
+    if let Err(Error::Integrity { .. }) = &r {
+        // Whatever a cache holds of the file is suspect: the next load fetches it anew. The
+        // integrity error is the one to report, even if the cache cannot delete.
+        let _ = src.evict(&st.file).await;
+    }
+    r
+}
+
+async fn fetch_checked<S: Source>(
+    src: &S,
+    st: &SafetensorsFile,
+    expected: Option<&FileDigest>,
+    opts: StreamOptions,
+    write: &dyn Fn(&Request, &[u8]) -> Result<()>,
+    progress: &dyn Fn(Progress),
+    should_abort: &dyn Fn() -> bool,
+) -> Result<FetchStats> {
+    let file = st.file.as_str();
+    if let Some(exp) = expected {
+        if exp.size != st.file_len {
+            return Err(Error::Integrity {
+                file: file.to_string(),
+                expected: format!("{} bytes", exp.size),
+                got: format!("{} bytes", st.file_len),
+            });
+        }
+    }
+    let requests = if expected.is_some() { plan_file(st, opts.chunk_size)? } else { plan(st, opts.chunk_size)? };
+    // The running hash, after the header (hashed when it was parsed).
+    let hasher = RefCell::new(expected.map(|_| st.header_sha256.clone()));
     let total: u64 = requests.iter().map(|r| r.len).sum();
     let next = Cell::new(0usize);
     let loaded = Cell::new(0u64);
@@ -174,8 +359,21 @@ pub async fn stream_safetensors<S: Source>(
     let max_in_flight = Cell::new(0usize);
     let sent = Cell::new(0usize);
     let failed = Cell::new(false);
-    let file = st.file.as_str();
     progress(Progress::Download { file: file.to_string(), total });
+
+    let check = |hasher: Option<Sha256>| -> Result<()> {
+        if let (Some(exp), Some(h)) = (expected, hasher) {
+            let got = h.finalize();
+            if got != exp.sha256 {
+                return Err(Error::Integrity {
+                    file: file.to_string(),
+                    expected: format!("sha256 {}", to_hex(&exp.sha256)),
+                    got: format!("sha256 {}", to_hex(&got)),
+                });
+            }
+        }
+        Ok(())
+    };
 
     if !requests.is_empty() && !src.ranged(file).await? {
         // The server ignores Range: read the file once, in order, keeping at most one
@@ -184,8 +382,6 @@ pub async fn stream_safetensors<S: Source>(
         let first = requests[0].start;
         let mut buf_start = first;
         let mut r = 0;
-        sent.set(1);
-        max_in_flight.set(1);
         let mut sink = |piece: &[u8]| -> Result<bool> {
             if should_abort() {
                 return Err(Error::Aborted);
@@ -197,8 +393,11 @@ pub async fn stream_safetensors<S: Source>(
                     break;
                 }
                 let from = (req.start - buf_start) as usize;
-                write_request(gpu, st, &tensors, req, &buf[from..from + req.len as usize])?;
-                gpu.flush_writes();
+                let bytes = &buf[from..from + req.len as usize];
+                write(req, bytes)?;
+                if let Some(h) = hasher.borrow_mut().as_mut() {
+                    h.update(bytes);
+                }
                 buf.drain(..(end - buf_start) as usize);
                 buf_start = end;
                 loaded.set(loaded.get() + req.len);
@@ -216,9 +415,19 @@ pub async fn stream_safetensors<S: Source>(
                 msg: format!("the file ended before bytes {}-{}", req.start, req.start + req.len - 1),
             });
         }
+        check(hasher.into_inner())?;
         progress(Progress::Done { file: file.to_string() });
-        return Ok(StreamedWeights { file: file.to_string(), tensors, max_in_flight: 1, requests_sent: 1 });
+        return Ok(FetchStats { max_in_flight: 1, requests_sent: 1, max_held: 0 });
     }
+
+    let n = opts.concurrency.max(1).min(requests.len().max(1));
+    // Hash-ordering window: request i + window waits until request i is hashed.
+    let window = 2 * n;
+    let hashed = Cell::new(0usize);
+    let held: RefCell<BTreeMap<usize, Vec<u8>>> = RefCell::new(BTreeMap::new());
+    let max_held = Cell::new(0usize);
+    let waiters: RefCell<Vec<Waker>> = RefCell::new(Vec::new());
+    let hashing = expected.is_some();
 
     let worker = || async {
         loop {
@@ -230,6 +439,12 @@ pub async fn stream_safetensors<S: Source>(
             next.set(i + 1);
             if should_abort() {
                 return Err(Error::Aborted);
+            }
+            if hashing {
+                WaitUntil { ready: || failed.get() || i < hashed.get() + window, waiters: &waiters }.await;
+                if failed.get() {
+                    return Ok(());
+                }
             }
             let mut attempt = 0;
             let bytes = loop {
@@ -263,15 +478,33 @@ pub async fn stream_safetensors<S: Source>(
                     return Err(Error::Aborted);
                 }
             };
-            write_request(gpu, st, &tensors, req, &bytes)?;
-            // Hand the queued writes to the GPU now, so staging memory does not pile up
-            // until the first compute submission.
-            gpu.flush_writes();
+            write(req, &bytes)?;
+            if hashing {
+                // Hash this request if it is next in file order, then any held ones that
+                // follow it; otherwise hold it.
+                let mut h = hasher.borrow_mut();
+                let mut held = held.borrow_mut();
+                if let Some(h) = h.as_mut() {
+                    if i == hashed.get() {
+                        h.update(&bytes);
+                        hashed.set(i + 1);
+                        while let Some(b) = held.remove(&hashed.get()) {
+                            h.update(&b);
+                            hashed.set(hashed.get() + 1);
+                        }
+                        for w in waiters.borrow_mut().drain(..) {
+                            w.wake();
+                        }
+                    } else {
+                        held.insert(i, bytes);
+                        max_held.set(max_held.get().max(held.len()));
+                    }
+                }
+            }
             loaded.set(loaded.get() + req.len);
             progress(Progress::Progress { file: file.to_string(), loaded: loaded.get(), total });
         }
     };
-    let n = opts.concurrency.max(1).min(requests.len().max(1));
     let mut futs: Vec<Option<Pin<Box<dyn Future<Output = Result<()>> + '_>>>> = Vec::with_capacity(n);
     for _ in 0..n {
         let w = worker();
@@ -285,6 +518,10 @@ pub async fn stream_safetensors<S: Source>(
         })));
     }
     JoinAll { futs }.await?;
+    if hashing && hashed.get() != requests.len() {
+        return Err(Error::Io { file: file.to_string(), msg: format!("hashed {} of {} requests", hashed.get(), requests.len()) });
+    }
+    check(hasher.into_inner())?;
     progress(Progress::Done { file: file.to_string() });
-    Ok(StreamedWeights { file: file.to_string(), tensors, max_in_flight: max_in_flight.get(), requests_sent: sent.get() })
+    Ok(FetchStats { max_in_flight: max_in_flight.get(), requests_sent: sent.get(), max_held: max_held.get() })
 }

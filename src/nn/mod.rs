@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Encoder, Gpu, GpuTensor};
 use crate::kernels::quant::{self, QMatrix};
 use crate::kernels::{embed, matmul, norm};
-use crate::loader::{safetensors, GgufModel, Progress, SafetensorsFile, Source, StDType, StreamedWeights};
+use crate::loader::{safetensors, Checkpoint, GgufModel, Progress, SafetensorsFile, Source, StDType, StreamedWeights, TensorInfo};
 use crate::quant::QuantFormat;
 
 /// How weights are stored on the GPU (the load option `dtype`).
@@ -50,6 +50,8 @@ impl std::str::FromStr for LoadDType {
 #[derive(Clone, Copy)]
 pub enum Weights<'a> {
     Safetensors(&'a SafetensorsFile),
+    /// The shards of a sharded safetensors checkpoint (each tensor in one of them).
+    Sharded(&'a Checkpoint),
     /// A GGUF decoder, addressed by HF names (`gguf_hf` maps them).
     Gguf(&'a GgufModel),
     /// Tensors already streamed into GPU buffers (F32), see [`crate::loader::stream`].
@@ -91,6 +93,25 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         let total = st.tensors.values().map(|t| t.end - t.start).sum();
         let weights = Weights::Safetensors(st);
         Self { gpu, src, weights, prefix: String::new(), progress, loaded, total, dtype: LoadDType::Auto }
+    }
+
+    /// Over a safetensors checkpoint, one file or sharded. Progress events count bytes over
+    /// all its files ([`crate::loader::ShardProgress::per_tensor`] splits them by file).
+    pub fn from_checkpoint(
+        gpu: &'a Gpu,
+        src: &'a S,
+        ck: &'a Checkpoint,
+        progress: &'a dyn Fn(Progress),
+        loaded: &'a std::cell::Cell<u64>,
+    ) -> Self {
+        match ck.shards.as_slice() {
+            [st] if !ck.is_sharded() => Self::new(gpu, src, st, progress, loaded),
+            _ => {
+                let total = ck.tensor_bytes();
+                let weights = Weights::Sharded(ck);
+                Self { gpu, src, weights, prefix: String::new(), progress, loaded, total, dtype: LoadDType::Auto }
+            }
+        }
     }
 
     /// Over a GGUF file (names are HF names; llama q/k rows come out in HF order).
@@ -146,6 +167,7 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         let full = self.name(name);
         match self.weights {
             Weights::Safetensors(st) => st.tensors.contains_key(&full),
+            Weights::Sharded(ck) => ck.contains(&full),
             Weights::Gguf(m) => m.contains(&full),
             Weights::Streamed(w) => w.tensors.contains_key(&full),
         }
@@ -164,11 +186,20 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         (self.progress)(Progress::Progress { file: file.to_string(), loaded: self.loaded.get(), total: self.total });
     }
 
+    /// The safetensors file holding `full` and its entry (single-file or sharded).
+    fn safetensors_tensor(&self, full: &str) -> Result<(&'a SafetensorsFile, &'a TensorInfo)> {
+        match self.weights {
+            Weights::Safetensors(st) => Ok((st, st.get(full)?)),
+            Weights::Sharded(ck) => ck.get(full),
+            _ => Err(Error::Input(format!("{full}: not a safetensors checkpoint"))),
+        }
+    }
+
     /// The tensor `name` as F32 values on the host, checked against `shape`.
     async fn read_f32(&self, full: &str, shape: &[usize]) -> Result<Vec<f32>> {
         match self.weights {
-            Weights::Safetensors(st) => {
-                let info = st.get(full)?;
+            Weights::Safetensors(_) | Weights::Sharded(_) => {
+                let (st, info) = self.safetensors_tensor(full)?;
                 if info.shape != shape {
                     return Err(Self::mismatch(full.to_string(), shape, &info.shape));
                 }
@@ -212,8 +243,8 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         if let Weights::Streamed(_) = self.weights {
             return self.streamed(&full, shape);
         }
-        if let Weights::Safetensors(st) = self.weights {
-            let info = st.get(&full)?;
+        if let Weights::Safetensors(_) | Weights::Sharded(_) = self.weights {
+            let (st, info) = self.safetensors_tensor(&full)?;
             if info.dtype == StDType::F32 {
                 if info.shape != shape {
                     return Err(Self::mismatch(full, shape, &info.shape));

@@ -21,16 +21,18 @@ pub(crate) use lane::Slot;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
-/** A load progress event, in transformers.js style. */
+/** A load progress event, in transformers.js style. A sharded checkpoint
+ *  (model.safetensors.index.json) reports each shard as a file and, after each "progress"
+ *  of a shard, "progress_total": bytes over all shards, with `file` the index's name. */
 export interface ProgressEvent {
-  status: "initiate" | "download" | "progress" | "done" | "ready";
-  /** File being read (absent for "ready"). */
+  status: "initiate" | "download" | "progress" | "progress_total" | "done" | "ready";
+  /** File being read (absent for "ready"; the index for "progress_total"). */
   file?: string;
-  /** Bytes read so far ("progress"). */
+  /** Bytes read so far ("progress": of the file; "progress_total": of all shards). */
   loaded?: number;
-  /** Bytes to read ("download", "progress"). */
+  /** Bytes to read ("download", "progress", "progress_total"). */
   total?: number;
-  /** loaded / total × 100 ("progress"). */
+  /** loaded / total × 100 ("progress", "progress_total"). */
   progress?: number;
 }
 
@@ -200,6 +202,13 @@ fn progress_event(p: &Progress) -> Object {
         Progress::Done { file } => {
             set("status", "done".into());
             set("file", file.into());
+        }
+        Progress::Total { file, loaded, total } => {
+            set("status", "progress_total".into());
+            set("file", file.into());
+            set("loaded", (*loaded as f64).into());
+            set("total", (*total as f64).into());
+            set("progress", (*loaded as f64 / (*total).max(1) as f64 * 100.0).into());
         }
         Progress::Ready => set("status", "ready".into()),
     }
