@@ -4,6 +4,7 @@
 mod common;
 
 use gllm_web::kernels::quant::{qlinear_with, subgroup_rows, QLinearOptions, QMatrix};
+use gllm_web::kernels::quantize::{quantize_raw, quantize_rows, SrcKind};
 use gllm_web::quant::{self, awq::AwqWeight, QuantFormat};
 use gllm_web::reference::{self as cpu, rng::Rng};
 use gllm_web::{DType, Gpu};
@@ -17,6 +18,7 @@ gpu_tests! {
     quant_bad_input_is_typed_error => quant_bad_input_is_typed_error,
     quantized_bert_matches_dense => quantized_bert_matches_dense,
     dense_matvec_matches_cpu => dense_matvec_matches_cpu,
+    gpu_quantize_is_bit_identical => gpu_quantize_is_bit_identical,
 }
 
 /// Values like trained weights: mostly small with some outliers.
@@ -320,6 +322,108 @@ async fn dense_matvec_matches_cpu(gpu: Gpu) -> Result<(), String> {
     let x = gpu.upload_f32(&[0.0; 40], &[1, 40]).map_err(e)?;
     if dense_matvec(&mut gpu.encoder(), &x, &w, None, QLinearOptions::default()).is_ok() {
         return Err("k = 40 accepted".into());
+    }
+    Ok(())
+}
+
+/// The raw file bytes of `v` as `kind`, and the f32 values they hold (what the CPU quantizes).
+fn encode(v: &[f32], kind: SrcKind) -> (Vec<u8>, Vec<f32>) {
+    match kind {
+        SrcKind::F32 => (v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.to_vec()),
+        SrcKind::F16 => {
+            let h: Vec<half::f16> = v.iter().map(|x| half::f16::from_f32(*x)).collect();
+            (h.iter().flat_map(|x| x.to_le_bytes()).collect(), h.iter().map(|x| x.to_f32()).collect())
+        }
+        SrcKind::BF16 => {
+            let h: Vec<half::bf16> = v.iter().map(|x| half::bf16::from_f32(*x)).collect();
+            (h.iter().flat_map(|x| x.to_le_bytes()).collect(), h.iter().map(|x| x.to_f32()).collect())
+        }
+    }
+}
+
+/// Test matrices for the quantizer: random weights with hand-made blocks in the first rows —
+/// all zeros, ±0, values on the rounding ties of both formats (d = 1 exactly), subnormal and
+/// tiny values, huge values, a negative extreme, and equal magnitudes of both signs.
+fn quantizer_input(rng: &mut Rng, rows: usize, cols: usize) -> Vec<f32> {
+    let mut v = weights(rng, rows * cols);
+    let mut put = |blk: usize, f: &dyn Fn(usize) -> f32| {
+        for j in 0..32 {
+            v[blk * 32 + j] = f(j);
+        }
+    };
+    put(0, &|_| 0.0);
+    put(1, &|j| if j % 2 == 0 { -0.0 } else { 0.0 });
+    // q8_0 with amax = 127: d = 1, x * id = x, ties .5 round away from zero.
+    put(2, &|j| if j == 0 { 127.0 } else { (j as f32 - 16.0) * 3.5 + 0.5 });
+    // q4_0 with max = -8: d = 1, id = 1, x + 8.5 lands on integers and halves.
+    put(3, &|j| if j == 5 { -8.0 } else { (j as f32 - 16.0) * 0.25 });
+    put(4, &|j| (j as f32 + 1.0) * 1e-41); // f32 subnormals (bf16 keeps some)
+    put(5, &|j| (j as f32 - 15.5) * 3e-7); // f16 subnormals
+    put(6, &|j| (j as f32 - 15.5) * 1e30);
+    put(7, &|j| if j == 31 { -3.0 } else if j == 30 { 3.0 } else { j as f32 * 0.01 });
+    put(8, &|j| if j < 2 { [2.0, -2.0][j] } else { 0.5 });
+    v
+}
+
+async fn gpu_quantize_is_bit_identical(gpu: Gpu) -> Result<(), String> {
+    let e = |e: gllm_web::Error| e.to_string();
+    let mut rng = Rng::new(11);
+    let mut checked = 0usize;
+    // 37 × 96: 3 blocks per row (pairs straddle rows), odd block count; 256 × 1024: volume.
+    for (rows, cols) in [(37usize, 96usize), (256, 1024)] {
+        let v = quantizer_input(&mut rng, rows, cols);
+        for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
+            for kind in [SrcKind::F32, SrcKind::F16, SrcKind::BF16] {
+                let (bytes, values) = encode(&v, kind);
+                let want = quant::relayout(fmt, &quant::quantize(fmt, &values).map_err(e)?).map_err(e)?;
+                // Whole matrix, and in two slices (rows 0..10, 10..) through `quantize_rows`.
+                let whole = quantize_raw(&gpu, fmt, rows, cols, &bytes, kind).map_err(e)?;
+                let sliced = QMatrix::alloc(&gpu, fmt, rows, cols).map_err(e)?;
+                let row_bytes = cols * kind.size();
+                let mut enc = gpu.encoder();
+                let mut staging = Vec::new();
+                for (r0, n) in [(0, 10), (10, rows - 10)] {
+                    let piece = &bytes[r0 * row_bytes..(r0 + n) * row_bytes];
+                    let src = gpu.upload_bytes(piece, &[piece.len() / 4], DType::U32).map_err(e)?;
+                    quantize_rows(&mut enc, &src, kind, &sliced, r0, n).map_err(e)?;
+                    staging.push(src);
+                }
+                enc.submit().map_err(e)?;
+                for (how, m) in [("whole", &whole), ("two slices", &sliced)] {
+                    let body = gpu.readback_u32(m.body()).await.map_err(e)?;
+                    let scales = gpu.readback_u32(m.scales()).await.map_err(e)?;
+                    let what = format!("{} from {kind:?} [{rows}, {cols}] {how}", fmt.name());
+                    let bad_body = body.iter().zip(&want.body).filter(|(a, b)| a != b).count();
+                    let bad_scales = scales.iter().zip(&want.scales).filter(|(a, b)| a != b).count();
+                    if body.len() != want.body.len() || scales.len() != want.scales.len() || bad_body + bad_scales > 0 {
+                        let first = body.iter().zip(&want.body).position(|(a, b)| a != b);
+                        return Err(format!(
+                            "{what}: {bad_body} of {} body words and {bad_scales} of {} scale words differ from the CPU quantizer (first body word {first:?})",
+                            want.body.len(),
+                            want.scales.len()
+                        ));
+                    }
+                    log!("{what}: {} body + {} scale words identical to the CPU quantizer", body.len(), scales.len());
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // Formats the GPU quantizer does not write, and a wrong source length, are typed errors.
+    let src = gpu.upload_bytes(&[0u8; 4 * 64], &[64], DType::U32).map_err(e)?;
+    let q4k = QMatrix::alloc(&gpu, QuantFormat::Q4K, 1, 256).map_err(e)?;
+    if quantize_rows(&mut gpu.encoder(), &src, SrcKind::F32, &q4k, 0, 1).is_ok() {
+        return Err("q4_K accepted by the GPU quantizer".into());
+    }
+    let q8 = QMatrix::alloc(&gpu, QuantFormat::Q8_0, 2, 64).map_err(e)?;
+    if quantize_rows(&mut gpu.encoder(), &src, SrcKind::F32, &q8, 0, 2).is_ok() {
+        return Err("64 source values accepted for 128".into());
+    }
+    if quantize_raw(&gpu, QuantFormat::Q4_0, 2, 64, &[0u8; 100], SrcKind::F16).is_ok() {
+        return Err("100 bytes accepted for [2, 64] f16".into());
+    }
+    if checked != 24 {
+        return Err(format!("checked {checked} of 24 cases"));
     }
     Ok(())
 }

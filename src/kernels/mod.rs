@@ -12,6 +12,7 @@ pub mod matmul;
 pub mod norm;
 pub mod pool;
 pub mod quant;
+pub mod quantize;
 pub mod rope;
 pub mod sample;
 pub mod search;
@@ -28,6 +29,7 @@ pub enum KernelKey {
     Pool(pool::PoolKey),
     Search(search::SearchKey),
     Quant(quant::QuantKey),
+    Quantize(quantize::QuantizeKey),
     Rope(rope::RopeKey),
     Sample(sample::SampleKey),
 }
@@ -60,6 +62,7 @@ macro_rules! dispatch_variant {
             KernelKey::Pool($k) => $e,
             KernelKey::Search($k) => $e,
             KernelKey::Quant($k) => $e,
+            KernelKey::Quantize($k) => $e,
             KernelKey::Rope($k) => $e,
             KernelKey::Sample($k) => $e,
         }

@@ -79,6 +79,27 @@ impl QMatrix {
         Ok(Self { format: QFormat::Gguf(format), rows, cols, body, scales })
     }
 
+    /// A zeroed `[rows, cols]` matrix in `format`, for a kernel to fill
+    /// ([`quantize_rows`](super::quantize::quantize_rows)).
+    pub fn alloc(gpu: &Gpu, format: QuantFormat, rows: usize, cols: usize) -> Result<Self> {
+        check_shape(QFormat::Gguf(format), rows, cols)?;
+        let blocks = format.byte_len(rows * cols)? / format.block_bytes();
+        let body = gpu.upload_u32(&vec![0; blocks * format.body_words()], &[blocks * format.body_words()])?;
+        let words = if format.split_scale() { blocks.div_ceil(2) } else { 1 };
+        let scales = gpu.upload_u32(&vec![0; words], &[words])?;
+        Ok(Self { format: QFormat::Gguf(format), rows, cols, body, scales })
+    }
+
+    /// The body words (see [`crate::quant::relayout`]).
+    pub fn body(&self) -> &GpuTensor {
+        &self.body
+    }
+
+    /// The packed f16 scales (one unused word for formats that keep them in the body).
+    pub fn scales(&self) -> &GpuTensor {
+        &self.scales
+    }
+
     /// Quantizes `w` (`[rows, cols]` f32) on the CPU with the reference quantizer and uploads it.
     pub fn quantize(gpu: &Gpu, format: QuantFormat, rows: usize, cols: usize, w: &[f32]) -> Result<Self> {
         if w.len() != rows * cols {
