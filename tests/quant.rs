@@ -268,6 +268,26 @@ async fn quantized_bert_matches_dense(gpu: Gpu) -> Result<(), String> {
         if quantized == 0 {
             return Err(format!("{}: no linear layer was quantized", fmt.name()));
         }
+        // The GPU-quantized weights are the CPU reference quantizer's blocks, bit for bit: the
+        // first layer's query and FFN output matrices against the checkpoint's tensors.
+        let src = common::model_source("all-MiniLM-L6-v2");
+        let st = gllm_web::loader::SafetensorsFile::read(&src, "model.safetensors").await.map_err(e)?;
+        let linears: Vec<_> = m.model().encoder_linears().take(6).collect();
+        for (idx, tensor) in [(0, "encoder.layer.0.attention.self.query.weight"), (5, "encoder.layer.0.output.dense.weight")] {
+            let LinearWeight::Quant(qm) = &linears[idx].weight else {
+                return Err(format!("{tensor}: not quantized"));
+            };
+            let info = st.tensors.get(tensor).ok_or_else(|| format!("{tensor} missing"))?;
+            let raw = gllm_web::loader::Source::read_range(&src, "model.safetensors", info.start, info.end - info.start).await.map_err(e)?;
+            let vals = gllm_web::loader::safetensors::to_f32(tensor, info.dtype, &raw).map_err(e)?;
+            let want = quant::relayout(fmt, &quant::quantize(fmt, &vals).map_err(e)?).map_err(e)?;
+            let body = gpu.readback_u32(qm.body()).await.map_err(e)?;
+            let scales = gpu.readback_u32(qm.scales()).await.map_err(e)?;
+            if body != want.body || scales != want.scales {
+                return Err(format!("{} {tensor}: GPU quantize-on-load differs from the CPU quantizer", fmt.name()));
+            }
+            log!("bert {} {tensor}: quantized on the GPU, identical to the CPU quantizer ({} words)", fmt.name(), body.len() + scales.len());
+        }
         let q = m.embed(&texts).await.map_err(e)?;
         for i in 0..texts.len() {
             let cos: f32 = dense.row(i).iter().zip(q.row(i)).map(|(a, b)| a * b).sum();

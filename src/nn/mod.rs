@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{Encoder, Gpu, GpuTensor};
 use crate::kernels::quant::{self, QMatrix};
+use crate::kernels::quantize::{gpu_quantizable, quantize_raw, quantize_rows, SrcKind};
 use crate::kernels::{embed, matmul, norm};
 use crate::loader::{safetensors, Checkpoint, GgufModel, Progress, SafetensorsFile, Source, StDType, StreamedWeights, TensorInfo};
 use crate::quant::QuantFormat;
@@ -24,8 +25,10 @@ pub enum LoadDType {
     /// Matrices ([`VarBuilder::get_weight`], used by [`Linear`]) F16 on the GPU; vectors and
     /// embedding tables F32.
     F16,
-    /// [`Linear`] weights quantized on load to this block format (CPU reference quantizer,
-    /// per tensor); matrices whose rows are not a whole number of blocks stay F32.
+    /// [`Linear`] weights quantized on load to this block format, per tensor: q8_0 and q4_0
+    /// on the GPU from the file's raw bytes (`kernels::quantize`, bit-identical to the CPU
+    /// reference), the other formats with the CPU reference quantizer; matrices whose rows
+    /// are not a whole number of blocks stay F32.
     Quant(QuantFormat),
 }
 
@@ -271,6 +274,50 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         }
     }
 
+    /// Quantize-on-load on the GPU (q8_0 / q4_0): the tensor's raw file bytes are uploaded as
+    /// they are (f32, f16 or bf16; no conversion on the host) and a kernel writes the blocks
+    /// ([`quantize_raw`]); a streamed tensor, already f32 on the GPU, is quantized in place of
+    /// a readback. Other sources (GGUF, other dtypes) are converted to f32 first.
+    async fn quantize_on_gpu(&self, name: &str, fmt: QuantFormat, rows: usize, cols: usize) -> Result<QMatrix> {
+        let full = self.name(name);
+        let shape = [rows, cols];
+        match self.weights {
+            Weights::Safetensors(_) | Weights::Sharded(_) => {
+                let (st, info) = self.safetensors_tensor(&full)?;
+                if info.shape != shape {
+                    return Err(Self::mismatch(full, &shape, &info.shape));
+                }
+                let kind = match info.dtype {
+                    StDType::F32 => Some(SrcKind::F32),
+                    StDType::F16 => Some(SrcKind::F16),
+                    StDType::BF16 => Some(SrcKind::BF16),
+                    _ => None,
+                };
+                if let Some(kind) = kind {
+                    let bytes = self.src.read_range(&st.file, info.start, info.end - info.start).await?;
+                    let q = quantize_raw(self.gpu, fmt, rows, cols, &bytes, kind)?;
+                    self.report(&st.file, bytes.len() as u64);
+                    return Ok(q);
+                }
+            }
+            Weights::Streamed(_) => {
+                let t = self.streamed(&full, &shape)?;
+                if t.byte_len() <= self.gpu.caps().max_storage_buffer_binding_size {
+                    let q = QMatrix::alloc(self.gpu, fmt, rows, cols)?;
+                    let mut enc = self.gpu.encoder();
+                    quantize_rows(&mut enc, &t, SrcKind::F32, &q, 0, rows)?;
+                    enc.submit()?;
+                    return Ok(q);
+                }
+            }
+            Weights::Gguf(_) => {}
+        }
+        let v = self.read_f32(&full, &shape).await?;
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        drop(v);
+        quantize_raw(self.gpu, fmt, rows, cols, &bytes, SrcKind::F32)
+    }
+
     /// A `[out, in]` matrix for [`Linear`] in the form the load option asks for: GGUF blocks
     /// kept as they are (`Auto`), quantized on load (`Quant`), or dense (F32 / F16).
     pub async fn get_linear_weight(&self, name: &str, shape: &[usize]) -> Result<LinearWeight> {
@@ -282,6 +329,9 @@ impl<'a, S: Source> VarBuilder<'a, S> {
                 Some(b) => Ok(LinearWeight::Quant(QMatrix::from_gguf_blocks(self.gpu, b.format, rows, cols, &b.bytes)?)),
                 None => Ok(LinearWeight::Dense(self.get_weight(name, shape).await?)),
             },
+            LoadDType::Quant(fmt) if cols % fmt.block_elems() == 0 && gpu_quantizable(fmt) => {
+                Ok(LinearWeight::Quant(self.quantize_on_gpu(name, fmt, rows, cols).await?))
+            }
             LoadDType::Quant(fmt) if cols % fmt.block_elems() == 0 => {
                 let v = self.read_f32(&self.name(name), shape).await?;
                 Ok(LinearWeight::Quant(QMatrix::quantize(self.gpu, fmt, rows, cols, &v)?))
