@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
+use crate::kernels::quantize::gpu_quantizable;
 use crate::kernels::{norm, pool};
 use crate::loader::{
     read_json, read_json_optional, stream_checkpoint, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source,
@@ -169,10 +170,15 @@ impl Embedder {
         let loaded = std::cell::Cell::new(0);
         let dtype = opts.dtype.unwrap_or_default();
         let stream_opts = opts.stream.unwrap_or_default();
-        // F32 weights stream in parallel chunks straight into their GPU buffers; other
-        // dtypes convert tensor by tensor.
+        // F32 weights stream in parallel chunks straight into their GPU buffers, and so do the
+        // q8_0 / q4_0 loads: their streamed f32 matrices are then quantized on the GPU (the
+        // streamed buffers are the staging buffers, freed when the load ends). Other dtypes
+        // convert tensor by tensor.
         let streamed = match dtype {
             LoadDType::Auto | LoadDType::F32 => {
+                Some(stream_checkpoint(gpu, src, &ck, manifest.as_ref(), stream_opts, progress, should_abort).await?)
+            }
+            LoadDType::Quant(fmt) if gpu_quantizable(fmt) => {
                 Some(stream_checkpoint(gpu, src, &ck, manifest.as_ref(), stream_opts, progress, should_abort).await?)
             }
             _ => {
@@ -183,7 +189,7 @@ impl Embedder {
         let per_file = ShardProgress::for_tensors(&ck, progress);
         let per_tensor = |p: Progress| per_file.per_tensor(p);
         let root = match &streamed {
-            Some(w) => VarBuilder::from_streamed(gpu, src, w, progress, &loaded),
+            Some(w) => VarBuilder::from_streamed(gpu, src, w, progress, &loaded).with_dtype(dtype),
             None => {
                 ck.initiate(progress);
                 VarBuilder::from_checkpoint(gpu, src, &ck, &per_tensor, &loaded).with_dtype(dtype)
