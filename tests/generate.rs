@@ -293,3 +293,46 @@ fn smollm2_quantized_weights_agree() {
         panic!("smollm2_quantized_weights_agree: {e}");
     }
 }
+
+/// A pre-quantized checkpoint (`gllm quantize`, `loader::prequant`) loads the same blocks as
+/// quantize-on-load: q4_0 SmolLM2 prompt logits are bit-identical either way, and the file is
+/// a fraction of the original. Natively only (the writer is a native tool).
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn smollm2_prequantized_equals_quantize_on_load() {
+    use gllm_web::loader::{prequant, FileSource};
+    use gllm_web::quant::QuantFormat;
+    let Some(gpu) = own_gpu() else { return };
+    let src_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct");
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp/prequant-smollm2-q4_0");
+    let r: R = pollster::block_on(async {
+        let s = prequant::write(&src_dir, &out, QuantFormat::Q4_0, &gllm_web::models::llama::is_linear_weight)?;
+        log!("smollm2 q4_0 pre-quantized: {} linears, {} -> {} bytes ({:.3}x)", s.quantized, s.bytes_in, s.bytes_out, s.bytes_out as f64 / s.bytes_in as f64);
+        if s.quantized != 30 * 7 || s.bytes_out * 2 > s.bytes_in {
+            return Err(format!("{} linears quantized (want 210), {} of {} bytes", s.quantized, s.bytes_out, s.bytes_in).into());
+        }
+        let mut a = load(&gpu, "smollm2-135m-instruct", LoadDType::Quant(QuantFormat::Q4_0)).await?;
+        let ids = a.prompt_ids(Prompt::Text(FORCED_TEXT))?;
+        let want = a.prompt_logits(&ids).await?;
+        drop(a);
+        let opts = |dtype| GeneratorOptions { dtype };
+        let mut b = Generator::load(&gpu, &FileSource::new(&out), opts(LoadDType::Auto), &|_| {}).await?;
+        let got = b.prompt_logits(&ids).await?;
+        if got != want {
+            let diff = got.iter().zip(&want).filter(|(x, y)| x != y).count();
+            return Err(format!("{diff} of {} logits differ from quantize-on-load", want.len()).into());
+        }
+        log!("smollm2 q4_0 pre-quantized: {} prompt logits identical to quantize-on-load", want.len());
+        drop(b);
+        // The file's format is the only one it loads as.
+        match Generator::load(&gpu, &FileSource::new(&out), opts(LoadDType::F16), &|_| {}).await {
+            Err(gllm_web::Error::Input(m)) if m.contains("pre-quantized") => Ok(()),
+            Err(e) => Err(format!("f16 load of a q4_0 file: wrong error {e}").into()),
+            Ok(_) => Err("f16 load of a q4_0 file succeeded".into()),
+        }
+    });
+    let _ = std::fs::remove_dir_all(&out);
+    if let Err(e) = r {
+        panic!("smollm2_prequantized_equals_quantize_on_load: {e}");
+    }
+}

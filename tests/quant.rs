@@ -447,3 +447,37 @@ async fn gpu_quantize_is_bit_identical(gpu: Gpu) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A pre-quantized MiniLM (`loader::prequant::write`, what `gllm quantize` runs) streams its
+/// blocks and embeds exactly like quantize-on-load of the original, in q8_0 and q4_0.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn prequantized_bert_equals_quantize_on_load() {
+    use gllm_web::engine::{EmbedOptions, Embedder};
+    use gllm_web::loader::{prequant, FileSource};
+    use gllm_web::nn::LoadDType;
+    let Some(gpu) = common::native_gpu() else { return };
+    let texts = ["A man is eating food.", "GPU kernels decode 4-bit blocks."];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
+        let out = dir.join(format!("target/tmp/prequant-minilm-{}", fmt.name()));
+        let s = prequant::write(&dir.join("models/all-MiniLM-L6-v2"), &out, fmt, &gllm_web::models::bert::is_linear_weight).unwrap();
+        assert_eq!(s.quantized, 36, "{}: 6 layers × 6 linears", fmt.name());
+        let load = |src: FileSource, dtype: LoadDType| {
+            let opts = EmbedOptions { dtype: Some(dtype), ..Default::default() };
+            pollster::block_on(Embedder::load(&gpu, &src, opts, &|_| {}))
+        };
+        let want = pollster::block_on(load(common::model_source("all-MiniLM-L6-v2"), LoadDType::Quant(fmt)).unwrap().embed(&texts)).unwrap();
+        let got = pollster::block_on(load(FileSource::new(&out), LoadDType::Auto).unwrap().embed(&texts)).unwrap();
+        for i in 0..texts.len() {
+            assert_eq!(got.row(i), want.row(i), "{}: text {i} differs from quantize-on-load", fmt.name());
+        }
+        log!("minilm {}: pre-quantized file {} of {} bytes, embeddings identical to quantize-on-load", fmt.name(), s.bytes_out, s.bytes_in);
+        match load(FileSource::new(&out), LoadDType::F32) {
+            Err(gllm_web::Error::Input(m)) => assert!(m.contains("pre-quantized"), "{m}"),
+            Err(e) => panic!("{}: f32 load of a pre-quantized file: wrong error {e}", fmt.name()),
+            Ok(_) => panic!("{}: f32 load of a pre-quantized file succeeded", fmt.name()),
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}

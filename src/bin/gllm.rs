@@ -23,6 +23,13 @@
 //! tokenizer.json, tokenizer_config.json).
 //!
 //! ```text
+//! gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q4_K|q6_K --out DIR
+//! ```
+//! writes a pre-quantized copy of a safetensors model folder (BERT or Llama/Qwen): linear
+//! weights as blocks in the GPU layout (`loader::prequant`), everything else unchanged, plus
+//! `gllm-manifest.json`; loads stream the blocks with no conversion.
+//!
+//! ```text
 //! gllm generate --model DIR --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]
 //!      [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]
 //! ```
@@ -40,6 +47,7 @@ fn main() {
         Some("rerank") => run(rerank(&args[1..])),
         Some("inspect") => run(inspect(&args[1..])),
         Some("convert") => run(convert(&args[1..])),
+        Some("quantize") => run(quantize(&args[1..])),
         Some("generate") => run(generate(&args[1..])),
         _ => {
             eprintln!("{USAGE}");
@@ -54,6 +62,7 @@ const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-no
        gllm rerank --model DIR --query TEXT [--top-n N] DOC...
        gllm inspect FILE.gguf [--full]
        gllm convert MODEL.gguf --out DIR [--dtype f16|f32]
+       gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q4_K|q6_K --out DIR
        gllm generate --model DIR --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T] [--top-k K]
                      [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]";
 
@@ -177,6 +186,46 @@ fn convert(args: &[String]) -> Result<(), String> {
     let out = out.ok_or_else(|| format!("--out is required\n{USAGE}"))?;
     let s = gguf_hf::convert(file.as_ref(), out.as_ref(), dtype).map_err(|e| e.to_string())?;
     eprintln!("converted {file} -> {out} ({} tensors, {}, tied={})", s.tensors, s.arch, s.tied);
+    Ok(())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn quantize(args: &[String]) -> Result<(), String> {
+    use gllm_web::quant::QuantFormat;
+    let (mut model, mut out, mut fmt) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
+        match a.as_str() {
+            "--model" => model = Some(value("--model")?),
+            "--out" => out = Some(value("--out")?),
+            "--dtype" => {
+                let v = value("--dtype")?;
+                fmt = Some(QuantFormat::parse(&v).ok_or_else(|| format!("--dtype {v}: expected q8_0, q4_0, q4_1, q5_0, q4_K or q6_K"))?);
+            }
+            s => return Err(format!("unknown argument {s}\n{USAGE}")),
+        }
+    }
+    let model = model.ok_or_else(|| format!("--model is required\n{USAGE}"))?;
+    let out = out.ok_or_else(|| format!("--out is required\n{USAGE}"))?;
+    let fmt = fmt.ok_or_else(|| format!("--dtype is required\n{USAGE}"))?;
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(std::path::Path::new(&model).join("config.json")).map_err(|e| format!("{model}/config.json: {e}"))?)
+        .map_err(|e| format!("{model}/config.json: {e}"))?;
+    let is_linear: fn(&str) -> bool = match config.get("model_type").and_then(|t| t.as_str()) {
+        Some("bert") => gllm_web::models::bert::is_linear_weight,
+        Some("llama" | "qwen2" | "qwen3") => gllm_web::models::llama::is_linear_weight,
+        other => return Err(format!("{model}: model_type {other:?} is not one gllm quantize knows (bert, llama, qwen2, qwen3)")),
+    };
+    let s = gllm_web::loader::prequant::write(model.as_ref(), out.as_ref(), fmt, &is_linear).map_err(|e| e.to_string())?;
+    eprintln!(
+        "quantized {} linear weights to {} ({} files copied): {} -> {} bytes ({:.3}x)",
+        s.quantized,
+        fmt.name(),
+        s.copied,
+        s.bytes_in,
+        s.bytes_out,
+        s.bytes_out as f64 / s.bytes_in as f64
+    );
     Ok(())
 }
 

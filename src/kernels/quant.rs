@@ -90,6 +90,23 @@ impl QMatrix {
         Ok(Self { format: QFormat::Gguf(format), rows, cols, body, scales })
     }
 
+    /// A matrix from body and scale words already on the GPU (a pre-quantized checkpoint),
+    /// checked against the shape.
+    pub fn from_parts(format: QuantFormat, rows: usize, cols: usize, body: GpuTensor, scales: GpuTensor) -> Result<Self> {
+        check_shape(QFormat::Gguf(format), rows, cols)?;
+        let blocks = format.byte_len(rows * cols)? / format.block_bytes();
+        let words = if format.split_scale() { blocks.div_ceil(2) } else { 1 };
+        body.expect_dtype(format.name(), "body", &[DType::U32])?;
+        scales.expect_dtype(format.name(), "scales", &[DType::U32])?;
+        if body.numel() != blocks * format.body_words() || scales.numel() != words {
+            return Err(Error::param(
+                format.name(),
+                format!("[{rows}, {cols}] needs {} body and {words} scale words, got {} and {}", blocks * format.body_words(), body.numel(), scales.numel()),
+            ));
+        }
+        Ok(Self { format: QFormat::Gguf(format), rows, cols, body, scales })
+    }
+
     /// The body words (see [`crate::quant::relayout`]).
     pub fn body(&self) -> &GpuTensor {
         &self.body

@@ -384,6 +384,7 @@ pub async fn stream_checkpoint<S: Source>(
     let forward = |p: Progress| agg.streamed(p);
     let mut out = StreamedWeights {
         file: ck.file.clone(),
+        quant: None,
         tensors: HashMap::new(),
         max_in_flight: 0,
         requests_sent: 0,
@@ -393,6 +394,10 @@ pub async fn stream_checkpoint<S: Source>(
         progress(Progress::Initiate { file: st.file.clone() });
         let r = stream_safetensors_verified(gpu, src, st, digest, opts, &forward, should_abort).await;
         let w = evict_manifest(src, r).await?;
+        if out.quant.is_some() && w.quant.is_some() && out.quant != w.quant {
+            return Err(Error::Format { format: "safetensors", file: st.file.clone(), msg: "shards are pre-quantized to different formats".into() });
+        }
+        out.quant = out.quant.or(w.quant);
         out.tensors.extend(w.tensors);
         out.max_in_flight = out.max_in_flight.max(w.max_in_flight);
         out.requests_sent += w.requests_sent;

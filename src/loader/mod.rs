@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod gguf;
 pub mod gguf_hf;
+pub mod prequant;
 #[cfg(target_arch = "wasm32")]
 pub mod cache;
 pub mod safetensors;

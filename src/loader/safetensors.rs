@@ -80,6 +80,9 @@ pub struct SafetensorsFile {
     /// as parsed), so a manifest check continues with the data region and never reads the
     /// header twice.
     pub header_sha256: Sha256,
+    /// The block format of a pre-quantized checkpoint (`gllm quantize`): `__metadata__`
+    /// `"gllm.quant"`; see [`super::prequant`].
+    pub quant: Option<crate::quant::QuantFormat>,
 }
 
 fn bad(file: &str, msg: impl Into<String>) -> Error {
@@ -116,8 +119,10 @@ impl SafetensorsFile {
             .checked_sub(data_start)
             .ok_or_else(|| bad(file, format!("{data_start} header bytes run past the end of the {file_len}-byte file")))?;
         let mut tensors = BTreeMap::new();
+        let mut quant = None;
         for (name, v) in obj {
             if name == "__metadata__" {
+                quant = super::prequant::format_from_metadata(file, v)?;
                 continue;
             }
             let t = |msg: &str| bad(file, format!("tensor {name}: {msg}"));
@@ -161,7 +166,7 @@ impl SafetensorsFile {
         let mut header_sha256 = Sha256::new();
         header_sha256.update(&(header.len() as u64).to_le_bytes());
         header_sha256.update(header);
-        Ok(Self { file: file.to_string(), tensors, data_start, file_len, header_sha256 })
+        Ok(Self { file: file.to_string(), tensors, data_start, file_len, header_sha256, quant })
     }
 
     pub fn get(&self, name: &str) -> Result<&TensorInfo> {
@@ -171,23 +176,35 @@ impl SafetensorsFile {
 
 /// Builds a safetensors file in memory (tests, and the converter of a later issue).
 pub fn serialize(tensors: &[(&str, StDType, &[usize], &[u8])]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, dtype, shape, bytes) in tensors {
-        let dtype = format!("{dtype:?}").to_uppercase();
-        header.insert(
-            name.to_string(),
-            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()] }),
-        );
-        offset += bytes.len();
-    }
-    let mut json = serde_json::to_vec(&header).expect("json");
-    json.resize(json.len().next_multiple_of(8), b' ');
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend(json);
+    let mut out = header_bytes(tensors.iter().map(|(n, d, s, b)| (*n, *d, *s, b.len())), None);
     for (_, _, _, bytes) in tensors {
         out.extend_from_slice(bytes);
     }
+    out
+}
+
+/// The 8-byte length and the JSON header of a safetensors file whose tensors are
+/// `(name, dtype, shape, byte length)` in data order, with optional `__metadata__`; the data
+/// follows it (writers stream it tensor by tensor).
+pub fn header_bytes<'a>(
+    tensors: impl Iterator<Item = (&'a str, StDType, &'a [usize], usize)>,
+    metadata: Option<&BTreeMap<String, String>>,
+) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    if let Some(m) = metadata {
+        header.insert("__metadata__".into(), serde_json::json!(m));
+    }
+    let mut offset = 0usize;
+    for (name, dtype, shape, len) in tensors {
+        let dtype = format!("{dtype:?}").to_uppercase();
+        header.insert(name.to_string(), serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len] }));
+        offset += len;
+    }
+    // serde_json serialises a map of strings and numbers without failing.
+    let mut json = serde_json::to_vec(&header).unwrap_or_default();
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend(json);
     out
 }
 

@@ -68,8 +68,14 @@ pub struct Request {
     pub pieces: Vec<Piece>,
 }
 
-fn streamable(dtype: StDType) -> bool {
-    matches!(dtype, StDType::F32 | StDType::F16 | StDType::BF16)
+/// Float tensors (converted to F32 as they stream) and the U8 block tensors of a
+/// pre-quantized checkpoint (copied raw into U32 buffers: [`super::prequant`]).
+fn streamable(name: &str, dtype: StDType) -> bool {
+    matches!(dtype, StDType::F32 | StDType::F16 | StDType::BF16) || raw(name, dtype)
+}
+
+fn raw(name: &str, dtype: StDType) -> bool {
+    dtype == StDType::U8 && (name.ends_with(super::prequant::QBODY) || name.ends_with(super::prequant::QSCALE))
 }
 
 /// Plans the requests for the float tensors of `st` (in file order).
@@ -91,7 +97,7 @@ fn plan_requests(st: &SafetensorsFile, chunk_size: u64, whole_file: bool) -> Res
         return Err(Error::Input(format!("chunk size {chunk_size} is below 16 bytes")));
     }
     let mut tensors: Vec<(&String, &super::TensorInfo)> =
-        st.tensors.iter().filter(|(_, t)| whole_file || streamable(t.dtype)).collect();
+        st.tensors.iter().filter(|(n, t)| whole_file || streamable(n, t.dtype)).collect();
     tensors.sort_by_key(|(_, t)| t.start);
     let mut requests: Vec<Request> = Vec::new();
     // End of the bytes planned so far (whole-file plans only).
@@ -101,7 +107,7 @@ fn plan_requests(st: &SafetensorsFile, chunk_size: u64, whole_file: bool) -> Res
             unused_bytes(&mut requests, at, t.start - at, chunk);
         }
         at = at.max(t.end);
-        if !streamable(t.dtype) {
+        if !streamable(name, t.dtype) {
             unused_bytes(&mut requests, t.start, t.end - t.start, chunk);
             continue;
         }
@@ -136,7 +142,7 @@ pub fn planned_bytes(st: &SafetensorsFile, whole_file: bool) -> u64 {
     if whole_file {
         st.file_len.saturating_sub(st.data_start)
     } else {
-        st.tensors.values().filter(|t| streamable(t.dtype)).map(|t| t.end - t.start).sum()
+        st.tensors.iter().filter(|(n, t)| streamable(n, t.dtype)).map(|(_, t)| t.end - t.start).sum()
     }
 }
 
@@ -194,6 +200,7 @@ fn write_request(gpu: &Gpu, st: &SafetensorsFile, tensors: &HashMap<String, GpuT
         let dst_offset = p.src_offset_in_tensor / info.dtype.size() * 4;
         match info.dtype {
             StDType::F32 => gpu.write_tensor_bytes(t, dst_offset, data)?,
+            StDType::U8 => gpu.write_tensor_bytes(t, p.src_offset_in_tensor, data)?,
             dt => {
                 let v = super::safetensors::to_f32(&p.tensor, dt, data)?;
                 let f32_bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -204,9 +211,13 @@ fn write_request(gpu: &Gpu, st: &SafetensorsFile, tensors: &HashMap<String, GpuT
     Ok(())
 }
 
-/// What a streamed load produced: every float tensor, F32 on the GPU.
+/// What a streamed load produced: every float tensor, F32 on the GPU (and the blocks of a
+/// pre-quantized checkpoint, raw).
 pub struct StreamedWeights {
     pub file: String,
+    /// The block format of a pre-quantized checkpoint, whose `.qbody` / `.qscale` tensors
+    /// are here as raw U32 words.
+    pub quant: Option<crate::quant::QuantFormat>,
     pub tensors: HashMap<String, GpuTensor>,
     /// Most requests that were in flight at one time.
     pub max_in_flight: usize,
@@ -248,7 +259,10 @@ pub async fn stream_safetensors_verified<S: Source>(
 ) -> Result<StreamedWeights> {
     let mut tensors = HashMap::new();
     for (name, t) in &st.tensors {
-        if streamable(t.dtype) {
+        if raw(name, t.dtype) {
+            let words = (t.end - t.start).div_ceil(4) as usize;
+            tensors.insert(name.clone(), gpu.alloc(&[words], DType::U32)?);
+        } else if streamable(name, t.dtype) {
             tensors.insert(name.clone(), gpu.alloc(&t.shape, DType::F32)?);
         }
     }
@@ -262,6 +276,7 @@ pub async fn stream_safetensors_verified<S: Source>(
     let stats = fetch(src, st, expected, opts, &write, progress, should_abort).await?;
     Ok(StreamedWeights {
         file: st.file.clone(),
+        quant: st.quant,
         tensors,
         max_in_flight: stats.max_in_flight,
         requests_sent: stats.requests_sent,

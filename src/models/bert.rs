@@ -86,6 +86,14 @@ impl BertConfig {
 
 /// Every tensor of a `BertModel` checkpoint (HF names, no prefix) with its shape. Used to
 /// build random-weight checkpoints of a real config for benchmarks.
+/// Whether `name` is the weight of one of the encoder's [`Linear`] layers (what quantized loads
+/// and `gllm quantize` store in a block format).
+pub fn is_linear_weight(name: &str) -> bool {
+    const LINEARS: [&str; 5] =
+        ["attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight", "intermediate.dense.weight", "output.dense.weight"];
+    name.contains("encoder.layer.") && LINEARS.iter().any(|l| name.ends_with(l))
+}
+
 pub fn checkpoint_shapes(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i) = (c.hidden_size, c.intermediate_size);
     let mut v = vec![

@@ -193,6 +193,13 @@ impl LlamaConfig {
 
 /// Every tensor of a checkpoint of `c` (HF names) with its shape. Used to build
 /// random-weight checkpoints of a real config for tests and benchmarks.
+/// Whether `name` is the weight of one of the model's [`Linear`] layers: the attention and MLP
+/// projections and a separate LM head (what quantized loads and `gllm quantize` store in a
+/// block format).
+pub fn is_linear_weight(name: &str) -> bool {
+    (name.starts_with("model.layers.") && name.ends_with("_proj.weight")) || name == "lm_head.weight"
+}
+
 pub fn checkpoint_shapes(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim());
     let (qw, kvw) = (c.num_attention_heads * d, c.kv_heads() * d);

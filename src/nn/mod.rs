@@ -10,6 +10,7 @@ use crate::kernels::quant::{self, QMatrix};
 use crate::kernels::quantize::{gpu_quantizable, quantize_raw, quantize_rows, SrcKind};
 use crate::kernels::{embed, matmul, norm};
 use crate::loader::{safetensors, Checkpoint, GgufModel, Progress, SafetensorsFile, Source, StDType, StreamedWeights, TensorInfo};
+use crate::loader::prequant::{self, QBODY, QSCALE};
 use crate::quant::QuantFormat;
 
 /// How weights are stored on the GPU (the load option `dtype`).
@@ -168,12 +169,13 @@ impl<'a, S: Source> VarBuilder<'a, S> {
     /// Whether the checkpoint has `name` under this prefix.
     pub fn contains(&self, name: &str) -> bool {
         let full = self.name(name);
-        match self.weights {
-            Weights::Safetensors(st) => st.tensors.contains_key(&full),
-            Weights::Sharded(ck) => ck.contains(&full),
-            Weights::Gguf(m) => m.contains(&full),
-            Weights::Streamed(w) => w.tensors.contains_key(&full),
-        }
+        let has = |n: &str| match self.weights {
+            Weights::Safetensors(st) => st.tensors.contains_key(n),
+            Weights::Sharded(ck) => ck.contains(n),
+            Weights::Gguf(m) => m.contains(n),
+            Weights::Streamed(w) => w.tensors.contains_key(n),
+        };
+        has(&full) || has(&format!("{full}{QBODY}"))
     }
 
     fn name(&self, name: &str) -> String {
@@ -274,6 +276,70 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         }
     }
 
+    /// The weight `name` of a pre-quantized checkpoint (`name.qbody` / `name.qscale`, see
+    /// [`crate::loader::prequant`]), its blocks uploaded (or, streamed, already on the GPU) as
+    /// they are; `None` when the checkpoint stores `name` otherwise. The load dtype must be
+    /// `auto` or the file's own format.
+    async fn prequantized(&self, name: &str, rows: usize, cols: usize) -> Result<Option<QMatrix>> {
+        let full = self.name(name);
+        let (body_name, scale_name) = (format!("{full}{QBODY}"), format!("{full}{QSCALE}"));
+        let (fmt, body, scales) = match self.weights {
+            Weights::Safetensors(_) | Weights::Sharded(_) => {
+                if !self.contains(name) || self.safetensors_tensor(&full).is_ok() {
+                    return Ok(None);
+                }
+                let (st, b) = self.safetensors_tensor(&body_name)?;
+                let (sst, sc) = self.safetensors_tensor(&scale_name)?;
+                let fmt = self.prequant_format(st.quant.or(sst.quant), &st.file)?;
+                let (bn, sn) = prequant::part_bytes(fmt, rows, cols)?;
+                if (b.end - b.start, sc.end - sc.start) != (bn as u64, sn as u64) {
+                    return Err(Error::TensorMismatch {
+                        name: full,
+                        expected: format!("{} [{rows}, {cols}]: {bn} + {sn} bytes", fmt.name()),
+                        got: format!("{} + {} bytes", b.end - b.start, sc.end - sc.start),
+                    });
+                }
+                let bb = self.src.read_range(&st.file, b.start, bn as u64).await?;
+                let body = self.gpu.upload_bytes(&bb, &[bn / 4], crate::DType::U32)?;
+                self.report(&st.file, bn as u64);
+                let sb = self.src.read_range(&sst.file, sc.start, sn as u64).await?;
+                let scales = self.gpu.upload_bytes(&sb, &[sn / 4], crate::DType::U32)?;
+                self.report(&sst.file, sn as u64);
+                (fmt, body, scales)
+            }
+            Weights::Streamed(w) => {
+                let (Some(body), Some(scales)) = (w.tensors.get(&body_name), w.tensors.get(&scale_name)) else {
+                    return Ok(None);
+                };
+                let fmt = self.prequant_format(w.quant, &w.file)?;
+                let (bn, sn) = prequant::part_bytes(fmt, rows, cols)?;
+                if (body.byte_len(), scales.byte_len()) != (bn as u64, sn as u64) {
+                    return Err(Error::TensorMismatch {
+                        name: full,
+                        expected: format!("{} [{rows}, {cols}]: {bn} + {sn} bytes", fmt.name()),
+                        got: format!("{} + {} bytes", body.byte_len(), scales.byte_len()),
+                    });
+                }
+                (fmt, body.clone(), scales.clone())
+            }
+            Weights::Gguf(_) => return Ok(None),
+        };
+        Ok(Some(QMatrix::from_parts(fmt, rows, cols, body, scales)?))
+    }
+
+    fn prequant_format(&self, quant: Option<QuantFormat>, file: &str) -> Result<QuantFormat> {
+        let fmt = quant.ok_or_else(|| Error::Format {
+            format: "safetensors",
+            file: file.to_string(),
+            msg: format!("has {QBODY} tensors but no {} metadata", prequant::META_FORMAT),
+        })?;
+        match self.dtype {
+            LoadDType::Auto => Ok(fmt),
+            LoadDType::Quant(f) if f == fmt => Ok(fmt),
+            other => Err(Error::Input(format!("{file} is pre-quantized to {}: load it with dtype auto (asked for {other:?})", fmt.name()))),
+        }
+    }
+
     /// Quantize-on-load on the GPU (q8_0 / q4_0): the tensor's raw file bytes are uploaded as
     /// they are (f32, f16 or bf16; no conversion on the host) and a kernel writes the blocks
     /// ([`quantize_raw`]); a streamed tensor, already f32 on the GPU, is quantized in place of
@@ -324,6 +390,9 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         let &[rows, cols] = shape else {
             return Err(Error::Input(format!("{}: a linear weight is 2-D, got {shape:?}", self.name(name))));
         };
+        if let Some(q) = self.prequantized(name, rows, cols).await? {
+            return Ok(LinearWeight::Quant(q));
+        }
         match self.dtype {
             LoadDType::Auto => match self.get_blocks(name, shape).await? {
                 Some(b) => Ok(LinearWeight::Quant(QMatrix::from_gguf_blocks(self.gpu, b.format, rows, cols, &b.bytes)?)),
