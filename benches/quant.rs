@@ -125,10 +125,10 @@ fn main() -> Result<()> {
         }
         // (label, shared-memory reduction, rows per thread group, threads per group: None =
         // the automatic choice `matvec_shape`).
-        let mut reductions: Vec<(&str, bool, Option<u8>, Option<u8>)> =
+        let mut reductions: Vec<(&str, bool, Option<u8>, Option<u16>)> =
             vec![("shared (auto)", true, None, None), ("shared, 2 rows, 32 threads", true, Some(2), Some(32))];
         if let Some(sg) = subgroup_rows(&gpu) {
-            let full = Some(sg.min(32) as u8);
+            let full = Some(sg.min(32) as u16);
             reductions.splice(
                 0..0,
                 [("subgroup (auto)", false, None, None), ("subgroup, 2 rows, full subgroup", false, Some(2), full), ("subgroup, 4 rows, full subgroup", false, Some(4), full)],

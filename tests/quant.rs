@@ -121,10 +121,10 @@ const REL_F16: f32 = 3e-3;
 
 /// The kernel variants this device can run: (label, f16 activations, options). Besides the
 /// automatic choice (for these small matrices: 2 rows × a full subgroup or 32 threads), the
-/// matrix-vector kernel runs with 2 rows × 4 threads per group (a segmented reduction) and with
-/// 4 rows × the full thread count.
+/// matrix-vector kernel runs with 2 rows × 4 threads per group (a segmented reduction), with
+/// 4 rows × the full thread count, and with 2 rows × 128 threads (several subgroups per row).
 fn variants(gpu: &Gpu) -> Vec<(String, bool, QLinearOptions)> {
-    let full = subgroup_rows(gpu).unwrap_or(32).min(32) as u8;
+    let full = subgroup_rows(gpu).unwrap_or(32).min(32) as u16;
     let mut v = Vec::new();
     for f16 in [false, true] {
         if f16 && !gpu.caps().shader_f16 {
@@ -141,6 +141,8 @@ fn variants(gpu: &Gpu) -> Vec<(String, bool, QLinearOptions)> {
             v.push((format!("{act} {red} 2 rows × 4 threads"), f16, QLinearOptions { rows: Some(2), threads: Some(4), ..base }));
             let t = if no_subgroups { 32 } else { full };
             v.push((format!("{act} {red} 4 rows × {t} threads"), f16, QLinearOptions { rows: Some(4), threads: Some(t), ..base }));
+            // More threads than a subgroup: subgroup sums combined in shared memory.
+            v.push((format!("{act} {red} 2 rows × 128 threads"), f16, QLinearOptions { rows: Some(2), threads: Some(128), ..base }));
         }
     }
     v
@@ -479,5 +481,31 @@ fn prequantized_bert_equals_quantize_on_load() {
             Ok(_) => panic!("{}: f32 load of a pre-quantized file succeeded", fmt.name()),
         }
         let _ = std::fs::remove_dir_all(&out);
+    }
+}
+
+/// The matrix-vector shapes `matvec_shape` picks (rows, threads per row group) for the shapes
+/// the H100 measurements in SPEC/quant.md were taken on, with subgroups of 32.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn matvec_shape_choices() {
+    use gllm_web::kernels::quant::{matvec_shape, QFormat};
+    let q = QFormat::Gguf;
+    let cases = [
+        // bandwidth-bound tall matrices: 4 rows for 4-bit, fewer lanes for short rows
+        (q(QuantFormat::Q4_0), 151936, 896, (4, 8)),
+        (q(QuantFormat::Q8_0), 151936, 896, (2, 16)),
+        (q(QuantFormat::Q4_0), 11008, 4096, (4, 32)),
+        (q(QuantFormat::Q4_0), 4096, 4096, (4, 32)),
+        (QFormat::DenseF16, 4096, 4096, (2, 32)),
+        // decode-size matrices: keep 2 rows × a subgroup, or more lanes when few rows
+        (q(QuantFormat::Q8_0), 4864, 896, (2, 32)),
+        (q(QuantFormat::Q4_0), 576, 576, (2, 32)),
+        (QFormat::DenseF16, 1536, 8960, (2, 64)),
+        (QFormat::DenseF32, 896, 4864, (2, 128)),
+        (QFormat::DenseF16, 256, 1536, (2, 64)),
+    ];
+    for (f, n, k, want) in cases {
+        assert_eq!(matvec_shape(f, n, k, 32), want, "{} {n}×{k}", f.name());
     }
 }

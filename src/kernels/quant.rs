@@ -173,8 +173,8 @@ pub struct QuantKey {
     pub bias: bool,
     /// Reduce each row in one subgroup; `threads` is then the subgroup size.
     pub subgroups: bool,
-    /// Threads per row of the matrix-vector kernel (its `override T`).
-    pub threads: u8,
+    /// Threads per row group of the matrix-vector kernel (its `override T`).
+    pub threads: u16,
     /// The device's fixed subgroup size with `subgroups` (its `override SG`), else 0.
     pub sg_size: u8,
     /// Rows per thread group of the matrix-vector kernel (2 or 4).
@@ -238,9 +238,9 @@ pub struct QLinearOptions {
     /// Rows per thread group of the matrix-vector kernel (2 or 4); `None` picks
     /// [`matvec_shape`].
     pub rows: Option<u8>,
-    /// Threads per row group of the matrix-vector kernel (a power of two ≤ 32 that divides
-    /// the subgroup size); `None` picks [`matvec_shape`].
-    pub threads: Option<u8>,
+    /// Threads per row group of the matrix-vector kernel (a power of two ≤ 256; `u16` so
+    /// 256 fits); `None` picks [`matvec_shape`].
+    pub threads: Option<u16>,
 }
 
 /// The matrix-vector kernel's shape for an `n × k` matrix: `(rows, threads)` per thread group.
@@ -248,32 +248,38 @@ pub struct QLinearOptions {
 /// - Rows: 4 for the 4-bit formats (their weight bytes per x byte are lowest, so sharing each
 ///   x load over more rows pays), 2 otherwise; back to 2 if 4 would leave fewer than
 ///   [`MATVEC_MIN_GROUPS`] workgroups.
-/// - Threads: `max` (the subgroup size, or 32), halved while a lane would get fewer than 6 work
-///   items of a row *and* the dispatch keeps at least [`MATVEC_MANY_GROUPS`] workgroups: short
-///   rows of a tall matrix (an LM head's k = 896) then give every lane several independent
-///   loads, while the smaller matrices of a decode step keep every thread they can get.
-/// - Dense weights: 2 rows × `max` (they read 4–8× more bytes per item).
+/// - Threads: start at `sg` (the subgroup size, or 32). Tall matrices with short rows (an LM
+///   head's k = 896) halve it while a lane would get fewer than 6 work items of a row *and* the
+///   dispatch keeps at least [`MATVEC_MANY_GROUPS`] workgroups, so every lane has several
+///   independent loads. Short matrices with long rows (a down projection, n = 1536, k = 8960)
+///   double it, up to 256, while there are fewer than [`MATVEC_MIN_GROUPS`] workgroups and a
+///   lane keeps at least 2 items, so the dispatch still fills the GPU.
 ///
 /// Measured on an H100: `SPEC/quant.md`.
-pub fn matvec_shape(format: QFormat, n: usize, k: usize, max: u32) -> (u8, u32) {
+pub fn matvec_shape(format: QFormat, n: usize, k: usize, sg: u32) -> (u8, u32) {
     let (mut rows, per_unit) = match format {
-        QFormat::DenseF32 | QFormat::DenseF16 => return (2, max),
-        QFormat::Gguf(QuantFormat::Q4_0 | QuantFormat::Q4_1) => (4u32, 2),
+        QFormat::DenseF32 | QFormat::DenseF16 => (2u32, 4),
+        QFormat::Gguf(QuantFormat::Q4_0 | QuantFormat::Q4_1) => (4, 2),
         _ => (2, 4),
     };
     let items = (k / 32 * per_unit) as u32;
     let groups = |rows: u32, t: u32| n.div_ceil((rows * 256 / t) as usize);
-    let mut t = max;
-    while t > 4 && items < 6 * t && groups(rows, t / 2) >= MATVEC_MANY_GROUPS {
-        t /= 2;
+    let mut t = sg;
+    if !matches!(format, QFormat::DenseF32 | QFormat::DenseF16) {
+        while t > 4 && items < 6 * t && groups(rows, t / 2) >= MATVEC_MANY_GROUPS {
+            t /= 2;
+        }
     }
     if rows > 2 && groups(rows, t) < MATVEC_MIN_GROUPS {
         rows = 2;
     }
+    while t < 256 && groups(rows, t) < MATVEC_MIN_GROUPS && items >= 4 * t {
+        t *= 2;
+    }
     (rows as u8, t)
 }
 
-/// Fewest workgroups [`matvec_shape`] accepts 4 rows per group with (an H100 has 132 SMs).
+/// Fewest workgroups [`matvec_shape`] aims for (an H100 has 132 SMs).
 pub const MATVEC_MIN_GROUPS: usize = 128;
 /// Fewest workgroups [`matvec_shape`] accepts fewer threads per row with.
 pub const MATVEC_MANY_GROUPS: usize = 512;
@@ -315,11 +321,11 @@ pub fn qlinear_with(
     let y = enc.gpu().alloc(&out_shape, x.dtype())?;
     let matvec = m == 1 && !opts.force_matmul;
     let sg = if opts.no_subgroups { None } else { subgroup_rows(enc.gpu()) };
-    let max_threads = sg.unwrap_or(32).min(32);
-    let (auto_rows, auto_threads) = matvec_shape(w.format, n, k, max_threads);
+    let sg_threads = sg.unwrap_or(32).min(32);
+    let (auto_rows, auto_threads) = matvec_shape(w.format, n, k, sg_threads);
     let threads = if matvec { opts.threads.map_or(auto_threads, u32::from) } else { 0 };
-    if matvec && (!threads.is_power_of_two() || threads > max_threads) {
-        return Err(Error::param(OP, format!("{threads} threads per row group: a power of two ≤ {max_threads} is needed")));
+    if matvec && (!threads.is_power_of_two() || threads > 256) {
+        return Err(Error::param(OP, format!("{threads} threads per row group: a power of two ≤ 256 is needed")));
     }
     let rows = if matvec { opts.rows.unwrap_or(auto_rows) } else { 0 };
     if matvec && rows != 2 && rows != 4 {
@@ -331,7 +337,7 @@ pub fn qlinear_with(
         x_f16,
         bias: bias.is_some(),
         subgroups: matvec && sg.is_some(),
-        threads: threads as u8,
+        threads: threads as u16,
         sg_size: if matvec { sg.unwrap_or(0).min(128) as u8 } else { 0 },
         rows,
     };

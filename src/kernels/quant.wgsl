@@ -300,7 +300,7 @@ fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
 // ---------------------------------------------------------------------------------------
 // Matrix-vector (decode).
 
-// Threads per row, fixed at pipeline creation (the subgroup size with SUBGROUPS).
+// Threads per row group, fixed at pipeline creation: a power of two ≤ 256.
 override T: u32 = 32u;
 // The device's fixed subgroup size (SUBGROUPS only).
 override SG: u32 = 32u;
@@ -373,14 +373,35 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         }
     }
 #ifdef SUBGROUPS
-    // A group's T threads are one subgroup (T = the fixed subgroup size) or an aligned
-    // segment of one (T divides it; groups are aligned to T in the linear invocation index).
+    // A group's T threads are an aligned segment of one subgroup (T < SG: shuffle-xor
+    // steps), one subgroup (T = SG: subgroupAdd), or T / SG whole subgroups (T > SG: each
+    // subgroup's sum goes through shared memory). Subgroups are consecutive, SG-aligned
+    // ranges of the linear invocation index.
     var t = acc;
-    if (T == SG) {
+    if (T >= SG) {
         t = subgroupAdd(acc);
     } else {
         for (var o = T / 2u; o > 0u; o = o >> 1u) {
             t = t + subgroupShuffleXor(t, o);
+        }
+    }
+    if (T > SG) {
+        let per = T / SG;
+        let slot = (lid / T) * per + lane / SG;
+        if (lid % SG == 0u) {
+            for (var r = 0u; r < R; r = r + 1u) {
+                red[r * WG + slot] = t[r];
+            }
+        }
+        workgroupBarrier();
+        if (lane == 0u) {
+            for (var r = 0u; r < R; r = r + 1u) {
+                var sum = 0.0;
+                for (var i = 0u; i < per; i = i + 1u) {
+                    sum = sum + red[r * WG + slot + i];
+                }
+                t[r] = sum;
+            }
         }
     }
     if (lane == 0u) {
