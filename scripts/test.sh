@@ -27,6 +27,8 @@ GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_NATIVE_ADAPTER-}" cargo test -- --nocapture 2
 cargo check --benches -q
 
 echo "== browser: wasm-pack test in headless Chromium (WebGPU) =="
+# A pre-quantized model for the browser's streaming test (tests/quant.rs).
+target/debug/gllm quantize --model models/all-MiniLM-L6-v2 --dtype q4_0 --out models/all-MiniLM-L6-v2-q4_0
 source scripts/serve.sh
 serve models "$PORT"
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-1800}

@@ -509,3 +509,29 @@ fn matvec_shape_choices() {
         assert_eq!(matvec_shape(f, n, k, 32), want, "{} {n}×{k}", f.name());
     }
 }
+
+/// In the browser: the pre-quantized q4_0 MiniLM that `scripts/test.sh` writes with `gllm
+/// quantize` (`models/all-MiniLM-L6-v2-q4_0`) streams over HTTP Range requests — its U8 block
+/// tensors raw into GPU buffers — and embeds exactly like a q4_0 quantize-on-load of the
+/// original; the manifest `gllm quantize` wrote is checked on the way.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen_test::wasm_bindgen_test]
+async fn prequantized_bert_streams_in_the_browser() {
+    use gllm_web::engine::{EmbedOptions, Embedder};
+    use gllm_web::nn::LoadDType;
+    let Some(gpu) = common::web_gpu().await else { return };
+    let texts = ["A man is eating food.", "GPU kernels decode 4-bit blocks."];
+    let load = |name: &'static str, dtype: LoadDType| {
+        let gpu = gpu.clone();
+        async move {
+            let opts = EmbedOptions { dtype: Some(dtype), ..Default::default() };
+            Embedder::load(&gpu, &common::model_source(name), opts, &|_| {}).await
+        }
+    };
+    let want = load("all-MiniLM-L6-v2", LoadDType::Quant(QuantFormat::Q4_0)).await.unwrap().embed(&texts).await.unwrap();
+    let got = load("all-MiniLM-L6-v2-q4_0", LoadDType::Auto).await.unwrap().embed(&texts).await.unwrap();
+    for i in 0..texts.len() {
+        assert_eq!(got.row(i), want.row(i), "text {i}: the pre-quantized load differs from quantize-on-load");
+    }
+    log!("browser: pre-quantized q4_0 MiniLM streamed; embeddings identical to quantize-on-load");
+}
