@@ -322,6 +322,26 @@ impl Gpu {
         Ok(())
     }
 
+    /// [`Self::write_tensor_bytes`] from a JS byte array (browser): `GPUQueue.writeBuffer`
+    /// reads it directly, so streamed weights are not copied into wasm memory on their way
+    /// to the GPU. A length that is not a multiple of 4 goes through wasm memory (padded).
+    #[cfg(target_arch = "wasm32")]
+    pub fn write_tensor_js(&self, t: &GpuTensor, offset: u64, data: &js_sys::Uint8Array) -> Result<()> {
+        let len = data.length() as u64;
+        let (Some(queue), Some(buffer)) = (self.inner.queue.as_webgpu(), t.buffer().as_webgpu()) else {
+            return self.write_tensor_bytes(t, offset, &data.to_vec());
+        };
+        if len % 4 != 0 || offset % 4 != 0 || offset + len > t.byte_len() {
+            return self.write_tensor_bytes(t, offset, &data.to_vec());
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        queue
+            .write_buffer_with_f64_and_buffer_source(buffer, (t.byte_offset() + offset) as f64, data)
+            .map_err(|e| Error::Gpu(format!("writeBuffer: {e:?}")))
+    }
+
     pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<GpuTensor> {
         self.upload_words(data.iter().map(|v| v.to_bits()), data.len(), shape, DType::F32)
     }

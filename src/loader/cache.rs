@@ -10,6 +10,7 @@
 
 use wasm_bindgen::JsCast;
 
+use super::source::Chunk;
 use super::Source;
 use crate::error::{Error, Result};
 
@@ -59,11 +60,26 @@ impl<S: Source> CachedSource<S> {
         Some(js_sys::Uint8Array::new(&buf).to_vec())
     }
 
+    /// The cached bytes of `key` left in a JS array (no copy into wasm memory).
+    async fn get_js(&self, key: &str) -> Option<js_sys::Uint8Array> {
+        let cache = self.cache().await?;
+        let v = wasm_bindgen_futures::JsFuture::from(cache.match_with_str(key)).await.ok()?;
+        if v.is_undefined() {
+            return None;
+        }
+        let resp: web_sys::Response = v.dyn_into().ok()?;
+        let buf = wasm_bindgen_futures::JsFuture::from(resp.array_buffer().ok()?).await.ok()?;
+        Some(js_sys::Uint8Array::new(&buf))
+    }
+
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.put_js(key, &js_sys::Uint8Array::from(bytes)).await
+    }
+
+    async fn put_js(&self, key: &str, arr: &js_sys::Uint8Array) -> Result<()> {
         let Some(cache) = self.cache().await else { return Ok(()) };
         let io = |m: String| Error::Io { file: key.to_string(), msg: format!("cache put: {m}") };
-        let arr = js_sys::Uint8Array::from(bytes);
-        let resp = web_sys::Response::new_with_opt_buffer_source(Some(&arr)).map_err(|e| io(js(e)))?;
+        let resp = web_sys::Response::new_with_opt_buffer_source(Some(arr)).map_err(|e| io(js(e)))?;
         wasm_bindgen_futures::JsFuture::from(cache.put_with_str(key, &resp)).await.map_err(|e| io(js(e)))?;
         Ok(())
     }
@@ -138,6 +154,27 @@ impl<S: Source> Source for CachedSource<S> {
         }
         Ok(b)
     }
+    async fn read_chunk(&self, file: &str, offset: u64, len: u64) -> Result<Chunk> {
+        // The same entry as `read_range`, but cached bytes stay in a JS array on their way to
+        // the GPU, and fetched ones are stored from theirs.
+        let key = self.key(file, &format!("{offset}-{len}"));
+        if let Some(a) = self.get_js(&key).await {
+            self.hits.set(self.hits.get() + 1);
+            if a.length() as u64 != len {
+                return Err(Error::Io { file: file.to_string(), msg: format!("cached range {offset}+{len} holds {} bytes", a.length()) });
+            }
+            return Ok(Chunk::Js(a));
+        }
+        self.misses.set(self.misses.get() + 1);
+        let chunk = self.inner.read_chunk(file, offset, len).await?;
+        if chunk.len() == len {
+            match &chunk {
+                Chunk::Js(a) => self.put_js(&key, a).await?,
+                Chunk::Host(b) => self.put(&key, b).await?,
+            }
+        }
+        Ok(chunk)
+    }
     async fn len(&self, file: &str) -> Result<u64> {
         let b = self.cached(file, self.key(file, "len"), async { Ok(self.inner.len(file).await?.to_le_bytes().to_vec()) }).await?;
         let a: [u8; 8] = b.as_slice().try_into().map_err(|_| Error::Io { file: file.into(), msg: "bad cached length".into() })?;
@@ -196,6 +233,9 @@ impl Source for WebSource {
     }
     async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         each!(self, s => s.read_range(file, offset, len).await)
+    }
+    async fn read_chunk(&self, file: &str, offset: u64, len: u64) -> Result<Chunk> {
+        each!(self, s => s.read_chunk(file, offset, len).await)
     }
     async fn len(&self, file: &str) -> Result<u64> {
         each!(self, s => s.len(file).await)

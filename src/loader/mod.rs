@@ -24,7 +24,7 @@ pub use checkpoint::{stream_checkpoint, verify_checkpoint, Checkpoint, FileDiges
 pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
 pub use gguf_hf::GgufModel;
 pub use safetensors::{SafetensorsFile, StDType, TensorInfo};
-pub use source::{FileSource, MemSource, Source};
+pub use source::{Chunk, FileSource, MemSource, Source};
 pub use stream::{stream_safetensors, stream_safetensors_verified, StreamOptions, StreamedWeights};
 #[cfg(target_arch = "wasm32")]
 pub use source::HttpSource;

@@ -25,6 +25,12 @@ pub trait Source {
     async fn evict(&self, _file: &str) -> Result<()> {
         Ok(())
     }
+    /// [`Self::read_range`] for the streaming loader: sources backed by `fetch` or the Cache
+    /// API return the bytes as a JS array ([`Chunk::Js`]) that goes to the GPU without being
+    /// copied into wasm memory. The default reads into the heap.
+    async fn read_chunk(&self, file: &str, offset: u64, len: u64) -> Result<Chunk> {
+        Ok(Chunk::Host(self.read_range(file, offset, len).await?))
+    }
     /// Reads `file` from `offset` to its end in order, handing the bytes to `sink` as they
     /// arrive (pieces of any size); stops early when `sink` returns `Ok(false)`.
     async fn read_sequential(&self, file: &str, offset: u64, sink: &mut dyn FnMut(&[u8]) -> Result<bool>) -> Result<()> {
@@ -38,6 +44,42 @@ pub trait Source {
             at += n;
         }
         Ok(())
+    }
+}
+
+/// Bytes of one streamed request: in wasm memory, or (browser) still in a JS array.
+pub enum Chunk {
+    Host(Vec<u8>),
+    #[cfg(target_arch = "wasm32")]
+    Js(js_sys::Uint8Array),
+}
+
+impl Chunk {
+    pub fn len(&self) -> u64 {
+        match self {
+            Chunk::Host(b) => b.len() as u64,
+            #[cfg(target_arch = "wasm32")]
+            Chunk::Js(a) => a.length() as u64,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Bytes `from .. from + len` in wasm memory (a copy for a JS array).
+    pub fn host_slice(&self, from: usize, len: usize) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Chunk::Host(b) => std::borrow::Cow::Borrowed(&b[from..from + len]),
+            #[cfg(target_arch = "wasm32")]
+            Chunk::Js(a) => std::borrow::Cow::Owned(a.subarray(from as u32, (from + len) as u32).to_vec()),
+        }
+    }
+    /// All bytes in wasm memory.
+    pub fn into_host(self) -> Vec<u8> {
+        match self {
+            Chunk::Host(b) => b,
+            #[cfg(target_arch = "wasm32")]
+            Chunk::Js(a) => a.to_vec(),
+        }
     }
 }
 
@@ -149,13 +191,19 @@ impl HttpSource {
 
     /// GET with an optional `Range` header; returns (status, headers, body).
     async fn get(&self, file: &str, range: Option<(u64, u64)>) -> Result<(u16, web_sys::Headers, Vec<u8>)> {
+        let (status, headers, body) = self.get_js(file, range).await?;
+        Ok((status, headers, body.to_vec()))
+    }
+
+    /// [`Self::get`] with the body left in a JS array.
+    async fn get_js(&self, file: &str, range: Option<(u64, u64)>) -> Result<(u16, web_sys::Headers, js_sys::Uint8Array)> {
         let (status, headers, resp) = self.fetch(file, range).await?;
         let url = self.url(file);
         let io = |msg: String| Error::Io { file: url.clone(), msg };
         let buf = wasm_bindgen_futures::JsFuture::from(resp.array_buffer().map_err(|e| io(format!("{e:?}")))?)
             .await
             .map_err(|e| io(format!("{e:?}")))?;
-        Ok((status, headers, js_sys::Uint8Array::new(&buf).to_vec()))
+        Ok((status, headers, js_sys::Uint8Array::new(&buf)))
     }
 
     /// Status and headers of a GET; the body is left unread (cancel it or read it).
@@ -229,6 +277,24 @@ impl Source for HttpSource {
             return Err(short_read(&self.url(file), offset, len, bytes.len()));
         }
         Ok(bytes)
+    }
+    async fn read_chunk(&self, file: &str, offset: u64, len: u64) -> Result<Chunk> {
+        if len == 0 {
+            return Ok(Chunk::Host(Vec::new()));
+        }
+        let (status, _, body) = self.get_js(file, Some((offset, offset + len - 1))).await?;
+        let n = body.length() as u64;
+        let arr = if status == 206 {
+            body
+        } else {
+            // The server ignored Range and sent the whole file.
+            let end = offset.saturating_add(len).min(n);
+            body.subarray(offset.min(n) as u32, end as u32)
+        };
+        if (arr.length() as u64) < len {
+            return Err(short_read(&self.url(file), offset, len, arr.length() as usize));
+        }
+        Ok(Chunk::Js(arr))
     }
     async fn len(&self, file: &str) -> Result<u64> {
         let (status, headers, resp) = self.fetch(file, Some((0, 0))).await?;

@@ -27,6 +27,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::checkpoint::FileDigest;
 use super::safetensors::{SafetensorsFile, StDType};
+use super::source::Chunk;
 use super::sha256::{to_hex, Sha256};
 use super::{Progress, Source};
 use crate::error::{Error, Result};
@@ -190,22 +191,44 @@ impl Future for JoinAll<'_> {
     }
 }
 
-/// Writes the pieces of `req` (its bytes) into their tensors, converting to F32.
-fn write_request(gpu: &Gpu, st: &SafetensorsFile, tensors: &HashMap<String, GpuTensor>, req: &Request, bytes: &[u8]) -> Result<()> {
+/// The bytes of one request as `write` gets them: in wasm memory, or still in the JS array
+/// `fetch` / the Cache API returned (browser, no manifest to hash).
+#[derive(Clone, Copy)]
+pub(crate) enum Bytes<'a> {
+    Host(&'a [u8]),
+    #[cfg(target_arch = "wasm32")]
+    Js(&'a js_sys::Uint8Array),
+}
+
+/// Writes the pieces of `req` (its bytes) into their tensors, converting to F32. F32 and raw
+/// pieces of a JS array go to the GPU straight from it (`Gpu::write_tensor_js`), with no copy
+/// into wasm memory; F16 / BF16 pieces are copied in to be converted.
+fn write_request(gpu: &Gpu, st: &SafetensorsFile, tensors: &HashMap<String, GpuTensor>, req: &Request, bytes: Bytes<'_>) -> Result<()> {
     for p in &req.pieces {
         let missing = || Error::MissingTensor { name: p.tensor.clone() };
         let info = st.tensors.get(&p.tensor).ok_or_else(missing)?;
         let t = tensors.get(&p.tensor).ok_or_else(missing)?;
-        let data = &bytes[p.offset_in_request as usize..(p.offset_in_request + p.len) as usize];
-        let dst_offset = p.src_offset_in_tensor / info.dtype.size() * 4;
-        match info.dtype {
-            StDType::F32 => gpu.write_tensor_bytes(t, dst_offset, data)?,
-            StDType::U8 => gpu.write_tensor_bytes(t, p.src_offset_in_tensor, data)?,
-            dt => {
-                let v = super::safetensors::to_f32(&p.tensor, dt, data)?;
-                let f32_bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                gpu.write_tensor_bytes(t, dst_offset, &f32_bytes)?;
+        let (from, to) = (p.offset_in_request as usize, (p.offset_in_request + p.len) as usize);
+        let dst_offset = if info.dtype == StDType::U8 { p.src_offset_in_tensor } else { p.src_offset_in_tensor / info.dtype.size() * 4 };
+        let copy_as_is = matches!(info.dtype, StDType::F32 | StDType::U8);
+        let data: std::borrow::Cow<'_, [u8]> = match bytes {
+            Bytes::Host(b) => std::borrow::Cow::Borrowed(&b[from..to]),
+            #[cfg(target_arch = "wasm32")]
+            Bytes::Js(a) => {
+                let piece = a.subarray(from as u32, to as u32);
+                if copy_as_is {
+                    gpu.write_tensor_js(t, dst_offset, &piece)?;
+                    continue;
+                }
+                std::borrow::Cow::Owned(piece.to_vec())
             }
+        };
+        if copy_as_is {
+            gpu.write_tensor_bytes(t, dst_offset, &data)?;
+        } else {
+            let v = super::safetensors::to_f32(&p.tensor, info.dtype, &data)?;
+            let f32_bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            gpu.write_tensor_bytes(t, dst_offset, &f32_bytes)?;
         }
     }
     Ok(())
@@ -266,7 +289,7 @@ pub async fn stream_safetensors_verified<S: Source>(
             tensors.insert(name.clone(), gpu.alloc(&t.shape, DType::F32)?);
         }
     }
-    let write = |req: &Request, bytes: &[u8]| -> Result<()> {
+    let write = |req: &Request, bytes: Bytes<'_>| -> Result<()> {
         write_request(gpu, st, &tensors, req, bytes)?;
         // Hand the queued writes to the GPU now, so staging memory does not pile up until
         // the first compute submission.
@@ -332,7 +355,7 @@ async fn fetch<S: Source>(
     st: &SafetensorsFile,
     expected: Option<&FileDigest>,
     opts: StreamOptions,
-    write: &dyn Fn(&Request, &[u8]) -> Result<()>,
+    write: &dyn Fn(&Request, Bytes<'_>) -> Result<()>,
     progress: &dyn Fn(Progress),
     should_abort: &dyn Fn() -> bool,
 ) -> Result<FetchStats> {
@@ -350,7 +373,7 @@ async fn fetch_checked<S: Source>(
     st: &SafetensorsFile,
     expected: Option<&FileDigest>,
     opts: StreamOptions,
-    write: &dyn Fn(&Request, &[u8]) -> Result<()>,
+    write: &dyn Fn(&Request, Bytes<'_>) -> Result<()>,
     progress: &dyn Fn(Progress),
     should_abort: &dyn Fn() -> bool,
 ) -> Result<FetchStats> {
@@ -409,7 +432,7 @@ async fn fetch_checked<S: Source>(
                 }
                 let from = (req.start - buf_start) as usize;
                 let bytes = &buf[from..from + req.len as usize];
-                write(req, bytes)?;
+                write(req, Bytes::Host(bytes))?;
                 if let Some(h) = hasher.borrow_mut().as_mut() {
                     h.update(bytes);
                 }
@@ -462,14 +485,20 @@ async fn fetch_checked<S: Source>(
                 }
             }
             let mut attempt = 0;
-            let bytes = loop {
+            let chunk = loop {
                 in_flight.set(in_flight.get() + 1);
                 max_in_flight.set(max_in_flight.get().max(in_flight.get()));
                 sent.set(sent.get() + 1);
-                let r = src.read_range(file, req.start, req.len).await;
+                // Hashing needs the bytes in wasm memory; otherwise a browser source may
+                // leave them in a JS array for the GPU write.
+                let r = if hashing {
+                    src.read_range(file, req.start, req.len).await.map(Chunk::Host)
+                } else {
+                    src.read_chunk(file, req.start, req.len).await
+                };
                 in_flight.set(in_flight.get() - 1);
                 match r {
-                    Ok(b) if b.len() as u64 == req.len => break b,
+                    Ok(b) if b.len() == req.len => break b,
                     Ok(b) if attempt >= opts.retries => {
                         return Err(Error::Io {
                             file: file.to_string(),
@@ -493,8 +522,13 @@ async fn fetch_checked<S: Source>(
                     return Err(Error::Aborted);
                 }
             };
-            write(req, &bytes)?;
+            match &chunk {
+                Chunk::Host(b) => write(req, Bytes::Host(b))?,
+                #[cfg(target_arch = "wasm32")]
+                Chunk::Js(a) => write(req, Bytes::Js(a))?,
+            }
             if hashing {
+                let bytes = chunk.into_host();
                 // Hash this request if it is next in file order, then any held ones that
                 // follow it; otherwise hold it.
                 let mut h = hasher.borrow_mut();
