@@ -23,6 +23,10 @@ use gllm_web::{DType, Gpu, Result};
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let rounds = if quick { 3 } else { 5 };
+    // GLLM_QUANT_FORMATS=q8_0,q4_0 limits the quantized formats measured; GLLM_QUANT_SWEEP=1
+    // adds a sweep of threads per row group.
+    let formats: Option<Vec<String>> = std::env::var("GLLM_QUANT_FORMATS").ok().map(|v| v.split(',').map(str::to_string).collect());
+    let sweep = std::env::var("GLLM_QUANT_SWEEP").is_ok_and(|v| v == "1");
     let gpu = pollster::block_on(Gpu::new())?;
     let caps = gpu.caps().clone();
     let adapter = caps.adapter.split(" (").next().unwrap_or("?").to_string();
@@ -71,7 +75,11 @@ fn main() -> Result<()> {
         // Random weights quantized in row chunks (the reference quantizer is per block).
         let values: Vec<f32> = rng.vec(1 << 20, 0.5);
         let mut mats: Vec<(String, Vec<QMatrix>)> = Vec::new();
+        let wanted = |name: &str| formats.as_ref().is_none_or(|f| f.iter().any(|x| x == name));
         for fmt in QuantFormat::ALL {
+            if !wanted(fmt.name()) {
+                continue;
+            }
             if k % fmt.block_elems() != 0 {
                 println!("| {n}×{k} | {} | - | n/a: k is not a multiple of {} | | | |", fmt.name(), fmt.block_elems());
                 continue;
@@ -92,7 +100,7 @@ fn main() -> Result<()> {
             }
             mats.push((fmt.name().into(), v));
         }
-        if k % 128 == 0 {
+        if k % 128 == 0 && wanted("awq") {
             // AWQ: quantize a 128-row slab, tile it over the rows.
             let slab = AwqWeight::quantize(&values[..128 * k], 128, k)?;
             let mut big = AwqWeight {
@@ -146,6 +154,15 @@ fn main() -> Result<()> {
                 let opts = QLinearOptions { no_subgroups, force_matmul: false, rows, threads };
                 let s = time(&gpu, rounds, reps_for(bytes), &|enc| qlinear_with(enc, &x, &ws[next(ws.len())], None, opts))?;
                 row(name, label, s, bytes, t32);
+            }
+            // GLLM_QUANT_SWEEP=1: every thread count at the format's row count (subgroups).
+            if sweep && subgroup_rows(&gpu).is_some() {
+                let rows: u8 = if name == "q4_0" || name == "q4_1" { 4 } else { 2 };
+                for t in [4u16, 8, 16, 32, 64] {
+                    let opts = QLinearOptions { no_subgroups: false, force_matmul: false, rows: Some(rows), threads: Some(t) };
+                    let s = time(&gpu, rounds, reps_for(bytes), &|enc| qlinear_with(enc, &x, &ws[next(ws.len())], None, opts))?;
+                    row(name, &format!("sweep: {rows} rows × {t} threads"), s, bytes, t32);
+                }
             }
         }
         println!("| {n}×{k} | ({adapter}) | | | | | |");

@@ -3,9 +3,10 @@
 //   sequential   one fetch of the whole file (a server without Range: /_norange/),
 //   cached       the parallel load again, now served from the Cache API.
 // Each writes the tensors into GPU buffers and frees them. Results: #out[data-json].
-import init, { streamWeights } from "../../pkg/gllm_web.js";
-
+// ?pkg=PATH loads another build of the package (to compare two builds in one session);
+// ?sequential=0 skips the sequential load.
 const params = new URLSearchParams(location.search);
+const { default: init, streamWeights } = await import(params.get("pkg") ?? "../../pkg/gllm_web.js");
 const origin = location.origin;
 const base = params.get("base") ?? `${origin}/_slow/target/bench`;
 const file = params.get("file") ?? "big.safetensors";
@@ -24,12 +25,14 @@ try {
   await caches.delete(cacheName);
   const norange = base.replace(`${origin}/`, `${origin}/_norange/`);
   const rows = [];
-  rows.push(row("sequential: one fetch of the whole file", await streamWeights(norange, { file, cache: false, chunk_size: chunk })));
+  if (params.get("sequential") !== "0") {
+    rows.push(row("sequential: one fetch of the whole file", await streamWeights(norange, { file, cache: false, chunk_size: chunk })));
+  }
   rows.push(row(`parallel: ${concurrency} Range requests in flight`, await streamWeights(base, { file, cache: cacheName, concurrency, chunk_size: chunk })));
   rows.push(row("cached: second load from the Cache API", await streamWeights(base, { file, cache: cacheName, concurrency, chunk_size: chunk })));
   await caches.delete(cacheName);
-  const result = { base, file, chunk_size: chunk, rows,
-    parallel_over_sequential: +(rows[0].seconds / rows[1].seconds).toFixed(2) };
+  const result = { base, file, chunk_size: chunk, rows };
+  if (rows.length === 3) result.parallel_over_sequential = +(rows[0].seconds / rows[1].seconds).toFixed(2);
   out.textContent = JSON.stringify(result, null, 2);
   out.dataset.json = JSON.stringify(result);
 } catch (e) {
