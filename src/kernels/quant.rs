@@ -79,14 +79,16 @@ impl QMatrix {
         Ok(Self { format: QFormat::Gguf(format), rows, cols, body, scales })
     }
 
-    /// A zeroed `[rows, cols]` matrix in `format`, for a kernel to fill
-    /// ([`quantize_rows`](super::quantize::quantize_rows)).
+    /// A `[rows, cols]` matrix in `format` whose words a kernel fills
+    /// ([`quantize_rows`](super::quantize::quantize_rows) writes every one); the buffers come
+    /// from the pool uninitialised.
     pub fn alloc(gpu: &Gpu, format: QuantFormat, rows: usize, cols: usize) -> Result<Self> {
         check_shape(QFormat::Gguf(format), rows, cols)?;
-        let blocks = format.byte_len(rows * cols)? / format.block_bytes();
-        let body = gpu.upload_u32(&vec![0; blocks * format.body_words()], &[blocks * format.body_words()])?;
+        let n = rows.checked_mul(cols).ok_or_else(|| Error::param(format.name(), format!("[{rows}, {cols}] overflows")))?;
+        let blocks = format.byte_len(n)? / format.block_bytes();
+        let body = gpu.alloc(&[blocks * format.body_words()], DType::U32)?;
         let words = if format.split_scale() { blocks.div_ceil(2) } else { 1 };
-        let scales = gpu.upload_u32(&vec![0; words], &[words])?;
+        let scales = gpu.alloc(&[words], DType::U32)?;
         Ok(Self { format: QFormat::Gguf(format), rows, cols, body, scales })
     }
 

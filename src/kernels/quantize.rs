@@ -102,10 +102,11 @@ pub fn quantize_rows(enc: &mut Encoder, src: &GpuTensor, kind: SrcKind, dst: &QM
 /// buffers go back to the pool. Returns the matrix as the matmul kernels read it.
 pub fn quantize_raw(gpu: &Gpu, format: QuantFormat, rows: usize, cols: usize, bytes: &[u8], kind: SrcKind) -> Result<QMatrix> {
     const OP: &str = "quantize";
-    if bytes.len() != rows * cols * kind.size() {
-        return Err(Error::param(OP, format!("[{rows}, {cols}] of {kind:?} needs {} bytes, got {}", rows * cols * kind.size(), bytes.len())));
-    }
     let dst = QMatrix::alloc(gpu, format, rows, cols)?;
+    let want = (rows * cols).checked_mul(kind.size()); // rows × cols: checked by `alloc`
+    if want != Some(bytes.len()) {
+        return Err(Error::param(OP, format!("[{rows}, {cols}] of {kind:?} needs {} bytes, got {}", want.map_or("too many".to_string(), |w| w.to_string()), bytes.len())));
+    }
     let row_bytes = cols * kind.size();
     let limit = (gpu.caps().max_storage_buffer_binding_size as usize).min(64 << 20);
     let mut slice_rows = (limit / row_bytes.max(1)) & !1;
