@@ -210,3 +210,42 @@ async fn loader_rejects_bad_config_and_missing_files(gpu: Gpu) -> R {
     assert_eq!(e.dims, [1, 384]);
     Ok(())
 }
+
+/// Dropping an engine (what the JS `dispose()` does) gives its GPU memory back: on a device of
+/// its own, the bytes live tensors hold return to what they were before the load, and
+/// `Gpu::trim` then empties the pool. Natively (the browser's `dispose` runs the same drop;
+/// tests/js checks its API behaviour).
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn dropping_an_embedder_frees_its_gpu_memory() {
+    let Ok(gpu) = pollster::block_on(Gpu::new()) else {
+        panic!("no GPU adapter for the dispose test");
+    };
+    let r: R = pollster::block_on(async {
+        let before = gpu.stats().live_bytes;
+        let e = load(&gpu, EmbedOptions::default()).await?;
+        let v = e.embed(&["GPU memory comes back."]).await?;
+        gpu.sync().await?;
+        let loaded = gpu.stats().live_bytes;
+        drop(v);
+        drop(e);
+        gpu.sync().await?;
+        let after = gpu.stats();
+        gpu.trim();
+        let trimmed = gpu.stats().pooled_free_bytes;
+        log!(
+            "embedder: live GPU bytes {before} before the load, {loaded} loaded ({:.1} MB), {} after the drop; pool {} bytes, {trimmed} after trim",
+            (loaded - before) as f64 / 1e6,
+            after.live_bytes,
+            after.pooled_free_bytes
+        );
+        // all-MiniLM-L6-v2 is 90.9 MB of f32 weights.
+        if loaded - before < 90_000_000 || after.live_bytes != before || trimmed != 0 {
+            return Err(format!("live bytes {before} -> {loaded} -> {}, pool after trim {trimmed}", after.live_bytes).into());
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        panic!("dropping_an_embedder_frees_its_gpu_memory: {e}");
+    }
+}

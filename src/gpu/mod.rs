@@ -79,6 +79,8 @@ pub struct GpuStats {
     pub pipelines: usize,
     /// Bytes held by free buffers in the pool.
     pub pooled_free_bytes: u64,
+    /// Bytes of the storage buffers live tensors hold (weights, caches, activations).
+    pub live_bytes: u64,
     /// Readbacks (GPU→CPU transfers) since the device was acquired.
     pub readbacks: usize,
     /// Payload bytes read back since the device was acquired.
@@ -250,7 +252,10 @@ impl Gpu {
         if size > limit {
             return Err(Error::BufferTooLarge { what: "storage", requested: bytes, limit });
         }
-        let recycled = self.inner.pool.lock().ok().and_then(|mut p| p.take(size));
+        let recycled = self.inner.pool.lock().ok().and_then(|mut p| {
+            p.lend(size);
+            p.take(size)
+        });
         let buffer = recycled.unwrap_or_else(|| {
             self.inner.buffers_created.fetch_add(1, Ordering::Relaxed);
             self.inner.device.create_buffer(&wgpu::BufferDescriptor {
@@ -415,6 +420,7 @@ impl Gpu {
             buffers_created: self.inner.buffers_created.load(Ordering::Relaxed),
             pipelines: self.inner.pipelines.lock().map(|c| c.len()).unwrap_or(0),
             pooled_free_bytes: self.inner.pool.lock().map(|p| p.free_bytes).unwrap_or(0),
+            live_bytes: self.inner.pool.lock().map(|p| p.live_bytes).unwrap_or(0),
             readbacks: self.inner.readbacks.load(Ordering::Relaxed),
             readback_bytes: self.inner.readback_bytes.load(Ordering::Relaxed),
         }

@@ -11,6 +11,8 @@ pub struct BufferPool {
     pub(crate) free_bytes: u64,
     /// Cap on `free_bytes`; buffers returned past it are dropped.
     pub(crate) max_free_bytes: u64,
+    /// Bytes of the storage buffers tensors hold now (handed out, not yet returned).
+    pub(crate) live_bytes: u64,
 }
 
 /// Size class of a request: the next power of two up to 1 MiB, then the next multiple
@@ -26,15 +28,20 @@ pub(crate) fn bucket(bytes: u64) -> u64 {
 
 impl BufferPool {
     pub(crate) fn new(max_free_bytes: u64) -> Self {
-        Self { free: HashMap::new(), free_bytes: 0, max_free_bytes }
+        Self { free: HashMap::new(), free_bytes: 0, max_free_bytes, live_bytes: 0 }
     }
     pub(crate) fn take(&mut self, bucket: u64) -> Option<wgpu::Buffer> {
         let buf = self.free.get_mut(&bucket)?.pop()?;
         self.free_bytes -= bucket;
         Some(buf)
     }
+    /// Counts a buffer handed to a tensor (recycled or new).
+    pub(crate) fn lend(&mut self, size: u64) {
+        self.live_bytes += size;
+    }
     pub(crate) fn put(&mut self, buf: wgpu::Buffer) {
         let size = buf.size();
+        self.live_bytes = self.live_bytes.saturating_sub(size);
         if self.free_bytes + size > self.max_free_bytes {
             // Dropped, not destroyed: an op recorded but not yet submitted may still
             // reference it, and wgpu frees it once the last reference is gone.
