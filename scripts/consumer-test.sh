@@ -4,8 +4,8 @@
 # webpack and TypeScript from npm, writes one module per example of the package README
 # (tests/consumer/extract.mjs), type-checks them and tests/consumer/check-types.ts with tsc,
 # builds the page with Vite and with webpack (no config for either), serves each build with
-# the models and checks in headless Chromium what each example printed
-# (tests/consumer/check.mjs).
+# the models, runs the page once more from the Vite dev server, and checks in headless
+# Chromium what each example printed (tests/consumer/check.mjs).
 #   bash scripts/consumer-test.sh          (GLLM_SKIP_WASM_BUILD=1 reuses pkg/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,3 +45,12 @@ node tests/consumer/check.mjs "http://127.0.0.1:$PORT/"
 serve "$tmp/dist-webpack" "$((PORT + 1))"
 echo "consumer: the webpack build"
 node tests/consumer/check.mjs "http://127.0.0.1:$((PORT + 1))/"
+# The Vite dev server (no build, dependency pre-bundling, and a single-page-app fallback that
+# answers missing files such as an absent manifest with index.html and status 200).
+mkdir -p "$tmp/public" && ln -s "$repo/models" "$tmp/public/models"
+(cd "$tmp" && exec ./node_modules/.bin/vite --port "$((PORT + 2))" --strictPort >vite-dev.log 2>&1) &
+SERVERS+=("$!")
+for _ in $(seq 300); do grep -q "Local:" "$tmp/vite-dev.log" 2>/dev/null && break; sleep 0.1; done
+grep -q "Local:" "$tmp/vite-dev.log" || { echo "consumer: the Vite dev server did not start" >&2; cat "$tmp/vite-dev.log" >&2; exit 1; }
+echo "consumer: the Vite dev server"
+node tests/consumer/check.mjs "http://127.0.0.1:$((PORT + 2))/"

@@ -242,6 +242,14 @@ impl HttpSource {
         if !(200..300).contains(&status) {
             return Err(io(format!("HTTP {status}")));
         }
+        // Development servers with a single-page-app fallback (Vite's, by default) answer a
+        // missing file with index.html and status 200. An HTML page for a file that is not
+        // HTML is such an answer: the file is absent (an optional config, no manifest).
+        let html = resp.headers().get("Content-Type").ok().flatten().is_some_and(|t| t.trim_start().starts_with("text/html"));
+        if html && !(file.ends_with(".html") || file.ends_with(".htm")) {
+            Self::cancel_body(&resp);
+            return Err(Error::NotFound { file: url });
+        }
         Ok((status, resp.headers(), resp))
     }
 
