@@ -16,8 +16,9 @@
 //            R * 256 / T rows per workgroup); each thread walks the rows' work items (8-value
 //            octets, or 16 values for NIB16) with stride T (neighbouring lanes take
 //            neighbouring items, so x and W loads coalesce) and uses every x load for all R
-//            rows; the partial sums are reduced with subgroupAdd (SUBGROUPS, T = the device's
-//            fixed subgroup size) or a shared-memory tree.
+//            rows; the partial sums are reduced with subgroup operations (SUBGROUPS: shuffle-xor
+//            steps for T < SG, subgroupAdd for T = SG, subgroupAdd + shared memory for T > SG)
+//            or a shared-memory tree. (R, T) come from `quant::matvec_shape`.
 //            Dispatch grid(ceil(N / (R * 256 / T))).
 //   qmatmul  prefill / batches: 64x64 output tile per workgroup of 256 threads, each a 4x4
 //            register block; K walked one 32-value unit at a time: every thread decodes one
