@@ -50,14 +50,7 @@ impl<S: Source> CachedSource<S> {
     }
 
     async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let cache = self.cache().await?;
-        let v = wasm_bindgen_futures::JsFuture::from(cache.match_with_str(key)).await.ok()?;
-        if v.is_undefined() {
-            return None;
-        }
-        let resp: web_sys::Response = v.dyn_into().ok()?;
-        let buf = wasm_bindgen_futures::JsFuture::from(resp.array_buffer().ok()?).await.ok()?;
-        Some(js_sys::Uint8Array::new(&buf).to_vec())
+        Some(self.get_js(key).await?.to_vec())
     }
 
     /// The cached bytes of `key` left in a JS array (no copy into wasm memory).

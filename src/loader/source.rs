@@ -65,14 +65,6 @@ impl Chunk {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Bytes `from .. from + len` in wasm memory (a copy for a JS array).
-    pub fn host_slice(&self, from: usize, len: usize) -> std::borrow::Cow<'_, [u8]> {
-        match self {
-            Chunk::Host(b) => std::borrow::Cow::Borrowed(&b[from..from + len]),
-            #[cfg(target_arch = "wasm32")]
-            Chunk::Js(a) => std::borrow::Cow::Owned(a.subarray(from as u32, (from + len) as u32).to_vec()),
-        }
-    }
     /// All bytes in wasm memory.
     pub fn into_host(self) -> Vec<u8> {
         match self {

@@ -283,6 +283,18 @@ impl<'a, S: Source> VarBuilder<'a, S> {
     async fn prequantized(&self, name: &str, rows: usize, cols: usize) -> Result<Option<QMatrix>> {
         let full = self.name(name);
         let (body_name, scale_name) = (format!("{full}{QBODY}"), format!("{full}{QSCALE}"));
+        // The two tensors' byte lengths must be what `fmt` gives the shape.
+        let check = |fmt: QuantFormat, got: (u64, u64)| -> Result<(usize, usize)> {
+            let (bn, sn) = prequant::part_bytes(fmt, rows, cols)?;
+            if got != (bn as u64, sn as u64) {
+                return Err(Error::TensorMismatch {
+                    name: full.clone(),
+                    expected: format!("{} [{rows}, {cols}]: {bn} + {sn} bytes", fmt.name()),
+                    got: format!("{} + {} bytes", got.0, got.1),
+                });
+            }
+            Ok((bn, sn))
+        };
         let (fmt, body, scales) = match self.weights {
             Weights::Safetensors(_) | Weights::Sharded(_) => {
                 if !self.contains(name) || self.safetensors_tensor(&full).is_ok() {
@@ -291,14 +303,7 @@ impl<'a, S: Source> VarBuilder<'a, S> {
                 let (st, b) = self.safetensors_tensor(&body_name)?;
                 let (sst, sc) = self.safetensors_tensor(&scale_name)?;
                 let fmt = self.prequant_format(st.quant.or(sst.quant), &st.file)?;
-                let (bn, sn) = prequant::part_bytes(fmt, rows, cols)?;
-                if (b.end - b.start, sc.end - sc.start) != (bn as u64, sn as u64) {
-                    return Err(Error::TensorMismatch {
-                        name: full,
-                        expected: format!("{} [{rows}, {cols}]: {bn} + {sn} bytes", fmt.name()),
-                        got: format!("{} + {} bytes", b.end - b.start, sc.end - sc.start),
-                    });
-                }
+                let (bn, sn) = check(fmt, (b.end - b.start, sc.end - sc.start))?;
                 let bb = self.src.read_range(&st.file, b.start, bn as u64).await?;
                 let body = self.gpu.upload_bytes(&bb, &[bn / 4], crate::DType::U32)?;
                 self.report(&st.file, bn as u64);
@@ -312,14 +317,7 @@ impl<'a, S: Source> VarBuilder<'a, S> {
                     return Ok(None);
                 };
                 let fmt = self.prequant_format(w.quant, &w.file)?;
-                let (bn, sn) = prequant::part_bytes(fmt, rows, cols)?;
-                if (body.byte_len(), scales.byte_len()) != (bn as u64, sn as u64) {
-                    return Err(Error::TensorMismatch {
-                        name: full,
-                        expected: format!("{} [{rows}, {cols}]: {bn} + {sn} bytes", fmt.name()),
-                        got: format!("{} + {} bytes", body.byte_len(), scales.byte_len()),
-                    });
-                }
+                check(fmt, (body.byte_len(), scales.byte_len()))?;
                 (fmt, body.clone(), scales.clone())
             }
             Weights::Gguf(_) => return Ok(None),
