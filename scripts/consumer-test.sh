@@ -48,9 +48,11 @@ node tests/consumer/check.mjs "http://127.0.0.1:$((PORT + 1))/"
 # The Vite dev server (no build, dependency pre-bundling, and a single-page-app fallback that
 # answers missing files such as an absent manifest with index.html and status 200).
 mkdir -p "$tmp/public" && ln -s "$repo/models" "$tmp/public/models"
-(cd "$tmp" && exec ./node_modules/.bin/vite --port "$((PORT + 2))" --strictPort >vite-dev.log 2>&1) &
+(cd "$tmp" && NO_COLOR=1 exec ./node_modules/.bin/vite --host 127.0.0.1 --port "$((PORT + 2))" --strictPort >vite-dev.log 2>&1) &
 SERVERS+=("$!")
-for _ in $(seq 300); do grep -q "Local:" "$tmp/vite-dev.log" 2>/dev/null && break; sleep 0.1; done
-grep -q "Local:" "$tmp/vite-dev.log" || { echo "consumer: the Vite dev server did not start" >&2; cat "$tmp/vite-dev.log" >&2; exit 1; }
+# Wait for the server to answer over HTTP (its log may be coloured, so it is not grepped).
+dev_up() { node -e 'fetch(process.argv[1]).then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "http://127.0.0.1:$((PORT + 2))/"; }
+for _ in $(seq 120); do dev_up && break; sleep 0.25; done
+dev_up || { echo "consumer: the Vite dev server did not answer" >&2; cat "$tmp/vite-dev.log" >&2; exit 1; }
 echo "consumer: the Vite dev server"
 node tests/consumer/check.mjs "http://127.0.0.1:$((PORT + 2))/"
