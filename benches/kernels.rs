@@ -11,8 +11,9 @@
 mod common;
 
 use common::{baseline_gemv, random, time};
-use gllm_web::kernels::attention::{attention, AttentionShape};
-use gllm_web::kernels::matmul::linear;
+use gllm_web::kernels::attention::{attention_with, AttentionOptions, AttentionShape};
+use gllm_web::kernels::matmul::{linear_with, LinearOptions};
+use gllm_web::kernels::norm::layer_norm;
 use gllm_web::reference::rng::Rng;
 use gllm_web::{DType, Gpu, Result};
 
@@ -26,9 +27,10 @@ fn main() -> Result<()> {
     let limit = caps.max_storage_buffer_binding_size.min(caps.max_buffer_size) as usize;
     let mut rng = Rng::new(42);
 
-    // (m, n, k): decode GEMV, small batch, BERT-base FFN prefill, big GEMM.
+    // (m, n, k): decode GEMV, small batch, BERT-base FFN prefill, big GEMM; on CPU adapters
+    // also the three products of all-MiniLM-L6-v2 at batch 32 × 31 tokens.
     let shapes: &[(usize, usize, usize)] = if caps.is_cpu {
-        &[(1, 1024, 1024), (8, 1024, 1024), (128, 1536, 384)]
+        &[(1, 1024, 1024), (8, 1024, 1024), (128, 1536, 384), (992, 384, 384), (992, 1536, 384), (992, 384, 1536)]
     } else {
         &[(1, 4096, 4096), (1, 65536, 4096), (8, 4096, 4096), (128, 1536, 384), (2048, 4096, 4096)]
     };
@@ -44,8 +46,6 @@ fn main() -> Result<()> {
             // Enough reps for ~tens of ms per submission on a real GPU.
             let reps = ((2e9 / (weight_bytes + 2.0 * (m * n * k) as f64)).ceil() as usize).clamp(1, 200);
             let reps = if caps.is_cpu { reps.min(4) } else { reps };
-            let s = time(&gpu, rounds, reps, &|enc| linear(enc, &x, &w, None))?;
-            let kind = if m <= gllm_web::kernels::matmul::MATVEC_MAX_M { "matvec" } else { "tiled" };
             if m == 1 && dtype == DType::F32 {
                 let b = baseline_gemv(n, k, reps, rounds);
                 println!(
@@ -55,18 +55,26 @@ fn main() -> Result<()> {
                     2.0 * (n * k) as f64 / b / 1e9
                 );
             }
-            println!(
-                "| {adapter} linear/{kind} {dtype:?} m={m} n={n} k={k} | {:.1} µs | {:.2} | {:.1} |",
-                s * 1e6,
-                weight_bytes / s / 1e9,
-                2.0 * (m * n * k) as f64 / s / 1e9
-            );
+            // Batched products: the tiled kernel and the barrier-free one (the default on CPU
+            // adapters), side by side.
+            let kinds: &[(&str, bool)] =
+                if m <= gllm_web::kernels::matmul::MATVEC_MAX_M { &[("matvec", false)] } else { &[("tiled", false), ("direct", true)] };
+            for &(kind, barrier_free) in kinds {
+                let opts = LinearOptions { barrier_free: Some(barrier_free) };
+                let s = time(&gpu, rounds, reps, &|enc| linear_with(enc, &x, &w, None, opts))?;
+                println!(
+                    "| {adapter} linear/{kind} {dtype:?} m={m} n={n} k={k} | {:.1} µs | {:.2} | {:.1} |",
+                    s * 1e6,
+                    weight_bytes / s / 1e9,
+                    2.0 * (m * n * k) as f64 / s / 1e9
+                );
+            }
         }
     }
 
     // (batch, q_len, kv_len, heads, kv_heads, head_dim, causal)
     let att: &[(usize, usize, usize, usize, usize, usize, bool)] = if caps.is_cpu {
-        &[(2, 32, 32, 12, 12, 32, false), (1, 1, 256, 14, 2, 64, true)]
+        &[(2, 32, 32, 12, 12, 32, false), (32, 31, 31, 12, 12, 32, false), (1, 1, 256, 14, 2, 64, true)]
     } else {
         &[(32, 128, 128, 12, 12, 32, false), (1, 512, 512, 14, 2, 64, true), (1, 1, 2048, 14, 2, 64, true)]
     };
@@ -78,13 +86,25 @@ fn main() -> Result<()> {
         let mask = gpu.upload_u32(&vec![1; b * kl], &[b, kl])?;
         let shape = AttentionShape { heads: h, kv_heads: kvh, head_dim: d, causal, scale: 1.0 / (d as f32).sqrt() };
         let reps = if caps.is_cpu { 2 } else { 20 };
-        let s = time(&gpu, rounds, reps, &|enc| attention(enc, &q, &k, &v, &mask, shape))?;
         let flops = 4.0 * (b * h * ql * kl * d) as f64 / if causal && ql > 1 { 2.0 } else { 1.0 };
-        println!(
-            "| {adapter} attention b={b} q={ql} kv={kl} heads={h}/{kvh} d={d} causal={causal} | {:.1} µs | {:.1} |",
-            s * 1e6,
-            flops / s / 1e9
-        );
+        // The workgroup-per-query kernel and the barrier-free one (the default on CPU adapters).
+        for (kind, barrier_free) in [("", false), ("/direct", true)] {
+            let opts = AttentionOptions { barrier_free: Some(barrier_free) };
+            let s = time(&gpu, rounds, reps, &|enc| attention_with(enc, &q, &k, &v, &mask, shape, opts))?;
+            println!(
+                "| {adapter} attention{kind} b={b} q={ql} kv={kl} heads={h}/{kvh} d={d} causal={causal} | {:.1} µs | {:.1} |",
+                s * 1e6,
+                flops / s / 1e9
+            );
+        }
     }
+    // Layer norm over the MiniLM batch-32 activations (CPU adapters) or a BERT-base batch.
+    let (rows, h) = if caps.is_cpu { (992, 384) } else { (4096, 768) };
+    let x = random(&gpu, &mut rng, &[rows, h], DType::F32)?;
+    let g = random(&gpu, &mut rng, &[h], DType::F32)?;
+    let b = random(&gpu, &mut rng, &[h], DType::F32)?;
+    let reps = if caps.is_cpu { 2 } else { 20 };
+    let s = time(&gpu, rounds, reps, &|enc| layer_norm(enc, &x, &g, &b, 1e-12))?;
+    println!("| {adapter} layer_norm rows={rows} h={h} | {:.1} µs | |", s * 1e6);
     Ok(())
 }

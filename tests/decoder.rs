@@ -7,7 +7,7 @@
 mod common;
 
 use common::R;
-use gllm_web::kernels::attention::{attention_cached, AttentionShape};
+use gllm_web::kernels::attention::{attention_cached_with, AttentionOptions, AttentionShape};
 use gllm_web::kernels::sample::{sample, SamplingConfig};
 use gllm_web::kernels::{activation, rope};
 use gllm_web::loader::{MemSource, SafetensorsFile};
@@ -109,14 +109,19 @@ async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
         let vc = rng.vec(rows * kvh * d, 1.0);
         let state = gpu.upload_u32(&[0, past as u32, 0, 0], &[4])?;
         let (tq, tk, tv) = (gpu.upload_f32(&q, &[q_len, heads * d])?, gpu.upload_f32(&kc, &[rows, kvh * d])?, gpu.upload_f32(&vc, &[rows, kvh * d])?);
-        let mut enc = gpu.encoder();
-        let out = attention_cached(&mut enc, &tq, &tk, &tv, &state, s)?;
-        enc.submit()?;
         // Reference: the used rows only, as a contiguous causal attention of q_len over past + q_len.
         let used = (past + q_len) * kvh * d;
         let mask = vec![1u32; past + q_len];
         let want = cpu::attention(&q, &kc[..used], &vc[..used], &mask, 1, s);
-        assert_close(&format!("attention_cached q{q_len} past{past}"), &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+        // Prefill (q_len > 1, or head_dim % 4 != 0) runs either kernel: per-query workgroups or
+        // barrier-free (CPU adapters); single-token decode always runs split-K.
+        for barrier_free in [false, true] {
+            let mut enc = gpu.encoder();
+            let out = attention_cached_with(&mut enc, &tq, &tk, &tv, &state, s, AttentionOptions { barrier_free: Some(barrier_free) })?;
+            enc.submit()?;
+            let what = format!("attention_cached barrier_free={barrier_free} q{q_len} past{past}");
+            assert_close(&what, &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+        }
     }
     Ok(())
 }

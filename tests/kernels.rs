@@ -177,8 +177,9 @@ async fn l2_normalize_matches_cpu(gpu: Gpu) -> R {
     Ok(())
 }
 
-/// (m, n, k, bias): matvec scalar, matvec vec4 with bias, tiled small m, tiled ragged,
-/// tiled with bias.
+/// (m, n, k, bias): matvec scalar, matvec vec4 with bias; then batched products (tiled and
+/// barrier-free) with small m, ragged m/n/k (k % 4 != 0 takes the scalar barrier-free loop,
+/// k % 8 == 0 its 16-byte f16 loads), with and without bias.
 const LINEAR_SHAPES: [(usize, usize, usize, bool); 7] = [
     (1, 37, 45, false),
     (1, 65, 128, true),
@@ -203,11 +204,17 @@ async fn linear_case(gpu: &Gpu, f16: bool, seed: u64) -> R {
         };
         let want = cpu::linear(&x, &w, has_bias.then_some(&b[..]), k);
         let b_t = gpu.upload_f32(&b, &[n])?;
-        let mut enc = gpu.encoder();
-        let y = matmul::linear(&mut enc, &gpu.upload_f32(&x, &[m, k])?, &w_t, has_bias.then_some(&b_t))?;
-        enc.submit()?;
-        let tol = if f16 { F16_WEIGHTS } else { F32_REDUCTION };
-        assert_close(&format!("linear f16={f16} m={m} n={n} k={k}"), &gpu.readback_f32(&y).await?, &want, tol)?;
+        let x_t = gpu.upload_f32(&x, &[m, k])?;
+        // Both batched kernels: tiled (shared memory) and barrier-free (CPU adapters).
+        for barrier_free in [false, true] {
+            let mut enc = gpu.encoder();
+            let opts = matmul::LinearOptions { barrier_free: Some(barrier_free) };
+            let y = matmul::linear_with(&mut enc, &x_t, &w_t, has_bias.then_some(&b_t), opts)?;
+            enc.submit()?;
+            let tol = if f16 { F16_WEIGHTS } else { F32_REDUCTION };
+            let what = format!("linear f16={f16} barrier_free={barrier_free} m={m} n={n} k={k}");
+            assert_close(&what, &gpu.readback_f32(&y).await?, &want, tol)?;
+        }
     }
     Ok(())
 }
@@ -270,18 +277,19 @@ async fn attention_case(gpu: &Gpu, seed: u64, batch: usize, q_len: usize, kv_len
     // pad[b] trailing keys of sequence b are padding.
     let mask: Vec<u32> = (0..batch).flat_map(|b| (0..kv_len).map(move |j| (j < kv_len - pad[b]) as u32)).collect();
     let want = cpu::attention(&q, &k, &v, &mask, batch, s);
-    let mut enc = gpu.encoder();
-    let out = attention::attention(
-        &mut enc,
-        &gpu.upload_f32(&q, &[batch, q_len, qw])?,
-        &gpu.upload_f32(&k, &[batch, kv_len, kvw])?,
-        &gpu.upload_f32(&v, &[batch, kv_len, kvw])?,
-        &gpu.upload_u32(&mask, &[batch, kv_len])?,
-        s,
-    )?;
-    enc.submit()?;
-    let got = gpu.readback_f32(&out).await?;
-    assert_close(&format!("attention {s:?} q_len={q_len} kv_len={kv_len}"), &got, &want, F32_REDUCTION)?;
+    let q_t = gpu.upload_f32(&q, &[batch, q_len, qw])?;
+    let k_t = gpu.upload_f32(&k, &[batch, kv_len, kvw])?;
+    let v_t = gpu.upload_f32(&v, &[batch, kv_len, kvw])?;
+    let mask_t = gpu.upload_u32(&mask, &[batch, kv_len])?;
+    // Both kernels: the workgroup-per-query one and the barrier-free one (CPU adapters).
+    for barrier_free in [false, true] {
+        let mut enc = gpu.encoder();
+        let opts = attention::AttentionOptions { barrier_free: Some(barrier_free) };
+        let out = attention::attention_with(&mut enc, &q_t, &k_t, &v_t, &mask_t, s, opts)?;
+        enc.submit()?;
+        let got = gpu.readback_f32(&out).await?;
+        assert_close(&format!("attention barrier_free={barrier_free} {s:?} q_len={q_len} kv_len={kv_len}"), &got, &want, F32_REDUCTION)?;
+    }
     Ok(())
 }
 

@@ -21,6 +21,8 @@ pub struct AttentionKey {
 pub enum AttentionStage {
     /// `attention`: one workgroup per (batch, head, query) walks all keys.
     OnePass,
+    /// `attention_direct`: one invocation per (batch, head, query), no barriers (CPU adapters).
+    Direct,
     /// `decode_partial`: one workgroup per (head, split of [`DECODE_SPLIT`] keys).
     DecodePartial,
     /// `decode_combine`: merges the splits of each head.
@@ -36,6 +38,7 @@ impl Variant for AttentionKey {
     fn entry(&self) -> &'static str {
         match self.stage {
             AttentionStage::OnePass => "attention",
+            AttentionStage::Direct => "attention_direct",
             AttentionStage::DecodePartial => "decode_partial",
             AttentionStage::DecodeCombine => "decode_combine",
         }
@@ -47,6 +50,30 @@ impl Variant for AttentionKey {
             (_, true) => vec!["CACHE"],
             (_, false) => vec![],
         }
+    }
+}
+
+/// Kernel choices for [`attention_with`] / [`attention_cached_with`] that tests and
+/// benchmarks force.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttentionOptions {
+    /// One invocation per query without barriers or shared memory (`attention_direct`) for
+    /// every call but split-K decode. `None`: on CPU adapters only (`Capabilities::is_cpu`).
+    pub barrier_free: Option<bool>,
+}
+
+impl AttentionOptions {
+    fn stage(&self, enc: &Encoder) -> AttentionStage {
+        if self.barrier_free.unwrap_or(enc.gpu().caps().is_cpu) {
+            AttentionStage::Direct
+        } else {
+            AttentionStage::OnePass
+        }
+    }
+
+    /// Workgroups for `batch_heads_queries` (batch · heads · q_len) in the chosen stage.
+    fn groups(stage: AttentionStage, n: u32) -> [u32; 3] {
+        grid(if stage == AttentionStage::Direct { n.div_ceil(64) } else { n })
     }
 }
 
@@ -81,6 +108,19 @@ pub fn attention(
     v: &GpuTensor,
     mask: &GpuTensor,
     s: AttentionShape,
+) -> Result<GpuTensor> {
+    attention_with(enc, q, k, v, mask, s, AttentionOptions::default())
+}
+
+/// [`attention`] with forced kernel choices.
+pub fn attention_with(
+    enc: &mut Encoder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    mask: &GpuTensor,
+    s: AttentionShape,
+    opts: AttentionOptions,
 ) -> Result<GpuTensor> {
     const OP: &str = "attention";
     if s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
@@ -128,7 +168,8 @@ pub fn attention(
         0,
     ];
     let groups = u(OP, "batch * heads * q_len", batch * s.heads * q_len)?;
-    enc.dispatch(KernelKey::Attention(AttentionKey { cache: false, stage: AttentionStage::OnePass }), &params, &[q, k, v, mask, &out], grid(groups))?;
+    let stage = opts.stage(enc);
+    enc.dispatch(KernelKey::Attention(AttentionKey { cache: false, stage }), &params, &[q, k, v, mask, &out], AttentionOptions::groups(stage, groups))?;
     Ok(out)
 }
 
@@ -149,6 +190,19 @@ pub fn attention_cached(
     v_cache: &GpuTensor,
     state: &GpuTensor,
     s: AttentionShape,
+) -> Result<GpuTensor> {
+    attention_cached_with(enc, q, k_cache, v_cache, state, s, AttentionOptions::default())
+}
+
+/// [`attention_cached`] with forced kernel choices.
+pub fn attention_cached_with(
+    enc: &mut Encoder,
+    q: &GpuTensor,
+    k_cache: &GpuTensor,
+    v_cache: &GpuTensor,
+    state: &GpuTensor,
+    s: AttentionShape,
+    opts: AttentionOptions,
 ) -> Result<GpuTensor> {
     const OP: &str = "attention_cached";
     if s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
@@ -205,6 +259,7 @@ pub fn attention_cached(
         return Ok(out);
     }
     let groups = u(OP, "heads * q_len", s.heads * q_len)?;
-    enc.dispatch(KernelKey::Attention(AttentionKey { cache: true, stage: AttentionStage::OnePass }), &params, &[q, k_cache, v_cache, state, &out], grid(groups))?;
+    let stage = opts.stage(enc);
+    enc.dispatch(KernelKey::Attention(AttentionKey { cache: true, stage }), &params, &[q, k_cache, v_cache, state, &out], AttentionOptions::groups(stage, groups))?;
     Ok(out)
 }

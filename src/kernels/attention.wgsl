@@ -6,7 +6,7 @@
 // tile maximum updates the running max m, the running sum l and the output accumulator
 // are rescaled by exp(m_old - m_new), and each thread accumulates the weighted values for
 // the head dims it owns (d = t, t + 64, ..., so head_dim <= 256).
-// Dispatch: grid(batch * heads * q_len).
+// Dispatch: grid(batch * heads * q_len). CPU adapters run `attention_direct` (below).
 //
 // Variant CACHE (decoders with a KV cache, batch 1): k and v are the cache buffers
 // [cache_rows, kv_heads * head_dim]; the keys in use are rows 0 .. state[1] + q_len
@@ -143,6 +143,71 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         if (d < d_n) {
             out[o_base + d] = acc[r] * inv;
         }
+    }
+}
+
+// The same attention for CPU adapters (SwiftShader, lavapipe), which emulate barriers and
+// shared memory at a high cost: one invocation per (batch, head, query), no shared memory,
+// no barrier. It walks the keys one at a time with the online softmax and keeps the query
+// and the output row in private arrays (head_dim <= 256).
+// Dispatch: grid(ceil(batch * heads * q_len / 64)).
+@compute @workgroup_size(64)
+fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * WG;
+    if (idx >= p.batch * p.heads * p.q_len) {
+        return;
+    }
+    let i = idx % p.q_len;
+    let bh = idx / p.q_len;
+    let h = bh % p.heads;
+    let b = bh / p.heads;
+    let kvh = h / (p.heads / p.kv_heads);
+    let d_n = p.head_dim;
+    let q_base = (b * p.q_len + i) * p.q_stride + h * d_n;
+    var qp: array<f32, 256>;
+    var acc: array<f32, 256>;
+    for (var d = 0u; d < d_n; d = d + 1u) {
+        qp[d] = q[q_base + d] * p.scale;
+        acc[d] = 0.0;
+    }
+#ifdef CACHE
+    let kv_len = state[1] + p.q_len;
+#else
+    let kv_len = p.kv_len;
+#endif
+    var end = min(kv_len, p.kv_len);
+    if (p.causal != 0u) {
+        end = min(end, kv_len - p.q_len + i + 1u);
+    }
+    var m = NEG;
+    var l = 0.0;
+    for (var j = 0u; j < end; j = j + 1u) {
+#ifndef CACHE
+        if (mask[b * p.kv_len + j] == 0u) {
+            continue;
+        }
+#endif
+        let base = (b * p.kv_len + j) * p.kv_stride + kvh * d_n;
+        var s = 0.0;
+        for (var d = 0u; d < d_n; d = d + 1u) {
+            s = s + qp[d] * k[base + d];
+        }
+        let m_new = max(m, s);
+        let corr = exp(m - m_new);
+        let pj = exp(s - m_new);
+        l = l * corr + pj;
+        for (var d = 0u; d < d_n; d = d + 1u) {
+            acc[d] = acc[d] * corr + pj * v[base + d];
+        }
+        m = m_new;
+    }
+    // A query whose keys are all padding gets zeros, not NaN.
+    var inv = 0.0;
+    if (l > 0.0) {
+        inv = 1.0 / l;
+    }
+    for (var d = 0u; d < d_n; d = d + 1u) {
+        out[q_base + d] = acc[d] * inv;
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! `x` is `[.., k]`: all leading dims are the token batch `m`. One token with `k % 32 == 0`
 //! (decode) runs `quant::dense_matvec` (the quantized matrix-vector kernel with a plain-weight
-//! decoder); other single tokens the matrix-vector kernel here; more tokens the tiled kernel.
+//! decoder); other single tokens the matrix-vector kernel here; more tokens the tiled kernel,
+//! or on CPU adapters (`Capabilities::is_cpu`) the barrier-free direct kernel.
 
 use super::{u, KernelKey, Variant};
 use crate::error::{Error, Result};
@@ -16,7 +17,17 @@ pub const MATVEC_MAX_M: usize = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulEntry {
     Tiled,
+    /// Barrier-free, no shared memory: for CPU adapters.
+    Direct,
     Matvec,
+}
+
+/// Kernel choices for [`linear_with`] that tests and benchmarks force.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LinearOptions {
+    /// Batched products without workgroup barriers or shared memory (`matmul_direct`).
+    /// `None`: on CPU adapters only, where barriers are emulated (SwiftShader, lavapipe).
+    pub barrier_free: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -37,6 +48,7 @@ impl Variant for MatmulKey {
     fn entry(&self) -> &'static str {
         match self.entry {
             MatmulEntry::Tiled => "matmul_tiled",
+            MatmulEntry::Direct => "matmul_direct",
             MatmulEntry::Matvec => "matvec",
         }
     }
@@ -63,6 +75,11 @@ impl Variant for MatmulKey {
 /// - `bias`: `[n]` f32, optional
 /// - returns `[.., n]` f32
 pub fn linear(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
+    linear_with(enc, x, w, bias, LinearOptions::default())
+}
+
+/// [`linear`] with forced kernel choices.
+pub fn linear_with(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, opts: LinearOptions) -> Result<GpuTensor> {
     const OP: &str = "linear";
     x.expect_dtype(OP, "x", &[DType::F32])?;
     w.expect_dtype(OP, "w", &[DType::F32, DType::F16])?;
@@ -90,7 +107,7 @@ pub fn linear(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&Gpu
         *out_shape.last_mut().expect("rank checked") = n;
         let y = enc.gpu().alloc(&out_shape, DType::F32)?;
         for (r0, rows) in windows {
-            let part = linear(enc, x, &w.rows_view(r0, rows, align)?, None)?;
+            let part = linear_with(enc, x, &w.rows_view(r0, rows, align)?, None, opts)?;
             for i in 0..m {
                 enc.copy_slice(&part, i * rows, &y, i * n + r0, rows)?;
             }
@@ -105,20 +122,27 @@ pub fn linear(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&Gpu
     *out_shape.last_mut().expect("rank checked") = n;
     let y = enc.gpu().alloc(&out_shape, DType::F32)?;
     let w_f16 = w.dtype() == DType::F16;
-    let matvec = m <= MATVEC_MAX_M;
+    let entry = if m <= MATVEC_MAX_M {
+        MatmulEntry::Matvec
+    } else if opts.barrier_free.unwrap_or(enc.gpu().caps().is_cpu) {
+        MatmulEntry::Direct
+    } else {
+        MatmulEntry::Tiled
+    };
+    let matvec = entry == MatmulEntry::Matvec;
     let key = MatmulKey {
-        entry: if matvec { MatmulEntry::Matvec } else { MatmulEntry::Tiled },
+        entry,
         w_f16,
         shader_f16: w_f16 && enc.gpu().caps().shader_f16,
         bias: bias.is_some(),
-        vec4: matvec && k % if w_f16 { 8 } else { 4 } == 0,
+        vec4: entry != MatmulEntry::Tiled && k % if w_f16 { 8 } else { 4 } == 0,
         m: if matvec { m as u8 } else { 0 },
     };
     let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, 0];
-    let workgroups = if matvec {
-        grid(u(OP, "n", n)?)
-    } else {
-        [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(64))?, 1]
+    let workgroups = match entry {
+        MatmulEntry::Matvec => grid(u(OP, "n", n)?),
+        MatmulEntry::Direct => [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(16))?, 1],
+        MatmulEntry::Tiled => [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(64))?, 1],
     };
     let mut tensors = vec![x, w, &y];
     tensors.extend(bias);

@@ -6,12 +6,14 @@
 //                 each thread a 4x4 block in vec4 registers; K walked in slices of 16
 //                 through shared memory.
 //                 Dispatch (ceil(N/64), ceil(M/64)).
+//   matmul_direct the same product on CPU adapters: no shared memory, no barriers (below).
+//                 Dispatch (ceil(N/64), ceil(M/16)).
 //   matvec        decode, M <= 8: one workgroup of 256 threads per output column n, every
 //                 thread strides over K for all M rows, tree reduction. M is an override
 //                 constant (one pipeline per M). Dispatch grid(N).
 //
 // Variants (defines): W_F16 (weights stored as f16), SHADER_F16 (read them as `f16`;
-// otherwise as packed u32 words through unpack2x16float), BIAS, VEC4 (matvec only:
+// otherwise as packed u32 words through unpack2x16float), BIAS, VEC4 (matvec and matmul_direct:
 // K % 4 == 0 for f32, K % 8 == 0 for f16, weights read 16 bytes at a time).
 #ifdef SHADER_F16
 enable f16;
@@ -128,6 +130,8 @@ fn matmul_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     store_row(m0 + 4u * ty + 3u, n0 + 4u * tx, c3);
 }
 
+#endif
+
 fn store_row(gm: u32, gn: u32, v: vec4<f32>) {
     if (gm >= p.m) {
         return;
@@ -138,7 +142,81 @@ fn store_row(gm: u32, gn: u32, v: vec4<f32>) {
         }
     }
 }
+
+#ifdef VEC4
+#ifdef W_F16
+// Eight f16 weights of one 16-byte load as two vec4 (columns of the matrix).
+fn w8(i: u32) -> mat2x4<f32> {
+    let q = w4[i];
+    return mat2x4<f32>(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)));
+}
+
+fn x8(i: u32) -> mat2x4<f32> {
+    return mat2x4<f32>(x4[2u * i], x4[2u * i + 1u]);
+}
+
+fn dot8(a: mat2x4<f32>, b: mat2x4<f32>) -> f32 {
+    return dot(a[0], b[0]) + dot(a[1], b[1]);
+}
 #endif
+#endif
+
+// CPU adapters (SwiftShader, lavapipe) emulate workgroup barriers and shared memory at a
+// high cost, so there the batched product runs without either: each invocation computes a
+// 4x4 block of y straight from x and w in global memory and the CPU's caches do the tiling.
+// Workgroup 16x4 invocations = 64 columns x 16 rows. Dispatch (ceil(N/64), ceil(M/16)).
+// Rows and columns past the edge read the last valid one; store_row drops their results.
+@compute @workgroup_size(16, 4)
+fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n0 = gid.x * 4u;
+    let m0 = gid.y * 4u;
+    if (n0 >= p.n || m0 >= p.m) {
+        return;
+    }
+    let r = vec4<u32>(m0, min(m0 + 1u, p.m - 1u), min(m0 + 2u, p.m - 1u), min(m0 + 3u, p.m - 1u));
+    let c = vec4<u32>(n0, min(n0 + 1u, p.n - 1u), min(n0 + 2u, p.n - 1u), min(n0 + 3u, p.n - 1u));
+    var acc: array<vec4<f32>, 4>;  // acc[row][column]
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        acc[i] = vec4<f32>(0.0);
+    }
+#ifdef VEC4
+#ifdef W_F16
+    let kw = p.k / 8u;
+    for (var kk = 0u; kk < kw; kk = kk + 1u) {
+        let b0 = w8(c.x * kw + kk);
+        let b1 = w8(c.y * kw + kk);
+        let b2 = w8(c.z * kw + kk);
+        let b3 = w8(c.w * kw + kk);
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let a = x8(r[i] * kw + kk);
+            acc[i] = acc[i] + vec4<f32>(dot8(a, b0), dot8(a, b1), dot8(a, b2), dot8(a, b3));
+        }
+    }
+#else
+    let kw = p.k / 4u;
+    for (var kk = 0u; kk < kw; kk = kk + 1u) {
+        let b0 = w4[c.x * kw + kk];
+        let b1 = w4[c.y * kw + kk];
+        let b2 = w4[c.z * kw + kk];
+        let b3 = w4[c.w * kw + kk];
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let a = x4[r[i] * kw + kk];
+            acc[i] = acc[i] + vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+        }
+    }
+#endif
+#else
+    for (var kk = 0u; kk < p.k; kk = kk + 1u) {
+        let b = vec4<f32>(load_w(c.x * p.k + kk), load_w(c.y * p.k + kk), load_w(c.z * p.k + kk), load_w(c.w * p.k + kk));
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            acc[i] = acc[i] + x[r[i] * p.k + kk] * b;
+        }
+    }
+#endif
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        store_row(m0 + i, n0, acc[i]);
+    }
+}
 
 // Rows of x for matvec, fixed when the pipeline is created (1..=8), so the loops over
 // rows unroll and the accumulators stay in registers.
