@@ -13,7 +13,7 @@ mod common;
 use common::{baseline_gemv, random, time};
 use gllm_web::kernels::attention::{attention_with, AttentionOptions, AttentionShape};
 use gllm_web::kernels::matmul::{linear_with, LinearOptions};
-use gllm_web::kernels::norm::layer_norm;
+use gllm_web::kernels::norm::layer_norm_with;
 use gllm_web::reference::rng::Rng;
 use gllm_web::{DType, Gpu, Result};
 
@@ -104,7 +104,9 @@ fn main() -> Result<()> {
     let g = random(&gpu, &mut rng, &[h], DType::F32)?;
     let b = random(&gpu, &mut rng, &[h], DType::F32)?;
     let reps = if caps.is_cpu { 2 } else { 20 };
-    let s = time(&gpu, rounds, reps, &|enc| layer_norm(enc, &x, &g, &b, 1e-12))?;
-    println!("| {adapter} layer_norm rows={rows} h={h} | {:.1} µs | |", s * 1e6);
+    for (kind, barrier_free) in [("", false), ("/direct", true)] {
+        let s = time(&gpu, rounds, reps, &|enc| layer_norm_with(enc, &x, &g, &b, 1e-12, Some(barrier_free)))?;
+        println!("| {adapter} layer_norm{kind} rows={rows} h={h} | {:.1} µs | |", s * 1e6);
+    }
     Ok(())
 }

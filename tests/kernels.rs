@@ -122,21 +122,21 @@ async fn embedding_matches_cpu(gpu: Gpu) -> R {
 
 async fn layer_norm_matches_cpu(gpu: Gpu) -> R {
     let mut rng = Rng::new(2);
-    for (rows, n) in [(7, 383), (3, 1000), (5, 17)] {
+    // 70 rows: more than one workgroup of the barrier-free kernel.
+    for (rows, n) in [(7, 383), (3, 1000), (5, 17), (70, 24)] {
         let x: Vec<f32> = rng.vec(rows * n, 3.0).iter().map(|v| v + 0.7).collect();
         let g = rng.vec(n, 1.0);
         let b = rng.vec(n, 1.0);
         let want = cpu::layer_norm(&x, &g, &b, n, 1e-12);
-        let mut enc = gpu.encoder();
-        let out = norm::layer_norm(
-            &mut enc,
-            &gpu.upload_f32(&x, &[rows, n])?,
-            &gpu.upload_f32(&g, &[n])?,
-            &gpu.upload_f32(&b, &[n])?,
-            1e-12,
-        )?;
-        enc.submit()?;
-        assert_close(&format!("layer_norm {rows}x{n}"), &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+        let (x_t, g_t, b_t) = (gpu.upload_f32(&x, &[rows, n])?, gpu.upload_f32(&g, &[n])?, gpu.upload_f32(&b, &[n])?);
+        // Both kernels: a workgroup per row, and one invocation per row (CPU adapters).
+        for barrier_free in [false, true] {
+            let mut enc = gpu.encoder();
+            let out = norm::layer_norm_with(&mut enc, &x_t, &g_t, &b_t, 1e-12, Some(barrier_free))?;
+            enc.submit()?;
+            let what = format!("layer_norm barrier_free={barrier_free} {rows}x{n}");
+            assert_close(&what, &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
+        }
     }
     Ok(())
 }

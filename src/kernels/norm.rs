@@ -7,6 +7,8 @@ use crate::gpu::{grid, DType, Encoder, GpuTensor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NormKind {
     Layer,
+    /// `layer_norm_direct`: one invocation per row, no barriers (CPU adapters).
+    LayerDirect,
     Rms,
     L2,
     /// `add_rms_norm`: residual add, then RMSNorm (RESIDUAL).
@@ -26,6 +28,7 @@ impl Variant for NormKey {
     fn entry(&self) -> &'static str {
         match self.kind {
             NormKind::Layer => "layer_norm",
+            NormKind::LayerDirect => "layer_norm_direct",
             NormKind::Rms => "rms_norm",
             NormKind::L2 => "l2_norm",
             NormKind::AddRms => "add_rms_norm",
@@ -49,7 +52,14 @@ impl Variant for NormKey {
 /// LayerNorm over the last dim.
 /// - `x`: `[.., n]` f32; `gamma`, `beta`: `[n]` f32; returns the shape of `x`.
 pub fn layer_norm(enc: &mut Encoder, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuTensor, eps: f32) -> Result<GpuTensor> {
-    run(enc, NormKind::Layer, x, Some(gamma), Some(beta), eps)
+    layer_norm_with(enc, x, gamma, beta, eps, None)
+}
+
+/// [`layer_norm`] with a forced kernel: `barrier_free` picks the one-invocation-per-row
+/// entry (`None`: on CPU adapters only, where barriers are emulated).
+pub fn layer_norm_with(enc: &mut Encoder, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuTensor, eps: f32, barrier_free: Option<bool>) -> Result<GpuTensor> {
+    let kind = if barrier_free.unwrap_or(enc.gpu().caps().is_cpu) { NormKind::LayerDirect } else { NormKind::Layer };
+    run(enc, kind, x, Some(gamma), Some(beta), eps)
 }
 
 /// RMSNorm over the last dim (Llama: `x * rsqrt(mean(x²) + eps) * gamma`).
@@ -119,6 +129,8 @@ fn run_with(
     tensors.extend(gamma);
     tensors.extend(beta);
     tensors.extend(extra);
-    enc.dispatch(key, &params, &tensors, grid(u(OP, "rows", x.rows())?))?;
+    let rows = u(OP, "rows", x.rows())?;
+    let groups = if kind == NormKind::LayerDirect { rows.div_ceil(64) } else { rows };
+    enc.dispatch(key, &params, &tensors, grid(groups))?;
     Ok(out)
 }

@@ -1,5 +1,6 @@
 // Row normalisations: LayerNorm, RMSNorm and L2 normalisation.
-// One workgroup of 256 threads per row; rows split over x/y (grid()).
+// One workgroup of 256 threads per row; rows split over x/y (grid()). LayerNorm also has a
+// barrier-free entry for CPU adapters (layer_norm_direct).
 
 struct Params {
     rows: u32,  // number of rows
@@ -70,6 +71,39 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
     let inv = inverseSqrt(block_sum(v, lid) / f32(p.n) + p.eps);
     for (var i = lid; i < p.n; i = i + WG) {
+        var y = (x[base + i] - mean) * inv;
+#ifdef AFFINE
+        y = y * gamma[i];
+#endif
+#ifdef BIAS
+        y = y + beta[i];
+#endif
+        out[base + i] = y;
+    }
+}
+
+// LayerNorm for CPU adapters (SwiftShader, lavapipe), which emulate workgroup barriers at a
+// high cost: one invocation per row, the same two passes without a reduction tree.
+// Dispatch grid(ceil(rows / 64)).
+@compute @workgroup_size(64)
+fn layer_norm_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.n;
+    var s = 0.0;
+    for (var i = 0u; i < p.n; i = i + 1u) {
+        s = s + x[base + i];
+    }
+    let mean = s / f32(p.n);
+    var v = 0.0;
+    for (var i = 0u; i < p.n; i = i + 1u) {
+        let d = x[base + i] - mean;
+        v = v + d * d;
+    }
+    let inv = inverseSqrt(v / f32(p.n) + p.eps);
+    for (var i = 0u; i < p.n; i = i + 1u) {
         var y = (x[base + i] - mean) * inv;
 #ifdef AFFINE
         y = y * gamma[i];
