@@ -131,6 +131,17 @@ impl FileSource {
     fn path(&self, file: &str) -> std::path::PathBuf {
         self.root.join(file)
     }
+    fn read_range_blocking(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(self.path(file)).map_err(|e| self.io(file, e))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| self.io(file, e))?;
+        let mut buf = Vec::new();
+        f.take(len).read_to_end(&mut buf).map_err(|e| self.io(file, e))?;
+        if (buf.len() as u64) < len {
+            return Err(short_read(file, offset, len, buf.len()));
+        }
+        Ok(buf)
+    }
     fn io(&self, file: &str, e: std::io::Error) -> Error {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::NotFound { file: self.path(file).display().to_string() }
@@ -144,16 +155,16 @@ impl Source for FileSource {
     async fn read(&self, file: &str) -> Result<Vec<u8>> {
         std::fs::read(self.path(file)).map_err(|e| self.io(file, e))
     }
+    /// Reads on a thread of its own, so the streaming loader's `concurrency` requests read
+    /// the file in parallel while the caller's task uploads the ones that have arrived.
     async fn read_range(&self, file: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(self.path(file)).map_err(|e| self.io(file, e))?;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| self.io(file, e))?;
-        let mut buf = Vec::new();
-        f.take(len).read_to_end(&mut buf).map_err(|e| self.io(file, e))?;
-        if (buf.len() as u64) < len {
-            return Err(short_read(file, offset, len, buf.len()));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let (this, name) = (self.clone(), file.to_string());
+            on_thread(move || this.read_range_blocking(&name, offset, len)).await
         }
-        Ok(buf)
+        #[cfg(target_arch = "wasm32")]
+        self.read_range_blocking(file, offset, len)
     }
     async fn len(&self, file: &str) -> Result<u64> {
         std::fs::metadata(self.path(file)).map(|m| m.len()).map_err(|e| self.io(file, e))
@@ -161,6 +172,46 @@ impl Source for FileSource {
     fn describe(&self) -> String {
         self.root.display().to_string()
     }
+}
+
+/// Runs `f` on a new OS thread (native); the future resolves with its result, so several of
+/// them make progress at once under any executor, `pollster` included. Where a thread
+/// cannot be started, `f` runs inline.
+#[cfg(not(target_arch = "wasm32"))]
+fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> impl std::future::Future<Output = T> {
+    use std::sync::{Arc, Mutex};
+    use std::task::{Poll, Waker};
+    struct Slot<T> {
+        value: Option<T>,
+        waker: Option<Waker>,
+    }
+    let slot = Arc::new(Mutex::new(Slot { value: None, waker: None }));
+    let f = Arc::new(Mutex::new(Some(f)));
+    let (thread_slot, thread_f) = (slot.clone(), f.clone());
+    let spawned = std::thread::Builder::new().name("gllm-read".into()).spawn(move || {
+        let Some(f) = thread_f.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let value = f();
+        let mut s = thread_slot.lock().unwrap_or_else(|e| e.into_inner());
+        s.value = Some(value);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    });
+    if spawned.is_err() {
+        if let Some(f) = f.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            slot.lock().unwrap_or_else(|e| e.into_inner()).value = Some(f());
+        }
+    }
+    std::future::poll_fn(move |cx| {
+        let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        match s.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
 }
 
 /// `fetch` of files under a base URL (browser main thread or worker). Ranges use the HTTP
