@@ -4,6 +4,8 @@
 //! pass, so this is the native "cached load"). Rows: the file read alone (no GPU), then the
 //! full load into GPU buffers, each with 1 request in flight (one read after another) and
 //! with the default 6 (parallel reads on their own threads). Median of 3 after a warm-up.
+//! `GLLM_LOAD_COLD=1` adds rows with the page cache dropped before every run (Linux, root:
+//! `/proc/sys/vm/drop_caches`), i.e. reads from the disk.
 //!
 //! Run: `cargo bench --bench load`.
 
@@ -37,6 +39,7 @@ async fn run() -> Result<()> {
     let src = FileSource::new(dir);
     let bytes = src.len(&file).await? as f64;
     let st = SafetensorsFile::read(&src, &file).await?;
+    let cold = std::env::var("GLLM_LOAD_COLD").is_ok_and(|v| v == "1");
     let gpu = Gpu::new().await?;
     println!("adapter: {}", gpu.caps().adapter);
     println!("file: {} ({:.0} MiB, {tensors} F32 tensors of 16 MiB)\n", path.display(), bytes / (1 << 20) as f64);
@@ -79,6 +82,26 @@ async fn run() -> Result<()> {
         }
         let s = median(t);
         println!("| stream_safetensors into GPU buffers, {concurrency} in flight | {:.3} s | {:.2} |", s, bytes / s / 1e9);
+        if cold {
+            let mut t = Vec::new();
+            for _ in 0..3 {
+                drop_page_cache()?;
+                let t0 = Instant::now();
+                let w = stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await?;
+                gpu.sync().await?;
+                t.push(t0.elapsed().as_secs_f64());
+                drop(w);
+            }
+            let s = median(t);
+            println!("| cold page cache: stream_safetensors into GPU buffers, {concurrency} in flight | {:.3} s | {:.2} |", s, bytes / s / 1e9);
+        }
     }
     Ok(())
+}
+
+/// Writes back dirty pages and drops the page cache, so the next read comes from the disk.
+fn drop_page_cache() -> Result<()> {
+    let io = |e: std::io::Error| gllm_web::Error::Io { file: "/proc/sys/vm/drop_caches".into(), msg: format!("{e} (GLLM_LOAD_COLD=1 needs Linux and root)") };
+    std::process::Command::new("sync").status().map_err(io)?;
+    std::fs::write("/proc/sys/vm/drop_caches", "3").map_err(io)
 }
