@@ -71,7 +71,7 @@ impl AttentionOptions {
         }
     }
 
-    /// Workgroups for `batch_heads_queries` (batch · heads · q_len) in the chosen stage.
+    /// Workgroups for `n` = batch · heads · q_len queries in the chosen stage.
     fn groups(stage: AttentionStage, n: u32) -> [u32; 3] {
         grid(if stage == AttentionStage::Direct { n.div_ceil(64) } else { n })
     }
