@@ -72,6 +72,31 @@ fn main() -> Result<()> {
         }
     }
 
+    // Quantized batched products on CPU adapters (the MiniLM batch-32 shapes, q8_0 / q4_0):
+    // the tiled kernel and the barrier-free one.
+    if caps.is_cpu {
+        use gllm_web::kernels::quant::{qlinear_with, QLinearOptions, QMatrix};
+        use gllm_web::quant::QuantFormat;
+        for &(m, n, k) in &[(992usize, 384usize, 384usize), (992, 1536, 384)] {
+            let x = random(&gpu, &mut rng, &[m, k], DType::F32)?;
+            let values = rng.vec(n * k, 0.5);
+            for fmt in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
+                let w = QMatrix::quantize(&gpu, fmt, n, k, &values)?;
+                for (kind, barrier_free) in [("tiled", false), ("direct", true)] {
+                    let opts = QLinearOptions { barrier_free: Some(barrier_free), ..Default::default() };
+                    let s = time(&gpu, rounds, 2, &|enc| qlinear_with(enc, &x, &w, None, opts))?;
+                    println!(
+                        "| {adapter} qlinear/{kind} {} m={m} n={n} k={k} | {:.1} µs | {:.2} | {:.1} |",
+                        fmt.name(),
+                        s * 1e6,
+                        w.byte_size() as f64 / s / 1e9,
+                        2.0 * (m * n * k) as f64 / s / 1e9
+                    );
+                }
+            }
+        }
+    }
+
     // (batch, q_len, kv_len, heads, kv_heads, head_dim, causal)
     let att: &[(usize, usize, usize, usize, usize, usize, bool)] = if caps.is_cpu {
         &[(2, 32, 32, 12, 12, 32, false), (32, 31, 31, 12, 12, 32, false), (1, 1, 256, 14, 2, 64, true)]

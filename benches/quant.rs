@@ -151,7 +151,7 @@ fn main() -> Result<()> {
         for (name, ws) in &mats {
             let bytes = ws[0].byte_size() as f64;
             for &(label, no_subgroups, rows, threads) in &reductions {
-                let opts = QLinearOptions { no_subgroups, force_matmul: false, rows, threads };
+                let opts = QLinearOptions { no_subgroups, force_matmul: false, rows, threads, barrier_free: None };
                 let s = time(&gpu, rounds, reps_for(bytes), &|enc| qlinear_with(enc, &x, &ws[next(ws.len())], None, opts))?;
                 row(name, label, s, bytes, t32);
             }
@@ -159,7 +159,7 @@ fn main() -> Result<()> {
             if sweep && subgroup_rows(&gpu).is_some() {
                 let rows: u8 = if name == "q4_0" || name == "q4_1" { 4 } else { 2 };
                 for t in [4u16, 8, 16, 32, 64] {
-                    let opts = QLinearOptions { no_subgroups: false, force_matmul: false, rows: Some(rows), threads: Some(t) };
+                    let opts = QLinearOptions { no_subgroups: false, force_matmul: false, rows: Some(rows), threads: Some(t), barrier_free: None };
                     let s = time(&gpu, rounds, reps_for(bytes), &|enc| qlinear_with(enc, &x, &ws[next(ws.len())], None, opts))?;
                     row(name, &format!("sweep: {rows} rows × {t} threads"), s, bytes, t32);
                 }

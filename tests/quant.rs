@@ -156,10 +156,19 @@ async fn check_variants(gpu: &Gpu, what: &str, w: &QMatrix, x: &[f32], m: usize,
         Some(b) => Some(gpu.upload_f32(b, &[b.len()]).map_err(e)?),
         None => None,
     };
+    // The matrix-matrix kernel has no subgroup, rows or threads variant; it runs tiled
+    // (shared memory) and barrier-free (CPU adapters).
+    let mut runs = Vec::new();
     for (label, f16, opts) in variants(gpu) {
-        if m > 1 && (!opts.no_subgroups || opts.rows.is_some()) {
-            continue; // the matrix-matrix kernel has no subgroup, rows or threads variant
+        if m == 1 {
+            runs.push((label, f16, opts));
+        } else if opts.no_subgroups && opts.rows.is_none() {
+            for barrier_free in [false, true] {
+                runs.push((format!("{label} barrier_free={barrier_free}"), f16, QLinearOptions { barrier_free: Some(barrier_free), ..opts }));
+            }
         }
+    }
+    for (label, f16, opts) in runs {
         let xt = if f16 { gpu.upload_f32_as_f16(x, &[m, k]).map_err(e)? } else { gpu.upload_f32(x, &[m, k]).map_err(e)? };
         let mut enc = gpu.encoder();
         let y = qlinear_with(&mut enc, &xt, w, b.as_ref(), opts).map_err(e)?;

@@ -165,6 +165,8 @@ fn check_shape(format: QFormat, rows: usize, cols: usize) -> Result<()> {
 pub enum QuantEntry {
     Matvec,
     Matmul,
+    /// `qmatmul_direct`: barrier-free batched product (CPU adapters).
+    MatmulDirect,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -190,6 +192,7 @@ impl Variant for QuantKey {
         match self.entry {
             QuantEntry::Matvec => "qmatvec",
             QuantEntry::Matmul => "qmatmul",
+            QuantEntry::MatmulDirect => "qmatmul_direct",
         }
     }
     fn defines(&self) -> Vec<&'static str> {
@@ -243,6 +246,9 @@ pub struct QLinearOptions {
     /// Threads per row group of the matrix-vector kernel (a power of two ≤ 256; `u16` so
     /// 256 fits); `None` picks [`matvec_shape`].
     pub threads: Option<u16>,
+    /// Batched products without workgroup barriers or shared memory (`qmatmul_direct`);
+    /// `None`: on CPU adapters only (`Capabilities::is_cpu`).
+    pub barrier_free: Option<bool>,
 }
 
 /// The matrix-vector kernel's shape for an `n × k` matrix: `(rows, threads)` per thread group.
@@ -333,9 +339,16 @@ pub fn qlinear_with(
     if matvec && rows != 2 && rows != 4 {
         return Err(Error::param(OP, format!("{rows} rows per thread group: the kernel has 2 or 4")));
     }
+    let entry = if matvec {
+        QuantEntry::Matvec
+    } else if opts.barrier_free.unwrap_or(enc.gpu().caps().is_cpu) {
+        QuantEntry::MatmulDirect
+    } else {
+        QuantEntry::Matmul
+    };
     let key = QuantKey {
         format: w.format,
-        entry: if matvec { QuantEntry::Matvec } else { QuantEntry::Matmul },
+        entry,
         x_f16,
         bias: bias.is_some(),
         subgroups: matvec && sg.is_some(),
@@ -344,10 +357,10 @@ pub fn qlinear_with(
         rows,
     };
     let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, u(OP, "k", k / 32)?];
-    let workgroups = if matvec {
-        grid(u(OP, "n", n.div_ceil(rows as usize * 256 / threads as usize))?)
-    } else {
-        [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(64))?, 1]
+    let workgroups = match entry {
+        QuantEntry::Matvec => grid(u(OP, "n", n.div_ceil(rows as usize * 256 / threads as usize))?),
+        QuantEntry::MatmulDirect => [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(16))?, 1],
+        QuantEntry::Matmul => [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(64))?, 1],
     };
     let mut tensors = vec![x, &w.body, &w.scales, &y];
     tensors.extend(bias);

@@ -24,6 +24,7 @@
 //            register block; K walked one 32-value unit at a time: every thread decodes one
 //            octet of W and loads one octet of x into shared memory.
 //            Dispatch (ceil(N/64), ceil(M/64)).
+//   qmatmul_direct  the same product on CPU adapters, without shared memory or barriers.
 //
 // Variants (defines): one of Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q6_K AWQ, or DENSE with F32W / F16W
 // (plain weights, k % 32 == 0: the matvec serves dense decode too); X_F16 (x and y are f16,
@@ -489,6 +490,45 @@ fn qmatmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
     store_row(m0 + 4u * ty + 1u, n0 + 4u * tx, c1);
     store_row(m0 + 4u * ty + 2u, n0 + 4u * tx, c2);
     store_row(m0 + 4u * ty + 3u, n0 + 4u * tx, c3);
+}
+
+// qmatmul for CPU adapters (SwiftShader, lavapipe), which emulate workgroup barriers and
+// shared memory at a high cost: no shared memory, no barrier. Each invocation computes a 4x4
+// block of y, decoding each octet of its 4 weight rows once for its 4 rows of x. Rows and
+// columns past the edge read the last valid one; store_row drops their results.
+// Workgroup 16x4 invocations = 64 columns x 16 rows. Dispatch (ceil(N/64), ceil(M/16)).
+@compute @workgroup_size(16, 4)
+fn qmatmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
+    _ = scales[0];  // keep the binding in the layout for formats that do not read it
+    let n0 = gid.x * 4u;
+    let m0 = gid.y * 4u;
+    if (n0 >= p.n || m0 >= p.m) {
+        return;
+    }
+    let r = vec4<u32>(m0, min(m0 + 1u, p.m - 1u), min(m0 + 2u, p.m - 1u), min(m0 + 3u, p.m - 1u));
+    let c = vec4<u32>(n0, min(n0 + 1u, p.n - 1u), min(n0 + 2u, p.n - 1u), min(n0 + 3u, p.n - 1u));
+    var acc: array<vec4<f32>, 4>;  // acc[row][column]
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    for (var u = 0u; u < p.sb; u = u + 1u) {
+        for (var q = 0u; q < 4u; q = q + 1u) {
+            let w0 = dq8(c.x * p.sb + u, q);
+            let w1 = dq8(c.y * p.sb + u, q);
+            let w2 = dq8(c.z * p.sb + u, q);
+            let w3 = dq8(c.w * p.sb + u, q);
+            for (var i = 0u; i < 4u; i = i + 1u) {
+                let base = (r[i] * p.k + u * 32u + 8u * q) / 4u;
+                let xa = xv(base);
+                let xb = xv(base + 1u);
+                acc[i] = acc[i] + vec4<f32>(dot(xa, w0.a) + dot(xb, w0.b), dot(xa, w1.a) + dot(xb, w1.b),
+                                            dot(xa, w2.a) + dot(xb, w2.b), dot(xa, w3.a) + dot(xb, w3.b));
+            }
+        }
+    }
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        store_row(m0 + i, n0, acc[i]);
+    }
 }
 
 fn store_row(gm: u32, gn: u32, v: vec4<f32>) {
