@@ -122,7 +122,8 @@ const REL_F16: f32 = 3e-3;
 /// The kernel variants this device can run: (label, f16 activations, options). Besides the
 /// automatic choice (for these small matrices: 2 rows × a full subgroup or 32 threads), the
 /// matrix-vector kernel runs with 2 rows × 4 threads per group (a segmented reduction), with
-/// 4 rows × the full thread count, and with 2 rows × 128 threads (several subgroups per row).
+/// 4 rows × the full thread count, and with 2 rows × 128 threads (several subgroups per row);
+/// and each kernel barrier-free (`qmatvec_direct` / `qmatmul_direct`, CPU adapters' default).
 fn variants(gpu: &Gpu) -> Vec<(String, bool, QLinearOptions)> {
     let full = subgroup_rows(gpu).unwrap_or(32).min(32) as u16;
     let mut v = Vec::new();
@@ -136,8 +137,12 @@ fn variants(gpu: &Gpu) -> Vec<(String, bool, QLinearOptions)> {
                 continue;
             }
             let red = if no_subgroups { "shared-reduce" } else { "subgroup" };
-            let base = QLinearOptions { no_subgroups, ..Default::default() };
+            let base = QLinearOptions { no_subgroups, barrier_free: Some(false), ..Default::default() };
             v.push((format!("{act} {red}"), f16, base));
+            if no_subgroups {
+                // Barrier-free (the default on CPU adapters): no reduction at all.
+                v.push((format!("{act} barrier-free"), f16, QLinearOptions { barrier_free: Some(true), ..base }));
+            }
             v.push((format!("{act} {red} 2 rows × 4 threads"), f16, QLinearOptions { rows: Some(2), threads: Some(4), ..base }));
             let t = if no_subgroups { 32 } else { full };
             v.push((format!("{act} {red} 4 rows × {t} threads"), f16, QLinearOptions { rows: Some(4), threads: Some(t), ..base }));
@@ -156,18 +161,9 @@ async fn check_variants(gpu: &Gpu, what: &str, w: &QMatrix, x: &[f32], m: usize,
         Some(b) => Some(gpu.upload_f32(b, &[b.len()]).map_err(e)?),
         None => None,
     };
-    // The matrix-matrix kernel has no subgroup, rows or threads variant; it runs tiled
-    // (shared memory) and barrier-free (CPU adapters).
-    let mut runs = Vec::new();
-    for (label, f16, opts) in variants(gpu) {
-        if m == 1 {
-            runs.push((label, f16, opts));
-        } else if opts.no_subgroups && opts.rows.is_none() {
-            for barrier_free in [false, true] {
-                runs.push((format!("{label} barrier_free={barrier_free}"), f16, QLinearOptions { barrier_free: Some(barrier_free), ..opts }));
-            }
-        }
-    }
+    // The matrix-matrix kernel has no subgroup, rows or threads variant: it runs tiled
+    // (shared memory) and barrier-free.
+    let runs: Vec<_> = variants(gpu).into_iter().filter(|(_, _, o)| m == 1 || (o.no_subgroups && o.rows.is_none())).collect();
     for (label, f16, opts) in runs {
         let xt = if f16 { gpu.upload_f32_as_f16(x, &[m, k]).map_err(e)? } else { gpu.upload_f32(x, &[m, k]).map_err(e)? };
         let mut enc = gpu.encoder();

@@ -167,6 +167,8 @@ pub enum QuantEntry {
     Matmul,
     /// `qmatmul_direct`: barrier-free batched product (CPU adapters).
     MatmulDirect,
+    /// `qmatvec_direct`: barrier-free single-token product (CPU adapters).
+    MatvecDirect,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -193,6 +195,7 @@ impl Variant for QuantKey {
             QuantEntry::Matvec => "qmatvec",
             QuantEntry::Matmul => "qmatmul",
             QuantEntry::MatmulDirect => "qmatmul_direct",
+            QuantEntry::MatvecDirect => "qmatvec_direct",
         }
     }
     fn defines(&self) -> Vec<&'static str> {
@@ -246,7 +249,8 @@ pub struct QLinearOptions {
     /// Threads per row group of the matrix-vector kernel (a power of two ≤ 256; `u16` so
     /// 256 fits); `None` picks [`matvec_shape`].
     pub threads: Option<u16>,
-    /// Batched products without workgroup barriers or shared memory (`qmatmul_direct`);
+    /// Products without workgroup barriers or shared memory (`qmatmul_direct`, and
+    /// `qmatvec_direct` for one token, which ignores `rows` / `threads` / subgroups);
     /// `None`: on CPU adapters only (`Capabilities::is_cpu`).
     pub barrier_free: Option<bool>,
 }
@@ -339,27 +343,29 @@ pub fn qlinear_with(
     if matvec && rows != 2 && rows != 4 {
         return Err(Error::param(OP, format!("{rows} rows per thread group: the kernel has 2 or 4")));
     }
-    let entry = if matvec {
-        QuantEntry::Matvec
-    } else if opts.barrier_free.unwrap_or(enc.gpu().caps().is_cpu) {
-        QuantEntry::MatmulDirect
-    } else {
-        QuantEntry::Matmul
+    let barrier_free = opts.barrier_free.unwrap_or(enc.gpu().caps().is_cpu);
+    let entry = match (matvec, barrier_free) {
+        (true, false) => QuantEntry::Matvec,
+        (true, true) => QuantEntry::MatvecDirect,
+        (false, false) => QuantEntry::Matmul,
+        (false, true) => QuantEntry::MatmulDirect,
     };
+    let matvec = entry == QuantEntry::Matvec;
     let key = QuantKey {
         format: w.format,
         entry,
         x_f16,
         bias: bias.is_some(),
         subgroups: matvec && sg.is_some(),
-        threads: threads as u16,
+        threads: if matvec { threads as u16 } else { 0 },
         sg_size: if matvec { sg.unwrap_or(0).min(128) as u8 } else { 0 },
-        rows,
+        rows: if matvec { rows } else { 0 },
     };
     let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, u(OP, "k", k / 32)?];
     let workgroups = match entry {
         QuantEntry::Matvec => grid(u(OP, "n", n.div_ceil(rows as usize * 256 / threads as usize))?),
         QuantEntry::MatmulDirect => [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(16))?, 1],
+        QuantEntry::MatvecDirect => grid(u(OP, "n", n.div_ceil(256))?),
         QuantEntry::Matmul => [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(64))?, 1],
     };
     let mut tensors = vec![x, &w.body, &w.scales, &y];

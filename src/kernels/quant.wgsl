@@ -24,7 +24,8 @@
 //            register block; K walked one 32-value unit at a time: every thread decodes one
 //            octet of W and loads one octet of x into shared memory.
 //            Dispatch (ceil(N/64), ceil(M/64)).
-//   qmatmul_direct  the same product on CPU adapters, without shared memory or barriers.
+//   qmatmul_direct, qmatvec_direct  the same products on CPU adapters, without shared memory
+//            or barriers.
 //
 // Variants (defines): one of Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q6_K AWQ, or DENSE with F32W / F16W
 // (plain weights, k % 32 == 0: the matvec serves dense decode too); X_F16 (x and y are f16,
@@ -529,6 +530,30 @@ fn qmatmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var i = 0u; i < 4u; i = i + 1u) {
         store_row(m0 + i, n0, acc[i]);
     }
+}
+
+// qmatvec for CPU adapters (m = 1): one invocation per 4 output rows, no shared memory, no
+// barrier; each x octet is loaded once for the 4 rows. Dispatch grid(ceil(N / 256)) x 64.
+@compute @workgroup_size(64)
+fn qmatvec_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    _ = scales[0];  // keep the binding in the layout for formats that do not read it
+    let n0 = (gid.x + gid.y * nwg.x * 64u) * 4u;
+    if (n0 >= p.n) {
+        return;
+    }
+    let c = vec4<u32>(n0, min(n0 + 1u, p.n - 1u), min(n0 + 2u, p.n - 1u), min(n0 + 3u, p.n - 1u));
+    var acc = vec4<f32>(0.0);
+    for (var u = 0u; u < p.sb; u = u + 1u) {
+        for (var q = 0u; q < 4u; q = q + 1u) {
+            let base = (u * 32u + 8u * q) / 4u;
+            let xa = xv(base);
+            let xb = xv(base + 1u);
+            let xs = dot(xa, vec4<f32>(1.0)) + dot(xb, vec4<f32>(1.0));
+            acc = acc + vec4<f32>(dot8(c.x * p.sb + u, q, xa, xb, xs), dot8(c.y * p.sb + u, q, xa, xb, xs),
+                                  dot8(c.z * p.sb + u, q, xa, xb, xs), dot8(c.w * p.sb + u, q, xa, xb, xs));
+        }
+    }
+    store_row(0u, n0, acc);
 }
 
 fn store_row(gm: u32, gn: u32, v: vec4<f32>) {
