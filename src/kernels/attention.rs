@@ -90,6 +90,17 @@ pub struct AttentionShape {
 }
 
 impl AttentionShape {
+    /// Heads a positive multiple of kv_heads, head_dim in 1..=[`MAX_HEAD_DIM`].
+    fn check(&self, op: &'static str) -> Result<()> {
+        if self.heads == 0 || self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+            return Err(Error::param(op, format!("heads {} must be a positive multiple of kv_heads {}", self.heads, self.kv_heads)));
+        }
+        if self.head_dim == 0 || self.head_dim > MAX_HEAD_DIM {
+            return Err(Error::param(op, format!("head_dim {} outside 1..={MAX_HEAD_DIM}", self.head_dim)));
+        }
+        Ok(())
+    }
+
     /// Encoder self-attention: `heads` heads of `head_dim`, no causal mask.
     pub fn bidirectional(heads: usize, head_dim: usize) -> Self {
         Self { heads, kv_heads: heads, head_dim, causal: false, scale: 1.0 / (head_dim as f32).sqrt() }
@@ -123,12 +134,7 @@ pub fn attention_with(
     opts: AttentionOptions,
 ) -> Result<GpuTensor> {
     const OP: &str = "attention";
-    if s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
-        return Err(Error::param(OP, format!("heads {} must be a positive multiple of kv_heads {}", s.heads, s.kv_heads)));
-    }
-    if s.head_dim == 0 || s.head_dim > MAX_HEAD_DIM {
-        return Err(Error::param(OP, format!("head_dim {} outside 1..={MAX_HEAD_DIM}", s.head_dim)));
-    }
+    s.check(OP)?;
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
         t.expect_dtype(OP, name, &[DType::F32])?;
         t.expect_rank(OP, name, 3)?;
@@ -205,12 +211,7 @@ pub fn attention_cached_with(
     opts: AttentionOptions,
 ) -> Result<GpuTensor> {
     const OP: &str = "attention_cached";
-    if s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
-        return Err(Error::param(OP, format!("heads {} must be a positive multiple of kv_heads {}", s.heads, s.kv_heads)));
-    }
-    if s.head_dim == 0 || s.head_dim > MAX_HEAD_DIM {
-        return Err(Error::param(OP, format!("head_dim {} outside 1..={MAX_HEAD_DIM}", s.head_dim)));
-    }
+    s.check(OP)?;
     for (name, t) in [("q", q), ("k_cache", k_cache), ("v_cache", v_cache)] {
         t.expect_dtype(OP, name, &[DType::F32])?;
         t.expect_rank(OP, name, 2)?;

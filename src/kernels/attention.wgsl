@@ -43,6 +43,36 @@ const NEG: f32 = -1.0e30;  // "minus infinity" that stays finite (WGSL may not h
 #endif
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;      // out: [batch, q_len, heads * head_dim] f32
 
+struct Query {
+    b: u32,    // sequence
+    h: u32,    // query head
+    i: u32,    // query position
+    kvh: u32,  // its key/value head
+}
+
+// Query `idx` of the flat (batch, head, position) order.
+fn query_of(idx: u32) -> Query {
+    let i = idx % p.q_len;
+    let bh = idx / p.q_len;
+    let h = bh % p.heads;
+    return Query(bh / p.heads, h, i, h / (p.heads / p.kv_heads));
+}
+
+// One past the last key query position `i` sees.
+fn keys_end(i: u32) -> u32 {
+#ifdef CACHE
+    // p.kv_len is the cache's row count here; the rows in use end at state[1] + q_len.
+    let kv_len = state[1] + p.q_len;
+#else
+    let kv_len = p.kv_len;
+#endif
+    var end = min(kv_len, p.kv_len);
+    if (p.causal != 0u) {
+        end = min(end, kv_len - p.q_len + i + 1u);
+    }
+    return end;
+}
+
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
@@ -54,11 +84,11 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     if (idx >= p.batch * p.heads * p.q_len) {
         return;
     }
-    let i = idx % p.q_len;
-    let bh = idx / p.q_len;
-    let h = bh % p.heads;
-    let b = bh / p.heads;
-    let kvh = h / (p.heads / p.kv_heads);
+    let qr = query_of(idx);
+    let i = qr.i;
+    let h = qr.h;
+    let b = qr.b;
+    let kvh = qr.kvh;
     let d_n = p.head_dim;
 
     let q_base = (b * p.q_len + i) * p.q_stride + h * d_n;
@@ -67,16 +97,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
     }
     workgroupBarrier();
 
-#ifdef CACHE
-    // p.kv_len is the cache's row count here; the rows in use end at state[1] + q_len.
-    let kv_len = state[1] + p.q_len;
-#else
-    let kv_len = p.kv_len;
-#endif
-    var end = min(kv_len, p.kv_len);
-    if (p.causal != 0u) {
-        end = min(end, kv_len - p.q_len + i + 1u);
-    }
+    let end = keys_end(i);
     var m = NEG;
     var l = 0.0;
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
@@ -157,28 +178,19 @@ fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (idx >= p.batch * p.heads * p.q_len) {
         return;
     }
-    let i = idx % p.q_len;
-    let bh = idx / p.q_len;
-    let h = bh % p.heads;
-    let b = bh / p.heads;
-    let kvh = h / (p.heads / p.kv_heads);
+    let qr = query_of(idx);
+    let i = qr.i;
+    let h = qr.h;
+    let b = qr.b;
+    let kvh = qr.kvh;
     let d_n = p.head_dim;
     let q_base = (b * p.q_len + i) * p.q_stride + h * d_n;
     var qp: array<f32, 256>;
-    var acc: array<f32, 256>;
+    var acc: array<f32, 256>;  // zero-initialised
     for (var d = 0u; d < d_n; d = d + 1u) {
         qp[d] = q[q_base + d] * p.scale;
-        acc[d] = 0.0;
     }
-#ifdef CACHE
-    let kv_len = state[1] + p.q_len;
-#else
-    let kv_len = p.kv_len;
-#endif
-    var end = min(kv_len, p.kv_len);
-    if (p.causal != 0u) {
-        end = min(end, kv_len - p.q_len + i + 1u);
-    }
+    let end = keys_end(i);
     var m = NEG;
     var l = 0.0;
     for (var j = 0u; j < end; j = j + 1u) {

@@ -175,10 +175,7 @@ fn matmul_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let r = vec4<u32>(m0, min(m0 + 1u, p.m - 1u), min(m0 + 2u, p.m - 1u), min(m0 + 3u, p.m - 1u));
     let c = vec4<u32>(n0, min(n0 + 1u, p.n - 1u), min(n0 + 2u, p.n - 1u), min(n0 + 3u, p.n - 1u));
-    var acc: array<vec4<f32>, 4>;  // acc[row][column]
-    for (var i = 0u; i < 4u; i = i + 1u) {
-        acc[i] = vec4<f32>(0.0);
-    }
+    var acc: array<vec4<f32>, 4>;  // acc[row][column], zero-initialised
 #ifdef VEC4
 #ifdef W_F16
     let kw = p.k / 8u;

@@ -50,6 +50,18 @@ fn sum_sq(base: u32, lid: u32) -> f32 {
     return block_sum(s, lid);
 }
 
+// out[base + i] = (x[base + i] - mean) * inv, times gamma[i] (AFFINE), plus beta[i] (BIAS).
+fn store_normed(base: u32, i: u32, mean: f32, inv: f32) {
+    var y = (x[base + i] - mean) * inv;
+#ifdef AFFINE
+    y = y * gamma[i];
+#endif
+#ifdef BIAS
+    y = y + beta[i];
+#endif
+    out[base + i] = y;
+}
+
 // (x - mean) / sqrt(var + eps) * gamma + beta, two-pass for accuracy.
 @compute @workgroup_size(256)
 fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -71,14 +83,7 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
     }
     let inv = inverseSqrt(block_sum(v, lid) / f32(p.n) + p.eps);
     for (var i = lid; i < p.n; i = i + WG) {
-        var y = (x[base + i] - mean) * inv;
-#ifdef AFFINE
-        y = y * gamma[i];
-#endif
-#ifdef BIAS
-        y = y + beta[i];
-#endif
-        out[base + i] = y;
+        store_normed(base, i, mean, inv);
     }
 }
 
@@ -104,14 +109,7 @@ fn layer_norm_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     }
     let inv = inverseSqrt(v / f32(p.n) + p.eps);
     for (var i = 0u; i < p.n; i = i + 1u) {
-        var y = (x[base + i] - mean) * inv;
-#ifdef AFFINE
-        y = y * gamma[i];
-#endif
-#ifdef BIAS
-        y = y + beta[i];
-#endif
-        out[base + i] = y;
+        store_normed(base, i, mean, inv);
     }
 }
 
@@ -126,11 +124,7 @@ fn rms_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let base = row * p.n;
     let inv = inverseSqrt(sum_sq(base, lid) / f32(p.n) + p.eps);
     for (var i = lid; i < p.n; i = i + WG) {
-        var y = x[base + i] * inv;
-#ifdef AFFINE
-        y = y * gamma[i];
-#endif
-        out[base + i] = y;
+        store_normed(base, i, 0.0, inv);
     }
 }
 
