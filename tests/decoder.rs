@@ -86,9 +86,9 @@ async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
     let mut rng = Rng::new(13);
     // (new queries, cached before, heads, kv heads, head dim, unused cache rows). q_len = 1
     // with head_dim % 4 == 0 is the split-K decode path (splits of 32 keys): one key, two
-    // full splits, a ragged last split, head_dim 256 (one key group) and 80 (3 groups, 4
-    // idle threads), many empty splits, more than 64 splits (combine loops); head_dim 37
-    // takes the one-pass kernel.
+    // full splits, a ragged last split, head_dim 256 (2 key groups of the 128 threads) and 80
+    // (6 groups, 8 idle threads), many empty splits, more than 64 and more than 128 splits
+    // (the combine's loops); head_dim 37 takes the one-pass kernel.
     let cases = [
         (7usize, 0usize, 4usize, 2usize, 16usize, 5usize),
         (3, 130, 2, 1, 40, 5),
@@ -100,6 +100,7 @@ async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
         (1, 5, 3, 1, 64, 300),
         (1, 100, 2, 1, 80, 7),
         (1, 2100, 2, 1, 64, 10),
+        (1, 4200, 3, 1, 128, 40),
     ];
     for (q_len, past, heads, kvh, d, spare) in cases {
         let rows = past + q_len + spare;

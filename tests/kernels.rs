@@ -143,7 +143,7 @@ async fn layer_norm_matches_cpu(gpu: Gpu) -> R {
 
 async fn rms_norm_matches_cpu(gpu: Gpu) -> R {
     let mut rng = Rng::new(3);
-    for (rows, n) in [(9, 576), (2, 33), (1, 1537)] {
+    for (rows, n) in [(9, 576), (2, 33), (1, 1537), (2, 2500)] {
         let x = rng.vec(rows * n, 2.0);
         let g = rng.vec(n, 1.0);
         let want = cpu::rms_norm(&x, &g, n, 1e-5);

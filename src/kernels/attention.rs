@@ -256,7 +256,7 @@ pub fn attention_cached_with(
         let key = |stage| KernelKey::Attention(AttentionKey { cache: true, stage });
         let groups = u(OP, "heads * n_splits", s.heads * n_splits)?;
         enc.dispatch(key(AttentionStage::DecodePartial), &params, &[q, k_cache, v_cache, state, &part], grid(groups))?;
-        enc.dispatch(key(AttentionStage::DecodeCombine), &params, &[&part, &part, &out], grid(params[3]))?;
+        enc.dispatch(key(AttentionStage::DecodeCombine), &params, &[&part, &part, state, &out], grid(params[3]))?;
         return Ok(out);
     }
     let groups = u(OP, "heads * q_len", s.heads * q_len)?;

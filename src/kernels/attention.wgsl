@@ -232,18 +232,23 @@ fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 @group(0) @binding(4) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = cached tokens before this token
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;     // part: acc [heads, n_splits, head_dim] then (m, l) [heads, n_splits, 2] f32
 
-const SPLIT: u32 = 32u;  // keys per workgroup (p._p0)
+const SPLIT: u32 = 32u;       // keys per workgroup (p._p0)
+const DWG: u32 = 128u;        // threads of the decode stages
+const TPK: u32 = DWG / SPLIT; // threads per key when scoring
 
 var<workgroup> qv: array<vec4<f32>, 64>;
+var<workgroup> sc: array<f32, DWG>;
 var<workgroup> pw: array<f32, SPLIT>;
-var<workgroup> red: array<f32, SPLIT>;
-var<workgroup> accs: array<vec4<f32>, WG>;
+var<workgroup> accs: array<vec4<f32>, DWG>;
 
-// head_dim % 4 == 0, head_dim <= 256. Thread t < count scores key start + t (vec4 loads,
-// four independent sums); for the weighted values, thread t takes vec4 column t % d4 of
-// the keys t / d4, t / d4 + G, ... (G = 64 / d4 key groups, coalesced rows), and the
-// groups are summed through shared memory.
-@compute @workgroup_size(64)
+// head_dim % 4 == 0, head_dim <= 256 (d4 = head_dim / 4 vec4 columns). Decode is a chain of
+// small dependent kernels, so this one is written for latency: every thread has at most a
+// few loads in flight at once and no loop waits on the previous iteration's load.
+// Scores: TPK = 4 neighbouring threads per key, each summing the vec4 columns c ≡ t (mod 4)
+// of its key (coalesced 64-byte pieces of the row); the 4 parts meet in shared memory.
+// Weighted values: thread t takes vec4 column t % d4 of keys t / d4, t / d4 + G, ...
+// (G = 128 / d4 key groups), four keys per step; the G groups meet in shared memory.
+@compute @workgroup_size(128)
 fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let n_splits = p._p1;
@@ -258,7 +263,6 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let d4 = d_n / 4u;
     let stride4 = p.kv_stride / 4u;
     let hs = h * n_splits + split;
-    let part_base = hs * d_n;
     let ml = p.heads * n_splits * d_n + 2u * hs;
     let kv_len = min(state[1] + 1u, p.kv_len);
     let start = split * SPLIT;
@@ -275,54 +279,61 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
     workgroupBarrier();
 
-    var s = NEG;
-    if (lid < count) {
-        let base = (start + lid) * stride4 + kvh * d4;
-        var a0 = vec4<f32>(0.0);
-        var a1 = vec4<f32>(0.0);
-        var a2 = vec4<f32>(0.0);
-        var a3 = vec4<f32>(0.0);
-        var c = 0u;
-        for (; c + 4u <= d4; c = c + 4u) {
-            a0 = a0 + qv[c] * k4[base + c];
-            a1 = a1 + qv[c + 1u] * k4[base + c + 1u];
-            a2 = a2 + qv[c + 2u] * k4[base + c + 2u];
-            a3 = a3 + qv[c + 3u] * k4[base + c + 3u];
-        }
-        for (; c < d4; c = c + 1u) {
-            a0 = a0 + qv[c] * k4[base + c];
-        }
-        s = dot((a0 + a1) + (a2 + a3), vec4<f32>(1.0));
+    // Keys past `count` re-read the last key; their scores are dropped.
+    let key = lid / TPK;
+    let krow = (start + min(key, count - 1u)) * stride4 + kvh * d4;
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var c = lid % TPK;
+    for (; c + 3u * TPK < d4; c = c + 4u * TPK) {
+        let k0 = k4[krow + c];
+        let k1 = k4[krow + c + TPK];
+        let k2 = k4[krow + c + 2u * TPK];
+        let k3 = k4[krow + c + 3u * TPK];
+        a0 = a0 + qv[c] * k0 + qv[c + TPK] * k1;
+        a1 = a1 + qv[c + 2u * TPK] * k2 + qv[c + 3u * TPK] * k3;
     }
+    for (; c < d4; c = c + TPK) {
+        a0 = a0 + qv[c] * k4[krow + c];
+    }
+    sc[lid] = dot(a0 + a1, vec4<f32>(1.0));
+    workgroupBarrier();
     if (lid < SPLIT) {
-        red[lid] = s;
+        var s = NEG;
+        if (lid < count) {
+            s = (sc[TPK * lid] + sc[TPK * lid + 1u]) + (sc[TPK * lid + 2u] + sc[TPK * lid + 3u]);
+        }
+        pw[lid] = s;
     }
     workgroupBarrier();
-    for (var st = SPLIT / 2u; st > 0u; st = st >> 1u) {
-        if (lid < st) {
-            red[lid] = max(red[lid], red[lid + st]);
-        }
-        workgroupBarrier();
+    var m = NEG;
+    for (var j = 0u; j < SPLIT; j = j + 1u) {
+        m = max(m, pw[j]);
     }
-    let m = red[0];
+    workgroupBarrier();
     if (lid < SPLIT) {
-        pw[lid] = select(0.0, exp(s - m), lid < count);
+        pw[lid] = select(0.0, exp(pw[lid] - m), lid < count);
     }
     workgroupBarrier();
 
-    let groups = WG / d4;
+    let groups = DWG / d4;
     let col = lid % d4;
     let g = lid / d4;
+    let vcol = kvh * d4 + col;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     if (g < groups) {
         var j = g;
-        for (; j + groups < count; j = j + 2u * groups) {
-            acc0 = acc0 + pw[j] * v4[(start + j) * stride4 + kvh * d4 + col];
-            acc1 = acc1 + pw[j + groups] * v4[(start + j + groups) * stride4 + kvh * d4 + col];
+        for (; j + 3u * groups < count; j = j + 4u * groups) {
+            let v0 = v4[(start + j) * stride4 + vcol];
+            let v1 = v4[(start + j + groups) * stride4 + vcol];
+            let v2 = v4[(start + j + 2u * groups) * stride4 + vcol];
+            let v3 = v4[(start + j + 3u * groups) * stride4 + vcol];
+            acc0 = acc0 + pw[j] * v0 + pw[j + groups] * v1;
+            acc1 = acc1 + pw[j + 2u * groups] * v2 + pw[j + 3u * groups] * v3;
         }
-        if (j < count) {
-            acc0 = acc0 + pw[j] * v4[(start + j) * stride4 + kvh * d4 + col];
+        for (; j < count; j = j + groups) {
+            acc0 = acc0 + pw[j] * v4[(start + j) * stride4 + vcol];
         }
     }
     accs[lid] = acc0 + acc1;
@@ -332,7 +343,7 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         for (var gg = 0u; gg < groups; gg = gg + 1u) {
             o = o + accs[gg * d4 + lid];
         }
-        let at = part_base + 4u * lid;
+        let at = hs * d_n + 4u * lid;
         part[at] = o.x;
         part[at + 1u] = o.y;
         part[at + 2u] = o.z;
@@ -352,16 +363,21 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 #ifdef DECODE_COMBINE
 @group(0) @binding(1) var<storage, read> acc4: array<vec4<f32>>;     // part: acc [heads, n_splits, head_dim] f32 as vec4, then (m, l)
 @group(0) @binding(2) var<storage, read> ml: array<f32>;             // the same buffer as f32 (its (m, l) pairs)
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;      // out: [1, heads * head_dim] f32
+@group(0) @binding(3) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = cached tokens before this token
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;      // out: [1, heads * head_dim] f32
 
-var<workgroup> sm: array<f32, WG>;
-var<workgroup> sl: array<f32, WG>;
-var<workgroup> sacc: array<vec4<f32>, WG>;
+const SPLIT: u32 = 32u;
+const DWG: u32 = 128u;
 
-// Thread t takes vec4 column t % d4 of splits t / d4, t / d4 + G, ... (G = 64 / d4) with an
-// online rescale, stopping at the first empty split (the used splits are a prefix); the G
-// partial results of each column are merged through shared memory.
-@compute @workgroup_size(64)
+var<workgroup> smax: array<f32, DWG>;
+var<workgroup> sl: array<f32, DWG>;
+var<workgroup> sacc: array<vec4<f32>, DWG>;
+
+// Two passes with independent loads (no rescaling chain): the splits in use (a prefix,
+// from state[1]) give the head's maximum m, then thread t sums vec4 column t % d4 of splits
+// t / d4, t / d4 + G, ... (G = 128 / d4) weighted by exp(m_s - m), and the G groups meet
+// in shared memory.
+@compute @workgroup_size(128)
 fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let h = wid.x + wid.y * nwg.x;
@@ -369,46 +385,40 @@ fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let n_splits = p._p1;
+    let used = min((min(state[1] + 1u, p.kv_len) + SPLIT - 1u) / SPLIT, n_splits);
     let d4 = p.head_dim / 4u;
     let ml_base = p.heads * n_splits * p.head_dim + 2u * h * n_splits;
-    let groups = WG / d4;
+    var mx = NEG;
+    for (var s = lid; s < used; s = s + DWG) {
+        mx = max(mx, ml[ml_base + 2u * s]);
+    }
+    smax[lid] = mx;
+    workgroupBarrier();
+    var m = NEG;
+    for (var i = 0u; i < min(used, DWG); i = i + 1u) {
+        m = max(m, smax[i]);
+    }
+    let groups = DWG / d4;
     let col = lid % d4;
     let g = lid / d4;
-    var m = NEG;
     var l = 0.0;
     var acc = vec4<f32>(0.0);
     if (g < groups) {
-        for (var s = g; s < n_splits; s = s + groups) {
-            let ms = ml[ml_base + 2u * s];
-            if (ms <= NEG) {
-                break;
-            }
-            let mn = max(m, ms);
-            let c_old = exp(m - mn);
-            let c_new = exp(ms - mn);
-            acc = acc * c_old + acc4[(h * n_splits + s) * d4 + col] * c_new;
-            l = l * c_old + ml[ml_base + 2u * s + 1u] * c_new;
-            m = mn;
+        for (var s = g; s < used; s = s + groups) {
+            let w = exp(ml[ml_base + 2u * s] - m);
+            acc = acc + acc4[(h * n_splits + s) * d4 + col] * w;
+            l = l + ml[ml_base + 2u * s + 1u] * w;
         }
     }
-    sm[lid] = m;
     sl[lid] = l;
     sacc[lid] = acc;
     workgroupBarrier();
     if (lid < d4) {
-        var mx = NEG;
-        for (var gg = 0u; gg < groups; gg = gg + 1u) {
-            mx = max(mx, sm[gg * d4 + lid]);
-        }
         var total = 0.0;
         var o = vec4<f32>(0.0);
         for (var gg = 0u; gg < groups; gg = gg + 1u) {
-            let i = gg * d4 + lid;
-            if (sm[i] > NEG) {
-                let w = exp(sm[i] - mx);
-                total = total + w * sl[i];
-                o = o + w * sacc[i];
-            }
+            total = total + sl[gg * d4 + lid];
+            o = o + sacc[gg * d4 + lid];
         }
         var inv = 0.0;
         if (total > 0.0) {

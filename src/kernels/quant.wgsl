@@ -94,33 +94,52 @@ fn half_at(i: u32) -> f32 {
     return select(v.x, v.y, (i & 1u) == 1u);
 }
 
+// Small integers to f32 without an int-to-float conversion (on NVIDIA the conversion runs
+// at a quarter of the FP32 rate and bounded the 4-bit matvecs). An unsigned field at bit b
+// of a word (b + width <= 23), ANDed out in place and ORed with the exponent of 2^(23-b),
+// is the float 2^(23-b) + field exactly; subtracting 2^(23-b) leaves the field. One
+// AND+OR and one add per value, mostly without a shift. E(b): the bits of 2^(23-b).
+const E0 = 0x4B000000u;   // 2^23
+const E4 = 0x49000000u;   // 2^19
+const E8 = 0x47000000u;   // 2^15
+const E12 = 0x45000000u;  // 2^11
+fn fields(v: vec4<u32>, mask: vec4<u32>, e: vec4<u32>, off: vec4<f32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>((v & mask) | e) - off;
+}
+// Already isolated values v < 2^23, minus `sub`.
+fn u2f(v: vec4<u32>, sub: f32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(v | vec4<u32>(E0)) - (8388608.0 + sub);
+}
 // Low nibbles of the 4 bytes of w (bytes 0..3), and the high nibbles.
 fn lo4(w: u32) -> vec4<f32> {
-    return vec4<f32>(vec4<u32>(w, w >> 8u, w >> 16u, w >> 24u) & vec4<u32>(0xFu));
+    return fields(vec4<u32>(w, w, w >> 16u, w >> 16u), vec4<u32>(0xFu, 0xF00u, 0xFu, 0xF00u),
+                  vec4<u32>(E0, E8, E0, E8), vec4<f32>(8388608.0, 32768.0, 8388608.0, 32768.0));
 }
 fn hi4(w: u32) -> vec4<f32> {
-    return lo4(w >> 4u);
+    return fields(vec4<u32>(w, w, w >> 16u, w >> 16u), vec4<u32>(0xF0u, 0xF000u, 0xF0u, 0xF000u),
+                  vec4<u32>(E4, E12, E4, E12), vec4<f32>(524288.0, 2048.0, 524288.0, 2048.0));
 }
 // Nibble words w0, w1 (bytes 8h .. 8h+7 of a 4-bit block): low nibbles are values 8h ..
 // 8h+7 (x), high nibbles values 16+8h .. 16+8h+7 (xh).
 fn nib_dot(w0: u32, w1: u32, x: Oct, xh: Oct) -> f32 {
     return dot(lo4(w0), x.a) + dot(lo4(w1), x.b) + dot(hi4(w0), xh.a) + dot(hi4(w1), xh.b);
 }
-// The 4 bytes of w as signed 8-bit values.
+// The 4 bytes of w as signed 8-bit values (flipping the sign bits makes them u + 128).
 fn i8x4(w: u32) -> vec4<f32> {
-    let v = i32(w);
-    return vec4<f32>(f32(extractBits(v, 0u, 8u)), f32(extractBits(v, 8u, 8u)),
-                     f32(extractBits(v, 16u, 8u)), f32(extractBits(v, 24u, 8u)));
+    let u = w ^ 0x80808080u;
+    return fields(vec4<u32>(u, u, u >> 16u, u >> 16u), vec4<u32>(0xFFu, 0xFF00u, 0xFFu, 0xFF00u),
+                  vec4<u32>(E0, E8, E0, E8), vec4<f32>(8388736.0, 32896.0, 8388736.0, 32896.0));
 }
 // Bits b .. b+3 of h as 0/1 values.
 fn bits4(h: u32, b: u32) -> vec4<f32> {
-    return vec4<f32>((vec4<u32>(h) >> (vec4<u32>(b) + vec4<u32>(0u, 1u, 2u, 3u))) & vec4<u32>(1u));
+    return u2f((vec4<u32>(h) >> (vec4<u32>(b) + vec4<u32>(0u, 1u, 2u, 3u))) & vec4<u32>(1u), 0.0);
 }
 // The 8 nibbles of w in order (nibble 0 lowest).
 fn nib8(w: u32) -> Oct {
-    let s = vec4<u32>(0u, 4u, 8u, 12u);
-    return Oct(vec4<f32>((vec4<u32>(w) >> s) & vec4<u32>(0xFu)),
-               vec4<f32>((vec4<u32>(w >> 16u) >> s) & vec4<u32>(0xFu)));
+    let m = vec4<u32>(0xFu, 0xF0u, 0xF00u, 0xF000u);
+    let e = vec4<u32>(E0, E4, E8, E12);
+    let o = vec4<f32>(8388608.0, 524288.0, 32768.0, 2048.0);
+    return Oct(fields(vec4<u32>(w), m, e, o), fields(vec4<u32>(w >> 16u), m, e, o));
 }
 // Octet q (values 8q .. 8q+7) of a 32-value block whose 16 nibble bytes start at word w0:
 // values 0..15 are the low nibbles of bytes 0..15, values 16..31 the high nibbles.
@@ -275,8 +294,7 @@ fn dq8(s: u32, q: u32) -> Oct {
     let ha = (vec4<u32>(body[wh]) >> (sh + vec4<u32>(hs))) & m2;
     let hb = (vec4<u32>(body[wh + 1u]) >> (sh + vec4<u32>(hs))) & m2;
     let ds = d * sc;
-    return Oct(ds * (vec4<f32>(la | (ha << vec4<u32>(4u))) - 32.0),
-               ds * (vec4<f32>(lb | (hb << vec4<u32>(4u))) - 32.0));
+    return Oct(ds * u2f(la | (ha << vec4<u32>(4u)), 32.0), ds * u2f(lb | (hb << vec4<u32>(4u)), 32.0));
 }
 fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
     let o = dq8(s, q);
