@@ -1,6 +1,7 @@
 //! Generation speed with random weights built from real decoder configs: prefill tok/s for
 //! a `GLLM_GEN_PROMPT`-token prompt (default 512) and decode tok/s over `GLLM_GEN_NEW` new
-//! tokens (default 128, EOS ignored), per weight dtype (`GLLM_GEN_DTYPES`, default
+//! tokens (default 128, EOS ignored; greedy, and sampled with temperature / top-k / top-p /
+//! repetition penalty), per weight dtype (`GLLM_GEN_DTYPES`, default
 //! `f32,f16,q8_0,q4_0`), through the public `Generator` (GPU sampling, one 4-byte readback
 //! per token). The same run measures the dispatch floor: the cost of one dispatch in a
 //! replayed recording, and of one submit + 4-byte readback round trip.
@@ -19,6 +20,7 @@ use gllm_web::loader::safetensors::{serialize, StDType};
 use gllm_web::loader::{FileSource, MemSource, Source};
 use gllm_web::models::llama::{checkpoint_shapes, LlamaConfig};
 use gllm_web::reference::rng::Rng;
+use gllm_web::kernels::sample::SamplingConfig;
 use gllm_web::{GenerateOptions, Generator, GeneratorOptions, Gpu, LoadDType, Prompt, U32Slot};
 
 fn env(name: &str, default: usize) -> usize {
@@ -90,6 +92,24 @@ fn print_profile(g: &Generator) -> gllm_web::Result<()> {
     Ok(())
 }
 
+/// Seconds per decoded token: from the first token's arrival to the last's, median of 3 runs.
+async fn decode_time(g: &mut Generator, prompt: &[u32], opts: &GenerateOptions, cpu: bool) -> gllm_web::Result<f64> {
+    let mut dec = Vec::new();
+    for _ in 0..if cpu { 1 } else { 3 } {
+        let mut stamps = Vec::with_capacity(opts.max_new_tokens);
+        let out = g
+            .generate_stream(Prompt::Ids(prompt), opts, &mut |_, _| {
+                stamps.push(Instant::now());
+                true
+            })
+            .await?;
+        assert_eq!(out.tokens.len(), opts.max_new_tokens);
+        let (a, b) = (stamps[0], stamps[stamps.len() - 1]);
+        dec.push((b - a).as_secs_f64() / (stamps.len() - 1) as f64);
+    }
+    Ok(median(dec))
+}
+
 fn main() -> gllm_web::Result<()> {
     pollster::block_on(run())
 }
@@ -140,9 +160,9 @@ async fn run() -> gllm_web::Result<()> {
     }
     let round_trip = median(rt);
     println!("dispatch cost (replayed recording of {n_disp}): {:.2} µs; submit + 4-byte readback round trip: {:.1} µs", per_dispatch * 1e6, round_trip * 1e6);
-    println!("prompt {prompt_len} tokens, {new_tokens} new tokens (EOS ignored), greedy; medians\n");
-    println!("| model (random weights) | dtype | prefill tok/s | decode tok/s | ms/token | dispatches/token | floor ms/token | weights MB/token | weight GB/s |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("prompt {prompt_len} tokens, {new_tokens} new tokens (EOS ignored), greedy and sampled; medians\n");
+    println!("| model (random weights) | dtype | prefill tok/s | decode tok/s | sampled decode tok/s | ms/token | dispatches/token | floor ms/token | weights MB/token | weight GB/s |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
 
     for dir in &dirs {
         let (src, config) = random_decoder(dir).await?;
@@ -165,28 +185,23 @@ async fn run() -> gllm_web::Result<()> {
                 pre.push(t0.elapsed().as_secs_f64());
             }
             let prefill = median(pre);
-            // Decode: time from the first token's arrival to the last's.
-            let opts = GenerateOptions { max_new_tokens: new_tokens, ignore_eos: true, ..Default::default() };
-            let mut dec = Vec::new();
-            for _ in 0..if cpu { 1 } else { 3 } {
-                let mut stamps = Vec::with_capacity(new_tokens);
-                let out = g
-                    .generate_stream(Prompt::Ids(&prompt), &opts, &mut |_, _| {
-                        stamps.push(Instant::now());
-                        true
-                    })
-                    .await?;
-                assert_eq!(out.tokens.len(), new_tokens);
-                let (a, b) = (stamps[0], stamps[stamps.len() - 1]);
-                dec.push((b - a).as_secs_f64() / (stamps.len() - 1) as f64);
-            }
-            let per_tok = median(dec);
+            // Decode: time from the first token's arrival to the last's; greedy, then sampling
+            // (temperature 0.7, top-k 40, top-p 0.95, repetition penalty 1.1: the GPU sampler's
+            // vocabulary passes instead of the argmax).
+            let greedy = GenerateOptions { max_new_tokens: new_tokens, ignore_eos: true, ..Default::default() };
+            let sampled = GenerateOptions {
+                sampling: SamplingConfig { temperature: 0.7, top_k: 40, top_p: 0.95, repetition_penalty: 1.1, seed: 7 },
+                ..greedy.clone()
+            };
+            let per_tok = decode_time(&mut g, &prompt, &greedy, cpu).await?;
+            let per_tok_sampled = decode_time(&mut g, &prompt, &sampled, cpu).await?;
             let d = g.decode_dispatches().unwrap_or(0);
             let wb = g.weight_bytes_per_token() as f64;
             println!(
-                "| {short} {name} | {dt} | {:.0} | {:.1} | {:.3} | {d} | {:.3} | {:.1} | {:.0} |",
+                "| {short} {name} | {dt} | {:.0} | {:.1} | {:.1} | {:.3} | {d} | {:.3} | {:.1} | {:.0} |",
                 prompt_len as f64 / prefill,
                 1.0 / per_tok,
+                1.0 / per_tok_sampled,
                 per_tok * 1e3,
                 (d as f64 * per_dispatch + round_trip) * 1e3,
                 wb / 1e6,

@@ -194,21 +194,43 @@ async fn sampling_matches_cpu(gpu: Gpu) -> R {
     let mut rng = Rng::new(16);
     let v = 5003;
     let logits = rng.vec(v, 4.0);
-    let seen: Vec<u32> = (0..v).map(|i| (i % 7 == 0) as u32).collect();
-    let seen_b: Vec<bool> = seen.iter().map(|&s| s != 0).collect();
+    // 20011 scores (10 blocks of the pre-pass): a peaked distribution (a few tokens far
+    // above the rest), and one of 9 distinct values (ties at every block's candidate cut).
+    let big = 20011;
+    let mut peaked = rng.vec(big, 4.0);
+    for i in [5, 4099, 4100, 12000, 20010] {
+        peaked[i] = 14.0 + (i % 7) as f32 * 0.3;
+    }
+    let tied: Vec<f32> = rng.vec(big, 4.0).iter().map(|x| x.round()).collect();
+    // How the sampler chose (state[3]): 1 from the per-block candidates, 2 over the whole
+    // vocabulary (see sample.wgsl).
+    let (cands, whole) = (1u32, 2u32);
     let cases = [
-        SamplingConfig { temperature: 1.0, seed: 1, ..Default::default() },
-        SamplingConfig { temperature: 0.7, top_k: 40, seed: 2, ..Default::default() },
-        SamplingConfig { temperature: 1.3, top_p: 0.9, seed: 3, ..Default::default() },
-        SamplingConfig { temperature: 0.8, top_k: 50, top_p: 0.95, repetition_penalty: 1.2, seed: 4 },
-        SamplingConfig { temperature: 1.0, top_k: 1, seed: 5, ..Default::default() },
+        (&logits, SamplingConfig { temperature: 1.0, seed: 1, ..Default::default() }, whole),
+        (&logits, SamplingConfig { temperature: 0.7, top_k: 40, seed: 2, ..Default::default() }, cands),
+        (&logits, SamplingConfig { temperature: 1.3, top_p: 0.9, seed: 3, ..Default::default() }, whole),
+        (&logits, SamplingConfig { temperature: 0.8, top_k: 50, top_p: 0.95, repetition_penalty: 1.2, seed: 4 }, cands),
+        (&logits, SamplingConfig { temperature: 1.0, top_k: 1, seed: 5, ..Default::default() }, cands),
+        (&logits, SamplingConfig { temperature: 1.0, top_k: 100, seed: 6, ..Default::default() }, cands),
+        // More than the 3 blocks × 64 candidates.
+        (&logits, SamplingConfig { temperature: 1.0, top_k: 300, seed: 7, ..Default::default() }, whole),
+        (&peaked, SamplingConfig { temperature: 1.0, top_p: 0.9, seed: 8, ..Default::default() }, cands),
+        (&peaked, SamplingConfig { temperature: 0.5, top_k: 3, top_p: 0.8, repetition_penalty: 1.3, seed: 9 }, cands),
+        (&tied, SamplingConfig { temperature: 1.0, top_k: 40, seed: 10, ..Default::default() }, whole),
+        (&tied, SamplingConfig { temperature: 0.9, top_p: 0.5, seed: 11, ..Default::default() }, whole),
     ];
-    for cfg in cases {
-        let scores = cpu::sample::penalized(&logits, &seen_b, cfg.repetition_penalty);
+    for (logits, cfg, path) in cases {
+        let v = logits.len();
+        let seen: Vec<u32> = (0..v).map(|i| (i % 7 == 0) as u32).collect();
+        let seen_b: Vec<bool> = seen.iter().map(|&s| s != 0).collect();
+        let scores = cpu::sample::penalized(logits, &seen_b, cfg.repetition_penalty);
         let keep = cpu::sample::kept(&scores, &cfg);
         for step in 0..6u32 {
-            let (tok, _) = run_sample(&gpu, &logits, &seen, &cfg, step).await?;
-            let want = cpu::sample::sample(&logits, &seen_b, &cfg, step);
+            let (tok, state) = run_sample(&gpu, logits, &seen, &cfg, step).await?;
+            let want = cpu::sample::sample(logits, &seen_b, &cfg, step);
+            if state[3] != path {
+                return Err(format!("{cfg:?} step {step}: chosen by path {}, expected {path}", state[3]).into());
+            }
             if !keep[tok as usize] {
                 return Err(format!("{cfg:?} step {step}: token {tok} is outside the top-k/top-p set").into());
             }
@@ -226,6 +248,8 @@ async fn sampling_matches_cpu(gpu: Gpu) -> R {
             }
         }
     }
+    let seen: Vec<u32> = (0..v).map(|i| (i % 7 == 0) as u32).collect();
+    let seen_b: Vec<bool> = seen.iter().map(|&s| s != 0).collect();
     // top_k = 1 at any temperature is greedy.
     let cfg = SamplingConfig { temperature: 2.0, top_k: 1, seed: 9, ..Default::default() };
     let (tok, _) = run_sample(&gpu, &logits, &seen, &cfg, 0).await?;

@@ -8,18 +8,25 @@ use crate::gpu::{grid, DType, Encoder, Gpu, GpuTensor};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SampleKey {
-    /// `argmax_partial` (the greedy pre-pass over blocks of the vocabulary) instead of `sample`.
+    /// `block_partial` (the pre-pass over blocks of the vocabulary: maxima, and when sampling
+    /// each block's mass and candidates) instead of `sample`.
     pub partial: bool,
 }
 
-/// Scores per workgroup of `argmax_partial`.
+/// Scores per workgroup of `block_partial`.
 pub const ARGMAX_BLOCK: usize = 2048;
+/// Sampling candidates kept per block by `block_partial` (`CAND` in `sample.wgsl`): top-k up
+/// to this many, and top-p sets above every block's cut, are drawn from the candidates alone.
+pub const SAMPLE_CANDIDATES: usize = 64;
+/// Words of a block record: max bits, argmax, mass, cut key, then the candidates' indices and
+/// score bits.
+const PART_STRIDE: usize = 4 + 2 * SAMPLE_CANDIDATES;
 
 impl Variant for SampleKey {
     const FAMILY: &'static str = "sample";
     const SOURCE: &'static str = include_str!("sample.wgsl");
     fn entry(&self) -> &'static str {
-        if self.partial { "argmax_partial" } else { "sample" }
+        if self.partial { "block_partial" } else { "sample" }
     }
 }
 
@@ -124,7 +131,7 @@ pub fn sample(
     }
     let n_blocks = vocab.div_ceil(ARGMAX_BLOCK);
     let params = [u(OP, "vocab", vocab)?, u(OP, "advance", advance)?, u(OP, "n_blocks", n_blocks)?, 0];
-    let part = enc.gpu().alloc(&[n_blocks, 2], DType::U32)?;
+    let part = enc.gpu().alloc(&[n_blocks, PART_STRIDE], DType::U32)?;
     enc.dispatch(KernelKey::Sample(SampleKey { partial: true }), &params, &[last, cfg, seen, &part], grid(params[2]))?;
     enc.dispatch(KernelKey::Sample(SampleKey { partial: false }), &params, &[last, cfg, seen, &part, state], [1, 1, 1])
 }
