@@ -130,6 +130,7 @@ async fn streams_stops_aborts_samples(gpu: &Gpu, g: &mut Generator) -> R {
     let opts = GenerateOptions { max_new_tokens: n, ..Default::default() };
     let mut pieces = Vec::new();
     let mut stats = Vec::new();
+    let before = gpu.stats();
     let out = g
         .generate_stream(prompt, &opts, &mut |piece, id| {
             pieces.push((piece.to_string(), id));
@@ -137,6 +138,11 @@ async fn streams_stops_aborts_samples(gpu: &Gpu, g: &mut Generator) -> R {
             true
         })
         .await?;
+    // The decode loop runs one step ahead, but never past max_new_tokens: n tokens, n reads.
+    let reads = gpu.stats().readbacks - before.readbacks;
+    if reads != n {
+        return Err(format!("{reads} readbacks for {n} tokens").into());
+    }
     if out.tokens != want[..n] {
         return Err(format!("f16 weights: greedy {:?} != golden {:?}", out.tokens, &want[..n]).into());
     }

@@ -18,8 +18,10 @@ use gllm_web::loader::sha256::{self, Sha256};
 use gllm_web::loader::stream::plan;
 use gllm_web::loader::{
     stream_checkpoint, stream_safetensors, verify_checkpoint, Checkpoint, Manifest, MemSource, Progress, SafetensorsFile, Source,
-    StreamOptions,
+    StreamOptions, StreamQuantize,
 };
+use gllm_web::kernels::quant::QMatrix;
+use gllm_web::quant::QuantFormat;
 use gllm_web::reference::rng::Rng;
 use gllm_web::{EmbedOptions, Embedder, Error, Gpu, LoadDType};
 
@@ -28,6 +30,7 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 gpu_tests! {
     stream_real_checkpoint_concurrently => stream_real_checkpoint_concurrently,
+    stream_quantizes_as_tensors_arrive => stream_quantizes_as_tensors_arrive,
     stream_converts_and_splits => stream_converts_and_splits,
     stream_retries_failed_chunks => stream_retries_failed_chunks,
     stream_reports_range_after_retries => stream_reports_range_after_retries,
@@ -231,7 +234,7 @@ fn plan_covers_every_byte_once() {
 async fn stream_real_checkpoint_concurrently(gpu: Gpu) -> R {
     let src = TestSource::new(common::model_source("all-MiniLM-L6-v2"));
     let st = SafetensorsFile::read(&src.inner, "model.safetensors").await.map_err(e)?;
-    let opts = StreamOptions { chunk_size: 4 << 20, concurrency: 4, retries: 0 };
+    let opts = StreamOptions { chunk_size: 4 << 20, concurrency: 4, retries: 0, ..Default::default() };
     let w = stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await.map_err(e)?;
     log!(
         "stream all-MiniLM-L6-v2: {} tensors, {} requests, max in flight {} (source saw {})",
@@ -258,11 +261,53 @@ async fn stream_real_checkpoint_concurrently(gpu: Gpu) -> R {
     Ok(())
 }
 
+/// Quantize-on-load while streaming: each linear weight is quantized as soon as it has
+/// arrived and its F32 copy freed, so the F32 copies alive at once stay a small part of the
+/// model's; the blocks equal a quantization of the streamed F32 weights, byte for byte.
+async fn stream_quantizes_as_tensors_arrive(gpu: Gpu) -> R {
+    let src = TestSource::new(common::model_source("all-MiniLM-L6-v2"));
+    let st = SafetensorsFile::read(&src.inner, "model.safetensors").await.map_err(e)?;
+    let quantize = Some(StreamQuantize { format: QuantFormat::Q8_0, select: gllm_web::models::bert::is_linear_weight });
+    let opts = StreamOptions { chunk_size: 1 << 20, concurrency: 2, retries: 0, quantize };
+    let w = stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await.map_err(e)?;
+    let linear: Vec<&String> = st.tensors.keys().filter(|n| gllm_web::models::bert::is_linear_weight(n)).collect();
+    let f32_bytes: u64 = linear.iter().map(|n| st.tensors[*n].shape.iter().product::<usize>() as u64 * 4).sum();
+    log!(
+        "stream + q8_0: {} matrices quantized as they arrived, {} tensors kept F32; F32 staging peak {:.2} MB of {:.2} MB",
+        w.quantized.len(),
+        w.tensors.len(),
+        w.max_staging_bytes as f64 / 1e6,
+        f32_bytes as f64 / 1e6
+    );
+    if w.quantized.len() != linear.len() || linear.iter().any(|n| w.tensors.contains_key(*n)) {
+        return Err(format!("{} of {} linear weights quantized", w.quantized.len(), linear.len()));
+    }
+    // 2 requests of 1 MiB in flight touch a few matrices of 0.59–2.36 MB at a time.
+    if w.max_staging_bytes == 0 || w.max_staging_bytes * 4 > f32_bytes {
+        return Err(format!("F32 staging peaked at {} of {} bytes", w.max_staging_bytes, f32_bytes));
+    }
+    // The same blocks as quantizing the F32 weights afterwards (CPU reference quantizer, which
+    // the GPU one equals bit for bit: tests/quant.rs).
+    for name in ["encoder.layer.0.attention.self.query.weight", "encoder.layer.5.output.dense.weight"] {
+        let info = st.get(name).map_err(e)?;
+        let bytes = src.inner.read_range("model.safetensors", info.start, info.end - info.start).await.map_err(e)?;
+        let v = to_f32(name, info.dtype, &bytes).map_err(e)?;
+        let want = QMatrix::quantize(&gpu, QuantFormat::Q8_0, info.shape[0], info.shape[1], &v).map_err(e)?;
+        let got = &w.quantized[name];
+        if gpu.readback_u32(got.body()).await.map_err(e)? != gpu.readback_u32(want.body()).await.map_err(e)?
+            || gpu.readback_u32(got.scales()).await.map_err(e)? != gpu.readback_u32(want.scales()).await.map_err(e)?
+        {
+            return Err(format!("{name}: blocks differ from quantizing the F32 weights"));
+        }
+    }
+    Ok(())
+}
+
 async fn stream_converts_and_splits(gpu: Gpu) -> R {
     let (mem, want) = synthetic();
     let src = TestSource::new(mem);
     let st = SafetensorsFile::read(&src, "model.safetensors").await.map_err(e)?;
-    let opts = StreamOptions { chunk_size: 32, concurrency: 3, retries: 0 };
+    let opts = StreamOptions { chunk_size: 32, concurrency: 3, retries: 0, ..Default::default() };
     let w = stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await.map_err(e)?;
     check_tensors(&gpu, &w.tensors, &want).await?;
     if w.max_in_flight != 3 {
@@ -278,7 +323,7 @@ async fn stream_retries_failed_chunks(gpu: Gpu) -> R {
     let reqs = plan(&st, 32).map_err(e)?;
     // Drop the connection of two chunks once each.
     *src.fail_once.borrow_mut() = vec![reqs[1].start, reqs[reqs.len() - 1].start];
-    let opts = StreamOptions { chunk_size: 32, concurrency: 2, retries: 2 };
+    let opts = StreamOptions { chunk_size: 32, concurrency: 2, retries: 2, ..Default::default() };
     let w = stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await.map_err(e)?;
     check_tensors(&gpu, &w.tensors, &want).await?;
     if w.requests_sent != reqs.len() + 2 {
@@ -294,7 +339,7 @@ async fn stream_reports_range_after_retries(gpu: Gpu) -> R {
     let reqs = plan(&st, 32).map_err(e)?;
     let bad = &reqs[2];
     src.fail_always = Some(bad.start);
-    let opts = StreamOptions { chunk_size: 32, concurrency: 2, retries: 2 };
+    let opts = StreamOptions { chunk_size: 32, concurrency: 2, retries: 2, ..Default::default() };
     match stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await {
         Ok(_) => Err("a chunk that always fails did not fail the load".into()),
         Err(err) => {
@@ -316,7 +361,7 @@ async fn stream_without_range_support(gpu: Gpu) -> R {
     src.no_ranges = true;
     let st = SafetensorsFile::read(&src, "model.safetensors").await.map_err(e)?;
     src.reads.set(0); // the header's two reads are not the stream's
-    let opts = StreamOptions { chunk_size: 32, concurrency: 4, retries: 0 };
+    let opts = StreamOptions { chunk_size: 32, concurrency: 4, retries: 0, ..Default::default() };
     let w = stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await.map_err(e)?;
     check_tensors(&gpu, &w.tensors, &want).await?;
     if src.reads.get() != 1 {
@@ -333,7 +378,7 @@ async fn stream_truncated_file_is_an_error(gpu: Gpu) -> R {
         src.truncate_at = Some(len - 10);
         src.no_ranges = no_ranges;
         let st = SafetensorsFile::read(&src, "model.safetensors").await.map_err(e)?;
-        let opts = StreamOptions { chunk_size: 32, concurrency: 2, retries: 1 };
+        let opts = StreamOptions { chunk_size: 32, concurrency: 2, retries: 1, ..Default::default() };
         match stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await {
             Ok(_) => return Err(format!("truncated file loaded (no_ranges {no_ranges})")),
             Err(err @ Error::Io { .. }) => log!("truncated (no_ranges {no_ranges}): {err}"),
@@ -350,7 +395,7 @@ async fn stream_abort_frees_uploads(_shared: Gpu) -> R {
     let src = TestSource::new(mem);
     let st = SafetensorsFile::read(&src, "model.safetensors").await.map_err(e)?;
     let before = gpu.stats().pooled_free_bytes;
-    let opts = StreamOptions { chunk_size: 32, concurrency: 2, retries: 0 };
+    let opts = StreamOptions { chunk_size: 32, concurrency: 2, retries: 0, ..Default::default() };
     let n = Cell::new(0);
     let abort = || {
         n.set(n.get() + 1);
@@ -703,7 +748,7 @@ async fn manifest_checks_streamed_files(gpu: Gpu) -> R {
     let manifest = manifest_for(&mem, &[WEIGHTS]);
     let good = Manifest::parse(&manifest).map_err(e)?;
     let ck = Checkpoint::read(&mem).await.map_err(e)?;
-    let opts = StreamOptions { chunk_size: 32, concurrency: 3, retries: 0 };
+    let opts = StreamOptions { chunk_size: 32, concurrency: 3, retries: 0, ..Default::default() };
     let source = |jitter: bool, no_ranges: bool| {
         let mut s = TestSource::new(mem.clone());
         s.jitter = jitter;
@@ -834,7 +879,7 @@ async fn http_streaming() -> R {
     };
     server.read("_stats/reset").await.map_err(e)?;
     let texts = ["streamed into GPU buffers", "a second sentence"];
-    let opts = EmbedOptions { stream: Some(StreamOptions { chunk_size: 4 << 20, concurrency: 6, retries: 3 }), ..Default::default() };
+    let opts = EmbedOptions { stream: Some(StreamOptions { chunk_size: 4 << 20, concurrency: 6, retries: 3, ..Default::default() }), ..Default::default() };
     let load = |prefix: &'static str| {
         let gpu = gpu.clone();
         let opts = opts.clone();

@@ -12,7 +12,7 @@ use crate::gpu::{DType, Gpu, GpuTensor};
 use crate::kernels::quantize::gpu_quantizable;
 use crate::kernels::{norm, pool};
 use crate::loader::{
-    read_json, read_json_optional, stream_checkpoint, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source,
+    read_json, read_json_optional, stream_checkpoint, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions, StreamQuantize,
 };
 use crate::models::bert::{BertConfig, BertInput, BertModel};
 use crate::nn::{LoadDType, VarBuilder};
@@ -171,15 +171,17 @@ impl Embedder {
         let dtype = opts.dtype.unwrap_or_default();
         let stream_opts = opts.stream.unwrap_or_default();
         // F32 weights stream in parallel chunks straight into their GPU buffers, and so do the
-        // q8_0 / q4_0 loads: their streamed f32 matrices are then quantized on the GPU (the
-        // streamed buffers are the staging buffers, freed when the load ends). Other dtypes
-        // convert tensor by tensor.
+        // q8_0 / q4_0 loads: each linear weight is quantized on the GPU as soon as it has
+        // arrived, and its F32 staging buffer freed (`StreamQuantize`). Other dtypes convert
+        // tensor by tensor.
         let streamed = match dtype {
             LoadDType::Auto | LoadDType::F32 => {
                 Some(stream_checkpoint(gpu, src, &ck, manifest.as_ref(), stream_opts, progress, should_abort).await?)
             }
             LoadDType::Quant(fmt) if gpu_quantizable(fmt) => {
-                Some(stream_checkpoint(gpu, src, &ck, manifest.as_ref(), stream_opts, progress, should_abort).await?)
+                let quantize = Some(StreamQuantize { format: fmt, select: crate::models::bert::is_linear_weight });
+                let opts = StreamOptions { quantize, ..stream_opts };
+                Some(stream_checkpoint(gpu, src, &ck, manifest.as_ref(), opts, progress, should_abort).await?)
             }
             _ => {
                 verify_checkpoint(src, &ck, manifest.as_ref(), stream_opts, progress, should_abort).await?;

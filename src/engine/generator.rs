@@ -158,7 +158,8 @@ pub struct Generator {
     eos_token: String,
     eos_ids: Vec<u32>,
     session: Option<Session>,
-    slot: U32Slot,
+    /// Two readback slots, used in turn by the pipelined decode loop.
+    slots: [U32Slot; 2],
 }
 
 impl Generator {
@@ -215,7 +216,7 @@ impl Generator {
             eos_token,
             eos_ids,
             session: None,
-            slot: U32Slot::new(gpu),
+            slots: [U32Slot::new(gpu), U32Slot::new(gpu)],
         })
     }
 
@@ -324,41 +325,64 @@ impl Generator {
         let mut enc = gpu.encoder();
         let logits = self.model.forward(&mut enc, &ids, &s.cache, &s.state, false)?;
         sample(&mut enc, &logits, &s.cfg, &s.seen, &s.state, n)?;
-        let mut next = enc.submit_read_u32(&s.state, &self.slot).await?;
+        // The GPU runs one decode step ahead of the host: step t+1 reads token t from `state`
+        // on the GPU, so it is submitted before token t reaches the host, and the round trip
+        // and the host's work per token overlap the next step. Two slots take the reads in
+        // turn. Stopping early (EOS, a stop string, an abort) leaves one step's work unused;
+        // its read is awaited below so the slots are free for the next call.
+        let mut pending = Some((enc.submit_start_u32(&s.state, &self.slots[0])?, 0usize));
+        let mut ahead = if max_new >= 2 { Some((s.decode.submit_start_u32(&s.state, &self.slots[1])?, 1usize)) } else { None };
 
         let mut tokens = Vec::new();
         let mut text = String::new();
         let mut emitted = 0usize;
         let mut stream = DecodeStream::new();
         let max_stop = opts.stop.iter().map(|s| s.len()).max().unwrap_or(0);
-        let finish = loop {
-            tokens.push(next);
-            if !opts.ignore_eos && self.eos_ids.contains(&next) {
-                break FinishReason::Eos;
-            }
-            text.push_str(&stream.step(&self.tokenizer, next)?);
-            // Stop strings: search the region new text can complete.
-            let from = floor_boundary(&text, emitted.saturating_sub(max_stop));
-            if let Some(at) = opts.stop.iter().filter_map(|st| text[from..].find(st.as_str()).map(|i| from + i)).min() {
-                text.truncate(at);
-                if text.len() > emitted {
-                    on_token(&text[emitted..], next);
-                    emitted = text.len();
+        let run = async {
+            loop {
+                let Some((read, free)) = pending.take() else {
+                    return Err(Error::Input("internal: no token in flight".into()));
+                };
+                let next = read.finish(&gpu).await?;
+                tokens.push(next);
+                if !opts.ignore_eos && self.eos_ids.contains(&next) {
+                    return Ok(FinishReason::Eos);
                 }
-                break FinishReason::Stop;
+                text.push_str(&stream.step(&self.tokenizer, next)?);
+                // Stop strings: search the region new text can complete.
+                let from = floor_boundary(&text, emitted.saturating_sub(max_stop));
+                if let Some(at) = opts.stop.iter().filter_map(|st| text[from..].find(st.as_str()).map(|i| from + i)).min() {
+                    text.truncate(at);
+                    if text.len() > emitted {
+                        on_token(&text[emitted..], next);
+                        emitted = text.len();
+                    }
+                    return Ok(FinishReason::Stop);
+                }
+                // Keep one step ahead: token t+1 is in flight; submit t+2 into the freed slot.
+                pending = ahead.take();
+                if tokens.len() + 2 <= max_new {
+                    ahead = Some((s.decode.submit_start_u32(&s.state, &self.slots[free])?, free));
+                }
+                let safe = safe_end(&text, &opts.stop);
+                let piece = if safe > emitted { &text[emitted..safe] } else { "" };
+                let go_on = on_token(piece, next);
+                emitted = emitted.max(safe);
+                if !go_on {
+                    return Ok(FinishReason::Abort);
+                }
+                if tokens.len() >= max_new {
+                    return Ok(FinishReason::Length);
+                }
             }
-            let safe = safe_end(&text, &opts.stop);
-            let piece = if safe > emitted { &text[emitted..safe] } else { "" };
-            let go_on = on_token(piece, next);
-            emitted = emitted.max(safe);
-            if !go_on {
-                break FinishReason::Abort;
-            }
-            if tokens.len() >= max_new {
-                break FinishReason::Length;
-            }
-            next = s.decode.submit_read_u32(&s.state, &self.slot).await?;
         };
+        let finish = run.await;
+        // Reads still in flight (an early stop, or an error): finish them so both slots are
+        // unmapped; their tokens are not used.
+        for (read, _) in [pending.take(), ahead.take()].into_iter().flatten() {
+            let _ = read.finish(&gpu).await;
+        }
+        let finish = finish?;
         if finish != FinishReason::Stop && text.len() > emitted && finish != FinishReason::Abort {
             on_token(&text[emitted..], *tokens.last().unwrap_or(&0));
         }

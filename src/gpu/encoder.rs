@@ -138,10 +138,16 @@ impl<'g> Encoder<'g> {
     /// Submits every recorded op followed by a copy of `src`'s first u32 into `slot`, and
     /// reads that value back (4 bytes, one readback).
     pub async fn submit_read_u32(self, src: &GpuTensor, slot: &U32Slot) -> Result<u32> {
+        let gpu = self.gpu;
+        self.submit_start_u32(src, slot)?.finish(gpu).await
+    }
+
+    /// [`Self::submit_read_u32`] without waiting: the read in flight is returned.
+    pub fn submit_start_u32<'s>(self, src: &GpuTensor, slot: &'s U32Slot) -> Result<PendingU32<'s>> {
         let steps = self.build();
         let mut enc = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm") });
         encode_steps(&mut enc, &steps);
-        slot.read(self.gpu, enc, src).await
+        slot.start(self.gpu, enc, src)
     }
 
     /// Builds the parameter buffer and every bind group once and keeps them, with the
@@ -351,9 +357,15 @@ impl Recording {
     /// Submits the sequence followed by a copy of `src`'s first u32 into `slot`, and reads
     /// that one value back (4 bytes, counted as one readback).
     pub async fn submit_read_u32(&self, src: &GpuTensor, slot: &U32Slot) -> Result<u32> {
+        self.submit_start_u32(src, slot)?.finish(&self.gpu).await
+    }
+
+    /// Submits the sequence followed by a copy of `src`'s first u32 into `slot`, and returns
+    /// the read in flight ([`PendingU32::finish`] gives the value).
+    pub fn submit_start_u32<'s>(&self, src: &GpuTensor, slot: &'s U32Slot) -> Result<PendingU32<'s>> {
         let mut enc = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm replay") });
         encode_steps(&mut enc, &self.steps);
-        slot.read(&self.gpu, enc, src).await
+        slot.start(&self.gpu, enc, src)
     }
 }
 
@@ -374,27 +386,49 @@ impl U32Slot {
         Self { staging }
     }
 
-    /// Finishes `enc` with a copy of `src`'s first element into the slot, submits, and reads it.
-    pub(crate) async fn read(&self, gpu: &Gpu, mut enc: wgpu::CommandEncoder, src: &GpuTensor) -> Result<u32> {
+    /// Finishes `enc` with a copy of `src`'s first element into the slot and submits it; the
+    /// value is read by [`PendingU32::finish`], so the caller can submit more work first (the
+    /// next decode step while this token travels). One pending read per slot at a time.
+    pub(crate) fn start(&self, gpu: &Gpu, mut enc: wgpu::CommandEncoder, src: &GpuTensor) -> Result<PendingU32<'_>> {
         src.expect_dtype("readback_u32", "src", &[super::DType::U32])?;
         gpu.check_errors()?;
-        gpu.count_readback(4);
         enc.copy_buffer_to_buffer(src.buffer(), src.byte_offset(), &self.staging, 0, 4);
-        gpu.queue().submit([enc.finish()]);
+        let index = gpu.queue().submit([enc.finish()]);
         let (tx, rx) = super::readback::oneshot();
         self.staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r));
+        Ok(PendingU32 { slot: self, rx, index })
+    }
+}
+
+/// A 4-byte read in flight from a [`U32Slot`] (see [`U32Slot::start`]). Dropping it without
+/// [`Self::finish`] leaves the slot mapped or mapping: finish every read that was started.
+pub struct PendingU32<'s> {
+    slot: &'s U32Slot,
+    rx: super::readback::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    index: wgpu::SubmissionIndex,
+}
+
+impl PendingU32<'_> {
+    /// Waits for the submission that carries the value (natively: for it alone, not for work
+    /// submitted after it) and reads it (counted as one readback of 4 bytes, here).
+    pub async fn finish(self, gpu: &Gpu) -> Result<u32> {
+        gpu.count_readback(4);
         #[cfg(not(target_arch = "wasm32"))]
-        gpu.device().poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
-        match rx.await {
+        gpu.device()
+            .poll(wgpu::PollType::Wait { submission_index: Some(self.index.clone()), timeout: None })
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        match self.rx.await {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::Readback(e.to_string())),
             None => return Err(Error::Readback("map callback dropped".into())),
         }
+        let staging = &self.slot.staging;
         let v = {
-            let view = self.staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+            let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
             u32::from_le_bytes([view[0], view[1], view[2], view[3]])
         };
-        self.staging.unmap();
+        staging.unmap();
         gpu.check_errors()?;
         Ok(v)
     }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use encoder::{Encoded, Encoder, Recording, U32Slot};
+pub use encoder::{Encoded, Encoder, PendingU32, Recording, U32Slot};
 pub(crate) use encoder::grid;
 pub use tensor::{DType, GpuTensor};
 

@@ -386,6 +386,8 @@ pub async fn stream_checkpoint<S: Source>(
         file: ck.file.clone(),
         quant: None,
         tensors: HashMap::new(),
+        quantized: HashMap::new(),
+        max_staging_bytes: 0,
         max_in_flight: 0,
         requests_sent: 0,
         max_held: 0,
@@ -399,6 +401,8 @@ pub async fn stream_checkpoint<S: Source>(
         }
         out.quant = out.quant.or(w.quant);
         out.tensors.extend(w.tensors);
+        out.quantized.extend(w.quantized);
+        out.max_staging_bytes = out.max_staging_bytes.max(w.max_staging_bytes);
         out.max_in_flight = out.max_in_flight.max(w.max_in_flight);
         out.requests_sent += w.requests_sent;
         out.max_held = out.max_held.max(w.max_held);

@@ -25,7 +25,7 @@ pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
 pub use gguf_hf::GgufModel;
 pub use safetensors::{SafetensorsFile, StDType, TensorInfo};
 pub use source::{Chunk, FileSource, MemSource, Source};
-pub use stream::{stream_safetensors, stream_safetensors_verified, StreamOptions, StreamedWeights};
+pub use stream::{stream_safetensors, stream_safetensors_verified, StreamOptions, StreamQuantize, StreamedWeights};
 #[cfg(target_arch = "wasm32")]
 pub use source::HttpSource;
 #[cfg(target_arch = "wasm32")]

@@ -32,6 +32,9 @@ use super::sha256::{to_hex, Sha256};
 use super::{Progress, Source};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
+use crate::kernels::quant::QMatrix;
+use crate::kernels::quantize::{gpu_quantizable, quantize_rows, SrcKind};
+use crate::quant::QuantFormat;
 
 /// Options for [`stream_safetensors`].
 #[derive(Debug, Clone, Copy)]
@@ -42,12 +45,28 @@ pub struct StreamOptions {
     pub concurrency: usize,
     /// Extra attempts for a request that fails (default 3).
     pub retries: u32,
+    /// Quantize-on-load while streaming (default none): see [`StreamQuantize`].
+    pub quantize: Option<StreamQuantize>,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        Self { chunk_size: 8 << 20, concurrency: 6, retries: 3 }
+        Self { chunk_size: 8 << 20, concurrency: 6, retries: 3, quantize: None }
     }
+}
+
+/// Quantize-on-load during the stream: each selected matrix is quantized on the GPU as soon
+/// as its last byte is written, and its F32 buffer is freed then, so the F32 copies alive at
+/// once are those of the tensors still arriving (about `concurrency` requests' worth, plus
+/// the largest tensor) rather than the whole model. Selected: `select(name)` (a model's
+/// linear weights, e.g. `models::bert::is_linear_weight`), 2-D F32/F16/BF16 tensors whose
+/// row length is a multiple of the block and whose F32 copy fits one binding; the others
+/// stream as F32 and are handled by `VarBuilder` as before.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamQuantize {
+    /// q8_0 or q4_0 ([`gpu_quantizable`]).
+    pub format: QuantFormat,
+    pub select: fn(&str) -> bool,
 }
 
 /// One tensor's bytes inside a request.
@@ -203,11 +222,17 @@ pub(crate) enum Bytes<'a> {
 /// Writes the pieces of `req` (its bytes) into their tensors, converting to F32. F32 and raw
 /// pieces of a JS array go to the GPU straight from it (`Gpu::write_tensor_js`), with no copy
 /// into wasm memory; F16 / BF16 pieces are copied in to be converted.
-fn write_request(gpu: &Gpu, st: &SafetensorsFile, tensors: &HashMap<String, GpuTensor>, req: &Request, bytes: Bytes<'_>) -> Result<()> {
+fn write_request(
+    gpu: &Gpu,
+    st: &SafetensorsFile,
+    tensor: &dyn Fn(&str) -> Result<GpuTensor>,
+    req: &Request,
+    bytes: Bytes<'_>,
+) -> Result<()> {
     for p in &req.pieces {
         let missing = || Error::MissingTensor { name: p.tensor.clone() };
         let info = st.tensors.get(&p.tensor).ok_or_else(missing)?;
-        let t = tensors.get(&p.tensor).ok_or_else(missing)?;
+        let t = &tensor(&p.tensor)?;
         let (from, to) = (p.offset_in_request as usize, (p.offset_in_request + p.len) as usize);
         let dst_offset = if info.dtype == StDType::U8 { p.src_offset_in_tensor } else { p.src_offset_in_tensor / info.dtype.size() * 4 };
         let copy_as_is = matches!(info.dtype, StDType::F32 | StDType::U8);
@@ -235,13 +260,17 @@ fn write_request(gpu: &Gpu, st: &SafetensorsFile, tensors: &HashMap<String, GpuT
 }
 
 /// What a streamed load produced: every float tensor, F32 on the GPU (and the blocks of a
-/// pre-quantized checkpoint, raw).
+/// pre-quantized checkpoint, raw), or quantized while streaming ([`StreamQuantize`]).
 pub struct StreamedWeights {
     pub file: String,
     /// The block format of a pre-quantized checkpoint, whose `.qbody` / `.qscale` tensors
     /// are here as raw U32 words.
     pub quant: Option<crate::quant::QuantFormat>,
     pub tensors: HashMap<String, GpuTensor>,
+    /// The matrices quantized while streaming (not in `tensors`).
+    pub quantized: HashMap<String, QMatrix>,
+    /// Most bytes of F32 copies of to-be-quantized matrices alive at one time.
+    pub max_staging_bytes: u64,
     /// Most requests that were in flight at one time.
     pub max_in_flight: usize,
     /// Requests sent, retries included.
@@ -280,27 +309,87 @@ pub async fn stream_safetensors_verified<S: Source>(
     progress: &dyn Fn(Progress),
     should_abort: &dyn Fn() -> bool,
 ) -> Result<StreamedWeights> {
+    let limit = gpu.caps().max_storage_buffer_binding_size;
+    // Tensors to quantize while streaming, with their source bytes still to arrive; their
+    // F32 buffers are allocated at their first piece and freed once quantized.
+    let mut pending: HashMap<String, u64> = HashMap::new();
     let mut tensors = HashMap::new();
     for (name, t) in &st.tensors {
         if raw(name, t.dtype) {
             let words = (t.end - t.start).div_ceil(4) as usize;
             tensors.insert(name.clone(), gpu.alloc(&[words], DType::U32)?);
         } else if streamable(name, t.dtype) {
-            tensors.insert(name.clone(), gpu.alloc(&t.shape, DType::F32)?);
+            let q = opts.quantize.filter(|q| {
+                gpu_quantizable(q.format)
+                    && (q.select)(name)
+                    && t.shape.len() == 2
+                    && t.shape[1] % q.format.block_elems() == 0
+                    && t.shape[0] * t.shape[1] > 0
+                    && (t.shape[0] * t.shape[1] * 4) as u64 <= limit
+            });
+            if q.is_some() {
+                pending.insert(name.clone(), t.end - t.start);
+            } else {
+                tensors.insert(name.clone(), gpu.alloc(&t.shape, DType::F32)?);
+            }
         }
     }
+    let tensors = RefCell::new(tensors);
+    let pending = RefCell::new(pending);
+    let quantized = RefCell::new(HashMap::new());
+    let (staging, max_staging) = (Cell::new(0u64), Cell::new(0u64));
+    let tensor = |name: &str| -> Result<GpuTensor> {
+        if let Some(t) = tensors.borrow().get(name) {
+            return Ok(t.clone());
+        }
+        let info = st.tensors.get(name).filter(|_| pending.borrow().contains_key(name));
+        let info = info.ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
+        let t = gpu.alloc(&info.shape, DType::F32)?;
+        staging.set(staging.get() + t.byte_len());
+        max_staging.set(max_staging.get().max(staging.get()));
+        tensors.borrow_mut().insert(name.to_string(), t.clone());
+        Ok(t)
+    };
     let write = |req: &Request, bytes: Bytes<'_>| -> Result<()> {
-        write_request(gpu, st, &tensors, req, bytes)?;
+        write_request(gpu, st, &tensor, req, bytes)?;
+        for p in &req.pieces {
+            let done = match pending.borrow_mut().get_mut(&p.tensor) {
+                Some(left) => {
+                    *left -= p.len.min(*left);
+                    *left == 0
+                }
+                None => false,
+            };
+            if done {
+                // Its last piece is queued: quantize it (the queue runs the writes first) and
+                // let its F32 buffer go.
+                let (Some(q), Some(t)) = (opts.quantize, tensors.borrow_mut().remove(&p.tensor)) else { continue };
+                pending.borrow_mut().remove(&p.tensor);
+                let [rows, cols] = [t.shape()[0], t.shape()[1]];
+                let m = QMatrix::alloc(gpu, q.format, rows, cols)?;
+                let mut enc = gpu.encoder();
+                quantize_rows(&mut enc, &t, SrcKind::F32, &m, 0, rows)?;
+                enc.submit()?;
+                staging.set(staging.get() - t.byte_len());
+                quantized.borrow_mut().insert(p.tensor.clone(), m);
+            }
+        }
         // Hand the queued writes to the GPU now, so staging memory does not pile up until
         // the first compute submission.
         gpu.flush_writes();
         Ok(())
     };
     let stats = fetch(src, st, expected, opts, &write, progress, should_abort).await?;
+    if let Some(name) = pending.borrow().keys().next() {
+        return Err(Error::Format { format: "safetensors", file: st.file.clone(), msg: format!("tensor {name} did not arrive whole") });
+    }
+    let (tensors, quantized) = (tensors.into_inner(), quantized.into_inner());
     Ok(StreamedWeights {
         file: st.file.clone(),
         quant: st.quant,
         tensors,
+        quantized,
+        max_staging_bytes: max_staging.get(),
         max_in_flight: stats.max_in_flight,
         requests_sent: stats.requests_sent,
         max_held: stats.max_held,

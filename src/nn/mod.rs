@@ -173,7 +173,7 @@ impl<'a, S: Source> VarBuilder<'a, S> {
             Weights::Safetensors(st) => st.tensors.contains_key(n),
             Weights::Sharded(ck) => ck.contains(n),
             Weights::Gguf(m) => m.contains(n),
-            Weights::Streamed(w) => w.tensors.contains_key(n),
+            Weights::Streamed(w) => w.tensors.contains_key(n) || w.quantized.contains_key(n),
         };
         has(&full) || has(&format!("{full}{QBODY}"))
     }
@@ -235,6 +235,9 @@ impl<'a, S: Source> VarBuilder<'a, S> {
         let Weights::Streamed(w) = self.weights else {
             return Err(Error::Input(format!("{full}: not a streamed checkpoint")));
         };
+        if w.quantized.contains_key(full) {
+            return Err(Error::Input(format!("{full} was quantized while it streamed: load it as a linear weight")));
+        }
         let t = w.tensors.get(full).ok_or_else(|| Error::MissingTensor { name: full.to_string() })?;
         if t.shape() != shape {
             return Err(Self::mismatch(full.to_string(), shape, t.shape()));
@@ -364,7 +367,14 @@ impl<'a, S: Source> VarBuilder<'a, S> {
                     return Ok(q);
                 }
             }
-            Weights::Streamed(_) => {
+            Weights::Streamed(w) => {
+                // Quantized while it streamed (`StreamQuantize`).
+                if let Some(q) = w.quantized.get(&full) {
+                    if [q.rows, q.cols] != shape || q.format != crate::kernels::quant::QFormat::Gguf(fmt) {
+                        return Err(Self::mismatch(full, &shape, &[q.rows, q.cols]));
+                    }
+                    return Ok(q.clone());
+                }
                 let t = self.streamed(&full, &shape)?;
                 if t.byte_len() <= self.gpu.caps().max_storage_buffer_binding_size {
                     let q = QMatrix::alloc(self.gpu, fmt, rows, cols)?;

@@ -233,7 +233,7 @@ fn stream_options(options: &JsValue) -> Result<StreamOptions, Error> {
     Ok(StreamOptions {
         chunk_size: count(options, "chunk_size")?.map_or(d.chunk_size, |v| v as u64),
         concurrency: count(options, "concurrency")?.unwrap_or(d.concurrency),
-        retries: d.retries,
+        ..d
     })
 }
 
