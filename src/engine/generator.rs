@@ -331,7 +331,7 @@ impl Generator {
         // turn. Stopping early (EOS, a stop string, an abort) leaves one step's work unused;
         // its read is awaited below so the slots are free for the next call.
         let mut pending = Some((enc.submit_start_u32(&s.state, &self.slots[0])?, 0usize));
-        let mut ahead = if max_new >= 2 { Some((s.decode.submit_start_u32(&s.state, &self.slots[1])?, 1usize)) } else { None };
+        let mut ahead = None;
 
         let mut tokens = Vec::new();
         let mut text = String::new();
@@ -339,6 +339,9 @@ impl Generator {
         let mut stream = DecodeStream::new();
         let max_stop = opts.stop.iter().map(|s| s.len()).max().unwrap_or(0);
         let run = async {
+            if max_new >= 2 {
+                ahead = Some((s.decode.submit_start_u32(&s.state, &self.slots[1])?, 1usize));
+            }
             loop {
                 let Some((read, free)) = pending.take() else {
                     return Err(Error::Input("internal: no token in flight".into()));
