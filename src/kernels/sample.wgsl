@@ -107,50 +107,27 @@ fn sum_f(lid: u32, v: f32) -> f32 {
     return workgroupUniformLoad(&res_f);
 }
 
+// Workgroup sum (or, with `take_max`, maximum) of a u32 per thread, as a uniform value.
+fn reduce_u(lid: u32, v: u32, take_max: bool) -> u32 {
+    ru[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            let o = ru[lid + s];
+            ru[lid] = select(ru[lid] + o, max(ru[lid], o), take_max);
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        res_u = ru[0];
+    }
+    return workgroupUniformLoad(&res_u);
+}
 fn sum_u(lid: u32, v: u32) -> u32 {
-    ru[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            ru[lid] = ru[lid] + ru[lid + s];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        res_u = ru[0];
-    }
-    return workgroupUniformLoad(&res_u);
+    return reduce_u(lid, v, false);
 }
-
-fn max_f(lid: u32, v: f32) -> f32 {
-    rf[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            rf[lid] = max(rf[lid], rf[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        res_f = rf[0];
-    }
-    // A uniform value: loops and branches that contain barriers may depend on it.
-    return workgroupUniformLoad(&res_f);
-}
-
 fn max_u(lid: u32, v: u32) -> u32 {
-    ru[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            ru[lid] = max(ru[lid], ru[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        res_u = ru[0];
-    }
-    return workgroupUniformLoad(&res_u);
+    return reduce_u(lid, v, true);
 }
 
 // Exclusive prefix sum of v over the workgroup's threads (and the total in res_u).
