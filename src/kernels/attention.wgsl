@@ -110,12 +110,27 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         let visible = j < end && mask[b * p.kv_len + j] != 0u;
 #endif
         if (visible) {
+            // Four independent sums, so a thread's key loads are not one dependent chain.
             let k_base = (b * p.kv_len + j) * p.kv_stride + kvh * d_n;
-            var dot_ = 0.0;
-            for (var d = 0u; d < d_n; d = d + 1u) {
-                dot_ = dot_ + qs[d] * k[k_base + d];
+            var d0 = 0.0;
+            var d1 = 0.0;
+            var d2 = 0.0;
+            var d3 = 0.0;
+            var d = 0u;
+            for (; d + 4u <= d_n; d = d + 4u) {
+                let k0 = k[k_base + d];
+                let k1 = k[k_base + d + 1u];
+                let k2 = k[k_base + d + 2u];
+                let k3 = k[k_base + d + 3u];
+                d0 = d0 + qs[d] * k0;
+                d1 = d1 + qs[d + 1u] * k1;
+                d2 = d2 + qs[d + 2u] * k2;
+                d3 = d3 + qs[d + 3u] * k3;
             }
-            s = dot_;
+            for (; d < d_n; d = d + 1u) {
+                d0 = d0 + qs[d] * k[k_base + d];
+            }
+            s = (d0 + d1) + (d2 + d3);
         }
         sc[lid] = s;
         red[lid] = s;
@@ -135,7 +150,29 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
                 acc[r] = acc[r] * corr;
             }
             let count = min(WG, end - t0);
-            for (var jj = 0u; jj < count; jj = jj + 1u) {
+            // Four keys per step with independent value loads (a hidden key weighs 0; its
+            // row is inside the cache / sequence, so the load is in bounds).
+            var jj = 0u;
+            for (; jj + 4u <= count; jj = jj + 4u) {
+                let p0 = select(0.0, exp(sc[jj] - m_new), sc[jj] > NEG);
+                let p1 = select(0.0, exp(sc[jj + 1u] - m_new), sc[jj + 1u] > NEG);
+                let p2 = select(0.0, exp(sc[jj + 2u] - m_new), sc[jj + 2u] > NEG);
+                let p3 = select(0.0, exp(sc[jj + 3u] - m_new), sc[jj + 3u] > NEG);
+                l = l + ((p0 + p1) + (p2 + p3));
+                let vb = (b * p.kv_len + t0 + jj) * p.kv_stride + kvh * d_n;
+                let vs = p.kv_stride;
+                for (var r = 0u; r < 4u; r = r + 1u) {
+                    let d = lid + r * WG;
+                    if (d < d_n) {
+                        let v0 = v[vb + d];
+                        let v1 = v[vb + vs + d];
+                        let v2 = v[vb + 2u * vs + d];
+                        let v3 = v[vb + 3u * vs + d];
+                        acc[r] = acc[r] + ((p0 * v0 + p1 * v1) + (p2 * v2 + p3 * v3));
+                    }
+                }
+            }
+            for (; jj < count; jj = jj + 1u) {
                 let sj = sc[jj];
                 if (sj > NEG) {
                     let pj = exp(sj - m_new);
