@@ -277,7 +277,10 @@ fn item_score(cand: bool, i: u32) -> f32 {
     return score(i);
 }
 fn item_token(cand: bool, i: u32) -> u32 {
-    return select(i, part[STRIDE * (i / CAND) + 4u + i % CAND], cand);
+    if (cand) {
+        return part[STRIDE * (i / CAND) + 4u + i % CAND];
+    }
+    return i;
 }
 // Whether item i is kept by the threshold key kmin.
 fn kept(cand: bool, i: u32, kmin: u32) -> bool {
