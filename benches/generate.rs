@@ -172,7 +172,7 @@ async fn run() -> gllm_web::Result<()> {
         for dt in dtypes.split(',') {
             let dtype: LoadDType = dt.parse()?;
             let t_load = Instant::now();
-            let mut g = Generator::load(&gpu, &src, GeneratorOptions { dtype }, &|_| {}).await?;
+            let mut g = Generator::load(&gpu, &src, GeneratorOptions::with_dtype(dtype), &|_| {}).await?;
             let load_s = t_load.elapsed().as_secs_f64();
             let warm = GenerateOptions { max_new_tokens: 4, ignore_eos: true, ..Default::default() };
             g.generate(Prompt::Ids(&prompt), &warm).await?;

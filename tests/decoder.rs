@@ -10,7 +10,7 @@ use common::R;
 use gllm_web::kernels::attention::{attention_cached_with, AttentionOptions, AttentionShape};
 use gllm_web::kernels::sample::{sample, SamplingConfig};
 use gllm_web::kernels::{activation, rope};
-use gllm_web::loader::{MemSource, SafetensorsFile};
+use gllm_web::loader::MemSource;
 use gllm_web::models::llama::{KvCache, LlamaConfig, LlamaModel};
 use gllm_web::nn::VarBuilder;
 use gllm_web::reference::{self as cpu, check::*, rng::Rng};
@@ -284,10 +284,10 @@ async fn tiny_model_matches_cpu(gpu: Gpu, model_type: &str, dtype: LoadDType) ->
     let c = tiny_config(model_type);
     let (bytes, weights) = cpu::llama::random_checkpoint(&c, 21, 0.25);
     let src = MemSource::new().with("model.safetensors", bytes);
-    let header = SafetensorsFile::read(&src, "model.safetensors").await?;
-    let loaded = std::cell::Cell::new(0);
-    let vb = VarBuilder::new(&gpu, &src, &header, &|_| {}, &loaded).with_dtype(dtype);
-    let model = LlamaModel::load(&vb, c.clone()).await?;
+    let ck = gllm_web::loader::Weights::open(&src, None).await?;
+    let roles = gllm_web::models::llama::WEIGHT_ROLES;
+    let w = gllm_web::nn::load_weights(&gpu, &src, &ck, dtype, roles, Default::default(), &|_| {}, &|| false).await?;
+    let model = LlamaModel::load(&VarBuilder::new(&gpu, &w, dtype), c.clone()).await?;
 
     let prompt = [3u32, 250, 17, 17, 99, 4, 300];
     let n = prompt.len();

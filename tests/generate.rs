@@ -22,7 +22,7 @@ gpu_tests! {
 }
 
 async fn load(gpu: &Gpu, name: &str, dtype: LoadDType) -> Result<Generator, gllm_web::Error> {
-    Generator::load(gpu, &common::model_source(name), GeneratorOptions { dtype }, &|_| {}).await
+    Generator::load(gpu, &common::model_source(name), GeneratorOptions::with_dtype(dtype), &|_| {}).await
 }
 
 fn u32s(v: &serde_json::Value) -> Vec<u32> {
@@ -321,7 +321,7 @@ fn smollm2_prequantized_equals_quantize_on_load() {
         let ids = a.prompt_ids(Prompt::Text(FORCED_TEXT))?;
         let want = a.prompt_logits(&ids).await?;
         drop(a);
-        let opts = |dtype| GeneratorOptions { dtype };
+        let opts = GeneratorOptions::with_dtype;
         let mut b = Generator::load(&gpu, &FileSource::new(&out), opts(LoadDType::Auto), &|_| {}).await?;
         let got = b.prompt_logits(&ids).await?;
         if got != want {

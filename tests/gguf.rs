@@ -707,33 +707,37 @@ fn smollm2_tensor_reads_through_source() {
 
 // ---- loading to the GPU through VarBuilder ---------------------------------------------------
 
-/// `VarBuilder` over the GGUF gives, per HF name, the same values as over the converted
-/// safetensors (up to the converter's f16 rounding), including llama's un-permuted q/k
-/// rows; `dtype: f16` stores matrices as F16; `get_blocks` hands out GGUF blocks where the
-/// rows are already in HF order.
+/// The GGUF streamed through the one load path (`nn::load_weights`) gives, per HF name, the
+/// same values as the converted safetensors (up to the converter's f16 rounding), including
+/// llama's un-permuted q/k rows: decoded to F32 (`dtype: f32`), to F16 (`dtype: f16`), and
+/// kept as blocks (`dtype: auto`), where q_proj's rows are reordered as whole blocks.
 #[test]
-fn smollm2_varbuilder_gguf_matches_safetensors() {
-    use gllm_web::loader::SafetensorsFile;
-    use gllm_web::nn::{Linear, LoadDType, VarBuilder};
+fn smollm2_gguf_streams_like_safetensors() {
+    use gllm_web::loader::weights::unpermute_heads;
+    use gllm_web::loader::{StreamOptions, Weights};
+    use gllm_web::models::llama::WEIGHT_ROLES;
+    use gllm_web::nn::{load_weights, Linear, LinearWeight, LoadDType, VarBuilder};
     use gllm_web::quant::QuantFormat;
     let Some(gpu) = common::native_gpu() else {
         return;
     };
     let r: common::R = pollster::block_on(async {
         let gsrc = common::model_source("gguf");
-        let model = GgufModel::new(GgufFile::read(&gsrc, SMOLLM2).await?)?;
+        let gguf = Weights::Gguf(GgufModel::new(GgufFile::read(&gsrc, SMOLLM2).await?)?);
         let ssrc = common::model_source("smollm2-135m-instruct");
-        let st = SafetensorsFile::read(&ssrc, "model.safetensors").await?;
-        let loaded = std::cell::Cell::new(0);
-        let progress = |_: gllm_web::loader::Progress| {};
-        let vg = VarBuilder::from_gguf(&gpu, &gsrc, &model, &progress, &loaded);
-        let vs = VarBuilder::new(&gpu, &ssrc, &st, &progress, &loaded);
+        let st = Weights::open(&ssrc, None).await?;
+        let opts = StreamOptions::default();
+        let load = |src, w, dtype| load_weights(&gpu, src, w, dtype, WEIGHT_ROLES, opts, &|_| {}, &|| false);
+        let g32 = load(&gsrc, &gguf, LoadDType::F32).await?;
+        let s32 = load(&ssrc, &st, LoadDType::F32).await?;
+        let (vg, vs) = (VarBuilder::new(&gpu, &g32, LoadDType::F32), VarBuilder::new(&gpu, &s32, LoadDType::F32));
         assert!(vg.contains("model.norm.weight") && !vg.contains("lm_head.weight"));
         for (name, shape) in [
             ("model.layers.0.self_attn.q_proj.weight", vec![576, 576]),
             ("model.layers.0.self_attn.k_proj.weight", vec![192, 576]),
             ("model.layers.0.self_attn.v_proj.weight", vec![192, 576]),
             ("model.layers.0.input_layernorm.weight", vec![576]),
+            ("model.embed_tokens.weight", vec![49152, 576]),
         ] {
             let (p, leaf) = name.rsplit_once('.').unwrap();
             let a = gpu.readback_f32(&vg.pp(p).get(leaf, &shape).await?).await?;
@@ -741,50 +745,41 @@ fn smollm2_varbuilder_gguf_matches_safetensors() {
             let rounded: Vec<f32> = a.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
             assert_eq!(rounded, b, "{name}");
         }
-        // shape mismatches are typed errors
-        assert!(matches!(
-            vg.pp("model.norm").get("weight", &[575]).await,
-            Err(Error::TensorMismatch { .. })
-        ));
-        assert!(matches!(
-            vg.get("model.nope.weight", &[1]).await,
-            Err(Error::MissingTensor { .. })
-        ));
-        // dtype f16: Linear weights F16 on the GPU
-        let v16 = VarBuilder::from_gguf(&gpu, &gsrc, &model, &progress, &loaded)
-            .with_dtype(LoadDType::F16);
+        // shape mismatches and missing tensors are typed errors
+        assert!(matches!(vg.pp("model.norm").get("weight", &[575]).await, Err(Error::TensorMismatch { .. })));
+        assert!(matches!(vg.get("model.nope.weight", &[1]).await, Err(Error::MissingTensor { .. })));
+        // dtype f16: linear weights and the embedding table decoded to F16 on the GPU
+        let g16 = load(&gsrc, &gguf, LoadDType::F16).await?;
+        let v16 = VarBuilder::new(&gpu, &g16, LoadDType::F16);
         let lin = Linear::load(&v16.pp("model.layers.1.mlp.down_proj"), 1536, 576, false).await?;
         let w = lin.weight.dense().expect("dtype f16 gives a dense weight");
         assert_eq!(w.dtype(), gllm_web::DType::F16);
         let w16 = gpu.readback_f16(w).await?;
-        let ws = gpu
-            .readback_f32(
-                &vs.pp("model.layers.1.mlp.down_proj")
-                    .get("weight", &[576, 1536])
-                    .await?,
-            )
-            .await?;
+        let ws = gpu.readback_f32(&vs.pp("model.layers.1.mlp.down_proj").get("weight", &[576, 1536]).await?).await?;
         assert!(w16.iter().zip(&ws).all(|(a, b)| a.to_f32() == *b));
-        // blocks as stored: v_proj is Q4_1 in HF row order, q_proj is permuted (None)
-        let blocks = vg
-            .pp("model.layers.0.self_attn.v_proj")
-            .get_blocks("weight", &[192, 576])
-            .await?
-            .unwrap();
-        assert_eq!(
-            (blocks.format, blocks.bytes.len()),
-            (QuantFormat::Q4_1, 192 * 576 / 32 * 20)
-        );
-        assert!(vg
-            .pp("model.layers.0.self_attn.q_proj")
-            .get_blocks("weight", &[576, 576])
-            .await?
-            .is_none());
-        assert!(vs
-            .pp("model.layers.0.self_attn.v_proj")
-            .get_blocks("weight", &[192, 576])
-            .await?
-            .is_none());
+        assert_eq!(v16.pp("model.embed_tokens").get_weight("weight", &[49152, 576]).await?.dtype(), gllm_web::DType::F16);
+        drop((v16, lin));
+        drop(g16);
+        // dtype auto: every projection keeps its blocks; q_proj (permuted for GGML's RoPE) has
+        // its rows reordered as whole blocks, so its blocks decode to the safetensors rows
+        let ga = load(&gsrc, &gguf, LoadDType::Auto).await?;
+        let va = VarBuilder::new(&gpu, &ga, LoadDType::Auto);
+        for (name, rows) in [("model.layers.0.self_attn.q_proj", 576), ("model.layers.0.self_attn.v_proj", 192)] {
+            let LinearWeight::Quant(q) = va.pp(name).get_linear_weight("weight", &[rows, 576]).await? else {
+                panic!("{name}: dtype auto gave a dense weight");
+            };
+            assert_eq!(q.format.name(), "q4_1", "{name}");
+            // q4_1 keeps its whole 20-byte blocks in the body (no split scale)
+            let body: Vec<u8> = gpu.readback_u32(q.body()).await?.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let v = gllm_web::quant::dequantize(QuantFormat::Q4_1, &body, rows * 576)?;
+            let rounded: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+            let want = gpu.readback_f32(&vs.pp(name).get("weight", &[rows, 576]).await?).await?;
+            assert_eq!(rounded, want, "{name}");
+        }
+        // the byte reorder itself, against the f32 un-permute of the converter
+        let rows: Vec<u8> = (0..8u8).flat_map(|r| [r; 3]).collect();
+        assert_eq!(unpermute_heads(&rows, 3, 4), [0, 0, 0, 2, 2, 2, 1, 1, 1, 3, 3, 3, 4, 4, 4, 6, 6, 6, 5, 5, 5, 7, 7, 7]);
+        assert!(g32.blocks.is_empty() && ga.blocks.len() == 30 * 7);
         assert!("bf16".parse::<LoadDType>().is_err());
         Ok(())
     });

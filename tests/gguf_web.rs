@@ -1,12 +1,16 @@
 //! The GGUF path on both targets (natively and in headless Chromium): the SmolLM2 header
 //! read through the platform's `Source` (HTTP Range requests in the browser), its tokenizer
 //! built from GGUF metadata, the chat template rendered by minijinja, token ids equal to the
-//! goldens, and one llama `k_proj` loaded to the GPU through `VarBuilder::from_gguf`.
+//! goldens, and the whole file streamed to the GPU with its blocks kept (llama's permuted
+//! `k_proj` reordered as bytes).
 
 mod common;
 
-use gllm_web::loader::{GgufFile, GgufModel, Source};
-use gllm_web::nn::VarBuilder;
+use gllm_web::loader::weights::unpermute_heads;
+use gllm_web::loader::{GgufFile, GgufModel, Progress, Source, StreamOptions, Weights};
+use gllm_web::models::llama::WEIGHT_ROLES;
+use gllm_web::nn::{load_weights, LinearWeight, LoadDType, VarBuilder};
+use gllm_web::quant::QuantFormat;
 use gllm_web::tokenizer::chat::ChatMessage;
 use gllm_web::tokenizer::gguf::GgufTokenizer;
 use gllm_web::Gpu;
@@ -51,35 +55,35 @@ async fn smollm2_gguf_tokenizer_and_load(gpu: Gpu) -> Result<(), String> {
         }
         log!("{}: {} ids equal the golden", case["name"], ids.len());
     }
-    // one permuted llama tensor to the GPU: equal to the host-side dequantise + un-permute
+    // The whole file streamed with dtype auto: llama's permuted k_proj keeps its Q4_1
+    // blocks, reordered into HF rows as bytes while streaming; equal to the host-side
+    // un-permute of the stored blocks, word for word.
     let model = GgufModel::new(g).map_err(e)?;
-    let loaded = std::cell::Cell::new(0);
-    let progress = |_: gllm_web::loader::Progress| {};
-    let vb = VarBuilder::from_gguf(&gpu, &src, &model, &progress, &loaded);
-    let w = vb
-        .pp("model.layers.0.self_attn")
-        .get("k_proj.weight", &[192, 576])
-        .await
-        .map_err(e)?;
-    let got = gpu.readback_f32(&w).await.map_err(e)?;
-    let info = model
-        .tensor("model.layers.0.self_attn.k_proj.weight")
-        .map_err(e)?;
-    let bytes = src
-        .read_range(SMOLLM2, info.start, info.n_bytes)
-        .await
-        .map_err(e)?;
-    let want = model.to_f32(info, &bytes).map_err(e)?;
+    let info = model.tensor("model.layers.0.self_attn.k_proj.weight").map_err(e)?.clone();
+    let total = std::cell::Cell::new((0u64, 0u64));
+    let progress = |p: Progress| {
+        if let Progress::Progress { loaded, total: t, .. } = p {
+            total.set((loaded, t));
+        }
+    };
+    let weights = Weights::Gguf(model);
+    let opts = StreamOptions { chunk_size: 4 << 20, ..Default::default() };
+    let w = load_weights(&gpu, &src, &weights, LoadDType::Auto, WEIGHT_ROLES, opts, &progress, &|| false).await.map_err(e)?;
+    let vb = VarBuilder::new(&gpu, &w, LoadDType::Auto);
+    let k = vb.pp("model.layers.0.self_attn.k_proj").get_linear_weight("weight", &[192, 576]).await.map_err(e)?;
+    let LinearWeight::Quant(q) = k else { return Err("k_proj is not blocks under dtype auto".into()) };
+    let got = gpu.readback_u32(q.body()).await.map_err(e)?;
+    let stored = src.read_range(SMOLLM2, info.start, info.n_bytes).await.map_err(e)?;
+    let hf_rows = unpermute_heads(&stored, 576 / 32 * 20, 64);
+    let want = gllm_web::quant::relayout(QuantFormat::Q4_1, &hf_rows).map_err(e)?.body;
     if got != want {
-        return Err("k_proj on the GPU differs from the host dequantisation".into());
+        return Err("k_proj blocks on the GPU differ from the host's un-permuted blocks".into());
     }
-    if loaded.get() != info.n_bytes {
-        return Err(format!(
-            "progress counted {} bytes, the tensor has {}",
-            loaded.get(),
-            info.n_bytes
-        ));
+    let (loaded, t) = total.get();
+    if loaded != t || t == 0 {
+        return Err(format!("progress ended at {loaded} of {t} bytes"));
     }
+    log!("SmolLM2 Q4_1 GGUF streamed with dtype auto: {} block matrices, {} other tensors, {} requests", w.blocks.len(), w.tensors.len(), w.requests_sent);
     Ok(())
 }
 

@@ -262,7 +262,7 @@ async fn quantized_bert_matches_dense(gpu: Gpu) -> Result<(), String> {
     let load = |dtype: LoadDType| {
         let gpu = gpu.clone();
         async move {
-            let opts = EmbedOptions { dtype: Some(dtype), ..Default::default() };
+            let opts = EmbedOptions { load: gllm_web::LoadOptions::with_dtype(dtype), ..Default::default() };
             Embedder::load(&gpu, &common::model_source("all-MiniLM-L6-v2"), opts, &|_| {}).await
         }
     };
@@ -471,7 +471,7 @@ fn prequantized_bert_equals_quantize_on_load() {
         let s = prequant::write(&dir.join("models/all-MiniLM-L6-v2"), &out, fmt, &gllm_web::models::bert::is_linear_weight).unwrap();
         assert_eq!(s.quantized, 36, "{}: 6 layers × 6 linears", fmt.name());
         let load = |src: FileSource, dtype: LoadDType| {
-            let opts = EmbedOptions { dtype: Some(dtype), ..Default::default() };
+            let opts = EmbedOptions { load: gllm_web::LoadOptions::with_dtype(dtype), ..Default::default() };
             pollster::block_on(Embedder::load(&gpu, &src, opts, &|_| {}))
         };
         let want = pollster::block_on(load(common::model_source("all-MiniLM-L6-v2"), LoadDType::Quant(fmt)).unwrap().embed(&texts)).unwrap();
@@ -529,7 +529,7 @@ async fn prequantized_bert_streams_in_the_browser() {
     let load = |name: &'static str, dtype: LoadDType| {
         let gpu = gpu.clone();
         async move {
-            let opts = EmbedOptions { dtype: Some(dtype), ..Default::default() };
+            let opts = EmbedOptions { load: gllm_web::LoadOptions::with_dtype(dtype), ..Default::default() };
             Embedder::load(&gpu, &common::model_source(name), opts, &|_| {}).await
         }
     };

@@ -17,9 +17,10 @@ use gllm_web::loader::safetensors::{serialize, to_f32, StDType};
 use gllm_web::loader::sha256::{self, Sha256};
 use gllm_web::loader::stream::plan;
 use gllm_web::loader::{
-    stream_checkpoint, stream_safetensors, verify_checkpoint, Checkpoint, Manifest, MemSource, Progress, SafetensorsFile, Source,
-    StreamOptions, StreamQuantize,
+    stream_safetensors, stream_weights, Checkpoint, Manifest, MemSource, Progress, SafetensorsFile, Source, StreamOptions, Targets,
+    Weights,
 };
+use gllm_web::nn::load_weights;
 use gllm_web::kernels::quant::QMatrix;
 use gllm_web::quant::QuantFormat;
 use gllm_web::reference::rng::Rng;
@@ -267,20 +268,21 @@ async fn stream_real_checkpoint_concurrently(gpu: Gpu) -> R {
 async fn stream_quantizes_as_tensors_arrive(gpu: Gpu) -> R {
     let src = TestSource::new(common::model_source("all-MiniLM-L6-v2"));
     let st = SafetensorsFile::read(&src.inner, "model.safetensors").await.map_err(e)?;
-    let quantize = Some(StreamQuantize { format: QuantFormat::Q8_0, select: gllm_web::models::bert::is_linear_weight });
-    let opts = StreamOptions { chunk_size: 1 << 20, concurrency: 2, retries: 0, quantize };
-    let w = stream_safetensors(&gpu, &src, &st, opts, &|_| {}, &|| false).await.map_err(e)?;
+    let opts = StreamOptions { chunk_size: 1 << 20, concurrency: 2, retries: 0 };
+    let ck = Weights::Safetensors(Checkpoint::single(st.clone()));
+    let (dtype, roles) = (LoadDType::Quant(QuantFormat::Q8_0), gllm_web::models::bert::WEIGHT_ROLES);
+    let w = load_weights(&gpu, &src, &ck, dtype, roles, opts, &|_| {}, &|| false).await.map_err(e)?;
     let linear: Vec<&String> = st.tensors.keys().filter(|n| gllm_web::models::bert::is_linear_weight(n)).collect();
     let f32_bytes: u64 = linear.iter().map(|n| st.tensors[*n].shape.iter().product::<usize>() as u64 * 4).sum();
     log!(
         "stream + q8_0: {} matrices quantized as they arrived, {} tensors kept F32; F32 staging peak {:.2} MB of {:.2} MB",
-        w.quantized.len(),
+        w.blocks.len(),
         w.tensors.len(),
         w.max_staging_bytes as f64 / 1e6,
         f32_bytes as f64 / 1e6
     );
-    if w.quantized.len() != linear.len() || linear.iter().any(|n| w.tensors.contains_key(*n)) {
-        return Err(format!("{} of {} linear weights quantized", w.quantized.len(), linear.len()));
+    if w.blocks.len() != linear.len() || linear.iter().any(|n| w.tensors.contains_key(*n)) {
+        return Err(format!("{} of {} linear weights quantized", w.blocks.len(), linear.len()));
     }
     // 2 requests of 1 MiB in flight touch a few matrices of 0.59–2.36 MB at a time.
     if w.max_staging_bytes == 0 || w.max_staging_bytes * 4 > f32_bytes {
@@ -293,9 +295,9 @@ async fn stream_quantizes_as_tensors_arrive(gpu: Gpu) -> R {
         let bytes = src.inner.read_range("model.safetensors", info.start, info.end - info.start).await.map_err(e)?;
         let v = to_f32(name, info.dtype, &bytes).map_err(e)?;
         let want = QMatrix::quantize(&gpu, QuantFormat::Q8_0, info.shape[0], info.shape[1], &v).map_err(e)?;
-        let got = &w.quantized[name];
-        if gpu.readback_u32(got.body()).await.map_err(e)? != gpu.readback_u32(want.body()).await.map_err(e)?
-            || gpu.readback_u32(got.scales()).await.map_err(e)? != gpu.readback_u32(want.scales()).await.map_err(e)?
+        let got = &w.blocks[name];
+        if gpu.readback_u32(&got.body).await.map_err(e)? != gpu.readback_u32(want.body()).await.map_err(e)?
+            || gpu.readback_u32(&got.scales).await.map_err(e)? != gpu.readback_u32(want.scales()).await.map_err(e)?
         {
             return Err(format!("{name}: blocks differ from quantizing the F32 weights"));
         }
@@ -720,7 +722,7 @@ async fn sharded_checkpoint_equals_single_file(gpu: Gpu) -> R {
     }
 
     // Tensor by tensor (F16 weights): the VarBuilder path over the shards.
-    let f16 = EmbedOptions { dtype: Some(LoadDType::F16), ..Default::default() };
+    let f16 = EmbedOptions { load: gllm_web::LoadOptions::with_dtype(LoadDType::F16), ..Default::default() };
     let a = embed(base.clone(), f16.clone(), None).await?;
     let events = RefCell::new(Vec::new());
     let b = embed(sharded.clone(), f16, Some(&events)).await?;
@@ -747,8 +749,9 @@ async fn manifest_checks_streamed_files(gpu: Gpu) -> R {
     let (mem, want) = synthetic();
     let manifest = manifest_for(&mem, &[WEIGHTS]);
     let good = Manifest::parse(&manifest).map_err(e)?;
-    let ck = Checkpoint::read(&mem).await.map_err(e)?;
-    let opts = StreamOptions { chunk_size: 32, concurrency: 3, retries: 0, ..Default::default() };
+    let ck = Weights::Safetensors(Checkpoint::read(&mem).await.map_err(e)?);
+    let opts = StreamOptions { chunk_size: 32, concurrency: 3, retries: 0 };
+    let plain = Targets::as_stored();
     let source = |jitter: bool, no_ranges: bool| {
         let mut s = TestSource::new(mem.clone());
         s.jitter = jitter;
@@ -758,7 +761,7 @@ async fn manifest_checks_streamed_files(gpu: Gpu) -> R {
     // In order, out of order, without Range.
     for (jitter, no_ranges) in [(false, false), (true, false), (false, true)] {
         let src = source(jitter, no_ranges);
-        let w = stream_checkpoint(&gpu, &src, &ck, Some(&good), opts, &|_| {}, &|| false).await.map_err(e)?;
+        let w = stream_weights(&gpu, &src, &ck, Some(&good), opts, &plain, &|_| {}, &|| false).await.map_err(e)?;
         check_tensors(&gpu, &w.tensors, &want).await?;
         log!("manifest ok (jitter {jitter}, no_ranges {no_ranges}): {} requests, at most {} held for hashing", w.requests_sent, w.max_held);
         if w.max_held >= 2 * opts.concurrency {
@@ -774,10 +777,10 @@ async fn manifest_checks_streamed_files(gpu: Gpu) -> R {
     }
     for no_ranges in [false, true] {
         let src = source(true, no_ranges);
-        let r = stream_checkpoint(&gpu, &src, &ck, Some(&bad), opts, &|_| {}, &|| false).await;
+        let r = stream_weights(&gpu, &src, &ck, Some(&bad), opts, &plain, &|_| {}, &|| false).await;
         expect_integrity(&format!("wrong digest (no_ranges {no_ranges})"), r, "sha256")?;
         // The loader works afterwards.
-        let w = stream_checkpoint(&gpu, &src, &ck, Some(&good), opts, &|_| {}, &|| false).await.map_err(e)?;
+        let w = stream_weights(&gpu, &src, &ck, Some(&good), opts, &plain, &|_| {}, &|| false).await.map_err(e)?;
         check_tensors(&gpu, &w.tensors, &want).await?;
     }
     let mut bad_size = good.clone();
@@ -785,14 +788,11 @@ async fn manifest_checks_streamed_files(gpu: Gpu) -> R {
         d.size += 1;
     }
     let src = source(false, false);
-    let r = stream_checkpoint(&gpu, &src, &ck, Some(&bad_size), opts, &|_| {}, &|| false).await;
+    let r = stream_weights(&gpu, &src, &ck, Some(&bad_size), opts, &plain, &|_| {}, &|| false).await;
     expect_integrity("wrong size", r, "bytes")?;
-    // The hash-only pass of tensor-by-tensor loads.
-    verify_checkpoint(&src, &ck, Some(&good), opts, &|_| {}, &|| false).await.map_err(e)?;
-    expect_integrity("verify, wrong digest", verify_checkpoint(&src, &ck, Some(&bad), opts, &|_| {}, &|| false).await, "sha256")?;
     // A manifest that does not list the weights.
     let other = Manifest::parse(&manifest_for(&mem.clone().with("other.bin", vec![1u8]), &["other.bin"])).map_err(e)?;
-    match stream_checkpoint(&gpu, &src, &ck, Some(&other), opts, &|_| {}, &|| false).await {
+    match stream_weights(&gpu, &src, &ck, Some(&other), opts, &plain, &|_| {}, &|| false).await {
         Err(Error::Format { .. }) => Ok(()),
         Err(x) => Err(format!("unlisted file: {x}")),
         Ok(_) => Err("a manifest without the weights file was accepted".into()),
@@ -804,7 +804,7 @@ async fn manifest_checks_real_model(gpu: Gpu) -> R {
     let texts = ["checked against its manifest", "second"];
     let plain = Embedder::load(&gpu, &mem, EmbedOptions::default(), &|_| {}).await.map_err(e)?.embed(&texts).await.map_err(e)?;
     let good = manifest_for(&mem, &[WEIGHTS]);
-    let f16 = EmbedOptions { dtype: Some(LoadDType::F16), ..Default::default() };
+    let f16 = EmbedOptions { load: gllm_web::LoadOptions::with_dtype(LoadDType::F16), ..Default::default() };
     for (what, m, opts, needle) in [
         ("streamed, wrong digest", tampered(&good, true), EmbedOptions::default(), "sha256"),
         ("streamed, wrong size", tampered(&good, false), EmbedOptions::default(), "bytes"),

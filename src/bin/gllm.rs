@@ -1,12 +1,12 @@
 //! `gllm`: the native command line.
 //!
 //! ```text
-//! gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] TEXT...
+//! gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D] TEXT...
 //! ```
 //! prints `{"dims": [n, d], "token_ids": [[...], ...], "embeddings": [[...], ...]}`.
 //!
 //! ```text
-//! gllm rerank --model DIR --query TEXT [--top-n N] DOC...
+//! gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] DOC...
 //! ```
 //! prints `{"results": [{"index": i, "logit": l, "score": s}, ...]}`, highest score first.
 //!
@@ -30,7 +30,7 @@
 //! `gllm-manifest.json`; loads stream the blocks with no conversion.
 //!
 //! ```text
-//! gllm generate --model DIR --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]
+//! gllm generate --model DIR|FILE.gguf --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]
 //!      [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]
 //! ```
 //! prints `{"prompt_ids": [...], "tokens": [...], "text": "...", "finish_reason": "..."}`.
@@ -58,12 +58,12 @@ fn main() {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] TEXT...
-       gllm rerank --model DIR --query TEXT [--top-n N] DOC...
+const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D] TEXT...
+       gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] DOC...
        gllm inspect FILE.gguf [--full]
        gllm convert MODEL.gguf --out DIR [--dtype f16|f32]
        gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q4_K|q6_K --out DIR
-       gllm generate --model DIR --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T] [--top-k K]
+       gllm generate --model DIR|FILE.gguf --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T] [--top-k K]
                      [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]";
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -95,6 +95,7 @@ fn embed(args: &[String]) -> Result<(), String> {
             "--max-length" => {
                 opts.max_length = Some(value("--max-length")?.parse().map_err(|_| "--max-length needs a number".to_string())?)
             }
+            "--dtype" => opts.load.dtype = Some(value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
             "--" => texts.extend(it.by_ref().cloned()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s => texts.push(s.to_string()),
@@ -103,7 +104,9 @@ fn embed(args: &[String]) -> Result<(), String> {
     let model = model.ok_or_else(|| format!("--model is required\n{USAGE}"))?;
     pollster::block_on(async {
         let gpu = Gpu::new().await.map_err(|e| e.to_string())?;
-        let embedder = Embedder::load(&gpu, &FileSource::new(&model), opts, &|_| {}).await.map_err(|e| e.to_string())?;
+        let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
+        opts.load.weights = weights;
+        let embedder = Embedder::load(&gpu, &src, opts, &|_| {}).await.map_err(|e| e.to_string())?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let e = embedder.embed(&refs).await.map_err(|e| e.to_string())?;
         let rows: Vec<&[f32]> = e.rows().collect();
@@ -119,6 +122,7 @@ fn rerank(args: &[String]) -> Result<(), String> {
     use gllm_web::{Gpu, RerankOptions, Reranker};
 
     let (mut model, mut query, mut top_n, mut docs) = (None, None, None, Vec::new());
+    let mut opts = RerankOptions::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -126,6 +130,7 @@ fn rerank(args: &[String]) -> Result<(), String> {
             "--model" => model = Some(value("--model")?),
             "--query" => query = Some(value("--query")?),
             "--top-n" => top_n = Some(value("--top-n")?.parse::<usize>().map_err(|_| "--top-n needs a number".to_string())?),
+            "--dtype" => opts.load.dtype = Some(value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
             "--" => docs.extend(it.by_ref().cloned()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s => docs.push(s.to_string()),
@@ -135,7 +140,9 @@ fn rerank(args: &[String]) -> Result<(), String> {
     let query = query.ok_or_else(|| format!("--query is required\n{USAGE}"))?;
     pollster::block_on(async {
         let gpu = Gpu::new().await.map_err(|e| e.to_string())?;
-        let reranker = Reranker::load(&gpu, &FileSource::new(&model), RerankOptions::default(), &|_| {})
+        let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
+        opts.load.weights = weights;
+        let reranker = Reranker::load(&gpu, &src, opts, &|_| {})
             .await
             .map_err(|e| e.to_string())?;
         let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
@@ -232,11 +239,11 @@ fn quantize(args: &[String]) -> Result<(), String> {
 #[cfg(not(target_arch = "wasm32"))]
 fn generate(args: &[String]) -> Result<(), String> {
     use gllm_web::loader::FileSource;
-    use gllm_web::{ChatMessage as Message, GenerateOptions, Generator, GeneratorOptions, Gpu, LoadDType, Prompt};
+    use gllm_web::{ChatMessage as Message, GenerateOptions, Generator, GeneratorOptions, Gpu, LoadDType, LoadOptions, Prompt};
 
     let (mut model, mut prompt, mut chat) = (None, None, false);
     let mut opts = GenerateOptions::default();
-    let mut dtype = LoadDType::F32;
+    let mut dtype: Option<LoadDType> = None;
     let mut it = args.iter();
     fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
         v.parse().map_err(|_| format!("{name} needs a number"))
@@ -254,7 +261,7 @@ fn generate(args: &[String]) -> Result<(), String> {
             "--repetition-penalty" => opts.sampling.repetition_penalty = num("--repetition-penalty", value("--repetition-penalty")?)?,
             "--seed" => opts.sampling.seed = num("--seed", value("--seed")?)?,
             "--stop" => opts.stop.push(value("--stop")?),
-            "--dtype" => dtype = value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?,
+            "--dtype" => dtype = Some(value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
             s => return Err(format!("unknown argument {s}\n{USAGE}")),
         }
     }
@@ -262,7 +269,11 @@ fn generate(args: &[String]) -> Result<(), String> {
     let prompt = prompt.ok_or_else(|| format!("--prompt is required\n{USAGE}"))?;
     pollster::block_on(async {
         let gpu = Gpu::new().await.map_err(|e| e.to_string())?;
-        let mut g = Generator::load(&gpu, &FileSource::new(&model), GeneratorOptions { dtype }, &|_| {})
+        let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
+        // Default: f32 for safetensors (the goldens' precision), the file's blocks for GGUF.
+        let dtype = dtype.or(if weights.as_deref().is_some_and(|w| w.ends_with(".gguf")) { None } else { Some(LoadDType::F32) });
+        let load = LoadOptions { dtype, weights, ..Default::default() };
+        let mut g = Generator::load(&gpu, &src, GeneratorOptions { load }, &|_| {})
             .await
             .map_err(|e| e.to_string())?;
         let messages = [Message::new("user", &prompt)];

@@ -9,13 +9,11 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
-use crate::kernels::quantize::gpu_quantizable;
 use crate::kernels::{norm, pool};
-use crate::loader::{
-    read_json, read_json_optional, stream_checkpoint, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions, StreamQuantize,
-};
+use crate::engine::LoadOptions;
+use crate::loader::{read_json, read_json_optional, Progress, Source, Weights};
 use crate::models::bert::{BertConfig, BertInput, BertModel};
-use crate::nn::{LoadDType, VarBuilder};
+use crate::nn::{load_weights, VarBuilder};
 use crate::tokenizer::Tokenizer;
 
 /// How token states become one vector.
@@ -48,11 +46,9 @@ pub struct EmbedOptions {
     pub max_length: Option<usize>,
     /// Texts per forward pass (bounds activation memory). Default 32.
     pub batch_size: Option<usize>,
-    /// How the weights are stored on the GPU (default: as in the file, f32 for MiniLM);
-    /// `Quant(q8_0)` etc. quantizes the linear layers on load.
-    pub dtype: Option<crate::nn::LoadDType>,
-    /// Chunked, concurrent streaming of the weights (used when the weights stay F32).
-    pub stream: Option<crate::loader::StreamOptions>,
+    /// Weights storage (default `auto`: as in the file, f32 for MiniLM; `Quant(q8_0)` etc.
+    /// quantizes the linear layers on load), streaming and the weights file.
+    pub load: LoadOptions,
 }
 
 /// `[n, dim]` row-major embeddings and the token ids each row came from.
@@ -163,46 +159,18 @@ impl Embedder {
         let tokenizer = Tokenizer::from_bytes(&src.read("tokenizer.json").await?, max_length)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
 
-        // `model.safetensors`, or the shards of `model.safetensors.index.json`; checked against
-        // `gllm-manifest.json` when the folder has one.
-        let ck = Checkpoint::read(src).await?;
-        let manifest = Manifest::read_optional(src).await?;
-        let loaded = std::cell::Cell::new(0);
-        let dtype = opts.dtype.unwrap_or_default();
-        let stream_opts = opts.stream.unwrap_or_default();
-        // F32 weights stream in parallel chunks straight into their GPU buffers, and so do the
-        // q8_0 / q4_0 loads: each linear weight is quantized on the GPU as soon as it has
-        // arrived, and its F32 staging buffer freed (`StreamQuantize`). Other dtypes convert
-        // tensor by tensor.
-        let streamed = match dtype {
-            LoadDType::Auto | LoadDType::F32 => {
-                Some(stream_checkpoint(gpu, src, &ck, manifest.as_ref(), stream_opts, progress, should_abort).await?)
-            }
-            LoadDType::Quant(fmt) if gpu_quantizable(fmt) => {
-                let quantize = Some(StreamQuantize { format: fmt, select: crate::models::bert::is_linear_weight });
-                let opts = StreamOptions { quantize, ..stream_opts };
-                Some(stream_checkpoint(gpu, src, &ck, manifest.as_ref(), opts, progress, should_abort).await?)
-            }
-            _ => {
-                verify_checkpoint(src, &ck, manifest.as_ref(), stream_opts, progress, should_abort).await?;
-                None
-            }
-        };
-        let per_file = ShardProgress::for_tensors(&ck, progress);
-        let per_tensor = |p: Progress| per_file.per_tensor(p);
-        let root = match &streamed {
-            Some(w) => VarBuilder::from_streamed(gpu, src, w, progress, &loaded).with_dtype(dtype),
-            None => {
-                ck.initiate(progress);
-                VarBuilder::from_checkpoint(gpu, src, &ck, &per_tensor, &loaded).with_dtype(dtype)
-            }
-        };
+        // `model.safetensors`, or the shards of `model.safetensors.index.json`, streamed in
+        // parallel chunks straight into GPU buffers and checked against `gllm-manifest.json`
+        // when the folder has one; q8_0 / q4_0 linear weights are quantized on the GPU as each
+        // arrives.
+        let weights = Weights::open(src, opts.load.weights.as_deref()).await?;
+        let dtype = opts.load.dtype.unwrap_or_default();
+        let w = load_weights(gpu, src, &weights, dtype, crate::models::bert::WEIGHT_ROLES, opts.load.stream, progress, should_abort).await?;
+        let root = VarBuilder::new(gpu, &w, dtype);
         // Sequence-classification checkpoints keep the encoder under `bert.`.
         let vb = if root.contains("bert.embeddings.word_embeddings.weight") { root.pp("bert") } else { root };
         let model = BertModel::load(&vb, config).await?;
-        if streamed.is_none() {
-            ck.done(progress);
-        }
+        drop(w);
         gpu.sync().await?;
         progress(Progress::Ready);
 

@@ -13,12 +13,11 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, Recording, U32Slot};
 use crate::kernels::sample::{sample, SamplingConfig};
-use crate::loader::{
-    read_json, read_json_optional, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions,
-};
+use crate::engine::LoadOptions;
+use crate::loader::{read_json, read_json_optional, Progress, Source, Weights};
 use crate::models::llama::{KvCache, LlamaConfig, LlamaModel};
-use crate::nn::VarBuilder;
-use crate::nn::LoadDType;
+use crate::nn::{load_weights, LoadDType, VarBuilder};
+use crate::tokenizer::gguf::GgufTokenizer;
 use crate::tokenizer::chat::{render_chat, ChatMessage as Message};
 use crate::tokenizer::{DecodeStream, Tokenizer};
 
@@ -27,16 +26,16 @@ use crate::tokenizer::{DecodeStream, Tokenizer};
 const CACHE_STEP: usize = 256;
 
 /// Load options.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GeneratorOptions {
-    /// Storage of the weights: `auto` (GGUF blocks kept quantized, else F32), `f32`,
-    /// `f16`, or a block format quantized on load (`q8_0`, `q4_0`, ...). Activations are f32.
-    pub dtype: LoadDType,
+    /// Storage of the weights (`dtype`: default `auto` for a GGUF file, keeping its blocks,
+    /// and `f16` for safetensors), streaming and the weights file. Activations are f32.
+    pub load: LoadOptions,
 }
 
-impl Default for GeneratorOptions {
-    fn default() -> Self {
-        Self { dtype: LoadDType::F16 }
+impl GeneratorOptions {
+    pub fn with_dtype(dtype: LoadDType) -> Self {
+        Self { load: LoadOptions::with_dtype(dtype) }
     }
 }
 
@@ -163,20 +162,52 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// Loads `config.json`, `generation_config.json` (EOS ids), `tokenizer.json`,
-    /// `tokenizer_config.json` (chat template) and `model.safetensors` (or the shards of
-    /// `model.safetensors.index.json`) from `src`, checking the weights against
-    /// `gllm-manifest.json` when present ([`crate::loader::checkpoint`]).
+    /// Loads a decoder from `src`: a GGUF file (`model.gguf`, or the file named by
+    /// `opts.load.weights`), whose metadata gives the config, tokenizer, chat template and EOS
+    /// ids; or a safetensors folder with `config.json`, `generation_config.json` (EOS ids),
+    /// `tokenizer.json`, `tokenizer_config.json` (chat template) and `model.safetensors` (or
+    /// the shards of `model.safetensors.index.json`). Weights stream in parallel into the GPU
+    /// ([`crate::nn::load_weights`]), checked against `gllm-manifest.json` when present.
     pub async fn load<S: Source>(gpu: &Gpu, src: &S, opts: GeneratorOptions, progress: &dyn Fn(Progress)) -> Result<Self> {
-        let config: LlamaConfig = read_json(src, "config.json").await?;
-        config.validate("config.json")?;
-        let gen_cfg: Option<GenerationConfig> = read_json_optional(src, "generation_config.json").await?;
-        let tok_cfg: TokenizerConfig = read_json_optional(src, "tokenizer_config.json").await?.unwrap_or_default();
-        let mut eos_ids = gen_cfg.and_then(|g| g.eos_token_id).map(|v| ids_of(&v)).unwrap_or_default();
+        Self::load_with_abort(gpu, src, opts, progress, &|| false).await
+    }
 
-        progress(Progress::Initiate { file: "tokenizer.json".into() });
-        let tokenizer = Tokenizer::from_bytes(&src.read("tokenizer.json").await?, config.max_position_embeddings)?;
-        progress(Progress::Done { file: "tokenizer.json".into() });
+    /// [`Self::load`], stopping with `Error::Aborted` (and freeing what was uploaded) once
+    /// `should_abort` returns true.
+    pub async fn load_with_abort<S: Source>(
+        gpu: &Gpu,
+        src: &S,
+        opts: GeneratorOptions,
+        progress: &dyn Fn(Progress),
+        should_abort: &dyn Fn() -> bool,
+    ) -> Result<Self> {
+        let weights = Weights::open(src, opts.load.weights.as_deref()).await?;
+        let (config, tokenizer, tok_cfg, mut eos_ids) = match weights.gguf() {
+            Some(m) => {
+                let config: LlamaConfig = serde_json::from_value(m.config("float32")?)
+                    .map_err(|e| Error::Config { file: m.gguf.file.clone(), msg: e.to_string() })?;
+                config.validate(&m.gguf.file)?;
+                progress(Progress::Initiate { file: "tokenizer".into() });
+                let tok = GgufTokenizer::from_gguf(&m.gguf)?;
+                let tokenizer = Tokenizer::from_bytes(tok.tokenizer_json()?.as_bytes(), config.max_position_embeddings)?;
+                progress(Progress::Done { file: "tokenizer".into() });
+                let tok_cfg: TokenizerConfig = serde_json::from_value(tok.tokenizer_config(&m.gguf))
+                    .map_err(|e| Error::Config { file: m.gguf.file.clone(), msg: e.to_string() })?;
+                let eos_ids = m.eos_token_ids().into_iter().filter_map(|i| u32::try_from(i).ok()).collect();
+                (config, tokenizer, tok_cfg, eos_ids)
+            }
+            None => {
+                let config: LlamaConfig = read_json(src, "config.json").await?;
+                config.validate("config.json")?;
+                let gen_cfg: Option<GenerationConfig> = read_json_optional(src, "generation_config.json").await?;
+                let tok_cfg: TokenizerConfig = read_json_optional(src, "tokenizer_config.json").await?.unwrap_or_default();
+                let eos_ids = gen_cfg.and_then(|g| g.eos_token_id).map(|v| ids_of(&v)).unwrap_or_default();
+                progress(Progress::Initiate { file: "tokenizer.json".into() });
+                let tokenizer = Tokenizer::from_bytes(&src.read("tokenizer.json").await?, config.max_position_embeddings)?;
+                progress(Progress::Done { file: "tokenizer.json".into() });
+                (config, tokenizer, tok_cfg, eos_ids)
+            }
+        };
         let eos_token = token_str(&tok_cfg.eos_token);
         if eos_ids.is_empty() {
             eos_ids.extend(tokenizer.token_to_id(&eos_token));
@@ -193,18 +224,11 @@ impl Generator {
             _ => None,
         };
 
-        // `model.safetensors`, or the shards of `model.safetensors.index.json`, read tensor by
-        // tensor; checked first against `gllm-manifest.json` when the folder has one.
-        let ck = Checkpoint::read(src).await?;
-        let manifest = Manifest::read_optional(src).await?;
-        verify_checkpoint(src, &ck, manifest.as_ref(), StreamOptions::default(), progress, &|| false).await?;
-        let per_file = ShardProgress::for_tensors(&ck, progress);
-        let per_tensor = |p: Progress| per_file.per_tensor(p);
-        let loaded = std::cell::Cell::new(0);
-        ck.initiate(progress);
-        let vb = VarBuilder::from_checkpoint(gpu, src, &ck, &per_tensor, &loaded).with_dtype(opts.dtype);
-        let model = LlamaModel::load(&vb, config).await?;
-        ck.done(progress);
+        let default = if weights.gguf().is_some() { LoadDType::Auto } else { LoadDType::F16 };
+        let dtype = opts.load.dtype.unwrap_or(default);
+        let w = load_weights(gpu, src, &weights, dtype, crate::models::llama::WEIGHT_ROLES, opts.load.stream, progress, should_abort).await?;
+        let model = LlamaModel::load(&VarBuilder::new(gpu, &w, dtype), config).await?;
+        drop(w);
         gpu.sync().await?;
         progress(Progress::Ready);
         Ok(Self {

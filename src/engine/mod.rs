@@ -1,11 +1,15 @@
-//! The public async Rust API: [`Embedder`], [`Reranker`] (generation and search join later).
+//! The public async Rust API: [`Embedder`], [`Reranker`], [`Generator`], [`SearchIndex`]. Every
+//! engine loads through the same options ([`LoadOptions`]) and the same weights recipe
+//! ([`crate::nn::load_weights`]).
 
 mod embedder;
 mod generator;
+mod load;
 mod reranker;
 mod search;
 
 pub use embedder::{EmbedOptions, Embedder, Embeddings, Pooling};
+pub use load::LoadOptions;
 pub use generator::{FinishReason, GenerateOptions, Generation, Generator, GeneratorOptions, Prompt};
 pub use reranker::{RerankOptions, RerankResult, Reranker};
 pub use search::{Hit, IndexOptions, IndexStorage, SearchIndex, SearchMode};

@@ -10,17 +10,21 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu};
-use crate::loader::{read_json, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions};
+use crate::engine::LoadOptions;
+use crate::loader::{read_json, Progress, Source, Weights};
 use crate::models::bert::{BertConfig, BertForSequenceClassification, BertInput};
-use crate::nn::VarBuilder;
+use crate::nn::{load_weights, VarBuilder};
 use crate::tokenizer::Tokenizer;
 
+/// Load options.
 #[derive(Debug, Clone, Default)]
 pub struct RerankOptions {
     /// Longest pair in tokens; documents are truncated to fit. Default: the model maximum.
     pub max_length: Option<usize>,
     /// Pairs per forward pass. Default 64.
     pub batch_size: Option<usize>,
+    /// Weights storage (default `auto`), streaming and the weights file.
+    pub load: LoadOptions,
 }
 
 /// One scored document.
@@ -52,6 +56,18 @@ impl Reranker {
     /// `cross-encoder/ms-marco-MiniLM-L-6-v2`): `config.json`, `tokenizer.json`,
     /// `model.safetensors` (or shards) with `bert.*` and `classifier.*` tensors.
     pub async fn load<S: Source>(gpu: &Gpu, src: &S, opts: RerankOptions, progress: &dyn Fn(Progress)) -> Result<Self> {
+        Self::load_with_abort(gpu, src, opts, progress, &|| false).await
+    }
+
+    /// [`Self::load`], stopping with `Error::Aborted` (and freeing what was uploaded) once
+    /// `should_abort` returns true.
+    pub async fn load_with_abort<S: Source>(
+        gpu: &Gpu,
+        src: &S,
+        opts: RerankOptions,
+        progress: &dyn Fn(Progress),
+        should_abort: &dyn Fn() -> bool,
+    ) -> Result<Self> {
         let config: BertConfig = read_json(src, "config.json").await?;
         config.validate("config.json")?;
         let labels: Labels = read_json(src, "config.json").await?;
@@ -66,17 +82,12 @@ impl Reranker {
         progress(Progress::Initiate { file: "tokenizer.json".into() });
         let tokenizer = Tokenizer::for_pairs(&src.read("tokenizer.json").await?, max_length)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
-        // One file or shards, checked against `gllm-manifest.json` when present.
-        let ck = Checkpoint::read(src).await?;
-        let manifest = Manifest::read_optional(src).await?;
-        verify_checkpoint(src, &ck, manifest.as_ref(), StreamOptions::default(), progress, &|| false).await?;
-        let per_file = ShardProgress::for_tensors(&ck, progress);
-        let per_tensor = |p: Progress| per_file.per_tensor(p);
-        let loaded = std::cell::Cell::new(0);
-        ck.initiate(progress);
-        let vb = VarBuilder::from_checkpoint(gpu, src, &ck, &per_tensor, &loaded);
-        let model = BertForSequenceClassification::load(&vb, config, 1).await?;
-        ck.done(progress);
+        // One file or shards, streamed and checked against `gllm-manifest.json` when present.
+        let weights = Weights::open(src, opts.load.weights.as_deref()).await?;
+        let dtype = opts.load.dtype.unwrap_or_default();
+        let w = load_weights(gpu, src, &weights, dtype, crate::models::bert::WEIGHT_ROLES, opts.load.stream, progress, should_abort).await?;
+        let model = BertForSequenceClassification::load(&VarBuilder::new(gpu, &w, dtype), config, 1).await?;
+        drop(w);
         gpu.sync().await?;
         progress(Progress::Ready);
         Ok(Self { gpu: gpu.clone(), model, tokenizer, batch_size: opts.batch_size.unwrap_or(64).max(1) })

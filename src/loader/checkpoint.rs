@@ -16,17 +16,15 @@
 //! a mismatch is `Error::Integrity` and evicts the file and the manifest from a browser
 //! cache ([`Source::evict`]), so loading again fetches them anew.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::safetensors::{SafetensorsFile, TensorInfo};
-use super::stream::{stream_safetensors_verified, verify_safetensors, StreamOptions, StreamedWeights};
 use super::{sha256, Progress, Source};
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
 
 /// The weights of an unsharded checkpoint.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -203,26 +201,6 @@ impl Checkpoint {
     pub fn tensor_bytes(&self) -> u64 {
         self.shards.iter().flat_map(|s| s.tensors.values()).map(|t| t.end - t.start).sum()
     }
-
-    /// Each file's manifest entry (all `None` without a manifest); a file the manifest does
-    /// not list is an error.
-    pub fn digests<'m>(&self, manifest: Option<&'m Manifest>) -> Result<Vec<Option<&'m FileDigest>>> {
-        self.shards.iter().map(|s| manifest.map(|m| m.digest(&s.file)).transpose()).collect()
-    }
-
-    /// Reports `Initiate` for every file (loads that read tensor by tensor).
-    pub fn initiate(&self, progress: &dyn Fn(Progress)) {
-        for s in &self.shards {
-            progress(Progress::Initiate { file: s.file.clone() });
-        }
-    }
-
-    /// Reports `Done` for every file.
-    pub fn done(&self, progress: &dyn Fn(Progress)) {
-        for s in &self.shards {
-            progress(Progress::Done { file: s.file.clone() });
-        }
-    }
 }
 
 /// One file's entry in the manifest.
@@ -282,9 +260,8 @@ impl Manifest {
 }
 
 /// Adds `Progress::Total` events over the files of a sharded checkpoint and keeps per-file
-/// events per file. Streamed loads report each file's own bytes ([`Self::streamed`]);
-/// tensor-by-tensor loads ([`crate::nn::VarBuilder`]) report a running count over all files,
-/// which [`Self::per_tensor`] splits by file. An unsharded checkpoint's events pass through.
+/// events per file (each file's `loaded` counts that file's bytes). An unsharded
+/// checkpoint's events pass through.
 pub struct ShardProgress<'a> {
     progress: &'a dyn Fn(Progress),
     index: String,
@@ -292,29 +269,13 @@ pub struct ShardProgress<'a> {
     /// Each file's name and bytes to load.
     files: Vec<(String, u64)>,
     loaded: RefCell<Vec<u64>>,
-    /// The last running count of a tensor-by-tensor load.
-    running: Cell<u64>,
 }
 
 impl<'a> ShardProgress<'a> {
-    /// `per_file`: each file's bytes to load, in `ck.shards` order.
-    fn new(ck: &Checkpoint, per_file: Vec<u64>, progress: &'a dyn Fn(Progress)) -> Self {
-        let files: Vec<(String, u64)> = ck.shards.iter().map(|s| s.file.clone()).zip(per_file).collect();
+    /// `files`: each file's name and bytes to load; `index`: the name of the whole.
+    pub fn new(index: &str, sharded: bool, files: Vec<(String, u64)>, progress: &'a dyn Fn(Progress)) -> Self {
         let loaded = RefCell::new(vec![0; files.len()]);
-        Self { progress, index: ck.file.clone(), sharded: ck.is_sharded(), files, loaded, running: Cell::new(0) }
-    }
-
-    /// For a tensor-by-tensor load: each file's tensor bytes.
-    pub fn for_tensors(ck: &Checkpoint, progress: &'a dyn Fn(Progress)) -> Self {
-        let per_file = ck.shards.iter().map(|s| s.tensors.values().map(|t| t.end - t.start).sum()).collect();
-        Self::new(ck, per_file, progress)
-    }
-
-    fn add(&self, file: &str, loaded: impl FnOnce(&mut u64)) -> Option<(u64, u64)> {
-        let k = self.files.iter().position(|(f, _)| f == file)?;
-        let mut l = self.loaded.borrow_mut();
-        loaded(&mut l[k]);
-        Some((l[k], self.files[k].1))
+        Self { progress, index: index.to_string(), sharded, files, loaded }
     }
 
     fn total(&self) {
@@ -323,10 +284,16 @@ impl<'a> ShardProgress<'a> {
         (self.progress)(Progress::Total { file: self.index.clone(), loaded, total });
     }
 
-    /// An event of a streamed file (its `loaded` counts that file's bytes).
+    /// An event of a streamed file.
     pub fn streamed(&self, p: Progress) {
         let progress_of = match &p {
-            Progress::Progress { file, loaded, .. } if self.sharded => self.add(file, |l| *l = *loaded).is_some(),
+            Progress::Progress { file, loaded, .. } if self.sharded => match self.files.iter().position(|(f, _)| f == file) {
+                Some(k) => {
+                    self.loaded.borrow_mut()[k] = *loaded;
+                    true
+                }
+                None => false,
+            },
             _ => false,
         };
         (self.progress)(p);
@@ -334,102 +301,15 @@ impl<'a> ShardProgress<'a> {
             self.total();
         }
     }
-
-    /// An event of a tensor-by-tensor load (its `loaded` is a running count over all files).
-    pub fn per_tensor(&self, p: Progress) {
-        match p {
-            Progress::Progress { file, loaded, .. } if self.sharded => {
-                let delta = loaded.saturating_sub(self.running.replace(loaded));
-                match self.add(&file, |l| *l += delta) {
-                    Some((loaded, total)) => {
-                        (self.progress)(Progress::Progress { file, loaded, total });
-                        self.total();
-                    }
-                    None => (self.progress)(Progress::Progress { file, loaded, total: 0 }),
-                }
-            }
-            p => (self.progress)(p),
-        }
-    }
 }
 
 /// On an integrity failure, also evicts the manifest (it may be the wrong side), so a retry
 /// reads it anew; the file itself was evicted where the mismatch was found.
-async fn evict_manifest<S: Source, T>(src: &S, r: Result<T>) -> Result<T> {
+pub(super) async fn evict_manifest<S: Source, T>(src: &S, r: Result<T>) -> Result<T> {
     if let Err(Error::Integrity { .. }) = &r {
         // The integrity error is the one to report; a cache that cannot delete is no worse
         // off than before.
         let _ = src.evict(MANIFEST).await;
     }
     r
-}
-
-/// Streams every float tensor of every file of `ck` into F32 GPU buffers
-/// ([`stream_safetensors_verified`], one file after another, each with `opts.concurrency`
-/// requests in flight), checking each file against `manifest` when given. Reports
-/// `Initiate` / `Download` / `Progress` / `Done` per file and, for a sharded checkpoint,
-/// `Total` over all files. The result serves the union of the files' tensors.
-pub async fn stream_checkpoint<S: Source>(
-    gpu: &Gpu,
-    src: &S,
-    ck: &Checkpoint,
-    manifest: Option<&Manifest>,
-    opts: StreamOptions,
-    progress: &dyn Fn(Progress),
-    should_abort: &dyn Fn() -> bool,
-) -> Result<StreamedWeights> {
-    let digests = ck.digests(manifest)?;
-    let per_file = ck.shards.iter().zip(&digests).map(|(s, d)| super::stream::planned_bytes(s, d.is_some())).collect();
-    let agg = ShardProgress::new(ck, per_file, progress);
-    let forward = |p: Progress| agg.streamed(p);
-    let mut out = StreamedWeights {
-        file: ck.file.clone(),
-        quant: None,
-        tensors: HashMap::new(),
-        quantized: HashMap::new(),
-        max_staging_bytes: 0,
-        max_in_flight: 0,
-        requests_sent: 0,
-        max_held: 0,
-    };
-    for (st, digest) in ck.shards.iter().zip(digests) {
-        progress(Progress::Initiate { file: st.file.clone() });
-        let r = stream_safetensors_verified(gpu, src, st, digest, opts, &forward, should_abort).await;
-        let w = evict_manifest(src, r).await?;
-        if out.quant.is_some() && w.quant.is_some() && out.quant != w.quant {
-            return Err(Error::Format { format: "safetensors", file: st.file.clone(), msg: "shards are pre-quantized to different formats".into() });
-        }
-        out.quant = out.quant.or(w.quant);
-        out.tensors.extend(w.tensors);
-        out.quantized.extend(w.quantized);
-        out.max_staging_bytes = out.max_staging_bytes.max(w.max_staging_bytes);
-        out.max_in_flight = out.max_in_flight.max(w.max_in_flight);
-        out.requests_sent += w.requests_sent;
-        out.max_held = out.max_held.max(w.max_held);
-    }
-    Ok(out)
-}
-
-/// Checks every file of `ck` against `manifest` (nothing without one) by reading it once more
-/// ([`verify_safetensors`]): for loads that read tensor by tensor, before they start.
-pub async fn verify_checkpoint<S: Source>(
-    src: &S,
-    ck: &Checkpoint,
-    manifest: Option<&Manifest>,
-    opts: StreamOptions,
-    progress: &dyn Fn(Progress),
-    should_abort: &dyn Fn() -> bool,
-) -> Result<()> {
-    let digests = ck.digests(manifest)?;
-    let per_file = ck.shards.iter().zip(&digests).map(|(s, d)| if d.is_some() { super::stream::planned_bytes(s, true) } else { 0 }).collect();
-    let agg = ShardProgress::new(ck, per_file, progress);
-    let forward = |p: Progress| agg.streamed(p);
-    for (st, digest) in ck.shards.iter().zip(digests) {
-        if let Some(d) = digest {
-            progress(Progress::Initiate { file: st.file.clone() });
-            let r = verify_safetensors(src, st, d, opts, &forward, should_abort).await;
-            evict_manifest(src, r).await?;
-        }
-    }
-    Ok(())
 }

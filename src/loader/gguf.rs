@@ -315,6 +315,12 @@ pub struct GgufFile {
     pub tensors: Vec<GgufTensorInfo>,
     meta_index: BTreeMap<String, usize>,
     tensor_index: BTreeMap<String, usize>,
+    /// The first byte not hashed into `header_sha256`: the data region's start, or the end
+    /// of the bytes parsed when they stop short of it (alignment padding).
+    pub hashed_len: u64,
+    /// SHA-256 state after the file's first `hashed_len` bytes (the header as parsed), so a
+    /// manifest check streams on from there without reading the header again.
+    pub header_sha256: super::sha256::Sha256,
 }
 
 fn bad(file: &str, msg: impl Into<String>) -> Error {
@@ -651,6 +657,9 @@ impl GgufFile {
                 )));
             }
         }
+        let hashed_len = data_start.min(buf.len() as u64);
+        let mut header_sha256 = super::sha256::Sha256::new();
+        header_sha256.update(&buf[..hashed_len as usize]);
         Ok(Self {
             file: file.to_string(),
             version,
@@ -661,6 +670,8 @@ impl GgufFile {
             tensors,
             meta_index,
             tensor_index,
+            hashed_len,
+            header_sha256,
         })
     }
 

@@ -131,7 +131,7 @@ impl GgufModel {
     }
 
     /// Heads whose rows are interleaved for GGML's RoPE: `Some(n)` for llama `attn_q`/`attn_k`.
-    fn permuted_heads(&self, info: &GgufTensorInfo) -> Option<usize> {
+    pub fn permuted_heads(&self, info: &GgufTensorInfo) -> Option<usize> {
         if self.arch != "llama" {
             return None;
         }

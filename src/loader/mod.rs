@@ -19,13 +19,15 @@ pub mod safetensors;
 pub mod sha256;
 pub mod stream;
 mod source;
+pub mod weights;
 
-pub use checkpoint::{stream_checkpoint, verify_checkpoint, Checkpoint, FileDigest, Manifest, ShardProgress};
+pub use checkpoint::{Checkpoint, FileDigest, Manifest, ShardProgress};
 pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
 pub use gguf_hf::GgufModel;
 pub use safetensors::{SafetensorsFile, StDType, TensorInfo};
 pub use source::{Chunk, FileSource, MemSource, Source};
-pub use stream::{stream_safetensors, stream_safetensors_verified, StreamOptions, StreamQuantize, StreamedWeights};
+pub use stream::{stream_file, stream_safetensors, BlockTensor, StreamOptions, StreamedWeights, Target, Targets};
+pub use weights::{stream_weights, Entry, Stored, WeightFile, Weights};
 #[cfg(target_arch = "wasm32")]
 pub use source::HttpSource;
 #[cfg(target_arch = "wasm32")]

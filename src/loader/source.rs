@@ -128,6 +128,35 @@ impl FileSource {
     pub fn new(root: impl Into<std::path::PathBuf>) -> Self {
         Self { root: root.into() }
     }
+
+    /// A model given on the command line: a folder, or a weights file (`x.gguf`,
+    /// `x.safetensors`) whose folder is the root. Also returns the weights file name when it
+    /// is not one a folder is searched for by default: the file given, or the one `.gguf`
+    /// file of a folder without `model.safetensors` / its index / `model.gguf`.
+    pub fn open_model(path: impl AsRef<std::path::Path>) -> Result<(Self, Option<String>)> {
+        let path = path.as_ref();
+        let io = |e: std::io::Error| Error::Io { file: path.display().to_string(), msg: e.to_string() };
+        if path.is_file() {
+            let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::Input(format!("{}: not a file name", path.display())))?;
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            return Ok((Self::new(dir), Some(name.to_string())));
+        }
+        let defaults = ["model.safetensors", "model.safetensors.index.json", super::weights::GGUF_WEIGHTS];
+        if defaults.iter().any(|f| path.join(f).is_file()) {
+            return Ok((Self::new(path), None));
+        }
+        let mut ggufs: Vec<String> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".gguf"))
+            .collect();
+        ggufs.sort();
+        match ggufs.len() {
+            1 => Ok((Self::new(path), ggufs.pop())),
+            0 => Ok((Self::new(path), None)),
+            _ => Err(Error::Input(format!("{} holds several .gguf files ({}): name one", path.display(), ggufs.join(", ")))),
+        }
+    }
     fn path(&self, file: &str) -> std::path::PathBuf {
         self.root.join(file)
     }

@@ -1,23 +1,27 @@
-//! Streaming a safetensors file into GPU buffers: the data region is planned as byte-range
+//! Streaming a weights file into GPU buffers: the data region is planned as byte-range
 //! requests of at most `chunk_size`, `concurrency` of them are in flight at once, and each
-//! piece of a tensor is written into the tensor's GPU buffer at its offset as soon as its
+//! piece of a tensor is written into the tensor's GPU buffers at its offset as soon as its
 //! request returns. Nothing larger than one request is ever held in wasm memory, so the
 //! peak heap during a load is about `concurrency × chunk_size` whatever the model size.
 //!
-//! The plan splits every tensor at tensor-relative multiples of `chunk_size` (a multiple of
-//! 16, so pieces start on whole elements and on WebGPU's 4-byte copy alignment), then packs
-//! consecutive small pieces into one request while it stays under `chunk_size`. A request
-//! that fails is retried; after `retries` more failures the load fails with an error that
-//! names the file and the byte range. `should_abort` is polled before every request: an
+//! The file is a [`WeightFile`] (safetensors or GGUF, [`super::weights`]). The plan splits
+//! every tensor at tensor-relative multiples of `chunk_size` rounded down to the tensor's
+//! [`Entry::unit`] (16 bytes of floats, two blocks, or whole heads of a permuted tensor), then
+//! packs consecutive small pieces into one request while it stays under `chunk_size`. A
+//! request that fails is retried; after `retries` more failures the load fails with an error
+//! that names the file and the byte range. `should_abort` is polled before every request: an
 //! aborted load returns `Error::Aborted` and drops (frees) everything uploaded so far.
 //!
-//! BF16 / F16 tensors are converted to F32 piece by piece as they stream; other dtypes
-//! (integer buffers such as BERT's `position_ids`) are not uploaded.
+//! What each tensor becomes is the caller's choice ([`Targets`]): F32 or F16 values (F16 /
+//! BF16 / F32 converted piece by piece, GGUF blocks decoded piece by piece on the host), GGUF
+//! blocks in the GPU layout ([`crate::quant::relayout`], block-local, so piece by piece), raw
+//! words, or an F32 staging copy handed to a `finish` step once whole (quantize-on-load on
+//! the GPU, which the caller provides: the loader itself runs no kernel).
 //!
-//! With a manifest entry ([`stream_safetensors_verified`]) the whole file is hashed in file
-//! order while it streams (SHA-256, [`super::sha256`]): the plan then covers every byte after
-//! the header ([`plan_file`]), completed requests wait in a bounded reorder window until the
-//! ones before them are hashed, and a size or digest mismatch is `Error::Integrity`.
+//! With a manifest entry the whole file is hashed in file order while it streams (SHA-256,
+//! [`super::sha256`]): the plan then covers every byte after the header ([`plan_file`]),
+//! completed requests wait in a bounded reorder window until the ones before them are
+//! hashed, and a size or digest mismatch is `Error::Integrity`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -29,14 +33,13 @@ use super::checkpoint::FileDigest;
 use super::safetensors::{SafetensorsFile, StDType};
 use super::source::Chunk;
 use super::sha256::{to_hex, Sha256};
+use super::weights::{unpermute_heads, Entry, Stored, WeightFile};
 use super::{Progress, Source};
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
-use crate::kernels::quant::QMatrix;
-use crate::kernels::quantize::{gpu_quantizable, quantize_rows, SrcKind};
 use crate::quant::QuantFormat;
 
-/// Options for [`stream_safetensors`].
+/// Options for [`stream_file`].
 #[derive(Debug, Clone, Copy)]
 pub struct StreamOptions {
     /// Largest byte range of one request (default 8 MiB; rounded down to a multiple of 16).
@@ -45,35 +48,83 @@ pub struct StreamOptions {
     pub concurrency: usize,
     /// Extra attempts for a request that fails (default 3).
     pub retries: u32,
-    /// Quantize-on-load while streaming (default none): see [`StreamQuantize`].
-    pub quantize: Option<StreamQuantize>,
 }
 
 impl Default for StreamOptions {
     fn default() -> Self {
-        Self { chunk_size: 8 << 20, concurrency: 6, retries: 3, quantize: None }
+        Self { chunk_size: 8 << 20, concurrency: 6, retries: 3 }
     }
 }
 
-/// Quantize-on-load during the stream: each selected matrix is quantized on the GPU as soon
-/// as its last byte is written, and its F32 buffer is freed then, so the F32 copies alive at
-/// once are those of the tensors still arriving (about `concurrency` requests' worth, plus
-/// the largest tensor) rather than the whole model. Selected: `select(name)` (a model's
-/// linear weights, e.g. `models::bert::is_linear_weight`), 2-D F32/F16/BF16 tensors whose
-/// row length is a multiple of the block and whose F32 copy fits one binding; the others
-/// stream as F32 and are handled by `VarBuilder` as before.
-#[derive(Debug, Clone, Copy)]
-pub struct StreamQuantize {
-    /// q8_0 or q4_0 ([`gpu_quantizable`]).
+/// What a streamed tensor becomes on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Not uploaded.
+    Skip,
+    /// `[shape]` F32 (floats converted, blocks decoded, piece by piece on the host).
+    F32,
+    /// `[shape]` F16, two values per word.
+    F16,
+    /// GGUF blocks kept, in the GPU layout (a [`BlockTensor`]); `Stored::Blocks` only.
+    Blocks,
+    /// Raw words of a pre-quantized file, `[bytes / 4]` U32; `Stored::Raw` only.
+    Raw,
+    /// An F32 staging copy that [`Targets::finish`] turns into blocks once its last byte is
+    /// written (then the copy is freed).
+    Finish,
+}
+
+/// A matrix in a block format on the GPU: body words and split-off f16 scales
+/// ([`crate::quant::relayout`]); what `kernels::quant::QMatrix` is made of.
+#[derive(Debug, Clone)]
+pub struct BlockTensor {
     pub format: QuantFormat,
-    pub select: fn(&str) -> bool,
+    pub rows: usize,
+    pub cols: usize,
+    pub body: GpuTensor,
+    pub scales: GpuTensor,
+}
+
+impl BlockTensor {
+    /// Uninitialised buffers for `[rows, cols]` in `format`.
+    pub fn alloc(gpu: &Gpu, format: QuantFormat, rows: usize, cols: usize) -> Result<Self> {
+        let n = rows.checked_mul(cols).ok_or_else(|| Error::param(format.name(), format!("[{rows}, {cols}] overflows")))?;
+        let blocks = format.byte_len(n)? / format.block_bytes();
+        let body = gpu.alloc(&[(blocks * format.body_words()).max(1)], DType::U32)?;
+        let words = if format.split_scale() { blocks.div_ceil(2) } else { 1 };
+        let scales = gpu.alloc(&[words.max(1)], DType::U32)?;
+        Ok(Self { format, rows, cols, body, scales })
+    }
+}
+
+/// The caller's choices for a streamed load.
+pub struct Targets<'a> {
+    /// What each tensor becomes.
+    pub target: &'a dyn Fn(&Entry) -> Target,
+    /// For [`Target::Finish`]: the whole F32 tensor in, its blocks out.
+    pub finish: &'a dyn Fn(&Entry, &GpuTensor) -> Result<BlockTensor>,
+}
+
+impl Targets<'static> {
+    /// Everything as stored: floats F32, blocks kept, raw words raw.
+    pub fn as_stored() -> Self {
+        Targets {
+            target: &|e: &Entry| match e.stored {
+                Stored::Float(_) => Target::F32,
+                Stored::Blocks(_) => Target::Blocks,
+                Stored::Raw => Target::Raw,
+                Stored::Skip => Target::Skip,
+            },
+            finish: &|e: &Entry, _: &GpuTensor| Err(Error::Input(format!("{}: no finishing step", e.name))),
+        }
+    }
 }
 
 /// One tensor's bytes inside a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Piece {
     pub tensor: String,
-    /// Byte offset of the piece in the file's data as stored (source dtype).
+    /// Byte offset of the piece in the tensor's data as stored.
     pub src_offset_in_tensor: u64,
     /// Offset of the piece inside the request's bytes.
     pub offset_in_request: u64,
@@ -88,19 +139,10 @@ pub struct Request {
     pub pieces: Vec<Piece>,
 }
 
-/// Float tensors (converted to F32 as they stream) and the U8 block tensors of a
-/// pre-quantized checkpoint (copied raw into U32 buffers: [`super::prequant`]).
-fn streamable(name: &str, dtype: StDType) -> bool {
-    matches!(dtype, StDType::F32 | StDType::F16 | StDType::BF16) || raw(name, dtype)
-}
-
-fn raw(name: &str, dtype: StDType) -> bool {
-    dtype == StDType::U8 && (name.ends_with(super::prequant::QBODY) || name.ends_with(super::prequant::QSCALE))
-}
-
-/// Plans the requests for the float tensors of `st` (in file order).
+/// Plans the requests for the uploaded tensors of `st` (in file order).
 pub fn plan(st: &SafetensorsFile, chunk_size: u64) -> Result<Vec<Request>> {
-    plan_requests(st, chunk_size, false)
+    let wf = WeightFile::from_safetensors(st);
+    plan_requests(&wf, &|e| (Targets::as_stored().target)(e), chunk_size, false)
 }
 
 /// Like [`plan`], but the requests cover the whole data region `[data_start, file_len)`
@@ -108,61 +150,70 @@ pub fn plan(st: &SafetensorsFile, chunk_size: u64) -> Result<Vec<Request>> {
 /// no piece uses. Hashing the requests' bytes in order then hashes the file after its header
 /// (what a manifest check needs).
 pub fn plan_file(st: &SafetensorsFile, chunk_size: u64) -> Result<Vec<Request>> {
-    plan_requests(st, chunk_size, true)
+    let wf = WeightFile::from_safetensors(st);
+    plan_requests(&wf, &|e| (Targets::as_stored().target)(e), chunk_size, true)
 }
 
-fn plan_requests(st: &SafetensorsFile, chunk_size: u64, whole_file: bool) -> Result<Vec<Request>> {
+/// The requests for the tensors of `wf` whose target is not `Skip`; with `whole_file`, every
+/// byte from `wf.hashed_len` to the end.
+pub fn plan_requests(wf: &WeightFile, target: &dyn Fn(&Entry) -> Target, chunk_size: u64, whole_file: bool) -> Result<Vec<Request>> {
     let chunk = chunk_size / 16 * 16;
     if chunk == 0 {
         return Err(Error::Input(format!("chunk size {chunk_size} is below 16 bytes")));
     }
-    let mut tensors: Vec<(&String, &super::TensorInfo)> =
-        st.tensors.iter().filter(|(n, t)| whole_file || streamable(n, t.dtype)).collect();
-    tensors.sort_by_key(|(_, t)| t.start);
     let mut requests: Vec<Request> = Vec::new();
     // End of the bytes planned so far (whole-file plans only).
-    let mut at = st.data_start;
-    for (name, t) in tensors {
-        if whole_file && t.start > at {
-            unused_bytes(&mut requests, at, t.start - at, chunk);
-        }
-        at = at.max(t.end);
-        if !streamable(name, t.dtype) {
-            unused_bytes(&mut requests, t.start, t.end - t.start, chunk);
+    let mut at = wf.hashed_len;
+    for e in &wf.entries {
+        let upload = target(e) != Target::Skip;
+        if !whole_file && !upload {
             continue;
         }
+        if whole_file && e.start > at {
+            unused_bytes(&mut requests, at, e.start - at, chunk);
+        }
+        if whole_file && e.end <= at {
+            continue;
+        }
+        at = at.max(e.end);
+        if !upload {
+            unused_bytes(&mut requests, e.start, e.len(), chunk);
+            continue;
+        }
+        let unit = e.unit();
+        let step = (chunk / unit * unit).max(unit);
         let mut off = 0;
-        let size = t.end - t.start;
+        let size = e.len();
         while off < size {
-            let len = chunk.min(size - off);
-            let start = t.start + off;
+            let len = step.min(size - off);
+            let start = e.start + off;
             // Join the previous request when contiguous and the sum stays within a chunk.
             match requests.last_mut() {
                 Some(r) if r.start + r.len == start && r.len + len <= chunk => {
-                    r.pieces.push(Piece { tensor: name.clone(), src_offset_in_tensor: off, offset_in_request: r.len, len });
+                    r.pieces.push(Piece { tensor: e.name.clone(), src_offset_in_tensor: off, offset_in_request: r.len, len });
                     r.len += len;
                 }
                 _ => requests.push(Request {
                     start,
                     len,
-                    pieces: vec![Piece { tensor: name.clone(), src_offset_in_tensor: off, offset_in_request: 0, len }],
+                    pieces: vec![Piece { tensor: e.name.clone(), src_offset_in_tensor: off, offset_in_request: 0, len }],
                 }),
             }
             off += len;
         }
     }
-    if whole_file && st.file_len > at {
-        unused_bytes(&mut requests, at, st.file_len - at, chunk);
+    if whole_file && wf.file_len > at {
+        unused_bytes(&mut requests, at, wf.file_len - at, chunk);
     }
     Ok(requests)
 }
 
-/// Bytes the requests of [`plan`] cover, or of [`plan_file`] when `whole_file`.
-pub fn planned_bytes(st: &SafetensorsFile, whole_file: bool) -> u64 {
+/// Bytes the requests of a plan cover (`whole_file`: from `hashed_len` to the end).
+pub fn planned_bytes(wf: &WeightFile, target: &dyn Fn(&Entry) -> Target, whole_file: bool) -> u64 {
     if whole_file {
-        st.file_len.saturating_sub(st.data_start)
+        wf.file_len.saturating_sub(wf.hashed_len)
     } else {
-        st.tensors.iter().filter(|(n, t)| streamable(n, t.dtype)).map(|(_, t)| t.end - t.start).sum()
+        wf.entries.iter().filter(|e| target(e) != Target::Skip).map(|e| e.len()).sum()
     }
 }
 
@@ -219,57 +270,86 @@ pub(crate) enum Bytes<'a> {
     Js(&'a js_sys::Uint8Array),
 }
 
-/// Writes the pieces of `req` (its bytes) into their tensors, converting to F32. F32 and raw
-/// pieces of a JS array go to the GPU straight from it (`Gpu::write_tensor_js`), with no copy
-/// into wasm memory; F16 / BF16 pieces are copied in to be converted.
-fn write_request(
-    gpu: &Gpu,
-    st: &SafetensorsFile,
-    tensor: &dyn Fn(&str) -> Result<GpuTensor>,
-    req: &Request,
-    bytes: Bytes<'_>,
-) -> Result<()> {
-    for p in &req.pieces {
-        let missing = || Error::MissingTensor { name: p.tensor.clone() };
-        let info = st.tensors.get(&p.tensor).ok_or_else(missing)?;
-        let t = &tensor(&p.tensor)?;
-        let (from, to) = (p.offset_in_request as usize, (p.offset_in_request + p.len) as usize);
-        let dst_offset = if info.dtype == StDType::U8 { p.src_offset_in_tensor } else { p.src_offset_in_tensor / info.dtype.size() * 4 };
-        let copy_as_is = matches!(info.dtype, StDType::F32 | StDType::U8);
-        let data: std::borrow::Cow<'_, [u8]> = match bytes {
-            Bytes::Host(b) => std::borrow::Cow::Borrowed(&b[from..to]),
-            #[cfg(target_arch = "wasm32")]
-            Bytes::Js(a) => {
-                let piece = a.subarray(from as u32, to as u32);
-                if copy_as_is {
-                    gpu.write_tensor_js(t, dst_offset, &piece)?;
-                    continue;
-                }
-                std::borrow::Cow::Owned(piece.to_vec())
-            }
-        };
-        if copy_as_is {
-            gpu.write_tensor_bytes(t, dst_offset, &data)?;
-        } else {
-            let v = super::safetensors::to_f32(&p.tensor, info.dtype, &data)?;
-            let f32_bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            gpu.write_tensor_bytes(t, dst_offset, &f32_bytes)?;
-        }
-    }
-    Ok(())
+/// Where a tensor's pieces go.
+enum Dest {
+    Tensor(GpuTensor),
+    Blocks(BlockTensor),
 }
 
-/// What a streamed load produced: every float tensor, F32 on the GPU (and the blocks of a
-/// pre-quantized checkpoint, raw), or quantized while streaming ([`StreamQuantize`]).
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn f16_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect()
+}
+
+/// Writes one piece (`data`: whole units of `e` as stored, starting at byte `off` of the
+/// tensor) into `dest` as `target` says.
+fn write_piece(gpu: &Gpu, e: &Entry, target: Target, dest: &Dest, off: u64, data: &[u8]) -> Result<()> {
+    let permuted;
+    let data = match e.head_rows {
+        Some(h) => {
+            permuted = unpermute_heads(data, e.row_bytes() as usize, h);
+            &permuted[..]
+        }
+        None => data,
+    };
+    match (e.stored, target, dest) {
+        (Stored::Float(dt), Target::F32 | Target::Finish, Dest::Tensor(t)) => {
+            let dst = off / dt.size() * 4;
+            if dt == StDType::F32 {
+                gpu.write_tensor_bytes(t, dst, data)
+            } else {
+                gpu.write_tensor_bytes(t, dst, &f32_bytes(&super::safetensors::to_f32(&e.name, dt, data)?))
+            }
+        }
+        (Stored::Float(dt), Target::F16, Dest::Tensor(t)) => {
+            let dst = off / dt.size() * 2;
+            if dt == StDType::F16 {
+                gpu.write_tensor_bytes(t, dst, data)
+            } else {
+                gpu.write_tensor_bytes(t, dst, &f16_bytes(&super::safetensors::to_f32(&e.name, dt, data)?))
+            }
+        }
+        (Stored::Raw, Target::Raw, Dest::Tensor(t)) => gpu.write_tensor_bytes(t, off, data),
+        (Stored::Blocks(f), Target::F32 | Target::F16 | Target::Finish, Dest::Tensor(t)) => {
+            let (bb, be) = (f.block_bytes() as u64, f.block_elems() as u64);
+            let n = data.len() / f.block_bytes() * f.block_elems();
+            let v = crate::quant::dequantize(f, data, n)?;
+            let e0 = off / bb * be;
+            if target != Target::F16 {
+                gpu.write_tensor_bytes(t, e0 * 4, &f32_bytes(&v))
+            } else {
+                gpu.write_tensor_bytes(t, e0 * 2, &f16_bytes(&v))
+            }
+        }
+        (Stored::Blocks(f), Target::Blocks, Dest::Blocks(b)) => {
+            let block0 = off / f.block_bytes() as u64;
+            let r = crate::quant::relayout(f, data)?;
+            let body: Vec<u8> = r.body.iter().flat_map(|w| w.to_le_bytes()).collect();
+            gpu.write_tensor_bytes(&b.body, block0 * f.body_words() as u64 * 4, &body)?;
+            if f.split_scale() {
+                let scales: Vec<u8> = r.scales.iter().flat_map(|w| w.to_le_bytes()).collect();
+                gpu.write_tensor_bytes(&b.scales, block0 / 2 * 4, &scales)?;
+            }
+            Ok(())
+        }
+        (stored, target, _) => Err(Error::Input(format!("{}: a tensor stored as {stored:?} cannot be loaded as {target:?}", e.name))),
+    }
+}
+
+/// What a streamed load produced.
 pub struct StreamedWeights {
     pub file: String,
     /// The block format of a pre-quantized checkpoint, whose `.qbody` / `.qscale` tensors
     /// are here as raw U32 words.
-    pub quant: Option<crate::quant::QuantFormat>,
+    pub quant: Option<QuantFormat>,
+    /// F32 / F16 tensors and raw words.
     pub tensors: HashMap<String, GpuTensor>,
-    /// The matrices quantized while streaming (not in `tensors`).
-    pub quantized: HashMap<String, QMatrix>,
-    /// Most bytes of F32 copies of to-be-quantized matrices alive at one time.
+    /// Matrices in a block format: GGUF blocks kept, or quantized while streaming.
+    pub blocks: HashMap<String, BlockTensor>,
+    /// Most bytes of F32 staging copies (of to-be-quantized matrices) alive at one time.
     pub max_staging_bytes: u64,
     /// Most requests that were in flight at one time.
     pub max_in_flight: usize,
@@ -280,7 +360,38 @@ pub struct StreamedWeights {
     pub max_held: usize,
 }
 
-/// Streams the float tensors of `st` from `src` into new F32 GPU tensors.
+impl StreamedWeights {
+    pub fn empty(file: &str) -> Self {
+        Self {
+            file: file.to_string(),
+            quant: None,
+            tensors: HashMap::new(),
+            blocks: HashMap::new(),
+            max_staging_bytes: 0,
+            max_in_flight: 0,
+            requests_sent: 0,
+            max_held: 0,
+        }
+    }
+
+    /// Takes in the tensors of another file of the same checkpoint.
+    pub fn extend(&mut self, w: StreamedWeights) -> Result<()> {
+        if self.quant.is_some() && w.quant.is_some() && self.quant != w.quant {
+            return Err(Error::Format { format: "safetensors", file: w.file.clone(), msg: "shards are pre-quantized to different formats".into() });
+        }
+        self.quant = self.quant.or(w.quant);
+        self.tensors.extend(w.tensors);
+        self.blocks.extend(w.blocks);
+        self.max_staging_bytes = self.max_staging_bytes.max(w.max_staging_bytes);
+        self.max_in_flight = self.max_in_flight.max(w.max_in_flight);
+        self.requests_sent += w.requests_sent;
+        self.max_held = self.max_held.max(w.max_held);
+        Ok(())
+    }
+}
+
+/// Streams the float tensors of `st` from `src` into new F32 GPU tensors (pre-quantized
+/// blocks as raw words).
 pub async fn stream_safetensors<S: Source>(
     gpu: &Gpu,
     src: &S,
@@ -289,70 +400,98 @@ pub async fn stream_safetensors<S: Source>(
     progress: &dyn Fn(Progress),
     should_abort: &dyn Fn() -> bool,
 ) -> Result<StreamedWeights> {
-    stream_safetensors_verified(gpu, src, st, None, opts, progress, should_abort).await
+    let wf = WeightFile::from_safetensors(st);
+    stream_file(gpu, src, &wf, None, opts, &Targets::as_stored(), progress, should_abort).await
 }
 
-/// [`stream_safetensors`], and with `expected` (the file's manifest entry) the whole file is
-/// checked while it streams: its length first, then the SHA-256 of the header (hashed when
-/// it was parsed) followed by every data byte in file order. The plan then covers the whole
-/// data region ([`plan_file`]), and a request that completes before an earlier one is held
-/// until that one is hashed; workers do not start request `i + 2 × concurrency` before
-/// request `i` is hashed, so at most that many requests are held. A mismatch is
-/// `Error::Integrity`, and the source's cached copies of the file are evicted
-/// ([`Source::evict`]).
-pub async fn stream_safetensors_verified<S: Source>(
+/// Streams the tensors of `wf` into the GPU buffers `targets` asks for, and with `expected`
+/// (the file's manifest entry) checks the whole file while it streams: its length first, then
+/// the SHA-256 of the header (hashed when it was parsed) followed by every data byte in file
+/// order. The plan then covers the whole data region, and a request that completes before an
+/// earlier one is held until that one is hashed; workers do not start request
+/// `i + 2 × concurrency` before request `i` is hashed, so at most that many requests are
+/// held. A mismatch is `Error::Integrity`, and the source's cached copies of the file are
+/// evicted ([`Source::evict`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn stream_file<S: Source>(
     gpu: &Gpu,
     src: &S,
-    st: &SafetensorsFile,
+    wf: &WeightFile,
     expected: Option<&FileDigest>,
     opts: StreamOptions,
+    targets: &Targets<'_>,
     progress: &dyn Fn(Progress),
     should_abort: &dyn Fn() -> bool,
 ) -> Result<StreamedWeights> {
-    let limit = gpu.caps().max_storage_buffer_binding_size;
-    // Tensors to quantize while streaming, with their source bytes still to arrive; their
-    // F32 buffers are allocated at their first piece and freed once quantized.
+    let entries: HashMap<&str, (&Entry, Target)> = wf.entries.iter().map(|e| (e.name.as_str(), (e, (targets.target)(e)))).collect();
+    // Staged tensors (`Target::Finish`) with their bytes still to arrive; their F32 buffers
+    // are allocated at their first piece and freed once finished.
     let mut pending: HashMap<String, u64> = HashMap::new();
-    let mut tensors = HashMap::new();
-    for (name, t) in &st.tensors {
-        if raw(name, t.dtype) {
-            let words = (t.end - t.start).div_ceil(4) as usize;
-            tensors.insert(name.clone(), gpu.alloc(&[words], DType::U32)?);
-        } else if streamable(name, t.dtype) {
-            let q = opts.quantize.filter(|q| {
-                gpu_quantizable(q.format)
-                    && (q.select)(name)
-                    && t.shape.len() == 2
-                    && t.shape[1] % q.format.block_elems() == 0
-                    && t.shape[0] * t.shape[1] > 0
-                    && (t.shape[0] * t.shape[1] * 4) as u64 <= limit
-            });
-            if q.is_some() {
-                pending.insert(name.clone(), t.end - t.start);
-            } else {
-                tensors.insert(name.clone(), gpu.alloc(&t.shape, DType::F32)?);
+    let mut dests: HashMap<String, Dest> = HashMap::new();
+    for e in &wf.entries {
+        let target = entries[e.name.as_str()].1;
+        let dest = match (target, e.stored) {
+            (Target::Skip, _) => continue,
+            (Target::Finish, Stored::Float(_) | Stored::Blocks(_)) => {
+                pending.insert(e.name.clone(), e.len());
+                continue;
             }
-        }
+            (Target::F32, Stored::Float(_) | Stored::Blocks(_)) => Dest::Tensor(gpu.alloc(&e.shape, DType::F32)?),
+            (Target::F16, Stored::Float(_) | Stored::Blocks(_)) => Dest::Tensor(gpu.alloc(&e.shape, DType::F16)?),
+            (Target::Raw, Stored::Raw) => Dest::Tensor(gpu.alloc(&[e.len().div_ceil(4) as usize], DType::U32)?),
+            (Target::Blocks, Stored::Blocks(f)) => {
+                let (rows, cols) = match e.shape.as_slice() {
+                    [r, c] => (*r, *c),
+                    [c] => (1, *c),
+                    s => return Err(Error::Input(format!("{}: blocks of shape {s:?}", e.name))),
+                };
+                Dest::Blocks(BlockTensor::alloc(gpu, f, rows, cols)?)
+            }
+            (t, s) => return Err(Error::Input(format!("{}: a tensor stored as {s:?} cannot be loaded as {t:?}", e.name))),
+        };
+        dests.insert(e.name.clone(), dest);
     }
-    let tensors = RefCell::new(tensors);
+    let dests = RefCell::new(dests);
     let pending = RefCell::new(pending);
-    let quantized = RefCell::new(HashMap::new());
     let (staging, max_staging) = (Cell::new(0u64), Cell::new(0u64));
-    let tensor = |name: &str| -> Result<GpuTensor> {
-        if let Some(t) = tensors.borrow().get(name) {
-            return Ok(t.clone());
+    let finished: RefCell<HashMap<String, BlockTensor>> = RefCell::new(HashMap::new());
+    // The destination of a piece of `e`: a staged tensor's buffer is made at its first piece.
+    let dest = |e: &Entry| -> Result<()> {
+        if dests.borrow().contains_key(&e.name) {
+            return Ok(());
         }
-        let info = st.tensors.get(name).filter(|_| pending.borrow().contains_key(name));
-        let info = info.ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
-        let t = gpu.alloc(&info.shape, DType::F32)?;
+        if !pending.borrow().contains_key(&e.name) {
+            return Err(Error::MissingTensor { name: e.name.clone() });
+        }
+        let t = gpu.alloc(&e.shape, DType::F32)?;
         staging.set(staging.get() + t.byte_len());
         max_staging.set(max_staging.get().max(staging.get()));
-        tensors.borrow_mut().insert(name.to_string(), t.clone());
-        Ok(t)
+        dests.borrow_mut().insert(e.name.clone(), Dest::Tensor(t));
+        Ok(())
     };
     let write = |req: &Request, bytes: Bytes<'_>| -> Result<()> {
-        write_request(gpu, st, &tensor, req, bytes)?;
         for p in &req.pieces {
+            let &(e, target) = entries.get(p.tensor.as_str()).ok_or_else(|| Error::MissingTensor { name: p.tensor.clone() })?;
+            dest(e)?;
+            let (from, to) = (p.offset_in_request as usize, (p.offset_in_request + p.len) as usize);
+            {
+                let dests = dests.borrow();
+                let d = &dests[&e.name];
+                match bytes {
+                    Bytes::Host(b) => write_piece(gpu, e, target, d, p.src_offset_in_tensor, &b[from..to])?,
+                    #[cfg(target_arch = "wasm32")]
+                    Bytes::Js(a) => {
+                        let piece = a.subarray(from as u32, to as u32);
+                        // As-is copies go to the GPU straight from the JS array.
+                        let as_is = e.head_rows.is_none()
+                            && matches!((e.stored, target), (Stored::Float(StDType::F32), Target::F32 | Target::Finish) | (Stored::Raw, Target::Raw));
+                        match d {
+                            Dest::Tensor(t) if as_is => gpu.write_tensor_js(t, p.src_offset_in_tensor, &piece)?,
+                            _ => write_piece(gpu, e, target, d, p.src_offset_in_tensor, &piece.to_vec())?,
+                        }
+                    }
+                }
+            }
             let done = match pending.borrow_mut().get_mut(&p.tensor) {
                 Some(left) => {
                     *left -= p.len.min(*left);
@@ -361,17 +500,14 @@ pub async fn stream_safetensors_verified<S: Source>(
                 None => false,
             };
             if done {
-                // Its last piece is queued: quantize it (the queue runs the writes first) and
+                // Its last piece is queued: finish it (the queue runs the writes first) and
                 // let its F32 buffer go.
-                let (Some(q), Some(t)) = (opts.quantize, tensors.borrow_mut().remove(&p.tensor)) else { continue };
                 pending.borrow_mut().remove(&p.tensor);
-                let [rows, cols] = [t.shape()[0], t.shape()[1]];
-                let m = QMatrix::alloc(gpu, q.format, rows, cols)?;
-                let mut enc = gpu.encoder();
-                quantize_rows(&mut enc, &t, SrcKind::F32, &m, 0, rows)?;
-                enc.submit()?;
-                staging.set(staging.get() - t.byte_len());
-                quantized.borrow_mut().insert(p.tensor.clone(), m);
+                if let Some(Dest::Tensor(t)) = dests.borrow_mut().remove(&p.tensor) {
+                    let b = (targets.finish)(e, &t)?;
+                    staging.set(staging.get() - t.byte_len());
+                    finished.borrow_mut().insert(p.tensor.clone(), b);
+                }
             }
         }
         // Hand the queued writes to the GPU now, so staging memory does not pile up until
@@ -379,35 +515,24 @@ pub async fn stream_safetensors_verified<S: Source>(
         gpu.flush_writes();
         Ok(())
     };
-    let stats = fetch(src, st, expected, opts, &write, progress, should_abort).await?;
+    let stats = fetch(src, wf, &|e| entries[e.name.as_str()].1, expected, opts, &write, progress, should_abort).await?;
     if let Some(name) = pending.borrow().keys().next() {
-        return Err(Error::Format { format: "safetensors", file: st.file.clone(), msg: format!("tensor {name} did not arrive whole") });
+        return Err(Error::Format { format: "weights", file: wf.file.clone(), msg: format!("tensor {name} did not arrive whole") });
     }
-    let (tensors, quantized) = (tensors.into_inner(), quantized.into_inner());
-    Ok(StreamedWeights {
-        file: st.file.clone(),
-        quant: st.quant,
-        tensors,
-        quantized,
-        max_staging_bytes: max_staging.get(),
-        max_in_flight: stats.max_in_flight,
-        requests_sent: stats.requests_sent,
-        max_held: stats.max_held,
-    })
-}
-
-/// Checks `st`'s file against its manifest entry without uploading anything (for loads that
-/// read tensor by tensor): the same requests, hashing and eviction as
-/// [`stream_safetensors_verified`], so it costs one more read of the file.
-pub async fn verify_safetensors<S: Source>(
-    src: &S,
-    st: &SafetensorsFile,
-    expected: &FileDigest,
-    opts: StreamOptions,
-    progress: &dyn Fn(Progress),
-    should_abort: &dyn Fn() -> bool,
-) -> Result<()> {
-    fetch(src, st, Some(expected), opts, &|_, _| Ok(()), progress, should_abort).await.map(|_| ())
+    let mut out = StreamedWeights::empty(&wf.file);
+    out.quant = wf.quant;
+    for (name, d) in dests.into_inner() {
+        match d {
+            Dest::Tensor(t) => out.tensors.insert(name, t).map(|_| ()),
+            Dest::Blocks(b) => out.blocks.insert(name, b).map(|_| ()),
+        };
+    }
+    out.blocks.extend(finished.into_inner());
+    out.max_staging_bytes = max_staging.get();
+    out.max_in_flight = stats.max_in_flight;
+    out.requests_sent = stats.requests_sent;
+    out.max_held = stats.max_held;
+    Ok(out)
 }
 
 struct FetchStats {
@@ -437,48 +562,52 @@ impl<F: Fn() -> bool> Future for WaitUntil<'_, F> {
     }
 }
 
-/// Reads the planned requests of `st`'s file and hands each to `write`; with `expected`,
+/// Reads the planned requests of `wf`'s file and hands each to `write`; with `expected`,
 /// hashes the file in order and checks it, evicting cached copies on a mismatch.
+#[allow(clippy::too_many_arguments)]
 async fn fetch<S: Source>(
     src: &S,
-    st: &SafetensorsFile,
+    wf: &WeightFile,
+    target: &dyn Fn(&Entry) -> Target,
     expected: Option<&FileDigest>,
     opts: StreamOptions,
     write: &dyn Fn(&Request, Bytes<'_>) -> Result<()>,
     progress: &dyn Fn(Progress),
     should_abort: &dyn Fn() -> bool,
 ) -> Result<FetchStats> {
-    let r = fetch_checked(src, st, expected, opts, write, progress, should_abort).await;
+    let r = fetch_checked(src, wf, target, expected, opts, write, progress, should_abort).await;
     if let Err(Error::Integrity { .. }) = &r {
         // Whatever a cache holds of the file is suspect: the next load fetches it anew. The
         // integrity error is the one to report, even if the cache cannot delete.
-        let _ = src.evict(&st.file).await;
+        let _ = src.evict(&wf.file).await;
     }
     r
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn fetch_checked<S: Source>(
     src: &S,
-    st: &SafetensorsFile,
+    wf: &WeightFile,
+    target: &dyn Fn(&Entry) -> Target,
     expected: Option<&FileDigest>,
     opts: StreamOptions,
     write: &dyn Fn(&Request, Bytes<'_>) -> Result<()>,
     progress: &dyn Fn(Progress),
     should_abort: &dyn Fn() -> bool,
 ) -> Result<FetchStats> {
-    let file = st.file.as_str();
+    let file = wf.file.as_str();
     if let Some(exp) = expected {
-        if exp.size != st.file_len {
+        if exp.size != wf.file_len {
             return Err(Error::Integrity {
                 file: file.to_string(),
                 expected: format!("{} bytes", exp.size),
-                got: format!("{} bytes", st.file_len),
+                got: format!("{} bytes", wf.file_len),
             });
         }
     }
-    let requests = if expected.is_some() { plan_file(st, opts.chunk_size)? } else { plan(st, opts.chunk_size)? };
+    let requests = plan_requests(wf, target, opts.chunk_size, expected.is_some())?;
     // The running hash, after the header (hashed when it was parsed).
-    let hasher = RefCell::new(expected.map(|_| st.header_sha256.clone()));
+    let hasher = RefCell::new(expected.map(|_| wf.header_sha256.clone()));
     let total: u64 = requests.iter().map(|r| r.len).sum();
     let next = Cell::new(0usize);
     let loaded = Cell::new(0u64);

@@ -12,7 +12,6 @@ use crate::gpu::{Encoder, Gpu, GpuTensor};
 use crate::kernels::activation::{add, gelu, tanh};
 use crate::kernels::pool::cls_pool;
 use crate::kernels::attention::{attention, AttentionShape, MAX_HEAD_DIM};
-use crate::loader::Source;
 use crate::nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 fn default_act() -> String {
@@ -84,8 +83,9 @@ impl BertConfig {
     }
 }
 
-/// Every tensor of a `BertModel` checkpoint (HF names, no prefix) with its shape. Used to
-/// build random-weight checkpoints of a real config for benchmarks.
+/// The tensors the load dtype applies to ([`crate::nn::WeightRoles`]).
+pub const WEIGHT_ROLES: crate::nn::WeightRoles = crate::nn::WeightRoles { linear: is_linear_weight, table: |_| false };
+
 /// Whether `name` is the weight of one of the encoder's [`Linear`] layers (what quantized loads
 /// and `gllm quantize` store in a block format).
 pub fn is_linear_weight(name: &str) -> bool {
@@ -94,6 +94,8 @@ pub fn is_linear_weight(name: &str) -> bool {
     name.contains("encoder.layer.") && LINEARS.iter().any(|l| name.ends_with(l))
 }
 
+/// Every tensor of a `BertModel` checkpoint (HF names, no prefix) with its shape. Used to
+/// build random-weight checkpoints of a real config for benchmarks.
 pub fn checkpoint_shapes(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i) = (c.hidden_size, c.intermediate_size);
     let mut v = vec![
@@ -178,7 +180,7 @@ pub struct BertEmbeddings {
 }
 
 impl BertEmbeddings {
-    async fn load<S: Source>(vb: &VarBuilder<'_, S>, c: &BertConfig) -> Result<Self> {
+    async fn load(vb: &VarBuilder<'_>, c: &BertConfig) -> Result<Self> {
         let eps = c.layer_norm_eps as f32;
         Ok(Self {
             word_embeddings: Embedding::load(&vb.pp("word_embeddings"), c.vocab_size, c.hidden_size).await?,
@@ -205,7 +207,7 @@ pub struct BertSelfAttention {
 }
 
 impl BertSelfAttention {
-    async fn load<S: Source>(vb: &VarBuilder<'_, S>, c: &BertConfig) -> Result<Self> {
+    async fn load(vb: &VarBuilder<'_>, c: &BertConfig) -> Result<Self> {
         let h = c.hidden_size;
         Ok(Self {
             query: Linear::load(&vb.pp("query"), h, h, true).await?,
@@ -231,7 +233,7 @@ pub struct BertResidualOutput {
 }
 
 impl BertResidualOutput {
-    async fn load<S: Source>(vb: &VarBuilder<'_, S>, in_dim: usize, c: &BertConfig) -> Result<Self> {
+    async fn load(vb: &VarBuilder<'_>, in_dim: usize, c: &BertConfig) -> Result<Self> {
         Ok(Self {
             dense: Linear::load(&vb.pp("dense"), in_dim, c.hidden_size, true).await?,
             layer_norm: LayerNorm::load(&vb.pp("LayerNorm"), c.hidden_size, c.layer_norm_eps as f32).await?,
@@ -252,7 +254,7 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
-    async fn load<S: Source>(vb: &VarBuilder<'_, S>, c: &BertConfig) -> Result<Self> {
+    async fn load(vb: &VarBuilder<'_>, c: &BertConfig) -> Result<Self> {
         let att = vb.pp("attention");
         Ok(Self {
             attention: BertSelfAttention::load(&att.pp("self"), c).await?,
@@ -294,7 +296,7 @@ impl BertModel {
     }
 
     /// Loads from a checkpoint whose tensors live under `vb` (`embeddings.*`, `encoder.*`).
-    pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, config: BertConfig) -> Result<Self> {
+    pub async fn load(vb: &VarBuilder<'_>, config: BertConfig) -> Result<Self> {
         let embeddings = BertEmbeddings::load(&vb.pp("embeddings"), &config).await?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -324,7 +326,7 @@ pub struct BertForSequenceClassification {
 
 impl BertForSequenceClassification {
     /// `vb` is the checkpoint root: `bert.*`, `classifier.*`.
-    pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, config: BertConfig, num_labels: usize) -> Result<Self> {
+    pub async fn load(vb: &VarBuilder<'_>, config: BertConfig, num_labels: usize) -> Result<Self> {
         let h = config.hidden_size;
         let bert_vb = vb.pp("bert");
         let pooler = Linear::load(&bert_vb.pp("pooler").pp("dense"), h, h, true).await?;

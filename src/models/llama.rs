@@ -22,7 +22,6 @@ use crate::kernels::activation::swiglu;
 use crate::kernels::attention::{attention_cached, AttentionShape, MAX_HEAD_DIM};
 use crate::kernels::matmul;
 use crate::kernels::rope::rope_append;
-use crate::loader::Source;
 use crate::nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
 fn default_theta() -> f64 {
@@ -191,8 +190,9 @@ impl LlamaConfig {
     }
 }
 
-/// Every tensor of a checkpoint of `c` (HF names) with its shape. Used to build
-/// random-weight checkpoints of a real config for tests and benchmarks.
+/// The tensors the load dtype applies to ([`crate::nn::WeightRoles`]).
+pub const WEIGHT_ROLES: crate::nn::WeightRoles = crate::nn::WeightRoles { linear: is_linear_weight, table: |n| n == "model.embed_tokens.weight" };
+
 /// Whether `name` is the weight of one of the model's [`Linear`] layers: the attention and MLP
 /// projections and a separate LM head (what quantized loads and `gllm quantize` store in a
 /// block format).
@@ -200,6 +200,8 @@ pub fn is_linear_weight(name: &str) -> bool {
     (name.starts_with("model.layers.") && name.ends_with("_proj.weight")) || name == "lm_head.weight"
 }
 
+/// Every tensor of a checkpoint of `c` (HF names) with its shape. Used to build
+/// random-weight checkpoints of a real config for tests and benchmarks.
 pub fn checkpoint_shapes(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim());
     let (qw, kvw) = (c.num_attention_heads * d, c.kv_heads() * d);
@@ -271,7 +273,7 @@ pub struct LlamaAttention {
 }
 
 impl LlamaAttention {
-    async fn load<S: Source>(vb: &VarBuilder<'_, S>, c: &LlamaConfig) -> Result<Self> {
+    async fn load(vb: &VarBuilder<'_>, c: &LlamaConfig) -> Result<Self> {
         let (h, d) = (c.hidden_size, c.head_dim());
         let (qw, kvw) = (c.num_attention_heads * d, c.kv_heads() * d);
         let bias = c.qkv_bias();
@@ -334,7 +336,7 @@ pub struct LlamaMlp {
 }
 
 impl LlamaMlp {
-    async fn load<S: Source>(vb: &VarBuilder<'_, S>, c: &LlamaConfig) -> Result<Self> {
+    async fn load(vb: &VarBuilder<'_>, c: &LlamaConfig) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
         Ok(Self {
             gate_proj: Linear::load(&vb.pp("gate_proj"), h, i, false).await?,
@@ -359,7 +361,7 @@ pub struct LlamaDecoderLayer {
 }
 
 impl LlamaDecoderLayer {
-    async fn load<S: Source>(vb: &VarBuilder<'_, S>, c: &LlamaConfig) -> Result<Self> {
+    async fn load(vb: &VarBuilder<'_>, c: &LlamaConfig) -> Result<Self> {
         let eps = c.rms_norm_eps as f32;
         Ok(Self {
             input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), c.hidden_size, eps).await?,
@@ -386,7 +388,7 @@ impl LlamaModel {
     /// (`auto`, `f32`, `f16`, a quantized format) decides how projections are stored
     /// (`nn::Linear`). The embedding table is F16 under `f16`, else F32; norms and biases
     /// are F32; activations are f32.
-    pub async fn load<S: Source>(vb: &VarBuilder<'_, S>, config: LlamaConfig) -> Result<Self> {
+    pub async fn load(vb: &VarBuilder<'_>, config: LlamaConfig) -> Result<Self> {
         config.validate("config.json")?;
         let m = vb.pp("model");
         let embed_tokens =
