@@ -19,6 +19,7 @@ const SMOLLM2: &str = include_str!("goldens/smollm2-135m-instruct-q4_1.json");
 
 gpu_tests! {
     smollm2_matches_goldens_streams_stops_aborts_samples => smollm2,
+    smollm2_gguf_q4_1_blocks_match_goldens => smollm2_gguf,
 }
 
 async fn load(gpu: &Gpu, name: &str, dtype: LoadDType) -> Result<Generator, gllm_web::Error> {
@@ -98,6 +99,60 @@ async fn check_goldens(g: &mut Generator, model: &str, golden: &str, greedy_toke
             return Err(format!("{model} {name}: finish {:?}, want {want_reason}", out.finish_reason).into());
         }
         log!("{model} {name}: {k} greedy tokens equal the golden: {:?}", out.text);
+    }
+    Ok(())
+}
+
+/// The SmolLM2 Q4_1 GGUF loaded directly (`dtype: auto`: its Q4_1 / Q8_0 blocks in the
+/// kernels, config, tokenizer and chat template from the metadata) against the goldens,
+/// which transformers made from the F16 conversion of the same file: prompt ids exact;
+/// prefill top-1 and last logits close (the blocks decode to values the F16 conversion
+/// rounds); greedy tokens equal except at a step whose golden top-1/top-2 margin is under
+/// 0.05, where the continuations may part.
+async fn smollm2_gguf(gpu: Gpu) -> R {
+    let opts = GeneratorOptions {
+        load: gllm_web::LoadOptions { weights: Some("SmolLM2-135M-Instruct.Q4_1.gguf".into()), ..Default::default() },
+    };
+    let mut g = Generator::load(&gpu, &common::model_source("gguf"), opts, &|_| {}).await?;
+    let golden: serde_json::Value = serde_json::from_str(SMOLLM2)?;
+    let mut eos = g.eos_ids().to_vec();
+    eos.sort_unstable();
+    if eos != u32s(&golden["eos_token_ids"]) {
+        return Err(format!("eos ids {eos:?} != golden {}", golden["eos_token_ids"]).into());
+    }
+    let vocab = g.config().vocab_size;
+    let greedy = if cfg!(target_arch = "wasm32") { 3 } else { 20 };
+    for case in golden["cases"].as_array().ok_or("no cases")? {
+        let name = case["name"].as_str().unwrap_or("?");
+        let messages: Vec<Message> = match case.get("messages") {
+            Some(m) => serde_json::from_value(m.clone())?,
+            None => vec![],
+        };
+        let text = case["prompt"].as_str().unwrap_or_default().to_string();
+        let prompt = if messages.is_empty() { Prompt::Text(&text) } else { Prompt::Messages(&messages) };
+        let ids = g.prompt_ids(prompt)?;
+        if ids != u32s(&case["input_ids"]) {
+            return Err(format!("gguf {name}: prompt ids {ids:?} != golden {}", case["input_ids"]).into());
+        }
+        let logits = g.prompt_logits(&ids).await?;
+        let last = &logits[(ids.len() - 1) * vocab..];
+        let top1 = (0..vocab).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap_or(0) as u32;
+        let mut worst = 0f32;
+        for (id, w) in u32s(&case["last_logits_top5_ids"]).iter().zip(f32s(&case["last_logits_top5_values"])) {
+            worst = worst.max((last[*id as usize] - w).abs());
+        }
+        if top1 != u32s(&case["last_logits_top5_ids"])[0] || worst > 0.25 {
+            return Err(format!("gguf {name}: top-1 {top1}, top-5 logits within {worst} of the golden").into());
+        }
+        let want = u32s(&case["greedy_new_ids"]);
+        let margins = f32s(&case["greedy_top1_minus_top2_logit_per_step"]);
+        let k = want.len().min(greedy);
+        let out = g.generate(prompt, &GenerateOptions { max_new_tokens: k, ..Default::default() }).await?;
+        let same = out.tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        if same < k.min(out.tokens.len()) && margins.get(same).is_none_or(|&m| m >= 0.05) {
+            return Err(format!("gguf {name}: greedy {:?} != golden {:?} at step {same} (margin {:?})", out.tokens, &want[..k], margins.get(same)).into());
+        }
+        log!("gguf {name}: prefill top-5 within {worst:.3}, {same} of {k} greedy tokens equal the golden: {:?}", out.text);
     }
     Ok(())
 }
