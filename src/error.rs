@@ -73,6 +73,9 @@ pub enum Error {
     /// A request argument is invalid.
     #[error("invalid input: {0}")]
     Input(String),
+    /// A JS argument has the wrong type (`TypeError` in JS), named in the message.
+    #[error("{0}")]
+    Type(String),
     /// The engine was disposed.
     #[error("this {0} was disposed; load it again")]
     Disposed(&'static str),
@@ -88,6 +91,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// The `name` a JS error of this kind carries (`src/web/` sets it), so JS can tell
+    /// kinds apart without parsing messages. The TypeScript union `GllmErrorName` lists them.
+    pub fn js_name(&self) -> &'static str {
+        match self {
+            Error::NoAdapter(_) | Error::DeviceRequest(_) => "NoAdapterError",
+            Error::DeviceLost(_) => "DeviceLostError",
+            Error::Gpu(_) | Error::Readback(_) | Error::BufferTooLarge { .. } => "GPUError",
+            Error::Shape { .. } | Error::DType { .. } | Error::Param { .. } | Error::MissingFeature { .. } => "GPUError",
+            Error::NotFound { .. } => "NotFoundError",
+            Error::Io { .. } => "NetworkError",
+            Error::Integrity { .. } => "IntegrityError",
+            Error::Format { .. } | Error::Config { .. } | Error::MissingTensor { .. } | Error::TensorMismatch { .. } | Error::Tokenizer(_) => {
+                "ModelError"
+            }
+            Error::Input(_) | Error::HostData { .. } | Error::HostBytes { .. } => "InputError",
+            Error::Type(_) => "TypeError",
+            Error::Disposed(_) => "DisposedError",
+            Error::Aborted => "AbortError",
+        }
+    }
+
     pub(crate) fn shape(op: &'static str, tensor: &'static str, expected: impl Into<String>, got: &[usize]) -> Self {
         Error::Shape { op, tensor, expected: expected.into(), got: got.to_vec() }
     }

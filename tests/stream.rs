@@ -879,7 +879,8 @@ async fn http_streaming() -> R {
     };
     server.read("_stats/reset").await.map_err(e)?;
     let texts = ["streamed into GPU buffers", "a second sentence"];
-    let opts = EmbedOptions { stream: Some(StreamOptions { chunk_size: 4 << 20, concurrency: 6, retries: 3, ..Default::default() }), ..Default::default() };
+    let load = gllm_web::LoadOptions { stream: StreamOptions { chunk_size: 4 << 20, concurrency: 6, retries: 3 }, ..Default::default() };
+    let opts = EmbedOptions { load, ..Default::default() };
     let load = |prefix: &'static str| {
         let gpu = gpu.clone();
         let opts = opts.clone();

@@ -1,11 +1,16 @@
 //! The JS boundary (wasm32 only): thin wasm-bindgen wrappers over [`crate::engine`].
 //!
 //! Style follows transformers.js: async factories (`await Embedder.load(url, options)`),
-//! progress events discriminated by `status`, an options object, `dispose()`. Errors become
-//! JS `Error`s carrying the crate error's message. Results cross as typed arrays.
+//! progress events discriminated by `status`, an options object, `dispose()`. Options are
+//! declared once in [`options`] (serde struct and TypeScript interface from the same lines)
+//! and every class's `load` shares [`options::LoadOptionsJs`] and one front
+//! ([`begin_load`]). Arguments are checked inside the returned Promise: a wrong type rejects
+//! it with a `TypeError` naming the argument, never a synchronous throw. Errors carry a
+//! `name` per kind ([`Error::js_name`]). Results cross as typed arrays.
 
-mod lane;
 mod generator;
+mod lane;
+mod options;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -16,79 +21,41 @@ use wasm_bindgen::prelude::*;
 use crate::engine::{EmbedOptions, Embedder as RsEmbedder, RerankOptions, Reranker as RsReranker, SearchIndex as RsIndex, SearchMode};
 use crate::error::Error;
 use crate::gpu::Gpu;
-use crate::loader::{HttpSource, Progress, StreamOptions, WebSource};
+use crate::loader::Progress;
 pub(crate) use lane::Slot;
+use options::{
+    EmbedderLoadOptionsJs, IndexOptionsJs, LoadContext, LoadOptionsJs, RerankOptionsJs, RerankerLoadOptionsJs, SearchOptionsJs,
+    StreamWeightsOptionsJs,
+};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
-/** A load progress event, in transformers.js style. A sharded checkpoint
- *  (model.safetensors.index.json) reports each shard as a file and, after each "progress"
- *  of a shard, "progress_total": bytes over all shards, with `file` the index's name. */
-export interface ProgressEvent {
-  status: "initiate" | "download" | "progress" | "progress_total" | "done" | "ready";
-  /** File being read (absent for "ready"; the index for "progress_total"). */
-  file?: string;
-  /** Bytes read so far ("progress": of the file; "progress_total": of all shards). */
-  loaded?: number;
-  /** Bytes to read ("download", "progress", "progress_total"). */
-  total?: number;
-  /** loaded / total × 100 ("progress", "progress_total"). */
-  progress?: number;
-}
+/** A load progress event, in transformers.js style, discriminated by `status`. */
+export type ProgressEvent =
+  | { status: "initiate"; file: string }
+  | { status: "download"; file: string; total: number }
+  | { status: "progress"; file: string; loaded: number; total: number; progress: number }
+  /** A sharded checkpoint (model.safetensors.index.json): bytes read over all its shards,
+   *  after each shard's "progress"; `file` is the index's name. */
+  | { status: "progress_total"; file: string; loaded: number; total: number; progress: number }
+  | { status: "done"; file: string }
+  | { status: "ready" };
 
-export interface EmbedderLoadOptions {
-  /** Default: the model's sentence-transformers config, else "mean". */
-  pooling?: "mean" | "cls";
-  /** L2-normalise each embedding. Default: the model's config, else true. */
-  normalize?: boolean;
-  /** Longest input in tokens (special tokens included); longer texts are truncated.
-   *  Default: sentence_bert_config.json's max_seq_length, else the model's maximum. */
-  max_length?: number;
-  /** Texts per forward pass. Default 32. */
-  batch_size?: number;
-  progress_callback?: (event: ProgressEvent) => void;
-  /** Browser cache for the weights (Cache API): true (default, cache "gllm-web"), false, or a
-   *  cache name. A second load of the same model then makes no network request. */
-  cache?: boolean | string;
-  /** Bytes per HTTP Range request of the streaming loader. Default 8 MiB. */
-  chunk_size?: number;
-  /** Range requests in flight at once. Default 6. */
-  concurrency?: number;
-  /** Cancels the load; what was uploaded is freed and the promise rejects with "aborted". */
-  signal?: AbortSignal;
-}
+/** The `name` of every error a gllm-web Promise rejects with: "AbortError" (an
+ *  AbortSignal fired; what was uploaded is freed), "InputError" (a bad argument value),
+ *  "TypeError" (an argument of the wrong type), "ModelError" (a malformed or unsupported
+ *  model file), "NotFoundError", "NetworkError", "IntegrityError" (a file does not match
+ *  gllm-manifest.json), "DisposedError", "DeviceLostError" (load again), "NoAdapterError"
+ *  (no WebGPU), "GPUError". */
+export type GllmErrorName =
+  | "AbortError" | "InputError" | "TypeError" | "ModelError" | "NotFoundError" | "NetworkError"
+  | "IntegrityError" | "DisposedError" | "DeviceLostError" | "NoAdapterError" | "GPUError";
 
-export interface StreamWeightsOptions {
-  /** Default "model.safetensors". */
-  file?: string;
-  cache?: boolean | string;
-  chunk_size?: number;
-  concurrency?: number;
-  signal?: AbortSignal;
-  progress_callback?: (event: ProgressEvent) => void;
-}
-
-export interface StreamWeightsResult {
-  bytes: number;
-  seconds: number;
-  requests: number;
-  max_in_flight: number;
-  tensors: number;
-}
-
-export interface RerankerLoadOptions {
-  /** Longest (query, document) pair in tokens; documents are truncated to fit. Default: the model maximum. */
-  max_length?: number;
-  /** Pairs per forward pass. Default 64. */
-  batch_size?: number;
-  progress_callback?: (event: ProgressEvent) => void;
-}
-
-export interface RerankOptions {
-  /** Keep only the best n results. Default: all. */
-  top_n?: number;
-  /** Include each document's text in its result. Default false. */
-  return_documents?: boolean;
+/** Row-major embeddings: row i is `data.subarray(i * dims[1], (i + 1) * dims[1])`. */
+export interface EmbedResult {
+  data: Float32Array;
+  /** [number of texts, embedding width] */
+  dims: [number, number];
 }
 
 export interface RerankResult {
@@ -98,38 +65,22 @@ export interface RerankResult {
   score: number;
   /** The classifier's raw output. */
   logit: number;
+  /** The document text, with `return_documents: true`. */
   document?: string;
 }
 
-export interface SearchOptions {
-  /** Number of hits, 1..=256. Default 10. */
-  k?: number;
-  /** "exact" (default): brute force over every vector. "binary": sign-bit Hamming
-   *  candidates, then exact rescoring. "int8": Hamming candidates, int8 scoring keeping
-   *  `rescore` of them, exact rescoring of those (binary → int8 → exact). */
-  mode?: "exact" | "binary" | "int8";
-  /** Binary and int8 modes: Hamming candidates (k..=256). Default 200. */
-  candidates?: number;
-  /** int8 mode: candidates kept for exact rescoring (k..=candidates). Default 40. */
-  rescore?: number;
-}
-
-export interface IndexOptions {
-  /** Element type of the stored vectors: "f32" (default) or "f16" (half the memory,
-   *  scores within 1e-3; the dimension must be even). */
-  storage?: "f32" | "f16";
-}
-
-/** Hits, best first: ids[i] (insertion order) with cosine similarity scores[i]. */
+/** Hits, best first: `ids[i]` (insertion order) with cosine similarity `scores[i]`. */
 export interface SearchResult {
   ids: Uint32Array;
   scores: Float32Array;
 }
 
-/** Row-major embeddings: row i is data.subarray(i * dims[1], (i + 1) * dims[1]). */
-export interface EmbedResult {
-  data: Float32Array;
-  dims: [number, number];
+export interface StreamWeightsResult {
+  bytes: number;
+  seconds: number;
+  requests: number;
+  max_in_flight: number;
+  tensors: number;
 }
 "#;
 
@@ -138,8 +89,16 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
+/// The JS error of `e`: a `TypeError` for [`Error::Type`], else an `Error`; its `name` is
+/// [`Error::js_name`].
 pub(crate) fn js_err(e: Error) -> JsValue {
-    JsError::new(&e.to_string()).into()
+    let msg = e.to_string();
+    let err: js_sys::Error = match e {
+        Error::Type(_) => js_sys::TypeError::new(&msg).into(),
+        _ => js_sys::Error::new(&msg),
+    };
+    err.set_name(e.js_name());
+    err.into()
 }
 
 thread_local! {
@@ -173,8 +132,48 @@ pub(crate) async fn shared_gpu() -> Result<Gpu, Error> {
     Ok(g)
 }
 
-fn get(o: &JsValue, key: &str) -> Option<JsValue> {
+pub(crate) fn get(o: &JsValue, key: &str) -> Option<JsValue> {
     Reflect::get(o, &key.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+/// A JS type name for error messages.
+fn type_name(v: &JsValue) -> String {
+    if v.is_null() {
+        "null".into()
+    } else if js_sys::Array::is_array(v) {
+        "an array".into()
+    } else {
+        v.js_typeof().as_string().unwrap_or_default()
+    }
+}
+
+/// A string argument.
+pub(crate) fn string_arg(v: &JsValue, name: &str) -> Result<String, Error> {
+    v.as_string().ok_or_else(|| Error::Type(format!("{name} must be a string, got {}", type_name(v))))
+}
+
+/// One string or an array of strings.
+pub(crate) fn strings_arg(v: &JsValue, name: &str) -> Result<Vec<String>, Error> {
+    if let Some(s) = v.as_string() {
+        return Ok(vec![s]);
+    }
+    if !js_sys::Array::is_array(v) {
+        return Err(Error::Type(format!("{name} must be a string or an array of strings, got {}", type_name(v))));
+    }
+    js_sys::Array::from(v)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x.as_string().ok_or_else(|| Error::Type(format!("{name}[{i}] must be a string, got {}", type_name(&x)))))
+        .collect()
+}
+
+/// A whole number in `min..=max`.
+pub(crate) fn count_arg(v: &JsValue, name: &str, min: usize, max: usize) -> Result<usize, Error> {
+    let n = v.as_f64().ok_or_else(|| Error::Type(format!("{name} must be a number, got {}", type_name(v))))?;
+    if n.fract() != 0.0 || n < min as f64 || n > max as f64 {
+        return Err(Error::Input(format!("{name} must be a whole number in {min}..={max}, got {n}")));
+    }
+    Ok(n as usize)
 }
 
 fn progress_event(p: &Progress) -> Object {
@@ -215,47 +214,6 @@ fn progress_event(p: &Progress) -> Object {
     o
 }
 
-/// The model source for a load: the Cache API in front of `fetch` unless `cache: false`
-/// (`cache: "name"` picks the cache; default "gllm-web").
-fn web_source(base_url: &str, options: &JsValue) -> Result<WebSource, Error> {
-    let cache = match get(options, "cache") {
-        None => Some("gllm-web".to_string()),
-        Some(v) if v.as_bool() == Some(false) => None,
-        Some(v) if v.as_bool() == Some(true) => Some("gllm-web".to_string()),
-        Some(v) => Some(v.as_string().ok_or_else(|| Error::Input("option `cache`: expected a boolean or a cache name".into()))?),
-    };
-    Ok(WebSource::new(base_url, cache.as_deref()))
-}
-
-/// `chunk_size` (bytes) and `concurrency` of the streaming loader.
-fn stream_options(options: &JsValue) -> Result<StreamOptions, Error> {
-    let d = StreamOptions::default();
-    Ok(StreamOptions {
-        chunk_size: count(options, "chunk_size")?.map_or(d.chunk_size, |v| v as u64),
-        concurrency: count(options, "concurrency")?.unwrap_or(d.concurrency),
-        ..d
-    })
-}
-
-/// A positive integer option, if present.
-fn count(options: &JsValue, key: &str) -> Result<Option<usize>, Error> {
-    get(options, key)
-        .map(|v| {
-            v.as_f64()
-                .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n < 1e9)
-                .map(|n| n as usize)
-                .ok_or_else(|| Error::Input(format!("{key} must be a positive integer")))
-        })
-        .transpose()
-}
-
-fn progress_callback(options: &JsValue) -> Result<Option<Function>, Error> {
-    match get(options, "progress_callback") {
-        Some(f) => Ok(Some(f.dyn_into::<Function>().map_err(|_| Error::Input("progress_callback must be a function".into()))?)),
-        None => Ok(None),
-    }
-}
-
 /// Adapts a JS progress callback to the loader's `Progress` events.
 fn reporter(callback: Option<Function>) -> impl Fn(Progress) {
     move |p: Progress| {
@@ -265,57 +223,49 @@ fn reporter(callback: Option<Function>) -> impl Fn(Progress) {
     }
 }
 
-fn parse_embed_options(options: &JsValue) -> Result<(EmbedOptions, Option<Function>), Error> {
-    let mut opts = EmbedOptions::default();
-    if options.is_undefined() || options.is_null() {
-        return Ok((opts, None));
-    }
-    if let Some(p) = get(options, "pooling") {
-        opts.pooling = Some(p.as_string().ok_or_else(|| Error::Input("pooling must be a string".into()))?.parse()?);
-    }
-    if let Some(n) = get(options, "normalize") {
-        opts.normalize = Some(n.as_bool().ok_or_else(|| Error::Input("normalize must be a boolean".into()))?);
-    }
-    opts.max_length = count(options, "max_length")?;
-    opts.batch_size = count(options, "batch_size")?;
-    Ok((opts, progress_callback(options)?))
+/// The front every `load` shares: the model URL and options checked (the common keys and
+/// the class's own `own_keys`), the load context (source, dtype, streaming, progress,
+/// abort) and the shared device.
+pub(crate) async fn begin_load(model: &JsValue, options: &JsValue, what: &str, own_keys: &[&str]) -> Result<(LoadContext, Gpu), Error> {
+    let url = string_arg(model, "model")?;
+    let common: LoadOptionsJs = options::parse(options, what, &[LoadOptionsJs::KEYS, own_keys])?;
+    let ctx = LoadContext::new(&url, options, common)?;
+    Ok((ctx, shared_gpu().await?))
 }
 
-/// Streams a safetensors file under `base_url` into GPU buffers with the streaming loader
-/// and releases them: a prefetch (it fills the browser cache) and the load benchmark's
-/// probe. Options: `file` (default "model.safetensors"), `cache`, `chunk_size`,
-/// `concurrency`, `signal`, `progress_callback`. Resolves to
-/// `{ bytes, seconds, requests, max_in_flight, tensors }`.
+/// Streams a weights file under `model` into GPU buffers with the streaming loader and
+/// releases them: a prefetch (it fills the browser cache) and the load benchmark's probe.
+/// Resolves to `{ bytes, seconds, requests, max_in_flight, tensors }`.
 #[wasm_bindgen(js_name = streamWeights, unchecked_return_type = "Promise<StreamWeightsResult>")]
 pub fn stream_weights(
-    base_url: String,
+    #[wasm_bindgen(unchecked_param_type = "string")] model: JsValue,
     #[wasm_bindgen(unchecked_optional_param_type = "StreamWeightsOptions")] options: Option<JsValue>,
 ) -> js_sys::Promise {
     wasm_bindgen_futures::future_to_promise(async move {
         let options = options.unwrap_or(JsValue::UNDEFINED);
-        let file = get(&options, "file").and_then(|v| v.as_string()).unwrap_or_else(|| "model.safetensors".into());
-        let opts = stream_options(&options).map_err(js_err)?;
-        let src = web_source(&base_url, &options).map_err(js_err)?;
-        let callback = progress_callback(&options).map_err(js_err)?;
-        let signal = get(&options, "signal");
-        let aborted = || signal.as_ref().is_some_and(|s| Reflect::get(s, &"aborted".into()).ok().and_then(|v| v.as_bool()) == Some(true));
-        let gpu = shared_gpu().await.map_err(js_err)?;
-        let t0 = js_sys::Date::now();
-        let st = crate::loader::SafetensorsFile::read(&src, &file).await.map_err(js_err)?;
-        let w = crate::loader::stream_safetensors(&gpu, &src, &st, opts, &reporter(callback), &aborted).await.map_err(js_err)?;
-        gpu.sync().await.map_err(js_err)?;
-        let seconds = (js_sys::Date::now() - t0) / 1000.0;
-        let bytes: u64 = st.tensors.values().map(|t| t.end - t.start).sum();
-        let out = Object::new();
-        let set = |k: &str, v: JsValue| Reflect::set(&out, &k.into(), &v);
-        set("bytes", (bytes as f64).into())?;
-        set("seconds", seconds.into())?;
-        set("requests", (w.requests_sent as u32).into())?;
-        set("max_in_flight", (w.max_in_flight as u32).into())?;
-        set("tensors", (w.tensors.len() as u32).into())?;
-        drop(w);
-        gpu.trim();
-        Ok(out.into())
+        let run = async {
+            let o: StreamWeightsOptionsJs = options::parse(&options, "streamWeights", &[StreamWeightsOptionsJs::KEYS, LoadOptionsJs::KEYS])?;
+            let (ctx, gpu) = begin_load(&model, &options, "streamWeights", StreamWeightsOptionsJs::KEYS).await?;
+            let file = o.file.or(ctx.load.weights.clone());
+            let t0 = js_sys::Date::now();
+            let weights = crate::loader::Weights::open(&ctx.src, file.as_deref()).await?;
+            let plain = crate::loader::Targets::as_stored();
+            let w = crate::loader::stream_weights(&gpu, &ctx.src, &weights, None, ctx.load.stream, &plain, &reporter(ctx.callback.clone()), &|| ctx.aborted()).await?;
+            gpu.sync().await?;
+            let seconds = (js_sys::Date::now() - t0) / 1000.0;
+            let bytes: u64 = weights.files()?.iter().flat_map(|f| f.entries.iter()).map(|e| e.len()).sum();
+            let out = Object::new();
+            let set = |k: &str, v: JsValue| Reflect::set(&out, &k.into(), &v);
+            let _ = set("bytes", (bytes as f64).into());
+            let _ = set("seconds", seconds.into());
+            let _ = set("requests", (w.requests_sent as u32).into());
+            let _ = set("max_in_flight", (w.max_in_flight as u32).into());
+            let _ = set("tensors", ((w.tensors.len() + w.blocks.len()) as u32).into());
+            drop(w);
+            gpu.trim();
+            Ok::<JsValue, Error>(out.into())
+        };
+        run.await.map_err(js_err)
     })
 }
 
@@ -327,31 +277,40 @@ pub struct Embedder {
 
 #[wasm_bindgen]
 impl Embedder {
-    /// Loads a model folder served at `base_url` (`config.json`, `tokenizer.json`,
-    /// `model.safetensors`, sentence-transformers files).
+    /// Loads a model folder served at `model` (`config.json`, `tokenizer.json`,
+    /// `model.safetensors` or shards, sentence-transformers files), its weights streamed in
+    /// parallel Range requests straight into GPU buffers.
     #[wasm_bindgen(unchecked_return_type = "Promise<Embedder>")]
     pub fn load(
-        base_url: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] model: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "EmbedderLoadOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
         wasm_bindgen_futures::future_to_promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
-            let (mut opts, callback) = parse_embed_options(&options).map_err(js_err)?;
-            opts.stream = Some(stream_options(&options).map_err(js_err)?);
-            let src = web_source(&base_url, &options).map_err(js_err)?;
-            let signal = get(&options, "signal");
-            let aborted = || signal.as_ref().is_some_and(|s| Reflect::get(s, &"aborted".into()).ok().and_then(|v| v.as_bool()) == Some(true));
-            let gpu = shared_gpu().await.map_err(js_err)?;
-            let inner = RsEmbedder::load_with_abort(&gpu, &src, opts, &reporter(callback), &aborted).await.map_err(js_err)?;
-            Ok(Embedder { slot: Slot::new("Embedder", gpu, inner) }.into())
+            let run = async {
+                const WHAT: &str = "Embedder.load";
+                let o: EmbedderLoadOptionsJs = options::parse(&options, WHAT, &[EmbedderLoadOptionsJs::KEYS, LoadOptionsJs::KEYS])?;
+                let (ctx, gpu) = begin_load(&model, &options, WHAT, EmbedderLoadOptionsJs::KEYS).await?;
+                let opts = EmbedOptions {
+                    pooling: o.pooling.as_deref().map(str::parse).transpose()?,
+                    normalize: o.normalize,
+                    max_length: o.max_length,
+                    batch_size: o.batch_size,
+                    load: ctx.load.clone(),
+                };
+                let inner = RsEmbedder::load_with_abort(&gpu, &ctx.src, opts, &reporter(ctx.callback.clone()), &|| ctx.aborted()).await?;
+                Ok::<JsValue, Error>(Embedder { slot: Slot::new("Embedder", gpu, inner) }.into())
+            };
+            run.await.map_err(js_err)
         })
     }
 
-    /// Embeds `texts`; resolves to `{ data: Float32Array, dims: [n, d] }`. One GPU readback
-    /// per call. Calls on one embedder run one at a time, in call order.
+    /// Embeds one text or a list; resolves to `{ data: Float32Array, dims: [n, d] }`. One GPU
+    /// readback per call. Calls on one embedder run one at a time, in call order.
     #[wasm_bindgen(unchecked_return_type = "Promise<EmbedResult>")]
-    pub fn embed(&self, texts: Vec<String>) -> js_sys::Promise {
+    pub fn embed(&self, #[wasm_bindgen(unchecked_param_type = "string | string[]")] texts: JsValue) -> js_sys::Promise {
         self.slot.call(move |inner| async move {
+            let texts = strings_arg(&texts, "texts").map_err(js_err)?;
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let e = inner.embed(&refs).await.map_err(js_err)?;
             let out = Object::new();
@@ -364,13 +323,13 @@ impl Embedder {
 
     /// Embedding width.
     #[wasm_bindgen(getter)]
-    pub fn dim(&self) -> Result<usize, JsError> {
-        self.slot.get().map(|e| e.dim()).map_err(|e| JsError::new(&e.to_string()))
+    pub fn dim(&self) -> Result<usize, JsValue> {
+        self.slot.get().map(|e| e.dim()).map_err(js_err)
     }
 
     /// Releases the model once the calls already made have finished: its GPU memory is
     /// freed then, unless a `SearchIndex` using it still holds it. Calls made after
-    /// `dispose()` reject with a clear error. Resolves when the memory is released.
+    /// `dispose()` reject with a `DisposedError`. Resolves when the memory is released.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn dispose(&self) -> js_sys::Promise {
         self.slot.dispose()
@@ -385,48 +344,56 @@ pub struct Reranker {
 
 #[wasm_bindgen]
 impl Reranker {
-    /// Loads a cross-encoder folder served at `base_url` (`config.json`, `tokenizer.json`,
-    /// `model.safetensors`).
+    /// Loads a cross-encoder folder served at `model` (`config.json`, `tokenizer.json`,
+    /// `model.safetensors` or shards), streamed like `Embedder.load`.
     #[wasm_bindgen(unchecked_return_type = "Promise<Reranker>")]
     pub fn load(
-        base_url: String,
+        #[wasm_bindgen(unchecked_param_type = "string")] model: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "RerankerLoadOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
         wasm_bindgen_futures::future_to_promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
-            let opts = RerankOptions { max_length: count(&options, "max_length").map_err(js_err)?, batch_size: count(&options, "batch_size").map_err(js_err)? };
-            let callback = progress_callback(&options).map_err(js_err)?;
-            let gpu = shared_gpu().await.map_err(js_err)?;
-            let inner = RsReranker::load(&gpu, &HttpSource::new(&base_url), opts, &reporter(callback)).await.map_err(js_err)?;
-            Ok(Reranker { slot: Slot::new("Reranker", gpu, inner) }.into())
+            let run = async {
+                const WHAT: &str = "Reranker.load";
+                let o: RerankerLoadOptionsJs = options::parse(&options, WHAT, &[RerankerLoadOptionsJs::KEYS, LoadOptionsJs::KEYS])?;
+                let (ctx, gpu) = begin_load(&model, &options, WHAT, RerankerLoadOptionsJs::KEYS).await?;
+                let opts = RerankOptions { max_length: o.max_length, batch_size: o.batch_size, load: ctx.load.clone() };
+                let inner = RsReranker::load_with_abort(&gpu, &ctx.src, opts, &reporter(ctx.callback.clone()), &|| ctx.aborted()).await?;
+                Ok::<JsValue, Error>(Reranker { slot: Slot::new("Reranker", gpu, inner) }.into())
+            };
+            run.await.map_err(js_err)
         })
     }
 
-    /// Scores `docs` against `query`, all pairs in one batch; resolves to results sorted
-    /// by score, highest first. An empty `docs` resolves to `[]`.
+    /// Scores `documents` against `query`, all pairs in one batch; resolves to results
+    /// sorted by score, highest first. An empty `documents` resolves to `[]`.
     #[wasm_bindgen(unchecked_return_type = "Promise<RerankResult[]>")]
     pub fn rerank(
         &self,
-        query: String,
-        docs: Vec<String>,
+        #[wasm_bindgen(unchecked_param_type = "string")] query: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string[]")] documents: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "RerankOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
         let options = options.unwrap_or(JsValue::UNDEFINED);
         self.slot.call(move |inner| async move {
-            let top_n = count(&options, "top_n").map_err(js_err)?;
-            let return_documents = get(&options, "return_documents").and_then(|v| v.as_bool()).unwrap_or(false);
+            let query = string_arg(&query, "query").map_err(js_err)?;
+            if !js_sys::Array::is_array(&documents) {
+                return Err(js_err(Error::Type(format!("documents must be an array of strings, got {}", type_name(&documents)))));
+            }
+            let docs = strings_arg(&documents, "documents").map_err(js_err)?;
+            let o: RerankOptionsJs = options::parse(&options, "rerank", &[RerankOptionsJs::KEYS]).map_err(js_err)?;
             let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
-            let results = inner.rerank(&query, &refs, top_n).await.map_err(js_err)?;
+            let results = inner.rerank(&query, &refs, o.top_n).await.map_err(js_err)?;
             let out = js_sys::Array::new();
             for r in results {
-                let o = Object::new();
-                Reflect::set(&o, &"index".into(), &(r.index as u32).into())?;
-                Reflect::set(&o, &"score".into(), &r.score.into())?;
-                Reflect::set(&o, &"logit".into(), &r.logit.into())?;
-                if return_documents {
-                    Reflect::set(&o, &"document".into(), &docs[r.index].as_str().into())?;
+                let o2 = Object::new();
+                Reflect::set(&o2, &"index".into(), &(r.index as u32).into())?;
+                Reflect::set(&o2, &"score".into(), &r.score.into())?;
+                Reflect::set(&o2, &"logit".into(), &r.logit.into())?;
+                if o.return_documents == Some(true) {
+                    Reflect::set(&o2, &"document".into(), &docs[r.index].as_str().into())?;
                 }
-                out.push(&o);
+                out.push(&o2);
             }
             Ok(out.into())
         })
@@ -471,20 +438,17 @@ fn items(v: &JsValue, what: &str) -> Result<Items, Error> {
     if let Some(a) = v.dyn_ref::<js_sys::Float32Array>() {
         return Ok(Items::Vectors(a.to_vec()));
     }
-    if let Some(a) = v.dyn_ref::<js_sys::Array>() {
-        return a
-            .iter()
-            .map(|x| x.as_string().ok_or_else(|| Error::Input(format!("{what}: arrays must hold strings"))))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Items::Texts);
+    if js_sys::Array::is_array(v) {
+        return strings_arg(v, what).map(Items::Texts);
     }
-    Err(Error::Input(format!("{what} must be a string, an array of strings or a Float32Array")))
+    Err(Error::Type(format!("{what} must be a string, an array of strings or a Float32Array, got {}", type_name(v))))
 }
 
 /// `IndexOptions` from JS (`{ storage: "f32" | "f16" }`).
-fn index_options(options: &JsValue) -> Result<crate::engine::IndexOptions, Error> {
+fn index_options(options: &JsValue, what: &str) -> Result<crate::engine::IndexOptions, Error> {
     use crate::engine::{IndexOptions, IndexStorage};
-    let storage = match get(options, "storage").and_then(|m| m.as_string()).as_deref() {
+    let o: IndexOptionsJs = options::parse(options, what, &[IndexOptionsJs::KEYS])?;
+    let storage = match o.storage.as_deref() {
         None | Some("f32") => IndexStorage::F32,
         Some("f16") => IndexStorage::F16,
         Some(other) => return Err(Error::Input(format!("storage `{other}`: expected \"f32\" or \"f16\""))),
@@ -503,10 +467,14 @@ fn embed_texts(embedder: &Option<Rc<RsEmbedder>>, texts: &[String]) -> Result<Op
 impl SearchIndex {
     /// An empty index for `dim`-wide vectors. Call `useEmbedder` to add and search text.
     #[wasm_bindgen(unchecked_return_type = "Promise<SearchIndex>")]
-    pub fn create(dim: usize, #[wasm_bindgen(unchecked_optional_param_type = "IndexOptions")] options: Option<JsValue>) -> js_sys::Promise {
+    pub fn create(
+        #[wasm_bindgen(unchecked_param_type = "number")] dim: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "IndexOptions")] options: Option<JsValue>,
+    ) -> js_sys::Promise {
         let options = options.unwrap_or(JsValue::UNDEFINED);
         wasm_bindgen_futures::future_to_promise(async move {
-            let opts = index_options(&options).map_err(js_err)?;
+            let dim = count_arg(&dim, "dim", 1, 1 << 16).map_err(js_err)?;
+            let opts = index_options(&options, "SearchIndex.create").map_err(js_err)?;
             let gpu = shared_gpu().await.map_err(js_err)?;
             let index = RsIndex::with_options(&gpu, dim, opts).map_err(js_err)?;
             Ok(SearchIndex::new(gpu, index).into())
@@ -516,12 +484,12 @@ impl SearchIndex {
     /// Lets `add` and `search` take text, embedded on the GPU with `embedder` (whose width
     /// must match the index). The embedder stays usable on its own.
     #[wasm_bindgen(js_name = useEmbedder)]
-    pub fn use_embedder(&self, embedder: &Embedder) -> Result<(), JsError> {
-        let e = embedder.slot.get().map_err(|e| JsError::new(&e.to_string()))?;
-        let state = self.slot.get().map_err(|e| JsError::new(&e.to_string()))?;
+    pub fn use_embedder(&self, embedder: &Embedder) -> Result<(), JsValue> {
+        let e = embedder.slot.get().map_err(js_err)?;
+        let state = self.slot.get().map_err(js_err)?;
         let dim = state.index.borrow().dim();
         if e.dim() != dim {
-            return Err(JsError::new(&format!("embedder width {} does not match the index dimension {dim}", e.dim())));
+            return Err(js_err(Error::Input(format!("embedder width {} does not match the index dimension {dim}", e.dim()))));
         }
         *state.embedder.borrow_mut() = Some(e);
         Ok(())
@@ -556,14 +524,12 @@ impl SearchIndex {
     ) -> js_sys::Promise {
         let options = options.unwrap_or(JsValue::UNDEFINED);
         self.slot.call(move |state| async move {
-            let k = count(&options, "k").map_err(js_err)?.unwrap_or(10);
-            let mode = match get(&options, "mode").and_then(|m| m.as_string()).as_deref() {
+            let o: SearchOptionsJs = options::parse(&options, "search", &[SearchOptionsJs::KEYS]).map_err(js_err)?;
+            let k = o.k.unwrap_or(10);
+            let mode = match o.mode.as_deref() {
                 None | Some("exact") => SearchMode::Exact,
-                Some("binary") => SearchMode::Binary { candidates: count(&options, "candidates").map_err(js_err)?.unwrap_or(200) },
-                Some("int8") => SearchMode::BinaryInt8 {
-                    candidates: count(&options, "candidates").map_err(js_err)?.unwrap_or(200),
-                    rescore: count(&options, "rescore").map_err(js_err)?.unwrap_or(40),
-                },
+                Some("binary") => SearchMode::Binary { candidates: o.candidates.unwrap_or(200) },
+                Some("int8") => SearchMode::BinaryInt8 { candidates: o.candidates.unwrap_or(200), rescore: o.rescore.unwrap_or(40) },
                 Some(other) => return Err(js_err(Error::Input(format!("mode `{other}`: expected \"exact\", \"binary\" or \"int8\"")))),
             };
             // A snapshot, so no RefCell borrow is held across the await below.
@@ -589,14 +555,14 @@ impl SearchIndex {
 
     /// Number of vectors.
     #[wasm_bindgen(getter)]
-    pub fn size(&self) -> Result<usize, JsError> {
-        self.slot.get().map(|s| s.index.borrow().len()).map_err(|e| JsError::new(&e.to_string()))
+    pub fn size(&self) -> Result<usize, JsValue> {
+        self.slot.get().map(|s| s.index.borrow().len()).map_err(js_err)
     }
 
     /// Vector width.
     #[wasm_bindgen(getter)]
-    pub fn dim(&self) -> Result<usize, JsError> {
-        self.slot.get().map(|s| s.index.borrow().dim()).map_err(|e| JsError::new(&e.to_string()))
+    pub fn dim(&self) -> Result<usize, JsValue> {
+        self.slot.get().map(|s| s.index.borrow().dim()).map_err(js_err)
     }
 
     /// The normalised vectors as bytes (`size × dim` little-endian f32), to store and
@@ -613,13 +579,18 @@ impl SearchIndex {
     /// An index restored from `export` bytes.
     #[wasm_bindgen(js_name = import, unchecked_return_type = "Promise<SearchIndex>")]
     pub fn import_bytes(
-        bytes: Vec<u8>,
-        dim: usize,
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array")] bytes: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number")] dim: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "IndexOptions")] options: Option<JsValue>,
     ) -> js_sys::Promise {
         let options = options.unwrap_or(JsValue::UNDEFINED);
         wasm_bindgen_futures::future_to_promise(async move {
-            let opts = index_options(&options).map_err(js_err)?;
+            let bytes = bytes
+                .dyn_ref::<js_sys::Uint8Array>()
+                .map(|a| a.to_vec())
+                .ok_or_else(|| js_err(Error::Type(format!("bytes must be a Uint8Array, got {}", type_name(&bytes)))))?;
+            let dim = count_arg(&dim, "dim", 1, 1 << 16).map_err(js_err)?;
+            let opts = index_options(&options, "SearchIndex.import").map_err(js_err)?;
             let gpu = shared_gpu().await.map_err(js_err)?;
             let index = RsIndex::import_with_options(&gpu, dim, &bytes, opts).map_err(js_err)?;
             Ok(SearchIndex::new(gpu, index).into())

@@ -25,6 +25,7 @@ macro_rules! js_options {
     ) => {
         $(#[doc = $doc])*
         #[derive(Debug, Default, serde::Deserialize)]
+        #[allow(dead_code)] // `JsOnly` placeholders: the values are read from the JS object
         pub struct $name {
             $( $(#[doc = $fdoc])* #[serde(default)] pub $field: Option<$ty>, )*
         }
@@ -42,7 +43,7 @@ macro_rules! js_options {
         );
     };
 }
-pub(crate) use js_options;
+
 
 /// A value only JS can hold (a function, an `AbortSignal`): the boundary reads it from the
 /// options object itself; in the parsed struct it is a placeholder.
@@ -188,7 +189,7 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(options: &JsValue, what: &st
             return Err(Error::Input(format!("{what}: options must be an object")));
         }
         let mut map = serde_json::Map::new();
-        for key in Object::keys(options.unchecked_ref()).iter() {
+        for key in Object::keys::<JsValue>(options.unchecked_ref()).iter() {
             let key = key.as_string().unwrap_or_default();
             if !keys.iter().any(|k| k.contains(&key.as_str())) {
                 let known: Vec<&str> = keys.iter().flat_map(|k| k.iter().copied()).collect();
@@ -253,7 +254,7 @@ fn to_json(v: &JsValue) -> Result<serde_json::Value, String> {
     };
     if v.is_object() && plain() {
         let mut map = serde_json::Map::new();
-        for key in Object::keys(v.unchecked_ref()).iter() {
+        for key in Object::keys::<JsValue>(v.unchecked_ref()).iter() {
             let x = Reflect::get(v, &key).unwrap_or(JsValue::UNDEFINED);
             if !x.is_undefined() {
                 map.insert(key.as_string().unwrap_or_default(), to_json(&x)?);
