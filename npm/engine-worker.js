@@ -1,31 +1,70 @@
 // The dedicated worker behind "gllm-web/worker": runs the engine (./index.js) off the
-// page's main thread. Protocol, one message each way per call:
-//   page → worker  { id, op: "load" | "create" | "import" | "call" | "loseDevice", ... }
-//                  { op: "abort", target }   (a load's or a generate's AbortSignal fired; no reply)
-//   worker → page  { id, progress }     (load progress events, or generate's streamed
-//                                        { text, token } pieces, 0..n)
-//                  { id, ok: true, value } | { id, ok: false, error: { name, message } }
-// Objects live here in a table and the page holds their numbers. Typed-array results are
-// transferred, not copied. Calls on one object keep their order (messages arrive in order
-// and each object queues its calls), calls on different objects overlap as on the page.
-import { Embedder, Reranker, SearchIndex, Generator, __loseDeviceForTesting } from "./index.js";
+// page's main thread. Generic over the classes (FACTORIES). Protocol, one message each way
+// per call:
+//   page → worker  { id, op: "static", cls, method, args } | { id, op: "call", handle, method, args }
+//                  | { id, op: "function", name, args }
+//                  { op: "abort", target, signal }   (an AbortSignal of request `target` fired; no reply)
+//   worker → page  { id, cb, args }   (a function argument called: progress events, generate's
+//                                      streamed pieces; 0..n)
+//                  { id, ok: true, value, props } | { id, ok: false, error: { name, message } }
+// Arguments arrive marshalled: { $fn: i } is a function that posts { id, cb: i, args },
+// { $signal: i } the signal of an AbortController that `abort` fires, { $obj: h } an object
+// of this worker. An object a call returns stays here under a handle ({ $obj, cls } goes
+// back); `props` carries the getters (dim, size) of the objects involved. Typed-array
+// results are transferred, not copied. Calls on one object keep their order (each object
+// queues its calls), calls on different objects overlap as on the page.
+import * as gllm from "./index.js";
+import { FACTORIES } from "./factories.js";
 
 const objects = new Map();
+const handles = new WeakMap();
 let nextHandle = 1;
-const classes = { Embedder, Reranker, Generator };
-/** AbortControllers of the loads and generate calls in flight that the page gave a signal, by request id. */
+/** AbortControllers of the requests in flight that the page gave signals, by request id. */
 const aborts = new Map();
+const GETTERS = ["dim", "size"];
 
 function keep(obj) {
-  const handle = nextHandle++;
-  objects.set(handle, obj);
-  return handle;
+  let h = handles.get(obj);
+  if (h === undefined) {
+    h = nextHandle++;
+    objects.set(h, obj);
+    handles.set(obj, h);
+  }
+  return h;
 }
 
 function object(handle) {
   const obj = objects.get(handle);
   if (!obj) throw new Error(`no object ${handle} in this worker`);
   return obj;
+}
+
+function unmarshal(v, msg, controllers) {
+  if (v && typeof v === "object" && !ArrayBuffer.isView(v)) {
+    if ("$fn" in v) return (...args) => self.postMessage({ id: msg.id, cb: v.$fn, args });
+    if ("$signal" in v) return controllers[v.$signal].signal;
+    if ("$obj" in v) return object(v.$obj);
+    if (Array.isArray(v)) return v.map((x) => unmarshal(x, msg, controllers));
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, unmarshal(x, msg, controllers)]));
+  }
+  return v;
+}
+
+/** The getters of `obj` (a snapshot the page's proxy reads synchronously). */
+function snapshot(obj) {
+  const out = {};
+  for (const g of GETTERS) {
+    try {
+      if (g in obj) out[g] = obj[g];
+    } catch {
+      // a disposed object's getters throw; its methods reject on their own
+    }
+  }
+  return out;
+}
+
+function classOf(v) {
+  return Object.keys(FACTORIES).find((name) => v instanceof gllm[name]);
 }
 
 function transferables(value) {
@@ -39,63 +78,47 @@ function transferables(value) {
   return [...new Set(out)];
 }
 
-/** Runs `work` with `options.signal` from an AbortController that `{ op: "abort" }` fires,
- *  when the page gave a signal (`msg.abortable`). */
-async function withAbort(msg, options, work) {
-  if (!msg.abortable) return work();
-  const controller = new AbortController();
-  if (msg.aborted) controller.abort();
-  aborts.set(msg.id, controller);
-  options.signal = controller.signal;
+async function handle(msg) {
+  const controllers = msg.aborted.map((aborted) => {
+    const c = new AbortController();
+    if (aborted) c.abort();
+    return c;
+  });
+  if (controllers.length) aborts.set(msg.id, controllers);
   try {
-    return await work();
+    const args = unmarshal(msg.args, msg, controllers);
+    let value;
+    if (msg.op === "static") {
+      if (!FACTORIES[msg.cls]?.includes(msg.method)) throw new TypeError(`${msg.cls}.${msg.method} is not a factory`);
+      value = await gllm[msg.cls][msg.method](...args);
+    } else if (msg.op === "call") {
+      const obj = object(msg.handle);
+      if (typeof obj[msg.method] !== "function") throw new TypeError(`${msg.method} is not a method`);
+      value = await obj[msg.method](...args);
+    } else if (msg.op === "function" && ["streamWeights", "__loseDeviceForTesting"].includes(msg.name)) {
+      value = await gllm[msg.name](...args);
+    } else {
+      throw new Error(`unknown operation ${msg.op}`);
+    }
+    const props = {};
+    if (msg.op === "call") props[msg.handle] = snapshot(object(msg.handle));
+    const cls = classOf(value);
+    if (cls) {
+      const h = keep(value);
+      props[h] = snapshot(value);
+      value = { $obj: h, cls };
+    }
+    return { value, props };
   } finally {
     aborts.delete(msg.id);
   }
 }
 
-async function handle(msg) {
-  switch (msg.op) {
-    case "load": {
-      const options = { ...msg.options };
-      if (msg.progress) options.progress_callback = (progress) => self.postMessage({ id: msg.id, progress });
-      const obj = await withAbort(msg, options, () => classes[msg.cls].load(msg.model, options));
-      return { handle: keep(obj), dim: obj.dim };
-    }
-    case "create":
-    case "import": {
-      const index = msg.op === "create" ? await SearchIndex.create(msg.dim, msg.options) : await SearchIndex.import(msg.bytes, msg.dim);
-      return { handle: keep(index), dim: index.dim, size: index.size };
-    }
-    case "call": {
-      const obj = object(msg.handle);
-      if (msg.method === "useEmbedder") return obj.useEmbedder(object(msg.args[0]));
-      if (msg.method === "generate") {
-        const [prompt, rest] = msg.args;
-        const options = { ...rest };
-        if (msg.stream) options.callback = (text, token) => self.postMessage({ id: msg.id, progress: { text, token } });
-        return withAbort(msg, options, () => obj.generate(prompt, options));
-      }
-      // A disposed object stays in the table (a few bytes): its own methods then reject
-      // with "this Embedder was disposed", as on the page, and dispose stays idempotent.
-      const value = await obj[msg.method](...msg.args);
-      return msg.method === "add" ? { ids: value, size: obj.size } : value;
-    }
-    case "abort":
-      aborts.get(msg.target)?.abort();
-      return undefined;
-    case "loseDevice":
-      return __loseDeviceForTesting();
-    default:
-      throw new Error(`unknown operation ${msg.op}`);
-  }
-}
-
 self.onmessage = async ({ data: msg }) => {
-  if (msg.op === "abort") return handle(msg);
+  if (msg.op === "abort") return aborts.get(msg.target)?.[msg.signal]?.abort();
   try {
-    const value = await handle(msg);
-    self.postMessage({ id: msg.id, ok: true, value }, transferables(value));
+    const { value, props } = await handle(msg);
+    self.postMessage({ id: msg.id, ok: true, value, props }, transferables(value));
   } catch (e) {
     self.postMessage({ id: msg.id, ok: false, error: { name: e?.name ?? "Error", message: e?.message ?? String(e) } });
   }

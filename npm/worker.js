@@ -1,12 +1,21 @@
 // "gllm-web/worker": the same API as "gllm-web", with the engine in a dedicated module
 // worker (./engine-worker.js), so loading and inference never block the page. One worker
 // per page is started on first use and shared by every object (an index and its embedder
-// live in the same worker, on the same GPU device). Results arrive as transferred typed
-// arrays; `progress_callback` events are forwarded from the worker.
+// live in the same worker, on the same GPU device). Generic over the classes: every static
+// factory of FACTORIES and every method is forwarded as a message; the objects live in the
+// worker and the page holds proxies. Arguments cross by structured clone, except that a
+// function (progress_callback, callback) is called back through messages, an AbortSignal's
+// abort is forwarded, and a proxy crosses as its handle. Results arrive as transferred
+// typed arrays. Synchronous getters (`dim`, `size`) read a snapshot the worker sends with
+// every reply.
+import { FACTORIES } from "./factories.js";
 
 let worker = null;
 let nextId = 1;
 const pending = new Map();
+const HANDLE = Symbol("gllm-web handle");
+/** Per handle: the getter snapshot the worker sent last. */
+const props = new Map();
 
 function start() {
   if (worker) return worker;
@@ -14,11 +23,12 @@ function start() {
   worker.onmessage = ({ data }) => {
     const p = pending.get(data.id);
     if (!p) return;
-    if ("progress" in data) return p.progress?.(data.progress);
+    if ("cb" in data) return p.fns[data.cb]?.(...data.args);
     pending.delete(data.id);
-    if (data.ok) p.resolve(data.value);
+    p.settle();
+    if (data.ok) p.resolve(revive(data.value, data.props));
     else {
-      const e = new Error(data.error.message);
+      const e = data.error.name === "TypeError" ? new TypeError(data.error.message) : new Error(data.error.message);
       e.name = data.error.name;
       p.reject(e);
     }
@@ -31,145 +41,74 @@ function start() {
   return worker;
 }
 
-function request(msg, progress, transfer = []) {
+/** Arguments for the worker: functions and signals replaced by markers, proxies by handles. */
+function marshal(v, fns, signals) {
+  if (typeof v === "function") return { $fn: fns.push(v) - 1 };
+  if (v && typeof v === "object") {
+    if (v[HANDLE] !== undefined) return { $obj: v[HANDLE] };
+    if (typeof AbortSignal !== "undefined" && v instanceof AbortSignal) return { $signal: signals.push(v) - 1 };
+    if (Array.isArray(v)) return v.map((x) => marshal(x, fns, signals));
+    if (Object.getPrototypeOf(v) === Object.prototype) {
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, marshal(x, fns, signals)]));
+    }
+  }
+  return v;
+}
+
+/** A reply: an object the worker created (`{ $obj, cls }`) becomes a proxy. */
+function revive(v, snapshot) {
+  if (snapshot) for (const [h, p] of Object.entries(snapshot)) props.set(Number(h), p);
+  if (v && typeof v === "object" && "$obj" in v) return proxy(v.$obj, v.cls);
+  return v;
+}
+
+function request(msg, args) {
   const id = nextId++;
+  const fns = [];
+  const signals = [];
+  const marshalled = marshal(args, fns, signals);
   return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject, progress });
-    start().postMessage({ id, ...msg }, transfer);
+    const offs = signals.map((s, i) => {
+      const onAbort = () => worker?.postMessage({ op: "abort", target: id, signal: i });
+      s.addEventListener("abort", onAbort, { once: true });
+      return () => s.removeEventListener("abort", onAbort);
+    });
+    pending.set(id, { resolve, reject, fns, settle: () => offs.forEach((off) => off()) });
+    start().postMessage({ id, ...msg, args: marshalled, aborted: signals.map((s) => s.aborted) });
   });
 }
 
-async function load(cls, model, options = {}) {
-  const { progress_callback, signal, ...rest } = options ?? {};
-  if (progress_callback !== undefined && typeof progress_callback !== "function") {
-    throw new Error("invalid input: progress_callback must be a function");
-  }
-  return abortable(signal, { op: "load", cls, model, options: rest, progress: !!progress_callback }, progress_callback);
+const classes = {};
+
+function proxy(handle, cls) {
+  const target = Object.create(classes[cls].prototype);
+  return new Proxy(target, {
+    get(t, key) {
+      if (key === HANDLE) return handle;
+      if (typeof key === "symbol" || key === "then") return undefined;
+      const snapshot = props.get(handle);
+      if (snapshot && key in snapshot) return snapshot[key];
+      return (...args) => request({ op: "call", handle, method: key }, args);
+    },
+  });
 }
 
-/** `request(msg)` whose `signal` (which cannot cross to the worker) is forwarded as
- *  `{ op: "abort", target: id }` when it fires. */
-async function abortable(signal, msg, progress) {
-  const id = nextId;
-  const onAbort = () => worker?.postMessage({ op: "abort", target: id });
-  signal?.addEventListener("abort", onAbort, { once: true });
-  try {
-    return await request({ ...msg, abortable: !!signal, aborted: !!signal?.aborted }, progress);
-  } finally {
-    signal?.removeEventListener("abort", onAbort);
-  }
-}
-
-const call = (handle, method, ...args) => request({ op: "call", handle, method, args });
-
-export class Embedder {
-  #h;
-  #dim;
-  /** @internal */
-  constructor({ handle, dim }) {
-    this.#h = handle;
-    this.#dim = dim;
-  }
-  static async load(model, options) {
-    return new Embedder(await load("Embedder", model, options));
-  }
-  embed(input) {
-    return call(this.#h, "embed", input);
-  }
-  get dim() {
-    return this.#dim;
-  }
-  dispose() {
-    return call(this.#h, "dispose");
-  }
-  /** @internal */
-  static _handle(e) {
-    if (!(e instanceof Object && #h in e)) throw new TypeError("useEmbedder takes an Embedder from \"gllm-web/worker\" (the same module as the index)");
-    return e.#h;
-  }
-}
-
-export class Reranker {
-  #h;
-  /** @internal */
-  constructor({ handle }) {
-    this.#h = handle;
-  }
-  static async load(model, options) {
-    return new Reranker(await load("Reranker", model, options));
-  }
-  rerank(query, documents, options) {
-    return call(this.#h, "rerank", query, documents, options);
-  }
-  dispose() {
-    return call(this.#h, "dispose");
-  }
-}
-
-export class SearchIndex {
-  #h;
-  #dim;
-  #size;
-  /** @internal */
-  constructor({ handle, dim, size }) {
-    this.#h = handle;
-    this.#dim = dim;
-    this.#size = size;
-  }
-  static async create(dim, options) {
-    return new SearchIndex(await request({ op: "create", dim, options }));
-  }
-  static async import(bytes, dim) {
-    return new SearchIndex(await request({ op: "import", bytes, dim }));
-  }
-  /** Resolves once the worker has attached the embedder (calls after it queue behind it). */
-  async useEmbedder(embedder) {
-    return call(this.#h, "useEmbedder", Embedder._handle(embedder));
-  }
-  async add(items) {
-    const { ids, size } = await call(this.#h, "add", items);
-    this.#size = size;
-    return ids;
-  }
-  search(query, options) {
-    return call(this.#h, "search", query, options);
-  }
-  export() {
-    return call(this.#h, "export");
-  }
-  /** Number of vectors, as of the last add that finished. */
-  get size() {
-    return this.#size;
-  }
-  get dim() {
-    return this.#dim;
-  }
-  dispose() {
-    return call(this.#h, "dispose");
-  }
-}
-
-export class Generator {
-  #h;
-  /** @internal */
-  constructor({ handle }) {
-    this.#h = handle;
-  }
-  static async load(model, options) {
-    return new Generator(await load("Generator", model, options));
-  }
-  /** The streamed pieces come back as messages; the AbortSignal's abort is forwarded. */
-  async generate(prompt, options = {}) {
-    const { callback, signal, ...rest } = options ?? {};
-    if (callback !== undefined && typeof callback !== "function") {
-      throw new Error("invalid input: callback must be a function");
+for (const [name, statics] of Object.entries(FACTORIES)) {
+  const cls = class {
+    constructor() {
+      throw new TypeError(`${name} objects come from ${name}.${statics[0]}()`);
     }
-    const msg = { op: "call", handle: this.#h, method: "generate", args: [prompt, rest], stream: !!callback };
-    return abortable(signal, msg, callback && ((p) => callback(p.text, p.token)));
-  }
-  dispose() {
-    return call(this.#h, "dispose");
-  }
+  };
+  Object.defineProperty(cls, "name", { value: name });
+  for (const s of statics) cls[s] = (...args) => request({ op: "static", cls: name, method: s }, args);
+  classes[name] = cls;
+}
+
+export const { Embedder, Reranker, Generator, SearchIndex } = classes;
+
+/** Streams a weights file into GPU buffers in the worker (a cache prefetch there). */
+export function streamWeights(...args) {
+  return request({ op: "function", name: "streamWeights" }, args);
 }
 
 /** The worker's `isWebGPUAvailable` is asked through `load`; this checks the page. */
@@ -179,7 +118,7 @@ export function isWebGPUAvailable() {
 
 /** Testing hook: destroys the worker's GPU device (see the main entry's). */
 export function __loseDeviceForTesting() {
-  return request({ op: "loseDevice" });
+  return request({ op: "function", name: "__loseDeviceForTesting" }, []);
 }
 
 /** Stops the worker: every object created through this module becomes unusable. */

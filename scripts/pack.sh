@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the npm package: wasm-pack's output (pkg/, --target web) wrapped by npm/ (the ES
-# module entry with auto-init, the worker mode, hand-written .d.ts, the package README),
+# module entry with auto-init, the worker mode, .d.ts over the generated one, the package README),
 # assembled in target/npm/package/ and packed with `npm pack` to target/npm/gllm-web-VERSION.tgz.
 #   bash scripts/pack.sh            (GLLM_SKIP_WASM_BUILD=1 reuses an existing pkg/)
 # Prints the tarball's path on its last line.
@@ -13,7 +13,7 @@ fi
 test -f pkg/gllm_web_bg.wasm
 out=target/npm
 rm -rf "$out/package" && mkdir -p "$out/package/wasm"
-cp npm/package.json npm/README.md npm/index.js npm/index.d.ts npm/worker.js npm/worker.d.ts npm/engine-worker.js "$out/package/"
+cp npm/package.json npm/README.md npm/index.js npm/index.d.ts npm/factories.js npm/worker.js npm/worker.d.ts npm/engine-worker.js "$out/package/"
 cp pkg/gllm_web.js pkg/gllm_web.d.ts pkg/gllm_web_bg.wasm pkg/gllm_web_bg.wasm.d.ts "$out/package/wasm/"
 # The version is the crate's.
 version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
