@@ -109,7 +109,7 @@ export interface IndexOptions {
 export interface GeneratorLoadOptions {
   /** Storage of the weights on the GPU; activations are f32. Default "f16". "auto" keeps a
    *  GGUF file's blocks quantized; "q8_0", "q4_0", ... quantize on load. */
-  dtype?: "f32" | "f16" | "auto" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q4_K" | "q6_K";
+  dtype?: "f32" | "f16" | "auto" | "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1" | "q2_K" | "q3_K" | "q4_K" | "q5_K" | "q6_K" | "iq4_nl";
   progress_callback?: (event: ProgressEvent) => void;
 }
 
