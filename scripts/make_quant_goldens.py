@@ -53,7 +53,10 @@ x[::37] *= 8
 q = quants.quantize(x, T.Q5_1)
 out["quantize"].append({"format": "q5_1", "f32_bits": [int(v) for v in x.view(np.uint32)], "blocks": q.tobytes().hex()})
 
+# One case per line.
 with open("tests/goldens/ggml-dequant.json", "w") as f:
-    json.dump(out, f, indent=0)
-    f.write("\n")
+    f.write('{"generator": %s,\n' % json.dumps(out["generator"]))
+    for key, end in (("dequantize", ",\n"), ("quantize", "\n")):
+        f.write('"%s": [\n' % key + ",\n".join(json.dumps(c) for c in out[key]) + "\n]" + end)
+    f.write("}\n")
 print("wrote tests/goldens/ggml-dequant.json")
