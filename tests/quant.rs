@@ -99,7 +99,15 @@ fn bad_block_lengths_are_errors() {
 fn memory_fraction_of_f32() {
     // GPU bytes of a 4096×4096 weight, re-laid, relative to f32.
     let f32_bytes = 4096.0 * 4096.0 * 4.0;
-    for (fmt, limit) in [(QuantFormat::Q4_0, 0.15), (QuantFormat::Q8_0, 0.27)] {
+    for (fmt, limit) in [
+        (QuantFormat::Q4_0, 0.15),
+        (QuantFormat::Q8_0, 0.27),
+        (QuantFormat::Q2K, 0.083),
+        (QuantFormat::Q3K, 0.108),
+        (QuantFormat::IQ4NL, 0.15),
+        (QuantFormat::Q5_1, 0.19),
+        (QuantFormat::Q5K, 0.172),
+    ] {
         let nb = 4096 * 4096 / fmt.block_elems();
         let bytes = (nb * fmt.body_words() * 4 + if fmt.split_scale() { nb.div_ceil(2) * 4 } else { 0 }) as f64;
         log!("{}: {:.4}× f32", fmt.name(), bytes / f32_bytes);
@@ -112,6 +120,7 @@ fn memory_fraction_of_f32() {
 fn names_and_ggml_types() {
     use gllm_web::loader::gguf::GgmlType;
     use gllm_web::loader::gguf_hf::quant_format;
+    use gllm_web::nn::LoadDType;
     let want = [
         (QuantFormat::Q8_0, "q8_0", 8, 32, 34),
         (QuantFormat::Q4_0, "q4_0", 2, 32, 18),
@@ -136,6 +145,12 @@ fn names_and_ggml_types() {
         let body = bb - if fmt.split_scale() { 2 } else { 0 };
         assert_eq!(body, 4 * fmt.body_words(), "{name}");
         assert!(QuantFormat::names().contains(name));
+        assert!(matches!(name.parse::<LoadDType>(), Ok(LoadDType::Quant(f)) if f == fmt), "{name}");
+    }
+    // The parse error lists every format.
+    match "q7_K".parse::<LoadDType>() {
+        Err(gllm_web::Error::Input(m)) => assert!(QuantFormat::ALL.iter().all(|f| m.contains(f.name())), "{m}"),
+        other => panic!("q7_K: {other:?}"),
     }
 }
 
