@@ -99,7 +99,15 @@ fn bad_block_lengths_are_errors() {
 fn memory_fraction_of_f32() {
     // GPU bytes of a 4096×4096 weight, re-laid, relative to f32.
     let f32_bytes = 4096.0 * 4096.0 * 4.0;
-    for (fmt, limit) in [(QuantFormat::Q4_0, 0.15), (QuantFormat::Q8_0, 0.27)] {
+    for (fmt, limit) in [
+        (QuantFormat::Q4_0, 0.15),
+        (QuantFormat::Q8_0, 0.27),
+        (QuantFormat::Q2K, 0.083),
+        (QuantFormat::Q3K, 0.108),
+        (QuantFormat::IQ4NL, 0.15),
+        (QuantFormat::Q5_1, 0.19),
+        (QuantFormat::Q5K, 0.172),
+    ] {
         let nb = 4096 * 4096 / fmt.block_elems();
         let bytes = (nb * fmt.body_words() * 4 + if fmt.split_scale() { nb.div_ceil(2) * 4 } else { 0 }) as f64;
         log!("{}: {:.4}× f32", fmt.name(), bytes / f32_bytes);
@@ -107,6 +115,188 @@ fn memory_fraction_of_f32() {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn names_and_ggml_types() {
+    use gllm_web::loader::gguf::GgmlType;
+    use gllm_web::loader::gguf_hf::quant_format;
+    use gllm_web::nn::LoadDType;
+    let want = [
+        (QuantFormat::Q8_0, "q8_0", 8, 32, 34),
+        (QuantFormat::Q4_0, "q4_0", 2, 32, 18),
+        (QuantFormat::Q4_1, "q4_1", 3, 32, 20),
+        (QuantFormat::Q5_0, "q5_0", 6, 32, 22),
+        (QuantFormat::Q4K, "q4_K", 12, 256, 144),
+        (QuantFormat::Q6K, "q6_K", 14, 256, 210),
+        (QuantFormat::Q5_1, "q5_1", 7, 32, 24),
+        (QuantFormat::Q5K, "q5_K", 13, 256, 176),
+        (QuantFormat::Q3K, "q3_K", 11, 256, 110),
+        (QuantFormat::Q2K, "q2_K", 10, 256, 84),
+        (QuantFormat::IQ4NL, "iq4_nl", 20, 32, 18),
+    ];
+    assert_eq!(want.len(), QuantFormat::ALL.len());
+    for (fmt, name, id, be, bb) in want {
+        assert_eq!((fmt.name(), fmt.ggml_type(), fmt.block_elems(), fmt.block_bytes()), (name, id, be, bb));
+        assert_eq!(QuantFormat::parse(name), Some(fmt));
+        assert_eq!(QuantFormat::from_ggml_type(id), Some(fmt));
+        let t = GgmlType::from_id(id).unwrap();
+        assert_eq!(quant_format(t), Some(fmt), "{name}");
+        // The GPU body is whole words: the block less a split-off f16 `d`.
+        let body = bb - if fmt.split_scale() { 2 } else { 0 };
+        assert_eq!(body, 4 * fmt.body_words(), "{name}");
+        assert!(QuantFormat::names().contains(name));
+        assert!(matches!(name.parse::<LoadDType>(), Ok(LoadDType::Quant(f)) if f == fmt), "{name}");
+    }
+    // The parse error lists every format.
+    match "q7_K".parse::<LoadDType>() {
+        Err(gllm_web::Error::Input(m)) => assert!(QuantFormat::ALL.iter().all(|f| m.contains(f.name())), "{m}"),
+        other => panic!("q7_K: {other:?}"),
+    }
+}
+
+/// Hand-built blocks of the formats added after the first six, decoded by the CPU reference;
+/// the expected values are worked out by hand from ggml's layout (ggml-common.h) and its
+/// `dequantize_row_*` (ggml-quants.c), as the comments show. f16: 0x3400 = 0.25, 0x3800 = 0.5,
+/// 0x4000 = 2, 0xBC00 = −1.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn dequantize_matches_ggml_on_hand_built_blocks() {
+    let check = |fmt: QuantFormat, b: &[u8], want: &[(usize, f32)]| {
+        let got = quant::dequantize(fmt, b, fmt.block_elems()).unwrap();
+        for &(i, v) in want {
+            assert_eq!(got[i], v, "{} value {i}: expected {v}, got {}", fmt.name(), got[i]);
+        }
+        log!("{}: {} hand-checked values equal", fmt.name(), want.len());
+    };
+
+    // q5_1 { d, m, qh: u32, qs[16] }: x = d·(nibble | 16·bit j of qh) + m.
+    let mut b = vec![0u8; 24];
+    b[0..2].copy_from_slice(&0x3800u16.to_le_bytes()); // d = 0.5
+    b[2..4].copy_from_slice(&0xBC00u16.to_le_bytes()); // m = −1
+    b[4..8].copy_from_slice(&0x8000_0001u32.to_le_bytes()); // 5th bit of values 0 and 31
+    for j in 0..16 {
+        b[8 + j] = j as u8 | (15 - j as u8) << 4; // value j: j, value j + 16: 15 − j
+    }
+    check(QuantFormat::Q5_1, &b, &[
+        (0, 7.0),   // (0 + 16)·0.5 − 1
+        (1, -0.5),  // 1·0.5 − 1
+        (15, 6.5),  // 15·0.5 − 1
+        (16, 6.5),  // 15·0.5 − 1
+        (30, -0.5), // 1·0.5 − 1
+        (31, 7.0),  // (0 + 16)·0.5 − 1
+    ]);
+
+    // q2_K { scales[16] (low nibble sc, high m), qs[64], d, dmin }: value i is bits
+    // 2·((i % 128) / 32) of qs[32·(i / 128) + i % 32], group i / 16; x = d·sc·q − dmin·m.
+    let mut b = vec![0u8; 84];
+    b[80..82].copy_from_slice(&0x4000u16.to_le_bytes()); // d = 2
+    b[82..84].copy_from_slice(&0x3400u16.to_le_bytes()); // dmin = 0.25
+    b[0] = 0x21; // group 0: sc 1, m 2
+    b[1] = 0x03; // group 1: sc 3, m 0
+    b[2] = 0x12; // group 2: sc 2, m 1
+    b[4] = 0x04; // group 4: sc 4
+    b[6] = 0x01; // group 6: sc 1
+    b[8] = 0xF5; // group 8: sc 5, m 15
+    b[14] = 0xA7; // group 14: sc 7, m 10
+    b[16] = 0xE7; // qs[0]: value 0 → 3, 32 → 1, 64 → 2, 96 → 3
+    b[16 + 16] = 0x1B; // qs[16]: value 16 → 3, 48 → 2, 80 → 1, 112 → 0
+    b[16 + 32] = 0xFF; // qs[32]: values 128, 160, 192, 224 → 3
+    check(QuantFormat::Q2K, &b, &[
+        (0, 5.5),     // 2·1·3 − 0.25·2
+        (1, -0.5),    // 2·1·0 − 0.25·2
+        (16, 18.0),   // 2·3·3
+        (17, 0.0),    // 2·3·0
+        (32, 3.75),   // 2·2·1 − 0.25·1
+        (33, -0.25),  // 2·2·0 − 0.25·1
+        (48, 0.0),    // group 3: sc 0, m 0
+        (64, 16.0),   // 2·4·2
+        (96, 6.0),    // 2·1·3
+        (128, 26.25), // 2·5·3 − 0.25·15
+        (160, 0.0),   // group 10: sc 0, m 0
+        (224, 39.5),  // 2·7·3 − 0.25·10
+    ]);
+
+    // q3_K { hmask[32], qs[64], scales[12], d }: low bits as q2_K, high bit
+    // 4·(i / 128) + (i % 128) / 32 of hmask[i % 32] (clear: −4); 6-bit group scales − 32.
+    let mut b = vec![0u8; 110];
+    b[108..110].copy_from_slice(&0x3800u16.to_le_bytes()); // d = 0.5
+    b[0] = 0x15; // hmask[0]: high bits of values 0, 64, 128
+    b[32] = 0xE7; // qs[0]: value 0 → 3, 32 → 1, 64 → 2, 96 → 3
+    b[32 + 32] = 0x02; // qs[32]: value 128 → 2
+    b[96] = 0x81; // group 0 low 1, group 8 low 8
+    b[96 + 1] = 0x0E; // group 1 low 14
+    b[96 + 8] = 0x22; // high bits: group 0 → 2, group 8 → 2 (bits 4..5)
+    b[96 + 9] = 0x01; // high bits: group 1 → 1
+    // scales: group 0 = 33 − 32 = 1, group 1 = 30 − 32 = −2, group 8 = 40 − 32 = 8, others −32
+    check(QuantFormat::Q3K, &b, &[
+        (0, 1.5),    // 0.5·1·3
+        (1, -2.0),   // 0.5·1·(0 − 4)
+        (16, 4.0),   // 0.5·(−2)·(0 − 4)
+        (32, 48.0),  // 0.5·(−32)·(1 − 4)
+        (64, -32.0), // 0.5·(−32)·2
+        (96, 16.0),  // 0.5·(−32)·(3 − 4)
+        (128, 8.0),  // 0.5·8·2
+        (129, -16.0), // 0.5·8·(0 − 4)
+    ]);
+
+    // q5_K { d, dmin, scales[12] (as q4_K), qh[32], qs[128] }: sub-block j, value l: nibble of
+    // qs[32·(j / 2) + l] (low for even j) | 16·bit j of qh[l]; x = d·sc·q − dmin·m.
+    let mut b = vec![0u8; 176];
+    b[0..2].copy_from_slice(&0x3800u16.to_le_bytes()); // d = 0.5
+    b[2..4].copy_from_slice(&0x4000u16.to_le_bytes()); // dmin = 2
+    b[4] = 0x43; // sub-block 0 sc 3; top bits 01: sub-block 4 sc += 16
+    b[4 + 4] = 0x01; // sub-block 0 m 1
+    b[4 + 8] = 0x25; // sub-block 4: sc low 5 (→ 21), m low 2 (→ 2)
+    b[16] = 0x11; // qh[0]: bit 0 (value 0), bit 4 (value 128)
+    b[16 + 1] = 0x01; // qh[1]: bit 0 (value 1)
+    b[48] = 0x9A; // qs[0]: value 0 → 10, value 32 → 9
+    b[48 + 64] = 0x07; // qs[64]: value 128 → 7
+    check(QuantFormat::Q5K, &b, &[
+        (0, 37.0),    // 0.5·3·(10 + 16) − 2·1
+        (1, 22.0),    // 0.5·3·16 − 2·1
+        (2, -2.0),    // 0.5·3·0 − 2·1
+        (32, 0.0),    // sub-block 1: sc 0, m 0
+        (128, 237.5), // 0.5·21·(7 + 16) − 2·2
+        (129, -4.0),  // 0.5·21·0 − 2·2
+    ]);
+
+    // iq4_nl { d, qs[16] }: nibbles as q4_0, x = d·kvalues_iq4nl[q].
+    let mut b = vec![0u8; 18];
+    b[0..2].copy_from_slice(&0x3800u16.to_le_bytes()); // d = 0.5
+    b[2] = 0xF0; // value 0 → kv[0] = −127, value 16 → kv[15] = 113
+    b[3] = 0x78; // value 1 → kv[8] = 1, value 17 → kv[7] = −10
+    b[17] = 0x3C; // value 15 → kv[12] = 53, value 31 → kv[3] = −65
+    check(QuantFormat::IQ4NL, &b, &[(0, -63.5), (16, 56.5), (1, 0.5), (17, -5.0), (15, 26.5), (31, -32.5), (2, -63.5)]);
+}
+
+/// The CPU dequantizers of the later formats against ggml's, as ported by the `gguf` Python
+/// package (random blocks with random scales, `scripts/make_quant_goldens.py`), bit for bit;
+/// and the q5_1 quantizer against its port of `quantize_row_q5_1_ref`.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn dequantize_matches_gguf_py() {
+    let golden: serde_json::Value = serde_json::from_str(include_str!("goldens/ggml-dequant.json")).unwrap();
+    let hex = |s: &str| -> Vec<u8> { (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect() };
+    let f32s = |v: &serde_json::Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|b| f32::from_bits(b.as_u64().unwrap() as u32)).collect() };
+    let mut checked = std::collections::BTreeMap::new();
+    for case in golden["dequantize"].as_array().unwrap() {
+        let fmt = QuantFormat::parse(case["format"].as_str().unwrap()).unwrap();
+        let want = f32s(&case["f32_bits"]);
+        let got = quant::dequantize(fmt, &hex(case["block"].as_str().unwrap()), fmt.block_elems()).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{} value {i}: expected {w}, got {g}", fmt.name());
+        }
+        *checked.entry(fmt.name()).or_insert(0) += 1;
+    }
+    log!("blocks equal to gguf-py's dequantize: {checked:?}");
+    assert_eq!(checked.len(), 5);
+    for case in golden["quantize"].as_array().unwrap() {
+        let fmt = QuantFormat::parse(case["format"].as_str().unwrap()).unwrap();
+        let got = quant::quantize(fmt, &f32s(&case["f32_bits"])).unwrap();
+        assert_eq!(got, hex(case["blocks"].as_str().unwrap()), "{}: quantized blocks differ from gguf-py's", fmt.name());
+        log!("{}: {} quantized bytes equal to gguf-py's", fmt.name(), got.len());
+    }
+}
 
 /// ‖got − want‖ / ‖want‖
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
@@ -205,8 +395,9 @@ async fn quant_linear_matches_cpu(gpu: Gpu) -> Result<(), String> {
             ran += 1;
         }
     }
-    if ran != 18 {
-        return Err(format!("ran {ran} of 18 format × M cases"));
+    let want_ran = 3 * QuantFormat::ALL.len();
+    if ran != want_ran {
+        return Err(format!("ran {ran} of {want_ran} format × M cases"));
     }
     Ok(())
 }

@@ -23,7 +23,7 @@
 //! tokenizer.json, tokenizer_config.json).
 //!
 //! ```text
-//! gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q4_K|q6_K --out DIR
+//! gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q5_1|q2_K|q3_K|q4_K|q5_K|q6_K|iq4_nl --out DIR
 //! ```
 //! writes a pre-quantized copy of a safetensors model folder (BERT or Llama/Qwen): linear
 //! weights as blocks in the GPU layout (`loader::prequant`), everything else unchanged, plus
@@ -62,7 +62,7 @@ const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-no
        gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] DOC...
        gllm inspect FILE.gguf [--full]
        gllm convert MODEL.gguf --out DIR [--dtype f16|f32]
-       gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q4_K|q6_K --out DIR
+       gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q5_1|q2_K|q3_K|q4_K|q5_K|q6_K|iq4_nl --out DIR
        gllm generate --model DIR|FILE.gguf --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T] [--top-k K]
                      [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]";
 
@@ -208,7 +208,7 @@ fn quantize(args: &[String]) -> Result<(), String> {
             "--out" => out = Some(value("--out")?),
             "--dtype" => {
                 let v = value("--dtype")?;
-                fmt = Some(QuantFormat::parse(&v).ok_or_else(|| format!("--dtype {v}: expected q8_0, q4_0, q4_1, q5_0, q4_K or q6_K"))?);
+                fmt = Some(QuantFormat::parse(&v).ok_or_else(|| format!("--dtype {v}: expected {}", QuantFormat::names()))?);
             }
             s => return Err(format!("unknown argument {s}\n{USAGE}")),
         }

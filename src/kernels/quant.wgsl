@@ -3,8 +3,10 @@
 //
 // W is re-laid for 4-byte reads (src/quant/mod.rs `relayout`, SPEC/quant.md):
 //   body:   per block, its bytes without a split-off f16 scale, as u32 words
-//           (q8_0 8, q4_0 4, q4_1 5, q5_0 5, q4_K 36, q6_K 52, awq 16 per 128-value group)
-//   scales: the split-off f16 `d` of each block, two per word (q8_0, q4_0, q5_0, q6_K);
+//           (q8_0 8, q4_0 4, q4_1 5, q5_0 5, q5_1 6, q2_K 21, q3_K 27, q4_K 36, q5_K 44,
+//           q6_K 52, iq4_nl 4, awq 16 per 128-value group)
+//   scales: the split-off f16 `d` of each block, two per word (q8_0, q4_0, q5_0, q3_K, q6_K,
+//           iq4_nl);
 //           for awq one word per group: f16 scale | zero << 16; unused otherwise.
 // Every format exposes one decoder, dq8(s, q): the 8 values 8q .. 8q+7 of 32-value unit s
 // (unit s covers row s / SB, columns 32 (s % SB) ..), so both kernels are format-agnostic,
@@ -27,7 +29,8 @@
 //   qmatmul_direct, qmatvec_direct  the same products on CPU adapters, without shared memory
 //            or barriers.
 //
-// Variants (defines): one of Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q6_K AWQ, or DENSE with F32W / F16W
+// Variants (defines): one of Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL AWQ, or
+// DENSE with F32W / F16W
 // (plain weights, k % 32 == 0: the matvec serves dense decode too); X_F16 (x and y are f16,
 // accumulation stays f32); BIAS; SUBGROUPS (+ ENABLE_SUBGROUPS on the web); ROWS4; NIB16.
 #ifdef X_F16
@@ -149,6 +152,32 @@ fn nibble_octet(w0: u32, q: u32) -> Oct {
     let sh = 4u * (q >> 1u);  // branch-free: lanes of one warp take different octets
     return Oct(lo4(body[w] >> sh), lo4(body[w + 1u] >> sh));
 }
+// Bits 0..1 of each of the 4 bytes of w, and bit 0 of each byte.
+fn lo2(w: u32) -> vec4<f32> {
+    return fields(vec4<u32>(w, w, w >> 16u, w >> 16u), vec4<u32>(3u, 0x300u, 3u, 0x300u),
+                  vec4<u32>(E0, E8, E0, E8), vec4<f32>(8388608.0, 32768.0, 8388608.0, 32768.0));
+}
+fn lo1(w: u32) -> vec4<f32> {
+    return fields(vec4<u32>(w, w, w >> 16u, w >> 16u), vec4<u32>(1u, 0x100u, 1u, 0x100u),
+                  vec4<u32>(E0, E8, E0, E8), vec4<f32>(8388608.0, 32768.0, 8388608.0, 32768.0));
+}
+// Byte i of a block body starting at word base.
+fn body_byte(base: u32, i: u32) -> u32 {
+    return (body[base + i / 4u] >> (8u * (i % 4u))) & 0xFFu;
+}
+// q4_K / q5_K: (d · sc, dmin · m) of sub-block j, from the super-block at word base (word 0:
+// d | dmin, words 1..3: the 12 scale bytes). ggml get_scale_min_k4, branch-free
+// (neighbouring lanes decode different sub-blocks).
+fn k4_scale_min(base: u32, j: u32) -> vec2<f32> {
+    let dd = unpack2x16float(body[base]);
+    let lo = j < 4u;
+    let a = body_byte(base + 1u, j + 4u);
+    let b = body_byte(base + 1u, j % 4u);  // j for j < 4, j - 4 otherwise
+    let c = body_byte(base + 1u, j);
+    let sc = select((a & 0xFu) | ((b >> 6u) << 4u), b & 63u, lo);
+    let mn = select((a >> 4u) | ((c >> 6u) << 4u), a & 63u, lo);
+    return vec2<f32>(dd.x * f32(sc), dd.y * f32(mn));
+}
 #endif
 
 #ifdef F32W
@@ -242,23 +271,12 @@ fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
 #endif
 
 #ifdef Q4_K
-// Byte i of the super-block's 12 scale bytes (words 1..3 of its body).
-fn k4_byte(base: u32, i: u32) -> u32 {
-    return (body[base + 1u + i / 4u] >> (8u * (i % 4u))) & 0xFFu;
-}
 fn dq8(s: u32, q: u32) -> Oct {
     let base = (s / 8u) * 36u;
     let j = s % 8u;
-    let dd = unpack2x16float(body[base]);
-    // ggml get_scale_min_k4, branch-free (neighbouring lanes decode different sub-blocks).
-    let lo = j < 4u;
-    let a = k4_byte(base, j + 4u);
-    let b = k4_byte(base, j % 4u);  // j for j < 4, j - 4 otherwise
-    let c = k4_byte(base, j);
-    let sc = select((a & 0xFu) | ((b >> 6u) << 4u), b & 63u, lo);
-    let mn = select((a >> 4u) | ((c >> 6u) << 4u), a & 63u, lo);
-    let d = dd.x * f32(sc);
-    let m = dd.y * f32(mn);
+    let dm = k4_scale_min(base, j);
+    let d = dm.x;
+    let m = dm.y;
     // Sub-blocks 2i, 2i+1 share 32 bytes: low nibbles for 2i, high for 2i+1.
     let w = base + 4u + 8u * (j / 2u) + 2u * q;
     let sh = 4u * (j & 1u);
@@ -267,6 +285,136 @@ fn dq8(s: u32, q: u32) -> Oct {
 fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
     let o = dq8(s, q);
     return dot(o.a, xa) + dot(o.b, xb);
+}
+#endif
+
+#ifdef Q5_1
+// Body: word 0 d | m, word 1 qh (5th bits), words 2..5 the nibbles.
+fn q5_1_octet(s: u32, q: u32) -> Oct {
+    let qh = body[s * 6u + 1u];
+    let o = nibble_octet(s * 6u + 2u, q);
+    return Oct(o.a + 16.0 * bits4(qh, 8u * q), o.b + 16.0 * bits4(qh, 8u * q + 4u));
+}
+fn dq8(s: u32, q: u32) -> Oct {
+    let dm = unpack2x16float(body[s * 6u]);
+    let o = q5_1_octet(s, q);
+    return Oct(dm.x * o.a + dm.y, dm.x * o.b + dm.y);
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let dm = unpack2x16float(body[s * 6u]);
+    let o = q5_1_octet(s, q);
+    return dm.x * (dot(o.a, xa) + dot(o.b, xb)) + dm.y * xs;
+}
+#endif
+
+#ifdef IQ4_NL
+// ggml kvalues_iq4nl.
+var<private> IQ4NL_VALUES: array<f32, 16> = array<f32, 16>(
+    -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0);
+// Table values of the 4 nibbles of w at bits 0, 8, 16, 24.
+fn iq4nl4(w: u32) -> vec4<f32> {
+    return vec4<f32>(IQ4NL_VALUES[w & 0xFu], IQ4NL_VALUES[(w >> 8u) & 0xFu],
+                     IQ4NL_VALUES[(w >> 16u) & 0xFu], IQ4NL_VALUES[(w >> 24u) & 0xFu]);
+}
+// Octet q of block s as table values: nibbles placed as in q4_0.
+fn iq4nl_octet(s: u32, q: u32) -> Oct {
+    let w = s * 4u + 2u * (q & 1u);
+    let sh = 4u * (q >> 1u);
+    return Oct(iq4nl4(body[w] >> sh), iq4nl4(body[w + 1u] >> sh));
+}
+fn dq8(s: u32, q: u32) -> Oct {
+    let d = half_at(s);
+    let o = iq4nl_octet(s, q);
+    return Oct(d * o.a, d * o.b);
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let o = iq4nl_octet(s, q);
+    return half_at(s) * (dot(o.a, xa) + dot(o.b, xb));
+}
+#endif
+
+#ifdef Q2_K
+// Super-block body (21 words): words 0..3 the 16 scale bytes (low nibble scale, high min),
+// words 4..19 qs, word 20 d | dmin. Unit j = s % 8 of a super-block: half j / 4, bit pair
+// j % 4 of qs bytes 32 (j / 4) + l; octet q covers l = 8q .. 8q+7, group 2j + q / 2.
+fn dq8(s: u32, q: u32) -> Oct {
+    let base = (s / 8u) * 21u;
+    let j = s % 8u;
+    let dd = unpack2x16float(body[base + 20u]);
+    let sc = body_byte(base, 2u * j + q / 2u);
+    let d = dd.x * f32(sc & 0xFu);
+    let m = dd.y * f32(sc >> 4u);
+    let w = base + 4u + 8u * (j / 4u) + 2u * q;
+    let sh = 2u * (j % 4u);
+    return Oct(d * lo2(body[w] >> sh) - m, d * lo2(body[w + 1u] >> sh) - m);
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let base = (s / 8u) * 21u;
+    let j = s % 8u;
+    let dd = unpack2x16float(body[base + 20u]);
+    let sc = body_byte(base, 2u * j + q / 2u);
+    let w = base + 4u + 8u * (j / 4u) + 2u * q;
+    let sh = 2u * (j % 4u);
+    let t = dot(lo2(body[w] >> sh), xa) + dot(lo2(body[w + 1u] >> sh), xb);
+    return dd.x * f32(sc & 0xFu) * t - dd.y * f32(sc >> 4u) * xs;
+}
+#endif
+
+#ifdef Q3_K
+// Super-block body (27 words, d split off): words 0..7 hmask, 8..23 qs, 24..26 the 12 scale
+// bytes. Unit j = s % 8: half j / 4, bit pair j % 4 of qs bytes 32 (j / 4) + l, high bit j of
+// hmask byte l (set: +0, clear: -4); octet q covers l = 8q .. 8q+7, group g = 2j + q / 2 with
+// its 6-bit scale (low nibble of byte g % 8 (high for g >= 8), bits 2 (g / 4) of byte
+// 8 + g % 4), stored + 32.
+fn q3_k_octet(s: u32, q: u32) -> Oct {
+    let base = (s / 8u) * 27u;
+    let j = s % 8u;
+    let w = base + 8u + 8u * (j / 4u) + 2u * q;
+    let sh = 2u * (j % 4u);
+    let hw = base + 2u * q;
+    let a = lo2(body[w] >> sh) + 4.0 * lo1(body[hw] >> j) - 4.0;
+    let b = lo2(body[w + 1u] >> sh) + 4.0 * lo1(body[hw + 1u] >> j) - 4.0;
+    return Oct(a, b);
+}
+fn q3_k_scale(s: u32, q: u32) -> f32 {
+    let base = (s / 8u) * 27u + 24u;
+    let g = 2u * (s % 8u) + q / 2u;
+    let lo = (body_byte(base, g % 8u) >> (4u * (g / 8u))) & 0xFu;
+    let hi = (body_byte(base, 8u + g % 4u) >> (2u * (g / 4u))) & 3u;
+    return half_at(s / 8u) * (f32(lo | (hi << 4u)) - 32.0);
+}
+fn dq8(s: u32, q: u32) -> Oct {
+    let d = q3_k_scale(s, q);
+    let o = q3_k_octet(s, q);
+    return Oct(d * o.a, d * o.b);
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let o = q3_k_octet(s, q);
+    return q3_k_scale(s, q) * (dot(o.a, xa) + dot(o.b, xb));
+}
+#endif
+
+#ifdef Q5_K
+// Super-block body (44 words): word 0 d | dmin, words 1..3 the scale bytes (as q4_K), words
+// 4..11 qh, 12..43 qs. Sub-block j = s % 8: nibbles of qs bytes 32 (j / 2) + l (low for even
+// j), 5th bit = bit j of qh byte l; octet q covers l = 8q .. 8q+7.
+fn q5_k_octet(s: u32, q: u32) -> Oct {
+    let base = (s / 8u) * 44u;
+    let j = s % 8u;
+    let w = base + 12u + 8u * (j / 2u) + 2u * q;
+    let sh = 4u * (j & 1u);
+    let hw = base + 4u + 2u * q;
+    return Oct(lo4(body[w] >> sh) + 16.0 * lo1(body[hw] >> j), lo4(body[w + 1u] >> sh) + 16.0 * lo1(body[hw + 1u] >> j));
+}
+fn dq8(s: u32, q: u32) -> Oct {
+    let dm = k4_scale_min((s / 8u) * 44u, s % 8u);
+    let o = q5_k_octet(s, q);
+    return Oct(dm.x * o.a - dm.y, dm.x * o.b - dm.y);
+}
+fn dot8(s: u32, q: u32, xa: vec4<f32>, xb: vec4<f32>, xs: f32) -> f32 {
+    let dm = k4_scale_min((s / 8u) * 44u, s % 8u);
+    let o = q5_k_octet(s, q);
+    return dm.x * (dot(o.a, xa) + dot(o.b, xb)) - dm.y * xs;
 }
 #endif
 

@@ -258,6 +258,11 @@ pub fn quant_format(t: GgmlType) -> Option<QuantFormat> {
         GgmlType::Q5_0 => QuantFormat::Q5_0,
         GgmlType::Q4_K => QuantFormat::Q4K,
         GgmlType::Q6_K => QuantFormat::Q6K,
+        GgmlType::Q5_1 => QuantFormat::Q5_1,
+        GgmlType::Q5_K => QuantFormat::Q5K,
+        GgmlType::Q3_K => QuantFormat::Q3K,
+        GgmlType::Q2_K => QuantFormat::Q2K,
+        GgmlType::IQ4_NL => QuantFormat::IQ4NL,
         _ => return None,
     })
 }
@@ -292,7 +297,7 @@ pub fn dequantize(info: &GgufTensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
             None => {
                 return Err(Error::TensorMismatch {
                     name: info.name.clone(),
-                    expected: "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K or Q6_K".into(),
+                    expected: "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K or IQ4_NL".into(),
                     got: t.name(),
                 })
             }

@@ -3,8 +3,9 @@
 //! no conversion and downloads 4–8× fewer bytes than the f32 / f16 original.
 //!
 //! Written by `gllm quantize` ([`write`], native). Format:
-//! - `__metadata__`: `"gllm.quant"`: the block format (`q8_0`, `q4_0`, `q4_1`, `q5_0`, `q4_K`,
-//!   `q6_K`), `"gllm.layout"`: [`LAYOUT`];
+//! - `__metadata__`: `"gllm.quant"`: the block format (a [`QuantFormat`] name: `q8_0`, `q4_0`,
+//!   `q4_1`, `q5_0`, `q5_1`, `q2_K`, `q3_K`, `q4_K`, `q5_K`, `q6_K`, `iq4_nl`), `"gllm.layout"`:
+//!   [`LAYOUT`];
 //! - each quantized `[rows, cols]` weight `W` becomes `W.qbody`: `U8 [rows, cols / block ×
 //!   body_words × 4]`, the blocks' bodies ([`crate::quant::relayout`]), and `W.qscale`: `U8
 //!   [4 × ceil(blocks / 2)]`, the split-off f16 scales packed two per little-endian word (one

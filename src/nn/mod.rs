@@ -42,9 +42,7 @@ impl std::str::FromStr for LoadDType {
             "f16" => Ok(Self::F16),
             _ => match QuantFormat::parse(s) {
                 Some(f) => Ok(Self::Quant(f)),
-                None => Err(Error::Input(format!(
-                    "dtype `{s}`: expected auto, f32, f16, q8_0, q4_0, q4_1, q5_0, q4_K or q6_K"
-                ))),
+                None => Err(Error::Input(format!("dtype `{s}`: expected auto, f32, f16, {}", QuantFormat::names()))),
             },
         }
     }

@@ -5,16 +5,21 @@
 //! [`QuantFormat`] are exactly GGUF's (ggml-common.h), so real GGUF files load unchanged.
 //!
 //! On the GPU a matrix is stored **re-laid** ([`relayout`]): WebGPU storage buffers are read
-//! in 4-byte words and GGUF's 18-, 22-, 34- and 210-byte blocks are not 4-byte aligned, so the
+//! in 4-byte words and GGUF's 18-, 22-, 34-, 110- and 210-byte blocks are not 4-byte aligned, so the
 //! f16 scale that breaks the alignment moves to a separate array and the rest of the block
 //! (its "body") is kept byte for byte. Every body is then a whole number of u32 words and the
 //! kernels read it with aligned word loads. The choice and its reasons: `SPEC/quant.md`.
 
 pub mod awq;
+pub mod iq4_nl;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
 pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
 
@@ -32,10 +37,27 @@ pub enum QuantFormat {
     Q5_0,
     Q4K,
     Q6K,
+    Q5_1,
+    Q5K,
+    Q3K,
+    Q2K,
+    IQ4NL,
 }
 
 impl QuantFormat {
-    pub const ALL: [QuantFormat; 6] = [Self::Q8_0, Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q4K, Self::Q6K];
+    pub const ALL: [QuantFormat; 11] = [
+        Self::Q8_0,
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q4K,
+        Self::Q6K,
+        Self::Q5_1,
+        Self::Q5K,
+        Self::Q3K,
+        Self::Q2K,
+        Self::IQ4NL,
+    ];
 
     pub const fn block_elems(self) -> usize {
         match self {
@@ -45,6 +67,11 @@ impl QuantFormat {
             Self::Q5_0 => q5_0::BLOCK,
             Self::Q4K => q4_k::BLOCK,
             Self::Q6K => q6_k::BLOCK,
+            Self::Q5_1 => q5_1::BLOCK,
+            Self::Q5K => q5_k::BLOCK,
+            Self::Q3K => q3_k::BLOCK,
+            Self::Q2K => q2_k::BLOCK,
+            Self::IQ4NL => iq4_nl::BLOCK,
         }
     }
 
@@ -56,6 +83,11 @@ impl QuantFormat {
             Self::Q5_0 => q5_0::BYTES,
             Self::Q4K => q4_k::BYTES,
             Self::Q6K => q6_k::BYTES,
+            Self::Q5_1 => q5_1::BYTES,
+            Self::Q5K => q5_k::BYTES,
+            Self::Q3K => q3_k::BYTES,
+            Self::Q2K => q2_k::BYTES,
+            Self::IQ4NL => iq4_nl::BYTES,
         }
     }
 
@@ -67,11 +99,23 @@ impl QuantFormat {
             Self::Q5_0 => "q5_0",
             Self::Q4K => "q4_K",
             Self::Q6K => "q6_K",
+            Self::Q5_1 => "q5_1",
+            Self::Q5K => "q5_K",
+            Self::Q3K => "q3_K",
+            Self::Q2K => "q2_K",
+            Self::IQ4NL => "iq4_nl",
         }
     }
 
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Every format's name, for messages: `"q8_0, q4_0, …, q2_K or iq4_nl"`.
+    pub fn names() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|f| f.name()).collect();
+        let (last, rest) = names.split_last().expect("ALL is not empty");
+        format!("{} or {last}", rest.join(", "))
     }
 
     /// The `ggml_type` id GGUF uses for this format.
@@ -80,9 +124,14 @@ impl QuantFormat {
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
             Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
             Self::Q8_0 => 8,
+            Self::Q2K => 10,
+            Self::Q3K => 11,
             Self::Q4K => 12,
+            Self::Q5K => 13,
             Self::Q6K => 14,
+            Self::IQ4NL => 20,
         }
     }
 
@@ -107,18 +156,24 @@ impl QuantFormat {
             Self::Q5_0 => 5,
             Self::Q4K => 36,
             Self::Q6K => 52,
+            Self::Q5_1 => 6,
+            Self::Q5K => 44,
+            Self::Q3K => 27,
+            Self::Q2K => 21,
+            Self::IQ4NL => 4,
         }
     }
 
     /// Whether the block's f16 scale `d` moves to the separate scale array on the GPU.
     pub const fn split_scale(self) -> bool {
-        matches!(self, Self::Q8_0 | Self::Q4_0 | Self::Q5_0 | Self::Q6K)
+        matches!(self, Self::Q8_0 | Self::Q4_0 | Self::Q5_0 | Self::Q6K | Self::Q3K | Self::IQ4NL)
     }
 
     /// Byte offset of `d` inside a GGUF block (for the formats with a split scale).
     const fn scale_offset(self) -> usize {
         match self {
             Self::Q6K => 208,
+            Self::Q3K => q3_k::D_OFFSET,
             _ => 0,
         }
     }
@@ -135,6 +190,11 @@ impl QuantFormat {
             Self::Q5_0 => 1.0 / 16.0 * 1.01 + 1e-3,
             Self::Q4K => q4_k::ROUNDTRIP_BOUND,
             Self::Q6K => q6_k::ROUNDTRIP_BOUND,
+            Self::Q5_1 => q5_1::ROUNDTRIP_BOUND,
+            Self::Q5K => q5_k::ROUNDTRIP_BOUND,
+            Self::Q3K => q3_k::ROUNDTRIP_BOUND,
+            Self::Q2K => q2_k::ROUNDTRIP_BOUND,
+            Self::IQ4NL => iq4_nl::ROUNDTRIP_BOUND,
         }
     }
 }
@@ -155,6 +215,11 @@ pub fn dequantize(fmt: QuantFormat, bytes: &[u8], n: usize) -> Result<Vec<f32>> 
             QuantFormat::Q5_0 => q5_0::dequantize_block(blk, o),
             QuantFormat::Q4K => q4_k::dequantize_block(blk, o),
             QuantFormat::Q6K => q6_k::dequantize_block(blk, o),
+            QuantFormat::Q5_1 => q5_1::dequantize_block(blk, o),
+            QuantFormat::Q5K => q5_k::dequantize_block(blk, o),
+            QuantFormat::Q3K => q3_k::dequantize_block(blk, o),
+            QuantFormat::Q2K => q2_k::dequantize_block(blk, o),
+            QuantFormat::IQ4NL => iq4_nl::dequantize_block(blk, o),
         }
     }
     Ok(out)
@@ -172,6 +237,11 @@ pub fn quantize(fmt: QuantFormat, values: &[f32]) -> Result<Vec<u8>> {
             QuantFormat::Q5_0 => q5_0::quantize_block(x, blk),
             QuantFormat::Q4K => q4_k::quantize_block(x, blk),
             QuantFormat::Q6K => q6_k::quantize_block(x, blk),
+            QuantFormat::Q5_1 => q5_1::quantize_block(x, blk),
+            QuantFormat::Q5K => q5_k::quantize_block(x, blk),
+            QuantFormat::Q3K => q3_k::quantize_block(x, blk),
+            QuantFormat::Q2K => q2_k::quantize_block(x, blk),
+            QuantFormat::IQ4NL => iq4_nl::quantize_block(x, blk),
         }
     }
     Ok(out)
@@ -221,6 +291,13 @@ pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
 
 pub(crate) fn put_f16(b: &mut [u8], at: usize, v: f32) {
     b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+}
+
+/// ggml's `nearest_int`: round to nearest, ties to even (the k-quant quantizers use it; valid
+/// for |x| ≤ 2²²).
+pub(crate) fn nearest_int(x: f32) -> i32 {
+    let v = x + 12582912.0;
+    (v.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
 /// C's `roundf`: half away from zero (what ggml's reference quantizers use).

@@ -31,6 +31,21 @@ pub fn scale_min(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// Packs eight 6-bit scales and mins into 12 bytes, the inverse of [`scale_min`].
+pub fn pack_scale_min(ls: &[u8; 8], lm: &[u8; 8], sc: &mut [u8]) {
+    sc[..12].fill(0);
+    for j in 0..8 {
+        if j < 4 {
+            sc[j] = ls[j];
+            sc[j + 4] = lm[j];
+        } else {
+            sc[j + 4] = (ls[j] & 0xF) | (lm[j] & 0xF) << 4;
+            sc[j - 4] |= (ls[j] >> 4) << 6;
+            sc[j] |= (lm[j] >> 4) << 6;
+        }
+    }
+}
+
 pub fn dequantize_block(b: &[u8], out: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let scales = &b[4..16];
@@ -70,18 +85,7 @@ pub fn quantize_block(x: &[f32], b: &mut [u8]) {
         ls[j] = if d > 0.0 { (scale[j] / d).round().clamp(0.0, 63.0) as u8 } else { 0 };
         lm[j] = if dmin > 0.0 { (negmin[j] / dmin).round().clamp(0.0, 63.0) as u8 } else { 0 };
     }
-    let sc = &mut b[4..16];
-    sc.fill(0);
-    for j in 0..8 {
-        if j < 4 {
-            sc[j] = ls[j];
-            sc[j + 4] = lm[j];
-        } else {
-            sc[j + 4] = (ls[j] & 0xF) | (lm[j] & 0xF) << 4;
-            sc[j - 4] |= (ls[j] >> 4) << 6;
-            sc[j] |= (lm[j] >> 4) << 6;
-        }
-    }
+    pack_scale_min(&ls, &lm, &mut b[4..16]);
     let mut q = [0u8; BLOCK];
     for j in 0..8 {
         let (dl, ml) = (d * ls[j] as f32, dmin * lm[j] as f32);

@@ -57,7 +57,7 @@ js_options! {
         /// defaults to "f16"): as in the file, GGUF blocks kept quantized; "f32"; "f16";
         /// or a block format to quantize the linear layers to on load ("q8_0" and "q4_0"
         /// on the GPU as they stream).
-        dtype: String = "\"auto\" | \"f32\" | \"f16\" | \"q8_0\" | \"q4_0\" | \"q4_1\" | \"q5_0\" | \"q4_K\" | \"q6_K\"",
+        dtype: String = "\"auto\" | \"f32\" | \"f16\" | \"q8_0\" | \"q4_0\" | \"q4_1\" | \"q5_0\" | \"q5_1\" | \"q2_K\" | \"q3_K\" | \"q4_K\" | \"q5_K\" | \"q6_K\" | \"iq4_nl\"",
         /// Browser cache for the weights (Cache API): true (default, cache "gllm-web"),
         /// false, or a cache name. A second load of the same model then makes no network
         /// request.
