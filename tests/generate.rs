@@ -4,8 +4,12 @@
 //! stop strings, abort, seeded sampling and the one-4-byte-readback-per-token rule.
 //! Natively and in headless Chrome.
 //!
-//! Qwen2.5-Coder-0.5B-Instruct (Qwen2) is checked the same way natively outside CI (1.3 GB):
-//! `cargo test --test generate -- --ignored qwen` with `models/qwen2.5-coder-0.5b-instruct`.
+//! The SmolLM2 Q4_1 GGUF itself, loaded directly with its blocks kept, against the same
+//! goldens (both targets).
+//!
+//! Qwen2.5-Coder-0.5B-Instruct (Qwen2) is checked the same way natively outside CI (1.3 GB),
+//! converted and as its GGUF: `cargo test --test generate -- --ignored qwen` with
+//! `models/qwen2.5-coder-0.5b-instruct` and `models/gguf/qwen2.5-coder-0.5b-instruct.gguf`.
 
 mod common;
 
@@ -109,19 +113,42 @@ async fn check_goldens(g: &mut Generator, model: &str, golden: &str, greedy_toke
 /// prefill top-1 and last logits close (the blocks decode to values the F16 conversion
 /// rounds); greedy tokens equal except at a step whose golden top-1/top-2 margin is under
 /// 0.05, where the continuations may part.
-async fn smollm2_gguf(gpu: Gpu) -> R {
-    let opts = GeneratorOptions {
-        load: gllm_web::LoadOptions { weights: Some("SmolLM2-135M-Instruct.Q4_1.gguf".into()), ..Default::default() },
+async fn smollm2_gguf(_shared: Gpu) -> R {
+    // Its own device: the other test counts the shared device's readbacks per token.
+    let gpu = Gpu::new().await?;
+    let greedy = if cfg!(target_arch = "wasm32") { 3 } else { 20 };
+    check_gguf_goldens(&gpu, "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2, greedy).await
+}
+
+/// Qwen2.5-Coder-0.5B-Instruct's GGUF (a Q5_0 / Q8_0 / Q4_K / Q6_K mix) loaded directly,
+/// against the goldens of its F16 conversion, as [`smollm2_gguf`]. Opt-in (the file is
+/// 490 MB): `GLLM_FETCH_QWEN=1 bash scripts/fetch-models.sh models`, then
+/// `cargo test --test generate -- --ignored qwen05_gguf`.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+#[ignore = "needs models/gguf/qwen2.5-coder-0.5b-instruct.gguf (490 MB); run with --ignored"]
+fn qwen05_gguf_matches_goldens() {
+    let Some(gpu) = common::native_gpu() else { return };
+    let golden = include_str!("goldens/qwen2.5-coder-0.5b-instruct.json");
+    if let Err(e) = pollster::block_on(check_gguf_goldens(&gpu, "qwen2.5-coder-0.5b-instruct.gguf", golden, 20)) {
+        panic!("qwen05_gguf_matches_goldens: {e}");
+    }
+}
+
+/// The GGUF `file` of `models/gguf` loaded with `dtype: auto`, checked against `golden`.
+async fn check_gguf_goldens(gpu: &Gpu, file: &str, golden: &str, greedy: usize) -> R {
+    let opts = GeneratorOptions { load: gllm_web::LoadOptions { weights: Some(file.into()), ..Default::default() } };
+    let mut g = Generator::load(gpu, &common::model_source("gguf"), opts, &|_| {}).await?;
+    let golden: serde_json::Value = serde_json::from_str(golden)?;
+    let sorted = |mut v: Vec<u32>| {
+        v.sort_unstable();
+        v
     };
-    let mut g = Generator::load(&gpu, &common::model_source("gguf"), opts, &|_| {}).await?;
-    let golden: serde_json::Value = serde_json::from_str(SMOLLM2)?;
-    let mut eos = g.eos_ids().to_vec();
-    eos.sort_unstable();
-    if eos != u32s(&golden["eos_token_ids"]) {
+    let eos = sorted(g.eos_ids().to_vec());
+    if eos != sorted(u32s(&golden["eos_token_ids"])) {
         return Err(format!("eos ids {eos:?} != golden {}", golden["eos_token_ids"]).into());
     }
     let vocab = g.config().vocab_size;
-    let greedy = if cfg!(target_arch = "wasm32") { 3 } else { 20 };
     for case in golden["cases"].as_array().ok_or("no cases")? {
         let name = case["name"].as_str().unwrap_or("?");
         let messages: Vec<Message> = match case.get("messages") {
@@ -132,7 +159,7 @@ async fn smollm2_gguf(gpu: Gpu) -> R {
         let prompt = if messages.is_empty() { Prompt::Text(&text) } else { Prompt::Messages(&messages) };
         let ids = g.prompt_ids(prompt)?;
         if ids != u32s(&case["input_ids"]) {
-            return Err(format!("gguf {name}: prompt ids {ids:?} != golden {}", case["input_ids"]).into());
+            return Err(format!("{file} {name}: prompt ids {ids:?} != golden {}", case["input_ids"]).into());
         }
         let logits = g.prompt_logits(&ids).await?;
         let last = &logits[(ids.len() - 1) * vocab..];
@@ -142,7 +169,7 @@ async fn smollm2_gguf(gpu: Gpu) -> R {
             worst = worst.max((last[*id as usize] - w).abs());
         }
         if top1 != u32s(&case["last_logits_top5_ids"])[0] || worst > 0.25 {
-            return Err(format!("gguf {name}: top-1 {top1}, top-5 logits within {worst} of the golden").into());
+            return Err(format!("{file} {name}: top-1 {top1}, top-5 logits within {worst} of the golden").into());
         }
         let want = u32s(&case["greedy_new_ids"]);
         let margins = f32s(&case["greedy_top1_minus_top2_logit_per_step"]);
@@ -150,9 +177,9 @@ async fn smollm2_gguf(gpu: Gpu) -> R {
         let out = g.generate(prompt, &GenerateOptions { max_new_tokens: k, ..Default::default() }).await?;
         let same = out.tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
         if same < k.min(out.tokens.len()) && margins.get(same).is_none_or(|&m| m >= 0.05) {
-            return Err(format!("gguf {name}: greedy {:?} != golden {:?} at step {same} (margin {:?})", out.tokens, &want[..k], margins.get(same)).into());
+            return Err(format!("{file} {name}: greedy {:?} != golden {:?} at step {same} (margin {:?})", out.tokens, &want[..k], margins.get(same)).into());
         }
-        log!("gguf {name}: prefill top-5 within {worst:.3}, {same} of {k} greedy tokens equal the golden: {:?}", out.text);
+        log!("{file} {name}: prefill top-5 within {worst:.3}, {same} of {k} greedy tokens equal the golden: {:?}", out.text);
     }
     Ok(())
 }

@@ -832,3 +832,36 @@ fn gllm_inspect_prints_every_tensor() {
     assert_eq!(usage.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&usage.stderr).contains("expected f16 or f32"));
 }
+
+/// A GGUF no kernel can run is refused when it is opened, with a message naming the tensor
+/// and its type (an IQ2_XXS projection), or the architecture; nothing is uploaded.
+#[test]
+fn unsupported_gguf_is_refused_with_the_tensor_and_type() {
+    use gllm_web::loader::Weights;
+    let meta = |arch: &str| {
+        vec![
+            ("general.architecture", GgufValue::String(arch.into())),
+            (if arch == "llama" { "llama.attention.head_count" } else { "gemma3.attention.head_count" }, GgufValue::U32(2)),
+            (if arch == "llama" { "llama.attention.head_count_kv" } else { "gemma3.attention.head_count_kv" }, GgufValue::U32(2)),
+        ]
+    };
+    let (iq2_block, _) = GgmlType::IQ2_XXS.block();
+    let iq2_bytes = GgmlType::IQ2_XXS.byte_size(&[iq2_block, 4]).unwrap() as usize;
+    let tensors: Vec<(&str, GgmlType, &[u64], Vec<u8>)> = vec![
+        ("token_embd.weight", GgmlType::F32, &[4, 8], vec![0u8; 128]),
+        ("blk.0.attn_v.weight", GgmlType::IQ2_XXS, &[256, 4], vec![0u8; iq2_bytes]),
+    ];
+    let t: Vec<(&str, GgmlType, &[u64], &[u8])> = tensors.iter().map(|(n, ty, d, b)| (*n, *ty, *d, &b[..])).collect();
+    let src = MemSource::new().with("model.gguf", serialize(&meta("llama"), &t));
+    match pollster::block_on(Weights::open(&src, None)) {
+        Err(Error::Format { msg, .. }) => {
+            assert!(msg.contains("blk.0.attn_v.weight") && msg.contains("IQ2_XXS"), "{msg}");
+        }
+        other => panic!("an IQ2_XXS tensor was not refused: {other:?}"),
+    }
+    let src = MemSource::new().with("model.gguf", serialize(&meta("gemma3"), &t[..1]));
+    match pollster::block_on(Weights::open(&src, None)) {
+        Err(Error::Format { msg, .. }) => assert!(msg.contains("gemma3"), "{msg}"),
+        other => panic!("an unsupported architecture was not refused: {other:?}"),
+    }
+}

@@ -181,7 +181,16 @@ impl Weights {
     /// Finds the weights under `src`: `file` when given (a `.gguf` or `.safetensors` file
     /// name), else `model.safetensors`, the index `model.safetensors.index.json`, or
     /// [`GGUF_WEIGHTS`].
+    /// A GGUF whose tensors no kernel can run is refused here, before anything is read.
     pub async fn open<S: Source>(src: &S, file: Option<&str>) -> Result<Self> {
+        let w = Self::find(src, file).await?;
+        if let Self::Gguf(m) = &w {
+            WeightFile::from_gguf(m)?;
+        }
+        Ok(w)
+    }
+
+    async fn find<S: Source>(src: &S, file: Option<&str>) -> Result<Self> {
         match file {
             Some(f) if f.ends_with(".gguf") => Ok(Self::Gguf(GgufModel::new(GgufFile::read(src, f).await?)?)),
             Some(f) => Ok(Self::Safetensors(Checkpoint::single(SafetensorsFile::read(src, f).await?))),

@@ -1,7 +1,7 @@
 // Type-level test of the package's declarations (run by scripts/consumer-test.sh with tsc
 // --noEmit, beside the README examples checked as JS). Each @ts-expect-error must fail to
 // type-check; if a declaration degraded to `any`, the directive itself would be an error.
-import { Embedder, Reranker, SearchIndex, isWebGPUAvailable, type EmbedResult, type ProgressEvent, type RerankResult, type SearchResult } from "gllm-web";
+import { Embedder, Generator, Reranker, SearchIndex, isWebGPUAvailable, type EmbedResult, type GllmErrorName, type LoadOptions, type ProgressEvent, type RerankResult, type SearchResult } from "gllm-web";
 import * as W from "gllm-web/worker";
 
 export async function typed(url: string): Promise<void> {
@@ -27,6 +27,23 @@ export async function typed(url: string): Promise<void> {
   await embedder.embed([1, 2]);
   // @ts-expect-error: dim is read-only
   embedder.dim = 3;
+
+  // One LoadOptions for every class: the same keys type-check on each load.
+  const common: LoadOptions = { dtype: "q4_K", cache: "models", chunk_size: 1 << 20, concurrency: 4, retries: 1, signal: new AbortController().signal, progress_callback: onProgress };
+  await Reranker.load(url, common);
+  const gen = await Generator.load(`${url}/model.Q4_K_M.gguf`, { ...common, dtype: "auto" });
+  const out = await gen.generate("Hi", { max_new_tokens: 2, callback: (text: string, token: number) => void [text, token] });
+  void (out.finish_reason satisfies "eos" | "stop" | "length" | "abort");
+  // @ts-expect-error: dtype is one of the declared formats
+  await Generator.load(url, { dtype: "q3" });
+  try {
+    await embedder.embed(["a"]);
+  } catch (e) {
+    const name = (e as Error).name as GllmErrorName;
+    if (name === "AbortError" || name === "DisposedError") void name;
+    // @ts-expect-error: not an error name of the package
+    if (name === "OopsError") void name;
+  }
 
   const reranker = await Reranker.load(url);
   const ranked: RerankResult[] = await reranker.rerank("q", ["a"], { top_n: 1, return_documents: true });

@@ -117,11 +117,78 @@ async function concurrency(api, tag) {
   return seq;
 }
 
+/** The JS boundary: wrong argument types reject (never throw) with a TypeError naming the
+ *  argument; bad values and unknown options are InputErrors; every error has its kind's
+ *  name; the same objects work afterwards. Then every load option of every class has its
+ *  effect (each class loads through the one load path). */
+async function boundary(api, tag) {
+  const settle = (f) => { try { return rejects(f()); } catch (e) { return Promise.resolve({ sync: e }); } };
+  const cases = [
+    ["Embedder.load(42)", () => api.Embedder.load(42), "TypeError", /model must be a string/],
+    ["Embedder.load(url, 7)", () => api.Embedder.load(MODEL, 7), "InputError", /options must be an object/],
+    ["Embedder.load(url, { polling })", () => api.Embedder.load(MODEL, { polling: "mean" }), "InputError", /unknown option `polling`.*pooling/],
+    ["Embedder.load(url, { chunk_size: 0 })", () => api.Embedder.load(MODEL, { chunk_size: 0 }), "InputError", /chunk_size/],
+    ["Embedder.load(url, { dtype: \"q3\" })", () => api.Embedder.load(MODEL, { dtype: "q3" }), "InputError", /dtype `q3`/],
+    ["Reranker.load(url, { batch_size: 2.5 })", () => api.Reranker.load(RERANKER, { batch_size: 2.5 }), "InputError", /batch_size/],
+    ["Generator.load(missing)", () => api.Generator.load(`${origin}/models/nowhere`), "NotFoundError", /not found/],
+    ["SearchIndex.create(383.5)", () => api.SearchIndex.create(383.5), "InputError", /whole number/],
+    ["SearchIndex.create(\"384\")", () => api.SearchIndex.create("384"), "TypeError", /dim must be a number/],
+    ["SearchIndex.import([1,2], 384)", () => api.SearchIndex.import([1, 2], 384), "TypeError", /Uint8Array/],
+  ];
+  for (const [what, f, name, re] of cases) {
+    const e = await settle(f);
+    check(`${tag}: ${what} rejects with ${name}`, e && !e.sync && e.name === name && re.test(e.message), e?.sync ? `threw synchronously: ${e.sync}` : `${e?.name}: ${e?.message}`);
+  }
+  const aborted = new AbortController();
+  aborted.abort();
+  for (const cls of ["Embedder", "Reranker", "Generator"]) {
+    const url = { Embedder: MODEL, Reranker: RERANKER, Generator: `${origin}/models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf` }[cls];
+    const e = await settle(() => api[cls].load(url, { signal: aborted.signal, cache: false }));
+    check(`${tag}: ${cls}.load with an aborted signal rejects with AbortError`, e?.name === "AbortError", `${e?.name}: ${e?.message}`);
+  }
+  const embedder = await api.Embedder.load(MODEL, { batch_size: 2, cache: false, chunk_size: 1 << 20, concurrency: 3, retries: 1 });
+  for (const [what, f, name] of [
+    ["embed(42)", () => embedder.embed(42), "TypeError"],
+    ["embed(null)", () => embedder.embed(null), "TypeError"],
+    ["embed([\"a\", 1])", () => embedder.embed(["a", 1]), "TypeError"],
+  ]) {
+    const e = await settle(f);
+    check(`${tag}: ${what} rejects with ${name}`, e && !e.sync && e.name === name, e?.sync ? `threw synchronously: ${e.sync}` : `${e?.name}: ${e?.message}`);
+  }
+  const one = await embedder.embed("hello");
+  const listed = await embedder.embed(["hello"]);
+  check(`${tag}: embed("hello") embeds one text`, one.dims[0] === 1 && maxDiff(one.data, listed.data) === 0, `dims ${one.dims}`);
+  const reranker = await api.Reranker.load(RERANKER, { max_length: 32 });
+  const e = await settle(() => reranker.rerank("q", "doc"));
+  check(`${tag}: rerank("q", "doc") rejects with TypeError`, e?.name === "TypeError" && /documents must be an array/.test(e.message), `${e?.name}: ${e?.message}`);
+  const eo = await settle(() => reranker.rerank("q", ["doc"], { topn: 1 }));
+  check(`${tag}: an unknown rerank option rejects with InputError`, eo?.name === "InputError" && /top_n/.test(eo.message), eo?.message);
+  check(`${tag}: the reranker works after the errors`, (await reranker.rerank("q", ["a", "b"], { top_n: 1 })).length === 1);
+  await embedder.dispose();
+  const d = await settle(() => embedder.embed(["x"]));
+  check(`${tag}: a disposed embedder rejects with DisposedError`, d?.name === "DisposedError", d?.name);
+  await reranker.dispose();
+  // dtype honoured by every class: q8_0 linear weights give embeddings close to, not equal
+  // to, the f32 ones; a GGUF decoder loads with its blocks (auto) and with f16.
+  const f32 = await api.Embedder.load(MODEL);
+  const q8 = await api.Embedder.load(MODEL, { dtype: "q8_0" });
+  const [a, b] = [await f32.embed(TEXTS[0]), await q8.embed(TEXTS[0])];
+  const dq = maxDiff(a.data, b.data);
+  check(`${tag}: dtype "q8_0" is honoured by Embedder.load`, dq > 0 && dq < 0.05, `max |diff| ${dq}`);
+  await Promise.all([f32.dispose(), q8.dispose()]);
+  const events = [];
+  const gguf = await api.Generator.load(`${origin}/models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf`, { progress_callback: (ev) => events.push(ev.status) });
+  const g = await gguf.generate("The capital of France is", { max_new_tokens: 2 });
+  check(`${tag}: Generator.load of a .gguf URL (blocks kept) generates the golden tokens`,
+    JSON.stringify(Array.from(g.tokens)) === "[7042,30]" && events.includes("progress") && events.at(-1) === "ready", `tokens ${Array.from(g.tokens)}, events ${[...new Set(events)]}`);
+  await gguf.dispose();
+}
+
 async function main() {
   if (params.get("suite") === "nogpu") {
     // run.mjs hides navigator.gpu before the page loads.
     const e = await rejects(page.Embedder.load(MODEL));
-    check("no WebGPU: load fails with how to enable it", page.isWebGPUAvailable() === false && e && /WebGPU is unavailable/.test(e.message) && /enable/.test(e.message), e?.message);
+    check("no WebGPU: load fails with how to enable it", page.isWebGPUAvailable() === false && e && e.name === "NoAdapterError" && /WebGPU is unavailable/.test(e.message) && /enable/.test(e.message), `${e?.name}: ${e?.message}`);
     return;
   }
   check("WebGPU available", page.isWebGPUAvailable());
@@ -141,6 +208,8 @@ async function main() {
     wEmbed.value.data instanceof Float32Array && maxDiff(wEmbed.value.data, mEmbed.value.data) <= 1e-6, `max |diff| ${maxDiff(wEmbed.value.data, mEmbed.value.data)}`);
   await w.value.dispose();
   await m.value.dispose();
+  await boundary(page, "page");
+  await boundary(worker, "worker");
   await concurrency(page, "page");
   await concurrency(worker, "worker");
   worker.terminateWorker();
