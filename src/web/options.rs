@@ -218,7 +218,16 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(options: &JsValue, what: &st
         }
         serde_json::Value::Object(map)
     };
-    serde_json::from_value(json).map_err(|e| Error::Input(format!("{what}: {e}")))
+    serde_json::from_value(json.clone()).map_err(|e| {
+        // serde does not say which field failed: find the first key that fails on its own.
+        let key = json.as_object().and_then(|m| {
+            m.iter().find(|(k, v)| serde_json::from_value::<T>(serde_json::json!({ k.as_str(): v })).is_err()).map(|(k, _)| k.clone())
+        });
+        match key {
+            Some(k) => Error::Input(format!("{what}: option `{k}`: {e}")),
+            None => Error::Input(format!("{what}: {e}")),
+        }
+    })
 }
 
 /// A plain JS value as JSON: numbers (whole numbers as integers), strings, booleans, null,
