@@ -174,10 +174,10 @@ async fn run() -> gllm_web::Result<()> {
             let t_load = Instant::now();
             let mut g = Generator::load(&gpu, &src, GeneratorOptions::with_dtype(dtype), &|_| {}).await?;
             let load_s = t_load.elapsed().as_secs_f64();
-            let warm = GenerateOptions { max_new_tokens: 4, ignore_eos: true, ..Default::default() };
+            let warm = GenerateOptions { max_new_tokens: 4, ignore_eos: true, prefix_cache: false, ..Default::default() };
             g.generate(Prompt::Ids(&prompt), &warm).await?;
             // Prefill: the prompt and the first sampled token, one submission.
-            let one_tok = GenerateOptions { max_new_tokens: 1, ignore_eos: true, ..Default::default() };
+            let one_tok = GenerateOptions { max_new_tokens: 1, ignore_eos: true, prefix_cache: false, ..Default::default() };
             let mut pre = Vec::new();
             for _ in 0..if cpu { 1 } else { 5 } {
                 let t0 = Instant::now();
@@ -188,7 +188,7 @@ async fn run() -> gllm_web::Result<()> {
             // Decode: time from the first token's arrival to the last's; greedy, then sampling
             // (temperature 0.7, top-k 40, top-p 0.95, repetition penalty 1.1: the GPU sampler's
             // vocabulary passes instead of the argmax).
-            let greedy = GenerateOptions { max_new_tokens: new_tokens, ignore_eos: true, ..Default::default() };
+            let greedy = GenerateOptions { max_new_tokens: new_tokens, ignore_eos: true, prefix_cache: false, ..Default::default() };
             let sampled = GenerateOptions {
                 sampling: SamplingConfig { temperature: 0.7, top_k: 40, top_p: 0.95, repetition_penalty: 1.1, seed: 7 },
                 ..greedy.clone()

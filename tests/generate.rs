@@ -196,7 +196,44 @@ async fn smollm2(gpu: Gpu) -> R {
     // only a few tokens; natively the whole 20-token continuation.
     let greedy = if cfg!(target_arch = "wasm32") { 3 } else { 20 };
     check_goldens(&mut g, "smollm2-135m-instruct", SMOLLM2, greedy).await?;
-    streams_stops_aborts_samples(&gpu, &mut g).await
+    streams_stops_aborts_samples(&gpu, &mut g).await?;
+    prefix_cache_across_turns(&mut g).await
+}
+
+/// A chat's second turn reuses the KV cache of the first for their common prefix: it
+/// prefills only the tokens after it (counted), and its output equals a run that prefills
+/// the whole history (`prefix_cache: false`).
+async fn prefix_cache_across_turns(g: &mut Generator) -> R {
+    let new = if cfg!(target_arch = "wasm32") { 3 } else { 8 };
+    let opts = GenerateOptions { max_new_tokens: new, ..Default::default() };
+    let turn1 = vec![Message::new("user", "What is the capital of France?")];
+    let first = g.generate(Prompt::Messages(&turn1), &opts).await?;
+    let turn2 = vec![
+        Message::new("user", "What is the capital of France?"),
+        Message::new("assistant", &first.text),
+        Message::new("user", "And of Italy?"),
+    ];
+    let ids2 = g.prompt_ids(Prompt::Messages(&turn2))?;
+    // What the cache holds after turn 1: its prompt and its new tokens but the last.
+    let mut held = first.prompt_ids.clone();
+    held.extend(&first.tokens[..first.tokens.len() - 1]);
+    let common = held.iter().zip(&ids2).take_while(|(a, b)| a == b).count().min(ids2.len() - 1);
+    let cached = g.generate(Prompt::Messages(&turn2), &opts).await?;
+    let prefilled = g.last_prefill_tokens();
+    let fresh = g.generate(Prompt::Messages(&turn2), &GenerateOptions { prefix_cache: false, ..opts.clone() }).await?;
+    log!(
+        "prefix cache: turn 2 has {} prompt tokens, {common} shared with turn 1, prefilled {prefilled} (fresh run {}); {:?}",
+        ids2.len(),
+        g.last_prefill_tokens(),
+        cached.text
+    );
+    if common < first.prompt_ids.len() - 1 || prefilled != ids2.len() - common || g.last_prefill_tokens() != ids2.len() {
+        return Err(format!("turn 2 prefilled {prefilled} of {} tokens; {common} are shared with turn 1", ids2.len()).into());
+    }
+    if cached.tokens != fresh.tokens {
+        return Err(format!("turn 2 with the cache {:?} != without {:?}", cached.tokens, fresh.tokens).into());
+    }
+    Ok(())
 }
 
 async fn streams_stops_aborts_samples(gpu: &Gpu, g: &mut Generator) -> R {

@@ -48,11 +48,15 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Keep going past EOS ids (benchmarks).
     pub ignore_eos: bool,
+    /// Reuse the KV cache of the previous call for the longest common prefix of its tokens
+    /// and this prompt, so a chat's next turn prefills only its new tokens (default true;
+    /// benchmarks of prefill turn it off).
+    pub prefix_cache: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 256, sampling: SamplingConfig::default(), stop: Vec::new(), ignore_eos: false }
+        Self { max_new_tokens: 256, sampling: SamplingConfig::default(), stop: Vec::new(), ignore_eos: false, prefix_cache: true }
     }
 }
 
@@ -159,6 +163,11 @@ pub struct Generator {
     session: Option<Session>,
     /// Two readback slots, used in turn by the pipelined decode loop.
     slots: [U32Slot; 2],
+    /// The token ids whose keys and values the session's cache holds, from position 0: the
+    /// last call's prompt and its new tokens but the last (the prefix cache).
+    cached: Vec<u32>,
+    /// Tokens the last call prefilled (its prompt minus the reused prefix).
+    last_prefill: usize,
 }
 
 impl Generator {
@@ -241,6 +250,8 @@ impl Generator {
             eos_ids,
             session: None,
             slots: [U32Slot::new(gpu), U32Slot::new(gpu)],
+            cached: Vec::new(),
+            last_prefill: 0,
         })
     }
 
@@ -260,6 +271,12 @@ impl Generator {
     pub fn weight_bytes_per_token(&self) -> u64 {
         self.model.weight_bytes_per_token()
     }
+    /// Prompt tokens the last generate call prefilled: all of them, or those after the prefix
+    /// it found in the KV cache of the call before ([`GenerateOptions::prefix_cache`]).
+    pub fn last_prefill_tokens(&self) -> usize {
+        self.last_prefill
+    }
+
     /// Dispatches of one recorded decode step (after a generate call), `None` before.
     pub fn decode_dispatches(&self) -> Option<usize> {
         self.session.as_ref().map(|s| s.decode.dispatch_count())
@@ -328,11 +345,24 @@ impl Generator {
         let max_new = opts.max_new_tokens.min(ctx - n);
         let rows = (n + max_new).next_multiple_of(CACHE_STEP).min(ctx);
         self.ensure_session(rows)?;
+        // The prefix cache: the cache rows of the longest common prefix of the last call's
+        // tokens and this prompt are reused (at least one prompt token is prefilled, for its
+        // logits); the rows after it are overwritten.
+        let reuse = if opts.prefix_cache {
+            self.cached.iter().zip(&prompt_ids).take_while(|(a, b)| a == b).count().min(n - 1)
+        } else {
+            0
+        };
+        // Until this call ends well, the cache holds only the reused prefix.
+        self.cached.truncate(reuse);
+        self.last_prefill = n - reuse;
         let gpu = self.gpu.clone();
         let s = self.session.as_ref().expect("session ensured");
 
-        // Per-call state: position 0, the sampling settings, the prompt's tokens as seen.
-        gpu.write(&s.state, 0, &[0u8; 16]);
+        // Per-call state: the reused positions, the sampling settings, the prompt's tokens as
+        // seen (`state`: next token, cached positions, sampling step, 0).
+        let state: Vec<u8> = [0u32, reuse as u32, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+        gpu.write(&s.state, 0, &state);
         opts.sampling.write(&gpu, &s.cfg)?;
         let vocab = self.model.config.vocab_size;
         let mut seen = vec![0u32; vocab];
@@ -344,11 +374,12 @@ impl Generator {
         let seen_bytes: Vec<u8> = seen.iter().flat_map(|w| w.to_le_bytes()).collect();
         gpu.write(&s.seen, 0, &seen_bytes);
 
-        // Prefill: the whole prompt in one submission, then the first token's id.
-        let ids = gpu.upload_u32(&prompt_ids, &[n])?;
+        // Prefill: the prompt after the reused prefix in one submission, then the first
+        // token's id.
+        let ids = gpu.upload_u32(&prompt_ids[reuse..], &[n - reuse])?;
         let mut enc = gpu.encoder();
         let logits = self.model.forward(&mut enc, &ids, &s.cache, &s.state, false)?;
-        sample(&mut enc, &logits, &s.cfg, &s.seen, &s.state, n)?;
+        sample(&mut enc, &logits, &s.cfg, &s.seen, &s.state, n - reuse)?;
         // The GPU runs one decode step ahead of the host: step t+1 reads token t from `state`
         // on the GPU, so it is submitted before token t reaches the host, and the round trip
         // and the host's work per token overlap the next step. Two slots take the reads in
@@ -410,6 +441,9 @@ impl Generator {
             let _ = read.finish(&gpu).await;
         }
         let finish = finish?;
+        // Every new token but the last has its keys and values in the cache now.
+        self.cached = prompt_ids.clone();
+        self.cached.extend(&tokens[..tokens.len().saturating_sub(1)]);
         if finish != FinishReason::Stop && text.len() > emitted && finish != FinishReason::Abort {
             on_token(&text[emitted..], *tokens.last().unwrap_or(&0));
         }
@@ -427,6 +461,7 @@ impl Generator {
             return Err(Error::Input(format!("{n} prompt tokens")));
         }
         self.ensure_session(n.next_multiple_of(CACHE_STEP).min(self.model.config.max_position_embeddings))?;
+        self.cached.clear();
         let s = self.session.as_ref().expect("session ensured");
         self.gpu.write(&s.state, 0, &[0u8; 16]);
         let t = self.gpu.upload_u32(ids, &[n])?;
@@ -442,6 +477,7 @@ impl Generator {
             return Ok(());
         }
         self.session = None;
+        self.cached.clear();
         let gpu = &self.gpu;
         let c = &self.model.config;
         let cache = KvCache::new(gpu, c, rows)?;

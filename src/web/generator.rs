@@ -48,6 +48,7 @@ fn parse_options(options: &JsValue) -> Result<(GenerateOptions, Option<JsValue>,
         sampling,
         stop: o.stop.unwrap_or_default(),
         ignore_eos: false,
+        prefix_cache: o.prefix_cache.unwrap_or(true),
     };
     let callback = get(options, "callback").and_then(|f| f.dyn_into::<Function>().ok());
     Ok((opts, get(options, "signal"), callback))

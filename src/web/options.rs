@@ -170,6 +170,10 @@ js_options! {
         seed: u64 = "number",
         /// Stop when the text contains one of these (the text ends before it).
         stop: Vec<String> = "string[]",
+        /// Reuse the KV cache of this generator's previous call for the longest common
+        /// prefix of its tokens and this prompt, so a chat's next turn prefills only the new
+        /// tokens. Default true.
+        prefix_cache: bool = "boolean",
         /// Aborting stops generation after the current token; the generator stays usable.
         signal: JsOnly = "AbortSignal",
         /// Called after each new token with the text it completes (may be empty while a
