@@ -321,11 +321,13 @@ fn corrupt_shapes_and_metadata() {
 
 #[test]
 fn unsupported_dequant_type_is_an_error() {
-    let b = serialize(&[], &[("w", GgmlType::Q3_K, &[256], &[0u8; 110])]);
+    // IQ2_XXS: a type no kernel or dequantiser here handles (Q3_K and the other K-quants are).
+    let n = GgmlType::IQ2_XXS.byte_size(&[256]).unwrap() as usize;
+    let b = serialize(&[], &[("w", GgmlType::IQ2_XXS, &[256], &vec![0u8; n])]);
     let g = parse(&b).unwrap();
     let t = g.tensor("w").unwrap();
     assert!(matches!(
-        gguf_hf::dequantize(t, &b[t.start as usize..][..110]),
+        gguf_hf::dequantize(t, &b[t.start as usize..][..n]),
         Err(Error::TensorMismatch { .. })
     ));
     // wrong byte count
