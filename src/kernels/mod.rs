@@ -16,6 +16,7 @@ pub mod quantize;
 pub mod rope;
 pub mod sample;
 pub mod search;
+pub mod speculative;
 
 /// Every value that changes a compiled pipeline: the op family, the entry point and the
 /// preprocessor defines. It is the pipeline cache's key and, formatted, the wgpu label.
@@ -32,6 +33,7 @@ pub enum KernelKey {
     Quantize(quantize::QuantizeKey),
     Rope(rope::RopeKey),
     Sample(sample::SampleKey),
+    Speculative(speculative::SpeculativeKey),
 }
 
 /// A kernel variant of one op family.
@@ -65,6 +67,7 @@ macro_rules! dispatch_variant {
             KernelKey::Quantize($k) => $e,
             KernelKey::Rope($k) => $e,
             KernelKey::Sample($k) => $e,
+            KernelKey::Speculative($k) => $e,
         }
     };
 }

@@ -14,6 +14,7 @@ pub mod rng;
 pub mod rope;
 pub mod sample;
 pub mod search;
+pub mod speculative;
 
 pub use activation::{add, gelu, silu, tanh};
 pub use attention::attention;
