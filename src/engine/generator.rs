@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, Recording, U32Slot};
 use crate::kernels::sample::{sample, SamplingConfig};
 use crate::loader::{
-    read_json, read_json_optional, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions,
+    read_json, read_json_optional, read_whole, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions,
 };
 use crate::models::llama::{KvCache, LlamaConfig, LlamaModel};
 use crate::nn::VarBuilder;
@@ -175,7 +175,7 @@ impl Generator {
         let mut eos_ids = gen_cfg.and_then(|g| g.eos_token_id).map(|v| ids_of(&v)).unwrap_or_default();
 
         progress(Progress::Initiate { file: "tokenizer.json".into() });
-        let tokenizer = Tokenizer::from_bytes(&src.read("tokenizer.json").await?, config.max_position_embeddings)?;
+        let tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, config.max_position_embeddings)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
         let eos_token = token_str(&tok_cfg.eos_token);
         if eos_ids.is_empty() {

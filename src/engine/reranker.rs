@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu};
-use crate::loader::{read_json, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions};
+use crate::loader::{read_json, read_whole, verify_checkpoint, Checkpoint, Manifest, Progress, ShardProgress, Source, StreamOptions};
 use crate::models::bert::{BertConfig, BertForSequenceClassification, BertInput};
 use crate::nn::VarBuilder;
 use crate::tokenizer::Tokenizer;
@@ -64,7 +64,7 @@ impl Reranker {
         }
         let max_length = opts.max_length.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
         progress(Progress::Initiate { file: "tokenizer.json".into() });
-        let tokenizer = Tokenizer::for_pairs(&src.read("tokenizer.json").await?, max_length)?;
+        let tokenizer = Tokenizer::for_pairs(&read_whole(src, "tokenizer.json").await?, max_length)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
         // One file or shards, checked against `gllm-manifest.json` when present.
         let ck = Checkpoint::read(src).await?;
