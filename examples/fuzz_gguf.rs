@@ -11,7 +11,7 @@
 //! cargo run --example fuzz_gguf -- [SECONDS=60] [SEED=1]
 //! ```
 
-use gllm_web::loader::gguf::{serialize, GgmlType, GgufFile, GgufValue};
+use gllm_web::loader::gguf::{serialize, GgmlType, GgufArray, GgufFile, GgufValue};
 use gllm_web::loader::gguf_hf::{self, GgufModel};
 use gllm_web::tokenizer::gguf::GgufTokenizer;
 
@@ -37,12 +37,7 @@ impl Rng {
 /// Seeds as (bytes, extra file length beyond them: the real header is a prefix of a file).
 fn seeds() -> Vec<(Vec<u8>, u64)> {
     let s = |v: &str| GgufValue::String(v.into());
-    let tokens = GgufValue::Array(
-        ["a", "b", "ab", "<|im_end|>"]
-            .iter()
-            .map(|t| s(t))
-            .collect(),
-    );
+    let tokens = GgufValue::Array(GgufArray::String(["a", "b", "ab", "<|im_end|>"].into_iter().collect()));
     let mut q8 = vec![0u8; 34];
     q8[0] = 0x00;
     q8[1] = 0x3c;
@@ -58,15 +53,10 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
                 ("tokenizer.ggml.model", s("gpt2")),
                 ("tokenizer.ggml.pre", s("smollm")),
                 ("tokenizer.ggml.tokens", tokens.clone()),
-                ("tokenizer.ggml.merges", GgufValue::Array(vec![s("a b")])),
+                ("tokenizer.ggml.merges", GgufValue::Array(GgufArray::String(["a b"].into_iter().collect()))),
                 (
                     "tokenizer.ggml.token_type",
-                    GgufValue::Array(
-                        vec![GgufValue::I32(1); 3]
-                            .into_iter()
-                            .chain([GgufValue::I32(3)])
-                            .collect(),
-                    ),
+                    GgufValue::Array(GgufArray::I32(vec![1, 1, 1, 3])),
                 ),
                 ("tokenizer.ggml.eos_token_id", GgufValue::U32(3)),
                 (
@@ -96,7 +86,7 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
                 ("f64", GgufValue::F64(2.5)),
                 (
                     "nested",
-                    GgufValue::Array(vec![GgufValue::Array(vec![s("x")])]),
+                    GgufValue::Array(GgufArray::Array(vec![GgufArray::String(["x"].into_iter().collect())])),
                 ),
             ],
             &[

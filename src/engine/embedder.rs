@@ -161,6 +161,7 @@ impl Embedder {
 
         progress(Progress::Initiate { file: "tokenizer.json".into() });
         let tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, max_length)?;
+        tokenizer.check_ids(config.vocab_size, None)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
 
         // `model.safetensors`, or the shards of `model.safetensors.index.json`; checked against

@@ -176,6 +176,7 @@ impl Generator {
 
         progress(Progress::Initiate { file: "tokenizer.json".into() });
         let tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, config.max_position_embeddings)?;
+        tokenizer.check_ids(config.vocab_size, None)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
         let eos_token = token_str(&tok_cfg.eos_token);
         if eos_ids.is_empty() {

@@ -21,7 +21,7 @@ pub mod stream;
 mod source;
 
 pub use checkpoint::{stream_checkpoint, verify_checkpoint, Checkpoint, FileDigest, Manifest, ShardProgress};
-pub use gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
+pub use gguf::{GgmlType, GgufArray, GgufFile, GgufStrings, GgufTensorInfo, GgufValue};
 pub use gguf_hf::GgufModel;
 pub use safetensors::{SafetensorsFile, StDType, TensorInfo};
 pub use source::{Chunk, FileSource, MemSource, Source};

@@ -113,7 +113,8 @@ pub fn render_chat(
         eos_token => eos_token.unwrap_or(""),
     };
     let mut w = CappedWriter { out: Vec::new(), cap, over: false };
-    let res = env.get_template("chat").map_err(err)?.render_to_write(ctx, &mut w);
+    let tmpl = env.get_template("chat").map_err(err)?;
+    let res = tmpl.render_captured_to(ctx, &mut w).map(drop);
     if w.over {
         return Err(Error::Tokenizer(format!("chat template output exceeds its cap of {cap} bytes")));
     }

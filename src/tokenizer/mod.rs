@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     max_length: usize,
+    /// Built for `(first, second)` pairs ([`Tokenizer::for_pairs`]).
+    pairs: bool,
 }
 
 impl Tokenizer {
@@ -37,7 +39,38 @@ impl Tokenizer {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(Self { inner, max_length })
+        Ok(Self { inner, max_length, pairs: strategy == TruncationStrategy::OnlySecond })
+    }
+
+    /// Checks that every id this tokenizer can emit indexes the model's tables: the
+    /// vocabulary's and added tokens' ids and the post-processor's special ids below
+    /// `vocab_rows` (the embedding's rows), and, with `type_vocab_size` (BERT), the token
+    /// type ids of its single (and, for a pair tokenizer, pair) template below it. An id
+    /// outside would read zeros on the GPU: silently wrong output, hence an error at load.
+    pub fn check_ids(&self, vocab_rows: usize, type_vocab_size: Option<usize>) -> Result<()> {
+        let bad = |msg: String| Err(Error::Tokenizer(format!("tokenizer.json: {msg}")));
+        if let Some((tok, id)) = self.inner.get_vocab(true).into_iter().max_by_key(|&(_, id)| id) {
+            if id as usize >= vocab_rows {
+                return bad(format!("token {tok:?} has id {id}, outside the model's {vocab_rows} embedding rows"));
+            }
+        }
+        let Some(pp) = self.inner.get_post_processor() else { return Ok(()) };
+        let pp = serde_json::to_value(pp).map_err(|e| Error::Tokenizer(format!("post-processor: {e}")))?;
+        let mut ids = Vec::new();
+        let mut types = PostTypes::default();
+        post_processor_ids(&pp, &mut ids, &mut types);
+        if let Some(&id) = ids.iter().find(|&&id| id >= vocab_rows as u64) {
+            return bad(format!("the post-processor adds token id {id}, outside the model's {vocab_rows} embedding rows"));
+        }
+        if let Some(n) = type_vocab_size {
+            let single = types.single.unwrap_or(0);
+            let pair = types.pair.unwrap_or(if types.roberta { 0 } else { 1 });
+            let max = if self.pairs { single.max(pair) } else { single };
+            if max >= n as u64 {
+                return bad(format!("token type id {max} is outside the model's type_vocab_size {n}"));
+            }
+        }
+        Ok(())
     }
 
     pub fn max_length(&self) -> usize {
@@ -87,6 +120,54 @@ impl Tokenizer {
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+}
+
+/// Largest token type ids a post-processor writes.
+#[derive(Default)]
+struct PostTypes {
+    single: Option<u64>,
+    pair: Option<u64>,
+    /// A `RobertaProcessing` (type id 0 everywhere).
+    roberta: bool,
+}
+
+/// Collects the ids a serialised post-processor adds (`TemplateProcessing`'s
+/// `special_tokens.*.ids`, `BertProcessing` / `RobertaProcessing`'s `cls` and `sep`, inside
+/// a `Sequence` too) and the type ids of its templates. Without a template, a pair's second
+/// text gets type id 1 (the tokenizers crate's default and `BertProcessing`'s).
+fn post_processor_ids(v: &serde_json::Value, ids: &mut Vec<u64>, types: &mut PostTypes) {
+    use serde_json::Value;
+    let Value::Object(o) = v else {
+        if let Value::Array(a) = v {
+            a.iter().for_each(|x| post_processor_ids(x, ids, types));
+        }
+        return;
+    };
+    if o.get("type").and_then(Value::as_str) == Some("RobertaProcessing") {
+        types.roberta = true;
+    }
+    for key in ["cls", "sep"] {
+        if let Some(id) = o.get(key).and_then(|p| p.get(1)).and_then(Value::as_u64) {
+            ids.push(id);
+        }
+    }
+    if let Some(Value::Object(special)) = o.get("special_tokens") {
+        for t in special.values() {
+            ids.extend(t.get("ids").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_u64));
+        }
+    }
+    for (key, slot) in [("single", &mut types.single), ("pair", &mut types.pair)] {
+        if let Some(Value::Array(pieces)) = o.get(key) {
+            for p in pieces.iter().filter_map(Value::as_object).flat_map(|p| p.values()) {
+                if let Some(t) = p.get("type_id").and_then(Value::as_u64) {
+                    *slot = Some(slot.unwrap_or(0).max(t));
+                }
+            }
+        }
+    }
+    if let Some(Value::Array(procs)) = o.get("processors") {
+        procs.iter().for_each(|x| post_processor_ids(x, ids, types));
     }
 }
 
