@@ -152,7 +152,9 @@ fn config_values_are_checked_for_meaning() {
     );
     config_err(&llama(r#", "rms_norm_eps": 0.0"#), "rms_norm_eps");
     config_err(&llama(r#", "rope_theta": 0.5"#), "rope_theta");
-    config_err(&llama(r#", "num_key_value_heads": 3"#), "multiple");
+    let mut c = llama("");
+    c.num_key_value_heads = Some(3);
+    config_err(&c, "multiple");
     // the llama3 form real checkpoints use stays valid
     llama(r#", "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}"#)
         .validate("config.json")
