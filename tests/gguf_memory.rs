@@ -101,6 +101,9 @@ fn write_big(path: &std::path::Path) -> u64 {
     put_str(&mut w, "general.architecture");
     w.write_all(&8u32.to_le_bytes()).unwrap();
     put_str(&mut w, "llama");
+    // the (empty) data region starts at the next multiple of the default alignment
+    let written = std::io::Seek::stream_position(&mut w).unwrap() as usize;
+    w.write_all(&vec![0u8; written.next_multiple_of(32) - written]).unwrap();
     w.flush().unwrap();
     drop(w);
     std::fs::metadata(path).unwrap().len()
