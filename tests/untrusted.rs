@@ -290,3 +290,29 @@ async fn search_index_rejects_non_finite_vectors(gpu: Gpu) -> Result<(), String>
     }
     Ok(())
 }
+
+#[test]
+fn tokenizer_json_that_panicked_the_tokenizers_crate_is_an_error() {
+    // a syntax error inside `decoder` (the tokenizers crate's `expect("Helper")`)
+    let good = String::from_utf8(tokenizer_json(3, 5)).unwrap();
+    let bad = good.replace(r#""decoder": null"#, r#""decoder": {"type": "WordPiece", "prefix" "x"}"#);
+    assert_ne!(bad, good);
+    match Tokenizer::from_bytes(bad.as_bytes(), 16) {
+        Err(Error::Tokenizer(m)) => assert!(m.contains("tokenizer.json"), "{m}"),
+        other => panic!("expected a tokenizer error, got {:?}", other.map(|_| ())),
+    }
+    // a template naming a special token it does not define (an index panic when encoding)
+    let template = r#""post_processor": {"type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {}}"#;
+    let bad = good.replace(r#""post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 4], "cls": ["[CLS]", 3]}"#, template);
+    assert_ne!(bad, good);
+    match Tokenizer::from_bytes(bad.as_bytes(), 16) {
+        Err(Error::Tokenizer(m)) => assert!(m.contains("\"[CLS]\", absent from its special_tokens"), "{m}"),
+        other => panic!("expected a tokenizer error, got {:?}", other.map(|_| ())),
+    }
+    // the good file still loads and encodes
+    let tok = Tokenizer::from_bytes(good.as_bytes(), 16).unwrap();
+    assert_eq!(tok.encode_batch(&["b"]).unwrap(), vec![vec![3, 2, 4]]);
+}

@@ -29,7 +29,17 @@ impl Tokenizer {
     }
 
     fn with_strategy(bytes: &[u8], max_length: usize, strategy: TruncationStrategy) -> Result<Self> {
+        // The tokenizers crate panics (`expect("Helper")`) on a JSON syntax error inside the
+        // `decoder` object: check the syntax first, without building a document.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
         let mut inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        // ...and it indexes `special_tokens` by every special piece of a template when encoding
+        // (a panic on a missing one): check they are all there.
+        if let Some(pp) = post_processor_json(&inner)? {
+            if let Some(name) = missing_special_token(&pp) {
+                return Err(Error::Tokenizer(format!("tokenizer.json: the post-processor template uses {name:?}, absent from its special_tokens")));
+            }
+        }
         inner.with_padding(None::<PaddingParams>);
         inner
             .with_truncation(Some(TruncationParams {
@@ -54,8 +64,7 @@ impl Tokenizer {
                 return bad(format!("token {tok:?} has id {id}, outside the model's {vocab_rows} embedding rows"));
             }
         }
-        let Some(pp) = self.inner.get_post_processor() else { return Ok(()) };
-        let pp = serde_json::to_value(pp).map_err(|e| Error::Tokenizer(format!("post-processor: {e}")))?;
+        let Some(pp) = post_processor_json(&self.inner)? else { return Ok(()) };
         let mut ids = Vec::new();
         let mut types = PostTypes::default();
         post_processor_ids(&pp, &mut ids, &mut types);
@@ -121,6 +130,30 @@ impl Tokenizer {
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+}
+
+/// The post-processor as its JSON form (`None` without one).
+fn post_processor_json(t: &tokenizers::Tokenizer) -> Result<Option<serde_json::Value>> {
+    t.get_post_processor()
+        .map(|pp| serde_json::to_value(pp).map_err(|e| Error::Tokenizer(format!("post-processor: {e}"))))
+        .transpose()
+}
+
+/// A special token a `TemplateProcessing` (also inside a `Sequence`) names in its `single`
+/// or `pair` template but does not define in its `special_tokens`.
+fn missing_special_token(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    if let Some(Value::Array(procs)) = v.get("processors") {
+        return procs.iter().find_map(missing_special_token);
+    }
+    let defined = v.get("special_tokens").and_then(Value::as_object);
+    ["single", "pair"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| p.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str))
+        .find(|name| !defined.is_some_and(|d| d.contains_key(*name)))
+        .map(str::to_string)
 }
 
 /// Largest token type ids a post-processor writes.
