@@ -312,6 +312,19 @@ fn tokenizer_json_that_panicked_the_tokenizers_crate_is_an_error() {
         Err(Error::Tokenizer(m)) => assert!(m.contains("\"[CLS]\", absent from its special_tokens"), "{m}"),
         other => panic!("expected a tokenizer error, got {:?}", other.map(|_| ())),
     }
+    // a lone surrogate or an out-of-range number inside `decoder` (same panic)
+    for value in [r#""\ud800""#, "1e999"] {
+        let bad = good.replace(r#""decoder": null"#, &format!(r#""decoder": {{"type": "Replace", "content": {value}}}"#));
+        assert!(matches!(Tokenizer::from_bytes(bad.as_bytes(), 16), Err(Error::Tokenizer(_))), "{value}");
+    }
+    // a BPE merge shorter than the continuing-subword prefix (a slice panic in the crate)
+    let bpe = r###"{"version": "1.0", "added_tokens": [], "normalizer": null, "pre_tokenizer": null,
+        "post_processor": null, "decoder": null,
+        "model": {"type": "BPE", "continuing_subword_prefix": "##", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}}"###;
+    match Tokenizer::from_bytes(bpe.as_bytes(), 16) {
+        Err(Error::Tokenizer(m)) => assert!(m.contains("continuing_subword_prefix"), "{m}"),
+        other => panic!("expected a tokenizer error, got {:?}", other.map(|_| ())),
+    }
     // the good file still loads and encodes
     let tok = Tokenizer::from_bytes(good.as_bytes(), 16).unwrap();
     assert_eq!(tok.encode_batch(&["b"]).unwrap(), vec![vec![3, 2, 4]]);

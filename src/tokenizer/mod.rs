@@ -29,9 +29,10 @@ impl Tokenizer {
     }
 
     fn with_strategy(bytes: &[u8], max_length: usize, strategy: TruncationStrategy) -> Result<Self> {
-        // The tokenizers crate panics (`expect("Helper")`) on a JSON syntax error inside the
-        // `decoder` object: check the syntax first, without building a document.
-        serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        // The tokenizers crate panics (`expect("Helper")`) on malformed JSON inside the
+        // `decoder` object, and on a BPE merge shorter than `continuing_subword_prefix`:
+        // check both first.
+        check_json(bytes)?;
         let mut inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
         // ...and it indexes `special_tokens` by every special piece of a template when encoding
         // (a panic on a missing one): check they are all there.
@@ -130,6 +131,88 @@ impl Tokenizer {
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+}
+
+/// Any JSON value, fully parsed (every string unescaped, every number in range) but not
+/// kept: a syntax check of `tokenizer.json` that builds no document.
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Valid;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> std::result::Result<Valid, A::Error> {
+                while a.next_element::<Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> std::result::Result<Valid, A::Error> {
+                while a.next_entry::<Valid, Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Checks what the tokenizers crate would panic on: malformed JSON anywhere, and a BPE
+/// model whose `continuing_subword_prefix` is longer than a merge's second token.
+fn check_json(bytes: &[u8]) -> Result<()> {
+    let bad = |msg: String| Error::Tokenizer(format!("tokenizer.json: {msg}"));
+    serde_json::from_slice::<Valid>(bytes).map_err(|e| bad(e.to_string()))?;
+    #[derive(serde::Deserialize)]
+    struct Doc<M> {
+        model: Option<M>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Prefix {
+        continuing_subword_prefix: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Merge {
+        Text(String),
+        Pair(serde::de::IgnoredAny, String),
+    }
+    #[derive(serde::Deserialize)]
+    struct Merges {
+        merges: Option<Vec<Merge>>,
+    }
+    let prefix = serde_json::from_slice::<Doc<Prefix>>(bytes).ok().and_then(|d| d.model?.continuing_subword_prefix);
+    let Some(prefix) = prefix.filter(|p| !p.is_empty()) else { return Ok(()) };
+    let merges = serde_json::from_slice::<Doc<Merges>>(bytes).ok().and_then(|d| d.model?.merges).unwrap_or_default();
+    for m in &merges {
+        let second = match m {
+            Merge::Text(t) => t.split_once(' ').map_or("", |(_, b)| b),
+            Merge::Pair(_, b) => b,
+        };
+        if second.len() < prefix.len() || !second.is_char_boundary(prefix.len()) {
+            return Err(bad(format!("merge token {second:?} is shorter than the continuing_subword_prefix {prefix:?}")));
+        }
+    }
+    Ok(())
 }
 
 /// The post-processor as its JSON form (`None` without one).
