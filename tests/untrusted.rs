@@ -70,6 +70,13 @@ fn chat_template_huge_output_hits_the_cap() {
 }
 
 #[test]
+fn chat_template_syntax_errors_are_errors() {
+    // minijinja's debug view of this error's span panicked (found by fuzz_inputs)
+    rejects_template("{% for in messages %}{% endfor %}", "chat template");
+    rejects_template("{{ raise_exception('no system role') }}", "no system role");
+}
+
+#[test]
 fn chat_template_source_is_capped() {
     let big = format!("{}{CHATML}", " ".repeat(2 << 20));
     rejects_template(&big, "byte cap");

@@ -92,6 +92,8 @@ pub fn render_chat(
     let mut env = minijinja::Environment::new();
     env.set_fuel(Some(fuel));
     env.set_recursion_limit(MAX_RECURSION);
+    // No source kept for debug views (on by default in debug builds).
+    env.set_debug(false);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -104,7 +106,9 @@ pub fn render_chat(
             ))
         },
     );
-    let err = |e: minijinja::Error| Error::Tokenizer(format!("chat template: {e:#}"));
+    // `{e}`, not `{e:#}`: the alternate form renders minijinja's debug view of the source,
+    // which panics on some malformed spans (found by `examples/fuzz_inputs.rs`).
+    let err = |e: minijinja::Error| Error::Tokenizer(format!("chat template: {e}"));
     env.add_template("chat", template).map_err(err)?;
     let ctx = minijinja::context! {
         messages => messages,
