@@ -257,6 +257,89 @@ fn token_ids_are_checked_against_the_model() {
 
 gpu_tests! {
     search_index_rejects_non_finite_vectors => search_index_rejects_non_finite_vectors,
+    generator_checks_ids_and_survives_a_hostile_template => generator_checks_ids_and_survives_a_hostile_template,
+    embedder_refuses_module_paths_outside_the_folder => embedder_refuses_module_paths_outside_the_folder,
+}
+
+/// A tiny random Llama (vocabulary 301) whose tokenizer knows `a`, `b`, `</s>`, `z` with id
+/// `z` and an added token, and whose chat template loops forever on a message `boom`.
+fn tiny_generator_folder(z: u32) -> MemSource {
+    let config = serde_json::json!({
+        "model_type": "llama", "vocab_size": 301, "hidden_size": 96, "intermediate_size": 136,
+        "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 16,
+        "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 64, "tie_word_embeddings": true,
+    });
+    let c: LlamaConfig = serde_json::from_value(config.clone()).unwrap();
+    let (weights, _) = gllm_web::reference::llama::random_checkpoint(&c, 7, 0.25);
+    let tokenizer = format!(
+        r#"{{"version": "1.0", "added_tokens": [{{"id": 4, "content": "<x>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}}],
+          "normalizer": null, "pre_tokenizer": {{"type": "Whitespace"}}, "post_processor": null, "decoder": null,
+          "model": {{"type": "WordLevel", "vocab": {{"[UNK]": 0, "a": 1, "b": 2, "</s>": 3, "z": {z}}}, "unk_token": "[UNK]"}}}}"#
+    );
+    let template = "{% for m in messages %}{% if m.content == 'boom' %}{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{% endif %}{{ m.content }} {% endfor %}";
+    MemSource::new()
+        .with("config.json", config.to_string().into_bytes())
+        .with("tokenizer.json", tokenizer.into_bytes())
+        .with("tokenizer_config.json", serde_json::json!({ "chat_template": template, "eos_token": "</s>" }).to_string().into_bytes())
+        .with("model.safetensors", weights)
+}
+
+async fn generator_checks_ids_and_survives_a_hostile_template(gpu: Gpu) -> Result<(), String> {
+    use gllm_web::{GenerateOptions, Generator, GeneratorOptions, Prompt};
+    // a vocabulary id past the 301 embedding rows: refused at load
+    match Generator::load(&gpu, &tiny_generator_folder(400), GeneratorOptions::default(), &|_| {}).await {
+        Err(Error::Tokenizer(m)) if m.contains("id 400") => {}
+        Err(e) => return Err(format!("expected a tokenizer error on id 400, got {e}")),
+        Ok(_) => return Err("a tokenizer id past the vocabulary was accepted".into()),
+    }
+    let mut g = Generator::load(&gpu, &tiny_generator_folder(300), GeneratorOptions::default(), &|_| {}).await.map_err(|e| e.to_string())?;
+    let opts = GenerateOptions { max_new_tokens: 3, ignore_eos: true, ..Default::default() };
+    let t = std::time::Instant::now();
+    match g.generate(Prompt::Messages(&[ChatMessage::new("user", "boom")]), &opts).await {
+        Err(Error::Tokenizer(m)) if m.contains("budget") => {}
+        other => return Err(format!("the runaway template should run out of its budget, got {:?}", other.map(|g| g.text))),
+    }
+    if t.elapsed().as_secs() > 20 {
+        return Err(format!("rejecting the template took {:?}", t.elapsed()));
+    }
+    // a subnormal temperature: refused before anything runs
+    let subnormal = GenerateOptions { sampling: SamplingConfig { temperature: 1e-40, ..Default::default() }, ..opts.clone() };
+    match g.generate(Prompt::Text("a b"), &subnormal).await {
+        Err(Error::Input(m)) if m.contains("temperature") => {}
+        other => return Err(format!("temperature 1e-40 should be refused, got {:?}", other.map(|g| g.text))),
+    }
+    // the same generator still answers, through the template and without it
+    let out = g.generate(Prompt::Messages(&[ChatMessage::new("user", "a b")]), &opts).await.map_err(|e| e.to_string())?;
+    if out.prompt_ids != [1, 2] || out.tokens.len() != 3 || out.tokens.iter().any(|&t| t >= 301) {
+        return Err(format!("after the rejected template: prompt {:?}, tokens {:?}", out.prompt_ids, out.tokens));
+    }
+    let again = g.generate(Prompt::Text("a b"), &opts).await.map_err(|e| e.to_string())?;
+    if again.tokens != out.tokens {
+        return Err(format!("greedy generation differs: {:?} then {:?}", out.tokens, again.tokens));
+    }
+    Ok(())
+}
+
+async fn embedder_refuses_module_paths_outside_the_folder(gpu: Gpu) -> Result<(), String> {
+    use gllm_web::{EmbedOptions, Embedder};
+    let config = serde_json::json!({
+        "vocab_size": 30, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 64, "max_position_embeddings": 16, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+    });
+    for path in ["../../etc", "/etc", "1_Pooling/../..", "..\\x"] {
+        let modules = serde_json::json!([{ "idx": 1, "name": "1", "path": path, "type": "sentence_transformers.models.Pooling" }]);
+        let src = MemSource::new()
+            .with("config.json", config.to_string().into_bytes())
+            .with("modules.json", modules.to_string().into_bytes())
+            .with(&format!("{path}/config.json"), b"{\"pooling_mode_mean_tokens\": true}".to_vec());
+        match Embedder::load(&gpu, &src, EmbedOptions::default(), &|_| {}).await {
+            Err(Error::Config { file, msg }) if file == "modules.json" && msg.contains("plain folder") => {}
+            Err(e) => return Err(format!("{path}: expected a modules.json error, got {e}")),
+            Ok(_) => return Err(format!("{path}: loaded")),
+        }
+    }
+    Ok(())
 }
 
 async fn search_index_rejects_non_finite_vectors(gpu: Gpu) -> Result<(), String> {
