@@ -419,3 +419,46 @@ fn tokenizer_json_that_panicked_the_tokenizers_crate_is_an_error() {
     let tok = Tokenizer::from_bytes(good.as_bytes(), 16).unwrap();
     assert_eq!(tok.encode_batch(&["b"]).unwrap(), vec![vec![3, 2, 4]]);
 }
+
+// ---- GGUF metadata --------------------------------------------------------------------
+
+#[test]
+fn gguf_metadata_is_typed_and_capped() {
+    use gllm_web::loader::gguf::{serialize, GgufArray, GgufFile, GgufValue, MAX_KEY_BYTES, MAX_NESTED_ARRAYS};
+    let parse = |b: &[u8]| GgufFile::parse("t.gguf", b, b.len() as u64);
+    let fmt_err = |r: gllm_web::Result<GgufFile>, needle: &str| match r {
+        Err(Error::Format { format: "gguf", msg, .. }) => assert!(msg.contains(needle), "error `{msg}` should mention `{needle}`"),
+        Err(e) => panic!("expected a gguf error mentioning `{needle}`, got {e}"),
+        Ok(_) => panic!("expected a gguf error mentioning `{needle}`, got Ok"),
+    };
+    // arrays come back typed, empty ones keep their element type
+    let b = serialize(
+        &[
+            ("bytes", GgufValue::Array(GgufArray::U8(vec![1, 2, 3]))),
+            ("none", GgufValue::Array(GgufArray::I32(vec![]))),
+            ("flags", GgufValue::Array(GgufArray::Bool(vec![true, false]))),
+            ("words", GgufValue::Array(GgufArray::String(["", "é", "xy"].into_iter().collect()))),
+        ],
+        &[],
+    );
+    let g = parse(&b).unwrap();
+    assert_eq!(g.meta_array("bytes").unwrap(), &GgufArray::U8(vec![1, 2, 3]));
+    assert_eq!(g.meta_array("none").unwrap().type_name(), "[INT32]");
+    assert_eq!(g.meta_array("flags").unwrap().get(1), Some(GgufValue::Bool(false)));
+    let words = g.meta_array("words").unwrap().as_strings().unwrap();
+    assert_eq!(words.iter().collect::<Vec<_>>(), ["", "é", "xy"]);
+    assert_eq!(g.meta_array("bytes").unwrap().to_i64s(), Some(vec![1, 2, 3]));
+    // a bool array holding 2
+    let mut bad = serialize(&[("f", GgufValue::Array(GgufArray::Bool(vec![true, false])))], &[]);
+    let at = bad.windows(10).position(|w| w == [2, 0, 0, 0, 0, 0, 0, 0, 1, 0]).unwrap() + 9;
+    bad[at] = 2;
+    fmt_err(parse(&bad), "bool byte 2");
+    // a key past the spec's 65,535 bytes
+    let long = "k".repeat(MAX_KEY_BYTES as usize + 1);
+    fmt_err(parse(&serialize(&[(long.as_str(), GgufValue::U8(1))], &[])), "cap");
+    // more arrays nested in arrays than the cap (each costs fixed memory for 12 bytes read)
+    let many = GgufArray::Array(vec![GgufArray::U8(vec![]); MAX_NESTED_ARRAYS as usize + 1]);
+    fmt_err(parse(&serialize(&[("n", GgufValue::Array(many))], &[])), "nested in arrays");
+    let ok = GgufArray::Array(vec![GgufArray::U8(vec![]); 1000]);
+    assert_eq!(parse(&serialize(&[("n", GgufValue::Array(ok))], &[])).unwrap().meta_array("n").unwrap().len(), 1000);
+}
