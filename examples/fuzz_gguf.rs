@@ -11,38 +11,18 @@
 //! cargo run --example fuzz_gguf -- [SECONDS=60] [SEED=1]
 //! ```
 
-use gllm_web::loader::gguf::{serialize, GgmlType, GgufFile, GgufValue};
+use gllm_web::loader::gguf::{serialize, GgmlType, GgufArray, GgufFile, GgufValue};
 use gllm_web::loader::gguf_hf::{self, GgufModel};
 use gllm_web::tokenizer::gguf::GgufTokenizer;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+#[path = "fuzz/mutate.rs"]
+mod mutate;
+use mutate::{mutate, Rng};
 
 /// Seeds as (bytes, extra file length beyond them: the real header is a prefix of a file).
 fn seeds() -> Vec<(Vec<u8>, u64)> {
     let s = |v: &str| GgufValue::String(v.into());
-    let tokens = GgufValue::Array(
-        ["a", "b", "ab", "<|im_end|>"]
-            .iter()
-            .map(|t| s(t))
-            .collect(),
-    );
+    let tokens = GgufValue::Array(GgufArray::String(["a", "b", "ab", "<|im_end|>"].into_iter().collect()));
     let mut q8 = vec![0u8; 34];
     q8[0] = 0x00;
     q8[1] = 0x3c;
@@ -58,15 +38,10 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
                 ("tokenizer.ggml.model", s("gpt2")),
                 ("tokenizer.ggml.pre", s("smollm")),
                 ("tokenizer.ggml.tokens", tokens.clone()),
-                ("tokenizer.ggml.merges", GgufValue::Array(vec![s("a b")])),
+                ("tokenizer.ggml.merges", GgufValue::Array(GgufArray::String(["a b"].into_iter().collect()))),
                 (
                     "tokenizer.ggml.token_type",
-                    GgufValue::Array(
-                        vec![GgufValue::I32(1); 3]
-                            .into_iter()
-                            .chain([GgufValue::I32(3)])
-                            .collect(),
-                    ),
+                    GgufValue::Array(GgufArray::I32(vec![1, 1, 1, 3])),
                 ),
                 ("tokenizer.ggml.eos_token_id", GgufValue::U32(3)),
                 (
@@ -96,7 +71,7 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
                 ("f64", GgufValue::F64(2.5)),
                 (
                     "nested",
-                    GgufValue::Array(vec![GgufValue::Array(vec![s("x")])]),
+                    GgufValue::Array(GgufArray::Array(vec![GgufArray::String(["x"].into_iter().collect())])),
                 ),
             ],
             &[
@@ -116,73 +91,6 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
         println!("seed: real SmolLM2 header ({n} bytes of {})", bytes.len());
     }
     out
-}
-
-const INTERESTING: [u64; 12] = [
-    0,
-    1,
-    2,
-    3,
-    4,
-    31,
-    32,
-    255,
-    0x7fff_ffff,
-    0xffff_ffff,
-    1 << 40,
-    u64::MAX,
-];
-
-fn mutate(rng: &mut Rng, d: &mut Vec<u8>) {
-    for _ in 0..1 + rng.below(6) {
-        let len = d.len();
-        match rng.below(9) {
-            0 if len > 0 => {
-                let i = rng.below(len);
-                d[i] ^= 1 << rng.below(8);
-            }
-            1 if len > 0 => {
-                let i = rng.below(len);
-                d[i] = rng.next() as u8;
-            }
-            2 if len >= 4 => {
-                let i = rng.below(len - 3);
-                let v = INTERESTING[rng.below(INTERESTING.len())] as u32;
-                d[i..i + 4].copy_from_slice(&v.to_le_bytes());
-            }
-            3 if len >= 8 => {
-                let i = rng.below(len - 7);
-                let v = INTERESTING[rng.below(INTERESTING.len())].wrapping_add(rng.below(3) as u64);
-                d[i..i + 8].copy_from_slice(&v.to_le_bytes());
-            }
-            4 => d.truncate(rng.below(len + 1)),
-            5 => {
-                let i = rng.below(len + 1);
-                let n = 1 + rng.below(16);
-                let ins: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-                d.splice(i..i, ins);
-            }
-            6 if len > 0 => {
-                let i = rng.below(len);
-                let n = 1 + rng.below((len - i).min(64));
-                d.drain(i..i + n);
-            }
-            7 if len > 0 => {
-                let i = rng.below(len);
-                let n = 1 + rng.below((len - i).min(64));
-                let chunk = d[i..i + n].to_vec();
-                let j = rng.below(len + 1);
-                d.splice(j..j, chunk);
-            }
-            // a u64 length field 8 bytes before a printable run: target string lengths
-            _ if len >= 8 => {
-                let i = rng.below(len - 7);
-                let v = (rng.next() % (len as u64 * 2 + 2)).to_le_bytes();
-                d[i..i + 8].copy_from_slice(&v);
-            }
-            _ => {}
-        }
-    }
 }
 
 /// Everything a loader does with a parsed header.

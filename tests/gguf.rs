@@ -11,7 +11,7 @@
 
 mod common;
 
-use gllm_web::loader::gguf::{serialize, GgmlType, GgufFile, GgufValue};
+use gllm_web::loader::gguf::{serialize, GgmlType, GgufArray, GgufFile, GgufValue};
 use gllm_web::loader::gguf_hf::{self, ConvertDType, GgufModel};
 use gllm_web::loader::{MemSource, Source};
 use gllm_web::tokenizer::chat::{render_chat, ChatMessage};
@@ -60,17 +60,11 @@ fn sample() -> Vec<u8> {
             ("a.bool", GgufValue::Bool(true)),
             (
                 "a.strings",
-                GgufValue::Array(vec![
-                    GgufValue::String("x y".into()),
-                    GgufValue::String("é".into()),
-                ]),
+                GgufValue::Array(GgufArray::String(["x y", "é"].into_iter().collect())),
             ),
             (
                 "a.nested",
-                GgufValue::Array(vec![GgufValue::Array(vec![
-                    GgufValue::I32(1),
-                    GgufValue::I32(-2),
-                ])]),
+                GgufValue::Array(GgufArray::Array(vec![GgufArray::I32(vec![1, -2])])),
             ),
         ],
         &[
@@ -114,10 +108,13 @@ fn synthetic_file_roundtrips() {
     assert_eq!(g.meta("a.f64").and_then(|v| v.as_f64()), Some(0.25));
     assert_eq!(g.meta("a.bool").and_then(|v| v.as_bool()), Some(true));
     let s = g.meta_array("a.strings").unwrap();
-    assert_eq!(s[1].as_str(), Some("é"));
+    assert_eq!(s.as_strings().and_then(|s| s.get(1)), Some("é"));
+    assert_eq!(s.type_name(), "[STRING]");
+    let nested = g.meta_array("a.nested").unwrap();
+    assert_eq!(nested.type_name(), "[[INT32]]");
     assert_eq!(
-        g.meta_array("a.nested").unwrap()[0].as_array().unwrap()[1],
-        GgufValue::I32(-2)
+        nested.get(0).and_then(|a| a.as_array().and_then(|a| a.get(1))),
+        Some(GgufValue::I32(-2))
     );
     let w = g.tensor("w").unwrap();
     assert_eq!(
@@ -303,11 +300,11 @@ fn corrupt_shapes_and_metadata() {
     let at = find(&b, b"k") + 1;
     b[at..at + 4].copy_from_slice(&77u32.to_le_bytes());
     expect_format_err(parse(&b), "unknown value type 77");
-    let mut deep = GgufValue::U8(1);
+    let mut deep = GgufArray::U8(vec![1]);
     for _ in 0..6 {
-        deep = GgufValue::Array(vec![deep]);
+        deep = GgufArray::Array(vec![deep]);
     }
-    expect_format_err(parse(&serialize(&[("k", deep)], &[])), "nested deeper");
+    expect_format_err(parse(&serialize(&[("k", GgufValue::Array(deep))], &[])), "nested deeper");
     // non-UTF-8 string
     let mut b = serialize(&[("k", GgufValue::String("ab".into()))], &[]);
     let at = find(&b, b"ab");

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
 use crate::kernels::{norm, pool};
 use crate::engine::LoadOptions;
-use crate::loader::{read_json, read_json_optional, Progress, Source, Weights};
+use crate::loader::{read_json, read_json_optional, read_whole, Progress, Source, Weights};
 use crate::models::bert::{BertConfig, BertInput, BertModel};
 use crate::nn::{load_weights, VarBuilder};
 use crate::tokenizer::Tokenizer;
@@ -131,7 +131,7 @@ impl Embedder {
         if let Some(modules) = &modules {
             normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
             if let Some(m) = modules.iter().find(|m| m.kind.ends_with(".Pooling")) {
-                let file = format!("{}/config.json", m.path);
+                let file = crate::loader::module_file(&m.path, "config.json")?;
                 let p: StPooling = read_json(src, &file).await?;
                 pooling = match (p.pooling_mode_mean_tokens, p.pooling_mode_cls_token) {
                     (true, false) => Pooling::Mean,
@@ -156,7 +156,8 @@ impl Embedder {
         }
 
         progress(Progress::Initiate { file: "tokenizer.json".into() });
-        let tokenizer = Tokenizer::from_bytes(&src.read("tokenizer.json").await?, max_length)?;
+        let tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, max_length)?;
+        tokenizer.check_ids(config.vocab_size, None)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
 
         // `model.safetensors`, or the shards of `model.safetensors.index.json`, streamed in

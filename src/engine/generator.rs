@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, Recording, U32Slot};
 use crate::kernels::sample::{sample, SamplingConfig};
 use crate::engine::LoadOptions;
-use crate::loader::{read_json, read_json_optional, Progress, Source, Weights};
+use crate::loader::{read_json, read_json_optional, read_whole, Progress, Source, Weights};
 use crate::models::llama::{KvCache, LlamaConfig, LlamaModel};
 use crate::nn::{load_weights, LoadDType, VarBuilder};
 use crate::tokenizer::gguf::GgufTokenizer;
@@ -212,11 +212,12 @@ impl Generator {
                 let tok_cfg: TokenizerConfig = read_json_optional(src, "tokenizer_config.json").await?.unwrap_or_default();
                 let eos_ids = gen_cfg.and_then(|g| g.eos_token_id).map(|v| ids_of(&v)).unwrap_or_default();
                 progress(Progress::Initiate { file: "tokenizer.json".into() });
-                let tokenizer = Tokenizer::from_bytes(&src.read("tokenizer.json").await?, config.max_position_embeddings)?;
+                let tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, config.max_position_embeddings)?;
                 progress(Progress::Done { file: "tokenizer.json".into() });
                 (config, tokenizer, tok_cfg, eos_ids)
             }
         };
+        tokenizer.check_ids(config.vocab_size, None)?;
         let eos_token = token_str(&tok_cfg.eos_token);
         if eos_ids.is_empty() {
             eos_ids.extend(tokenizer.token_to_id(&eos_token));

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu};
 use crate::engine::LoadOptions;
-use crate::loader::{read_json, Progress, Source, Weights};
+use crate::loader::{read_json, read_whole, Progress, Source, Weights};
 use crate::models::bert::{BertConfig, BertForSequenceClassification, BertInput};
 use crate::nn::{load_weights, VarBuilder};
 use crate::tokenizer::Tokenizer;
@@ -80,7 +80,8 @@ impl Reranker {
         }
         let max_length = opts.max_length.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
         progress(Progress::Initiate { file: "tokenizer.json".into() });
-        let tokenizer = Tokenizer::for_pairs(&src.read("tokenizer.json").await?, max_length)?;
+        let tokenizer = Tokenizer::for_pairs(&read_whole(src, "tokenizer.json").await?, max_length)?;
+        tokenizer.check_ids(config.vocab_size, Some(config.type_vocab_size))?;
         progress(Progress::Done { file: "tokenizer.json".into() });
         // One file or shards, streamed and checked against `gllm-manifest.json` when present.
         let weights = Weights::open(src, opts.load.weights.as_deref()).await?;

@@ -182,10 +182,14 @@ impl SearchIndex {
         Ok(first as u32)
     }
 
-    /// Adds host vectors, row-major `[n, dim]`.
+    /// Adds host vectors, row-major `[n, dim]`. Each must be finite, with a squared norm
+    /// that f32 can hold ([`Error::Input`] naming the row otherwise; the index is unchanged).
     pub fn add(&mut self, data: &[f32]) -> Result<u32> {
         if data.len() % self.dim != 0 {
             return Err(Error::Input(format!("{} values are not a whole number of {}-wide vectors", data.len(), self.dim)));
+        }
+        for (i, row) in data.chunks_exact(self.dim).enumerate() {
+            check_finite(row).map_err(|m| Error::Input(format!("vector {i}: {m}")))?;
         }
         let n = data.len() / self.dim;
         if n == 0 {
@@ -262,6 +266,7 @@ impl SearchIndex {
         if query.len() != self.dim {
             return Err(Error::Input(format!("query of length {} does not match the index dimension {}", query.len(), self.dim)));
         }
+        check_finite(query).map_err(|m| Error::Input(format!("query: {m}")))?;
         let q = self.gpu.upload_f32(query, &[self.dim])?;
         self.search_tensor(&q, k, mode).await
     }
@@ -295,4 +300,18 @@ impl SearchIndex {
         index.add(&data)?;
         Ok(index)
     }
+}
+
+/// Why a host vector cannot be normalised meaningfully: a NaN or infinite element (it would
+/// outrank every real hit, or give NaN scores), or a squared norm past f32's range (it would
+/// normalise to zeros).
+fn check_finite(v: &[f32]) -> std::result::Result<(), String> {
+    if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+        return Err(format!("element {j} is {}; vectors must be finite", v[j]));
+    }
+    let sq: f64 = v.iter().map(|&x| x as f64 * x as f64).sum();
+    if sq > f32::MAX as f64 {
+        return Err(format!("squared norm {sq:e} exceeds the f32 range"));
+    }
+    Ok(())
 }

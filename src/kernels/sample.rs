@@ -49,18 +49,26 @@ impl Default for SamplingConfig {
     }
 }
 
+/// Smallest nonzero temperature: below it `logit / temperature` overflows f32 (a
+/// subnormal temperature made every score infinite and picked token 0).
+pub const MIN_TEMPERATURE: f32 = 1e-3;
+/// Smallest repetition penalty, for the same reason (the kernel divides by it).
+pub const MIN_REPETITION_PENALTY: f32 = 1e-3;
+
 impl SamplingConfig {
-    /// Rejects values with no meaning (NaN, top_p outside (0, 1], penalty <= 0).
+    /// Rejects values with no meaning (NaN or infinite values, a temperature that is neither
+    /// 0 nor at least [`MIN_TEMPERATURE`], top_p outside (0, 1], a penalty below
+    /// [`MIN_REPETITION_PENALTY`]).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Input(m));
-        if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad(format!("temperature {} must be >= 0", self.temperature));
+        if !(self.temperature == 0.0 || (self.temperature.is_finite() && self.temperature >= MIN_TEMPERATURE)) {
+            return bad(format!("temperature {} must be 0 (greedy) or a finite value >= {MIN_TEMPERATURE}", self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p {} must be in (0, 1]", self.top_p));
         }
-        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return bad(format!("repetition_penalty {} must be > 0", self.repetition_penalty));
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty >= MIN_REPETITION_PENALTY) {
+            return bad(format!("repetition_penalty {} must be finite and >= {MIN_REPETITION_PENALTY}", self.repetition_penalty));
         }
         Ok(())
     }

@@ -47,7 +47,7 @@ fn bad_manifest(msg: impl Into<String>) -> Error {
 
 /// A JSON object read as its (key, value) pairs in order, so a key given twice is seen
 /// (serde's maps keep only the last).
-struct Entries<V>(Vec<(String, V)>);
+pub(crate) struct Entries<V>(pub(crate) Vec<(String, V)>);
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -71,7 +71,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
 
 /// Reads a small JSON file whole, refusing one longer than `cap` (by its reported length and
 /// by what arrives).
-async fn read_capped<S: Source>(src: &S, file: &str, cap: u64, bad: fn(String) -> Error) -> Result<Vec<u8>> {
+pub(crate) async fn read_capped<S: Source>(src: &S, file: &str, cap: u64, bad: impl Fn(String) -> Error) -> Result<Vec<u8>> {
     let n = src.len(file).await?;
     if n > cap {
         return Err(bad(format!("{n} bytes exceeds the {cap}-byte cap")));
@@ -85,7 +85,7 @@ async fn read_capped<S: Source>(src: &S, file: &str, cap: u64, bad: fn(String) -
 
 /// Whether `name` is a plain file name: 1–255 of `A–Z a–z 0–9 . _ -`, not starting with `.`
 /// (so no separators, no `..`, no absolute paths, nothing a URL would reinterpret).
-fn plain_file_name(name: &str) -> bool {
+pub(crate) fn plain_file_name(name: &str) -> bool {
     (1..=255).contains(&name.len())
         && !name.starts_with('.')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))

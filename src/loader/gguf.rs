@@ -12,8 +12,6 @@
 //! [`Error::Format`] with `format: "gguf"`; nothing here panics on any input (the fuzz
 //! example `examples/fuzz_gguf.rs` checks that).
 
-use std::collections::BTreeMap;
-
 use super::Source;
 use crate::error::{Error, Result};
 
@@ -28,6 +26,11 @@ pub const MAX_KV: u64 = 1 << 16;
 pub const MAX_TENSORS: u64 = 1 << 16;
 /// Arrays of arrays: at most this deep.
 const MAX_DEPTH: usize = 4;
+/// Most arrays nested inside arrays in one file (each costs a fixed ~56 bytes of memory for
+/// 12 bytes read; real files have none).
+pub const MAX_NESTED_ARRAYS: u64 = 1 << 16;
+/// Longest metadata key (the GGUF spec: at most 2^16 - 1 bytes).
+pub const MAX_KEY_BYTES: u64 = (1 << 16) - 1;
 /// ggml tensors have at most 4 dimensions.
 const MAX_DIMS: u32 = 4;
 /// First read when the header length is still unknown.
@@ -176,10 +179,178 @@ pub enum GgufValue {
     F32(f32),
     Bool(bool),
     String(String),
-    Array(Vec<GgufValue>),
+    Array(GgufArray),
     U64(u64),
     I64(i64),
     F64(f64),
+}
+
+/// A metadata array, stored typed so its memory is proportional to the bytes read: `n`
+/// elements of a fixed-size type take `n` times its size (a `[UINT8]` one byte each, not a
+/// 32-byte [`GgufValue`] each), strings share one buffer plus a 4-byte end offset each
+/// (their 8-byte length prefixes are not kept).
+#[derive(Debug, Clone, PartialEq)]
+pub enum GgufArray {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+    Bool(Vec<bool>),
+    String(GgufStrings),
+    /// Arrays of arrays (rare; their number is capped by [`MAX_NESTED_ARRAYS`]).
+    Array(Vec<GgufArray>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+}
+
+/// The strings of a `[STRING]` array: their bytes back to back and where each ends.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GgufStrings {
+    data: String,
+    ends: Vec<u32>,
+}
+
+impl GgufStrings {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.data.get(start..end)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+    /// Appends `s` (its end offset must fit `u32`, as it does for any header under
+    /// [`MAX_HEADER_BYTES`]; `false` otherwise, and nothing is appended).
+    pub fn push(&mut self, s: &str) -> bool {
+        match u32::try_from(self.data.len() + s.len()) {
+            Ok(end) => {
+                self.data.push_str(s);
+                self.ends.push(end);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl<'a> FromIterator<&'a str> for GgufStrings {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> Self {
+        let mut out = Self::default();
+        for s in iter {
+            out.push(s);
+        }
+        out
+    }
+}
+
+impl GgufArray {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::U8(v) => v.len(),
+            Self::I8(v) => v.len(),
+            Self::U16(v) => v.len(),
+            Self::I16(v) => v.len(),
+            Self::U32(v) => v.len(),
+            Self::I32(v) => v.len(),
+            Self::F32(v) => v.len(),
+            Self::Bool(v) => v.len(),
+            Self::String(v) => v.len(),
+            Self::Array(v) => v.len(),
+            Self::U64(v) => v.len(),
+            Self::I64(v) => v.len(),
+            Self::F64(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Element `i` as a value (strings and nested arrays are copied).
+    pub fn get(&self, i: usize) -> Option<GgufValue> {
+        Some(match self {
+            Self::U8(v) => GgufValue::U8(*v.get(i)?),
+            Self::I8(v) => GgufValue::I8(*v.get(i)?),
+            Self::U16(v) => GgufValue::U16(*v.get(i)?),
+            Self::I16(v) => GgufValue::I16(*v.get(i)?),
+            Self::U32(v) => GgufValue::U32(*v.get(i)?),
+            Self::I32(v) => GgufValue::I32(*v.get(i)?),
+            Self::F32(v) => GgufValue::F32(*v.get(i)?),
+            Self::Bool(v) => GgufValue::Bool(*v.get(i)?),
+            Self::String(v) => GgufValue::String(v.get(i)?.to_string()),
+            Self::Array(v) => GgufValue::Array(v.get(i)?.clone()),
+            Self::U64(v) => GgufValue::U64(*v.get(i)?),
+            Self::I64(v) => GgufValue::I64(*v.get(i)?),
+            Self::F64(v) => GgufValue::F64(*v.get(i)?),
+        })
+    }
+    /// The strings of a `[STRING]` array.
+    pub fn as_strings(&self) -> Option<&GgufStrings> {
+        match self {
+            Self::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// The elements of an array of any integer type as `i64` (`None` for other types or a
+    /// `u64` past `i64::MAX`).
+    pub fn to_i64s(&self) -> Option<Vec<i64>> {
+        match self {
+            Self::U8(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Self::I8(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Self::U16(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Self::I16(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Self::U32(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Self::I32(v) => Some(v.iter().map(|&x| x as i64).collect()),
+            Self::I64(v) => Some(v.clone()),
+            Self::U64(v) => v.iter().map(|&x| i64::try_from(x).ok()).collect(),
+            _ => None,
+        }
+    }
+    /// The on-disk type id of the elements.
+    fn elem_type_id(&self) -> u32 {
+        match self {
+            Self::U8(_) => 0,
+            Self::I8(_) => 1,
+            Self::U16(_) => 2,
+            Self::I16(_) => 3,
+            Self::U32(_) => 4,
+            Self::I32(_) => 5,
+            Self::F32(_) => 6,
+            Self::Bool(_) => 7,
+            Self::String(_) => 8,
+            Self::Array(_) => 9,
+            Self::U64(_) => 10,
+            Self::I64(_) => 11,
+            Self::F64(_) => 12,
+        }
+    }
+    /// The GGUF type name (`[STRING]`, `[[INT32]]`).
+    pub fn type_name(&self) -> String {
+        let elem = match self {
+            Self::Array(a) => a.first().map(|a| a.type_name()).unwrap_or_else(|| "ARRAY".into()),
+            other => GgufValue::scalar_type_name(other.elem_type_id()).to_string(),
+        };
+        format!("[{elem}]")
+    }
+    /// As JSON; arrays longer than `max_array` summarised (see [`GgufValue::to_json`]).
+    pub fn to_json(&self, max_array: usize) -> serde_json::Value {
+        use serde_json::json;
+        let n = self.len();
+        let items = |k: usize| (0..k).filter_map(|i| self.get(i)).map(|v| v.to_json(max_array)).collect::<Vec<_>>();
+        if n > max_array {
+            json!({ "type": self.type_name(), "len": n, "first": items(n.min(8)) })
+        } else {
+            serde_json::Value::Array(items(n))
+        }
+    }
 }
 
 impl GgufValue {
@@ -225,32 +396,58 @@ impl GgufValue {
             _ => None,
         }
     }
-    pub fn as_array(&self) -> Option<&[GgufValue]> {
+    pub fn as_array(&self) -> Option<&GgufArray> {
         match self {
             Self::Array(a) => Some(a),
             _ => None,
         }
     }
+    fn scalar_type_name(id: u32) -> &'static str {
+        match id {
+            0 => "UINT8",
+            1 => "INT8",
+            2 => "UINT16",
+            3 => "INT16",
+            4 => "UINT32",
+            5 => "INT32",
+            6 => "FLOAT32",
+            7 => "BOOL",
+            8 => "STRING",
+            10 => "UINT64",
+            11 => "INT64",
+            12 => "FLOAT64",
+            _ => "ARRAY",
+        }
+    }
+    /// The on-disk type id.
+    fn type_id(&self) -> u32 {
+        match self {
+            Self::U8(_) => 0,
+            Self::I8(_) => 1,
+            Self::U16(_) => 2,
+            Self::I16(_) => 3,
+            Self::U32(_) => 4,
+            Self::I32(_) => 5,
+            Self::F32(_) => 6,
+            Self::Bool(_) => 7,
+            Self::String(_) => 8,
+            Self::Array(_) => 9,
+            Self::U64(_) => 10,
+            Self::I64(_) => 11,
+            Self::F64(_) => 12,
+        }
+    }
     /// The GGUF type name (`UINT32`, `STRING`, `[STRING]`).
     pub fn type_name(&self) -> String {
         match self {
-            Self::U8(_) => "UINT8".into(),
-            Self::I8(_) => "INT8".into(),
-            Self::U16(_) => "UINT16".into(),
-            Self::I16(_) => "INT16".into(),
-            Self::U32(_) => "UINT32".into(),
-            Self::I32(_) => "INT32".into(),
-            Self::F32(_) => "FLOAT32".into(),
-            Self::Bool(_) => "BOOL".into(),
-            Self::String(_) => "STRING".into(),
-            Self::U64(_) => "UINT64".into(),
-            Self::I64(_) => "INT64".into(),
-            Self::F64(_) => "FLOAT64".into(),
-            Self::Array(a) => format!("[{}]", a.first().map(|v| v.type_name()).unwrap_or_default()),
+            Self::Array(a) => a.type_name(),
+            v => Self::scalar_type_name(v.type_id()).to_string(),
         }
     }
     /// As JSON. Arrays longer than `max_array` are summarised as
-    /// `{"type", "len", "first": [...]}` (`usize::MAX` writes everything).
+    /// `{"type", "len", "first": [...]}`, and unless `max_array` is `usize::MAX` (everything
+    /// written), strings longer than [`JSON_STRING_SUMMARY`] bytes as
+    /// `{"type": "STRING", "len", "first": "<its first 1 KiB>"}`.
     pub fn to_json(&self, max_array: usize) -> serde_json::Value {
         use serde_json::json;
         match self {
@@ -265,18 +462,18 @@ impl GgufValue {
             Self::F32(v) => json!(v),
             Self::F64(v) => json!(v),
             Self::Bool(v) => json!(v),
-            Self::String(s) => json!(s),
-            Self::Array(a) if a.len() > max_array => json!({
-                "type": self.type_name(),
-                "len": a.len(),
-                "first": a.iter().take(8).map(|v| v.to_json(max_array)).collect::<Vec<_>>(),
-            }),
-            Self::Array(a) => {
-                serde_json::Value::Array(a.iter().map(|v| v.to_json(max_array)).collect())
+            Self::String(s) if max_array != usize::MAX && s.len() > JSON_STRING_SUMMARY => {
+                let cut = (0..=1024).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                json!({ "type": "STRING", "len": s.len(), "first": &s[..cut] })
             }
+            Self::String(s) => json!(s),
+            Self::Array(a) => a.to_json(max_array),
         }
     }
 }
+
+/// Strings longer than this are summarised by a non-`usize::MAX` [`GgufValue::to_json`].
+pub const JSON_STRING_SUMMARY: usize = 64 << 10;
 
 /// One tensor of a GGUF file.
 #[derive(Debug, Clone, PartialEq)]
@@ -313,8 +510,10 @@ pub struct GgufFile {
     pub data_start: u64,
     pub metadata: Vec<(String, GgufValue)>,
     pub tensors: Vec<GgufTensorInfo>,
-    meta_index: BTreeMap<String, usize>,
-    tensor_index: BTreeMap<String, usize>,
+    /// Positions in `metadata` / `tensors` sorted by name (binary search; no copy of the
+    /// names, which may be long).
+    meta_index: Vec<u32>,
+    tensor_index: Vec<u32>,
     /// The first byte not hashed into `header_sha256`: the data region's start, or the end
     /// of the bytes parsed when they stop short of it (alignment padding).
     pub hashed_len: u64,
@@ -349,6 +548,28 @@ struct Cursor<'a> {
     pos: usize,
     /// Bytes left in the whole file from `buf[0]`, for "longer than the file" checks.
     file_left: u64,
+    /// Arrays read inside arrays so far (capped by [`MAX_NESTED_ARRAYS`]).
+    nested: u64,
+}
+
+/// `N` little-endian bytes from the start of `c` (callers pass exact chunks).
+fn le<const N: usize>(c: &[u8]) -> [u8; N] {
+    std::array::from_fn(|i| c[i])
+}
+
+/// Positions `0..n` sorted by `key`, or the first name that appears twice.
+fn sorted_index<'a>(n: usize, key: impl Fn(usize) -> &'a str) -> Result<Vec<u32>, &'a str> {
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    idx.sort_unstable_by(|&a, &b| key(a as usize).cmp(key(b as usize)));
+    match idx.windows(2).find(|w| key(w[0] as usize) == key(w[1] as usize)) {
+        Some(w) => Err(key(w[0] as usize)),
+        None => Ok(idx),
+    }
+}
+
+/// The position in `idx` (sorted by `key`) of `name`.
+fn lookup<'a>(idx: &[u32], name: &str, key: impl Fn(usize) -> &'a str) -> Option<usize> {
+    idx.binary_search_by(|&i| key(i as usize).cmp(name)).ok().map(|j| idx[j] as usize)
 }
 
 impl<'a> Cursor<'a> {
@@ -420,47 +641,108 @@ impl<'a> Cursor<'a> {
                 }
             },
             8 => GgufValue::String(self.string(what)?),
-            9 => {
-                if depth >= MAX_DEPTH {
-                    return Err(Stop::Bad(format!(
-                        "{what}: arrays nested deeper than {MAX_DEPTH}"
-                    )));
-                }
-                let elem = self.u32(what)?;
-                let n = self.u64(what)?;
-                if n > MAX_ARRAY_LEN {
-                    return Err(Stop::Bad(format!(
-                        "{what}: array length {n} exceeds the cap of {MAX_ARRAY_LEN}"
-                    )));
-                }
-                // Every element takes at least one byte (strings 8): a length the rest of
-                // the file cannot hold is rejected before allocating.
-                let min = match elem {
-                    0 | 1 | 7 => 1,
-                    2 | 3 => 2,
-                    4..=6 => 4,
-                    8 | 10 | 11 | 12 => 8,
-                    9 => 12,
-                    t => return Err(Stop::Bad(format!("{what}: unknown array element type {t}"))),
-                };
-                if n.saturating_mul(min) > self.remaining_in_file() {
-                    return Err(Stop::Bad(format!(
-                        "{what}: array of {n} elements needs at least {} bytes but only {} are left in the file",
-                        n.saturating_mul(min),
-                        self.remaining_in_file()
-                    )));
-                }
-                let mut v = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    v.push(self.value(elem, what, depth + 1)?);
-                }
-                GgufValue::Array(v)
-            }
+            9 => GgufValue::Array(self.array(what, depth)?),
             10 => GgufValue::U64(self.u64(what)?),
             11 => GgufValue::I64(i64::from_le_bytes(self.arr(what)?)),
             12 => GgufValue::F64(f64::from_le_bytes(self.arr(what)?)),
             t => return Err(Stop::Bad(format!("{what}: unknown value type {t}"))),
         })
+    }
+}
+
+impl Cursor<'_> {
+    /// An array value (element type, length, elements) at nesting `depth`.
+    fn array(&mut self, what: &str, depth: usize) -> Result<GgufArray, Stop> {
+        if depth >= MAX_DEPTH {
+            return Err(Stop::Bad(format!("{what}: arrays nested deeper than {MAX_DEPTH}")));
+        }
+        let elem = self.u32(what)?;
+        let n = self.u64(what)?;
+        if n > MAX_ARRAY_LEN {
+            return Err(Stop::Bad(format!("{what}: array length {n} exceeds the cap of {MAX_ARRAY_LEN}")));
+        }
+        // Every element takes at least one byte (strings 8): a length the rest of the file
+        // cannot hold is rejected before allocating.
+        let min = match elem {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4..=6 => 4,
+            8 | 10 | 11 | 12 => 8,
+            9 => 12,
+            t => return Err(Stop::Bad(format!("{what}: unknown array element type {t}"))),
+        };
+        if n.saturating_mul(min) > self.remaining_in_file() {
+            return Err(Stop::Bad(format!(
+                "{what}: array of {n} elements needs at least {} bytes but only {} are left in the file",
+                n.saturating_mul(min),
+                self.remaining_in_file()
+            )));
+        }
+        // Fixed-size elements: one exact allocation from one slice.
+        macro_rules! fixed {
+            ($variant:ident, $t:ty) => {{
+                let b = self.take(n * min, what)?;
+                GgufArray::$variant(b.chunks_exact(min as usize).map(|c| <$t>::from_le_bytes(le(c))).collect())
+            }};
+        }
+        Ok(match elem {
+            0 => GgufArray::U8(self.take(n, what)?.to_vec()),
+            1 => GgufArray::I8(self.take(n, what)?.iter().map(|&b| b as i8).collect()),
+            2 => fixed!(U16, u16),
+            3 => fixed!(I16, i16),
+            4 => fixed!(U32, u32),
+            5 => fixed!(I32, i32),
+            6 => fixed!(F32, f32),
+            7 => {
+                let b = self.take(n, what)?;
+                if let Some(x) = b.iter().find(|&&x| x > 1) {
+                    return Err(Stop::Bad(format!("{what}: bool byte {x} is neither 0 nor 1")));
+                }
+                GgufArray::Bool(b.iter().map(|&x| x == 1).collect())
+            }
+            8 => GgufArray::String(self.strings(n, what)?),
+            9 => {
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    self.nested += 1;
+                    if self.nested > MAX_NESTED_ARRAYS {
+                        return Err(Stop::Bad(format!("{what}: more than {MAX_NESTED_ARRAYS} arrays nested in arrays")));
+                    }
+                    v.push(self.array(what, depth + 1)?);
+                }
+                GgufArray::Array(v)
+            }
+            10 => fixed!(U64, u64),
+            11 => fixed!(I64, i64),
+            _ => fixed!(F64, f64),
+        })
+    }
+
+    /// `n` strings into one exactly sized buffer: a first pass reads the lengths, a second
+    /// copies the bytes.
+    fn strings(&mut self, n: u64, what: &str) -> Result<GgufStrings, Stop> {
+        let start = self.pos;
+        let mut total = 0u64;
+        for _ in 0..n {
+            let len = self.u64(what)?;
+            if len > MAX_STRING_BYTES {
+                return Err(Stop::Bad(format!("{what}: string length {len} exceeds the {MAX_STRING_BYTES}-byte cap")));
+            }
+            self.take(len, what)?;
+            total += len;
+        }
+        if total > u32::MAX as u64 {
+            return Err(Stop::Bad(format!("{what}: {total} bytes of strings exceed 4 GiB")));
+        }
+        self.pos = start;
+        let mut out = GgufStrings { data: String::with_capacity(total as usize), ends: Vec::with_capacity(n as usize) };
+        for _ in 0..n {
+            let len = self.u64(what)?;
+            let b = self.take(len, what)?;
+            let s = std::str::from_utf8(b).map_err(|_| Stop::Bad(format!("{what}: string is not UTF-8")))?;
+            out.push(s);
+        }
+        Ok(out)
     }
 }
 
@@ -513,6 +795,7 @@ impl GgufFile {
             buf,
             pos: 0,
             file_left: file_len,
+            nested: 0,
         };
         let magic = c.arr::<4>("magic")?;
         if &magic != b"GGUF" {
@@ -551,18 +834,20 @@ impl GgufFile {
                 "metadata count {n_kv} exceeds the cap of {MAX_KV}"
             )));
         }
-        let mut metadata = Vec::with_capacity(n_kv.min(1024) as usize);
-        let mut meta_index = BTreeMap::new();
+        let mut metadata: Vec<(String, GgufValue)> = Vec::with_capacity(n_kv.min(1024) as usize);
         for i in 0..n_kv {
+            let at = c.pos;
             let key = c.string(&format!("metadata key {i}"))?;
+            if key.len() as u64 > MAX_KEY_BYTES {
+                return Err(Stop::Bad(format!("metadata key {i} at offset {at}: {} bytes exceeds the {MAX_KEY_BYTES}-byte cap", key.len())));
+            }
             let ty = c.u32(&format!("type of {key}"))?;
             let v = c.value(ty, &key, 0)?;
-            if meta_index.insert(key.clone(), metadata.len()).is_some() {
-                return Err(Stop::Bad(format!("duplicate metadata key {key}")));
-            }
             metadata.push((key, v));
         }
-        let alignment = match meta_index.get("general.alignment").map(|&i| &metadata[i].1) {
+        let meta_index = sorted_index(metadata.len(), |i| metadata[i].0.as_str())
+            .map_err(|k| Stop::Bad(format!("duplicate metadata key {k}")))?;
+        let alignment = match lookup(&meta_index, "general.alignment", |i| metadata[i].0.as_str()).map(|i| &metadata[i].1) {
             None => 32,
             Some(GgufValue::U32(a)) if a.is_power_of_two() && *a <= (1 << 20) => *a as u64,
             Some(v) => {
@@ -579,7 +864,6 @@ impl GgufFile {
             offset: u64,
         }
         let mut raw = Vec::with_capacity(n_tensors.min(4096) as usize);
-        let mut tensor_index = BTreeMap::new();
         for i in 0..n_tensors {
             let name = c.string(&format!("tensor {i} name"))?;
             let n_dims = c.u32(&format!("tensor {name} rank"))?;
@@ -595,9 +879,6 @@ impl GgufFile {
             let ty = GgmlType::from_id(ty_id)
                 .ok_or_else(|| Stop::Bad(format!("tensor {name}: unknown tensor type {ty_id}")))?;
             let offset = c.u64(&format!("tensor {name} offset"))?;
-            if tensor_index.insert(name.clone(), raw.len()).is_some() {
-                return Err(Stop::Bad(format!("duplicate tensor name {name}")));
-            }
             raw.push(Raw {
                 name,
                 dims,
@@ -605,6 +886,8 @@ impl GgufFile {
                 offset,
             });
         }
+        let tensor_index = sorted_index(raw.len(), |i| raw[i].name.as_str())
+            .map_err(|n| Stop::Bad(format!("duplicate tensor name {n}")))?;
         let data_start = (c.pos as u64).next_multiple_of(alignment);
         if data_start > file_len {
             return Err(Stop::Bad(format!(
@@ -677,7 +960,7 @@ impl GgufFile {
 
     /// A metadata value.
     pub fn meta(&self, key: &str) -> Option<&GgufValue> {
-        self.meta_index.get(key).map(|&i| &self.metadata[i].1)
+        lookup(&self.meta_index, key, |i| self.metadata[i].0.as_str()).map(|i| &self.metadata[i].1)
     }
     fn meta_err(&self, key: &str, what: &str) -> Error {
         match self.meta(key) {
@@ -703,7 +986,7 @@ impl GgufFile {
             .and_then(GgufValue::as_str)
             .ok_or_else(|| self.meta_err(key, "a string"))
     }
-    pub fn meta_array(&self, key: &str) -> Result<&[GgufValue]> {
+    pub fn meta_array(&self, key: &str) -> Result<&GgufArray> {
         self.meta(key)
             .and_then(GgufValue::as_array)
             .ok_or_else(|| self.meta_err(key, "an array"))
@@ -714,9 +997,8 @@ impl GgufFile {
     }
 
     pub fn tensor(&self, name: &str) -> Result<&GgufTensorInfo> {
-        self.tensor_index
-            .get(name)
-            .map(|&i| &self.tensors[i])
+        lookup(&self.tensor_index, name, |i| self.tensors[i].name.as_str())
+            .map(|i| &self.tensors[i])
             .ok_or_else(|| Error::MissingTensor {
                 name: name.to_string(),
             })
@@ -758,23 +1040,6 @@ pub fn serialize(
         out.extend((s.len() as u64).to_le_bytes());
         out.extend(s.as_bytes());
     }
-    fn type_id(v: &GgufValue) -> u32 {
-        match v {
-            GgufValue::U8(_) => 0,
-            GgufValue::I8(_) => 1,
-            GgufValue::U16(_) => 2,
-            GgufValue::I16(_) => 3,
-            GgufValue::U32(_) => 4,
-            GgufValue::I32(_) => 5,
-            GgufValue::F32(_) => 6,
-            GgufValue::Bool(_) => 7,
-            GgufValue::String(_) => 8,
-            GgufValue::Array(_) => 9,
-            GgufValue::U64(_) => 10,
-            GgufValue::I64(_) => 11,
-            GgufValue::F64(_) => 12,
-        }
-    }
     fn put_val(out: &mut Vec<u8>, v: &GgufValue) {
         match v {
             GgufValue::U8(x) => out.push(*x),
@@ -786,14 +1051,19 @@ pub fn serialize(
             GgufValue::F32(x) => out.extend(x.to_le_bytes()),
             GgufValue::Bool(x) => out.push(*x as u8),
             GgufValue::String(s) => put_str(out, s),
-            GgufValue::Array(a) => {
-                out.extend(a.first().map(type_id).unwrap_or(4).to_le_bytes());
-                out.extend((a.len() as u64).to_le_bytes());
-                a.iter().for_each(|x| put_val(out, x));
-            }
+            GgufValue::Array(a) => put_arr(out, a),
             GgufValue::U64(x) => out.extend(x.to_le_bytes()),
             GgufValue::I64(x) => out.extend(x.to_le_bytes()),
             GgufValue::F64(x) => out.extend(x.to_le_bytes()),
+        }
+    }
+    fn put_arr(out: &mut Vec<u8>, a: &GgufArray) {
+        out.extend(a.elem_type_id().to_le_bytes());
+        out.extend((a.len() as u64).to_le_bytes());
+        match a {
+            GgufArray::String(s) => s.iter().for_each(|x| put_str(out, x)),
+            GgufArray::Array(v) => v.iter().for_each(|x| put_arr(out, x)),
+            _ => (0..a.len()).filter_map(|i| a.get(i)).for_each(|x| put_val(out, &x)),
         }
     }
     let align = metadata
@@ -809,7 +1079,7 @@ pub fn serialize(
     out.extend((metadata.len() as u64).to_le_bytes());
     for (k, v) in metadata {
         put_str(&mut out, k);
-        out.extend(type_id(v).to_le_bytes());
+        out.extend(v.type_id().to_le_bytes());
         put_val(&mut out, v);
     }
     let mut offset = 0u64;

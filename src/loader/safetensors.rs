@@ -5,10 +5,12 @@
 //! `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {..}}`, then the data
 //! region; offsets are relative to its start. The file is untrusted: the header length is
 //! capped, every tensor's byte length must equal dtype size × element count (checked
-//! arithmetic), every range must lie inside the file and ranges must not overlap.
+//! arithmetic), every range must lie inside the file and ranges must not overlap, and a
+//! name may appear only once (a JSON object parsed into a map would keep the last).
 
 use std::collections::BTreeMap;
 
+use super::checkpoint::Entries;
 use super::sha256::Sha256;
 use super::Source;
 use crate::error::{Error, Result};
@@ -112,18 +114,25 @@ impl SafetensorsFile {
     /// Validates a header given its JSON bytes and the total file length.
     pub fn parse(file: &str, header: &[u8], file_len: u64) -> Result<Self> {
         let data_start = 8 + header.len() as u64;
-        let json: serde_json::Value =
-            serde_json::from_slice(header).map_err(|e| bad(file, format!("header is not JSON: {e}")))?;
-        let obj = json.as_object().ok_or_else(|| bad(file, "header is not a JSON object"))?;
+        let obj = serde_json::from_slice::<Entries<serde_json::Value>>(header)
+            .map_err(|e| bad(file, format!("header is not a JSON object: {e}")))?
+            .0;
         let data_len = file_len
             .checked_sub(data_start)
             .ok_or_else(|| bad(file, format!("{data_start} header bytes run past the end of the {file_len}-byte file")))?;
         let mut tensors = BTreeMap::new();
         let mut quant = None;
-        for (name, v) in obj {
+        let mut seen_metadata = false;
+        for (name, v) in &obj {
             if name == "__metadata__" {
+                if std::mem::replace(&mut seen_metadata, true) {
+                    return Err(bad(file, "__metadata__ appears twice"));
+                }
                 quant = super::prequant::format_from_metadata(file, v)?;
                 continue;
+            }
+            if tensors.contains_key(name) {
+                return Err(bad(file, format!("tensor {name} appears twice in the header")));
             }
             let t = |msg: &str| bad(file, format!("tensor {name}: {msg}"));
             let dtype_s = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| t("missing dtype"))?;

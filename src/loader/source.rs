@@ -164,7 +164,9 @@ impl FileSource {
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open(self.path(file)).map_err(|e| self.io(file, e))?;
         f.seek(SeekFrom::Start(offset)).map_err(|e| self.io(file, e))?;
-        let mut buf = Vec::new();
+        // Sized up front: growing by doubling could hold twice the range while it reads.
+        let file_len = f.metadata().map_err(|e| self.io(file, e))?.len();
+        let mut buf = Vec::with_capacity(len.min(file_len.saturating_sub(offset)) as usize);
         f.take(len).read_to_end(&mut buf).map_err(|e| self.io(file, e))?;
         if (buf.len() as u64) < len {
             return Err(short_read(file, offset, len, buf.len()));

@@ -158,6 +158,18 @@ impl LlamaConfig {
         let base = self.rope_theta as f32;
         let mut inv: Vec<f32> = (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect();
         let Some(s) = &self.rope_scaling else { return Ok(inv) };
+        // A factor of 0, a negative or non-finite one, or equal low/high frequency factors
+        // would give infinite or NaN frequencies (NaN logits).
+        let positive = |name: &str, v: Option<f64>| match v {
+            Some(v) if !(v > 0.0 && v.is_finite()) => Err(format!("rope_scaling {name} {v} must be positive and finite")),
+            _ => Ok(()),
+        };
+        positive("factor", s.factor)?;
+        positive("low_freq_factor", s.low_freq_factor)?;
+        positive("high_freq_factor", s.high_freq_factor)?;
+        if s.original_max_position_embeddings == Some(0) {
+            return Err("rope_scaling original_max_position_embeddings must be positive".into());
+        }
         match s.rope_type.as_str() {
             "default" => {}
             "linear" => {
@@ -170,6 +182,9 @@ impl LlamaConfig {
                 let lo = s.low_freq_factor.unwrap_or(1.0);
                 let hi = s.high_freq_factor.unwrap_or(4.0);
                 let old = s.original_max_position_embeddings.unwrap_or(8192) as f64;
+                if hi <= lo {
+                    return Err(format!("rope_scaling high_freq_factor {hi} must exceed low_freq_factor {lo}"));
+                }
                 let (lo_wl, hi_wl) = (old / lo, old / hi);
                 for v in inv.iter_mut() {
                     let wl = 2.0 * std::f64::consts::PI / *v as f64;
@@ -185,6 +200,9 @@ impl LlamaConfig {
                 }
             }
             other => return Err(format!("rope_scaling type `{other}` is not supported (default, linear, llama3)")),
+        }
+        if let Some(v) = inv.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            return Err(format!("rope frequencies are not positive and finite ({v}); check rope_theta and rope_scaling"));
         }
         Ok(inv)
     }

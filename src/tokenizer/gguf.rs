@@ -48,14 +48,9 @@ impl GgufTokenizer {
             ));
         }
         let strings = |key: &str| -> Result<Vec<String>> {
-            g.meta_array(key)?
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| bad(g, format!("{key} holds non-strings")))
-                })
-                .collect()
+            let a = g.meta_array(key)?;
+            let s = a.as_strings().ok_or_else(|| bad(g, format!("{key} holds non-strings")))?;
+            Ok(s.iter().map(str::to_string).collect())
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
         let merges = strings("tokenizer.ggml.merges")?
@@ -68,9 +63,8 @@ impl GgufTokenizer {
             .ok_or_else(|| bad(g, "a merge is not two tokens separated by a space"))?;
         let token_types: Vec<i32> = match g.meta("tokenizer.ggml.token_type") {
             Some(GgufValue::Array(a)) => a
-                .iter()
-                .map(|v| v.as_i64().and_then(|x| i32::try_from(x).ok()))
-                .collect::<Option<_>>()
+                .to_i64s()
+                .and_then(|v| v.into_iter().map(|x| i32::try_from(x).ok()).collect::<Option<_>>())
                 .ok_or_else(|| bad(g, "tokenizer.ggml.token_type holds non-integers"))?,
             Some(_) => return Err(bad(g, "tokenizer.ggml.token_type is not an array")),
             None => vec![1; tokens.len()],

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     max_length: usize,
+    /// Built for `(first, second)` pairs ([`Tokenizer::for_pairs`]).
+    pairs: bool,
 }
 
 impl Tokenizer {
@@ -27,7 +29,18 @@ impl Tokenizer {
     }
 
     fn with_strategy(bytes: &[u8], max_length: usize, strategy: TruncationStrategy) -> Result<Self> {
+        // The tokenizers crate panics (`expect("Helper")`) on malformed JSON inside the
+        // `decoder` object, and on a BPE merge shorter than `continuing_subword_prefix`:
+        // check both first.
+        check_json(bytes)?;
         let mut inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        // ...and it indexes `special_tokens` by every special piece of a template when encoding
+        // (a panic on a missing one): check they are all there.
+        if let Some(pp) = post_processor_json(&inner)? {
+            if let Some(name) = missing_special_token(&pp) {
+                return Err(Error::Tokenizer(format!("tokenizer.json: the post-processor template uses {name:?}, absent from its special_tokens")));
+            }
+        }
         inner.with_padding(None::<PaddingParams>);
         inner
             .with_truncation(Some(TruncationParams {
@@ -37,7 +50,37 @@ impl Tokenizer {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(Self { inner, max_length })
+        Ok(Self { inner, max_length, pairs: strategy == TruncationStrategy::OnlySecond })
+    }
+
+    /// Checks that every id this tokenizer can emit indexes the model's tables: the
+    /// vocabulary's and added tokens' ids and the post-processor's special ids below
+    /// `vocab_rows` (the embedding's rows), and, with `type_vocab_size` (BERT), the token
+    /// type ids of its single (and, for a pair tokenizer, pair) template below it. An id
+    /// outside would read zeros on the GPU: silently wrong output, hence an error at load.
+    pub fn check_ids(&self, vocab_rows: usize, type_vocab_size: Option<usize>) -> Result<()> {
+        let bad = |msg: String| Err(Error::Tokenizer(format!("tokenizer.json: {msg}")));
+        if let Some((tok, id)) = self.inner.get_vocab(true).into_iter().max_by_key(|&(_, id)| id) {
+            if id as usize >= vocab_rows {
+                return bad(format!("token {tok:?} has id {id}, outside the model's {vocab_rows} embedding rows"));
+            }
+        }
+        let Some(pp) = post_processor_json(&self.inner)? else { return Ok(()) };
+        let mut ids = Vec::new();
+        let mut types = PostTypes::default();
+        post_processor_ids(&pp, &mut ids, &mut types);
+        if let Some(&id) = ids.iter().find(|&&id| id >= vocab_rows as u64) {
+            return bad(format!("the post-processor adds token id {id}, outside the model's {vocab_rows} embedding rows"));
+        }
+        if let Some(n) = type_vocab_size {
+            let single = types.single.unwrap_or(0);
+            let pair = types.pair.unwrap_or(if types.roberta { 0 } else { 1 });
+            let max = if self.pairs { single.max(pair) } else { single };
+            if max >= n as u64 {
+                return bad(format!("token type id {max} is outside the model's type_vocab_size {n}"));
+            }
+        }
+        Ok(())
     }
 
     pub fn max_length(&self) -> usize {
@@ -87,6 +130,160 @@ impl Tokenizer {
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+}
+
+/// Any JSON value, fully parsed (every string unescaped, every number in range) but not
+/// kept: a syntax check of `tokenizer.json` that builds no document.
+struct Valid;
+
+impl<'de> serde::Deserialize<'de> for Valid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::{MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Valid;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Valid, E> {
+                Ok(Valid)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> std::result::Result<Valid, A::Error> {
+                while a.next_element::<Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> std::result::Result<Valid, A::Error> {
+                while a.next_entry::<Valid, Valid>()?.is_some() {}
+                Ok(Valid)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Checks what the tokenizers crate would panic on: malformed JSON anywhere, and a BPE
+/// model whose `continuing_subword_prefix` is longer than a merge's second token.
+fn check_json(bytes: &[u8]) -> Result<()> {
+    let bad = |msg: String| Error::Tokenizer(format!("tokenizer.json: {msg}"));
+    serde_json::from_slice::<Valid>(bytes).map_err(|e| bad(e.to_string()))?;
+    #[derive(serde::Deserialize)]
+    struct Doc<M> {
+        model: Option<M>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Prefix {
+        continuing_subword_prefix: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Merge {
+        Text(String),
+        Pair(serde::de::IgnoredAny, String),
+    }
+    #[derive(serde::Deserialize)]
+    struct Merges {
+        merges: Option<Vec<Merge>>,
+    }
+    let prefix = serde_json::from_slice::<Doc<Prefix>>(bytes).ok().and_then(|d| d.model?.continuing_subword_prefix);
+    let Some(prefix) = prefix.filter(|p| !p.is_empty()) else { return Ok(()) };
+    let merges = serde_json::from_slice::<Doc<Merges>>(bytes).ok().and_then(|d| d.model?.merges).unwrap_or_default();
+    for m in &merges {
+        let second = match m {
+            Merge::Text(t) => t.split_once(' ').map_or("", |(_, b)| b),
+            Merge::Pair(_, b) => b,
+        };
+        if second.len() < prefix.len() || !second.is_char_boundary(prefix.len()) {
+            return Err(bad(format!("merge token {second:?} is shorter than the continuing_subword_prefix {prefix:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// The post-processor as its JSON form (`None` without one).
+fn post_processor_json(t: &tokenizers::Tokenizer) -> Result<Option<serde_json::Value>> {
+    t.get_post_processor()
+        .map(|pp| serde_json::to_value(pp).map_err(|e| Error::Tokenizer(format!("post-processor: {e}"))))
+        .transpose()
+}
+
+/// A special token a `TemplateProcessing` (also inside a `Sequence`) names in its `single`
+/// or `pair` template but does not define in its `special_tokens`.
+fn missing_special_token(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    if let Some(Value::Array(procs)) = v.get("processors") {
+        return procs.iter().find_map(missing_special_token);
+    }
+    let defined = v.get("special_tokens").and_then(Value::as_object);
+    ["single", "pair"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|p| p.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str))
+        .find(|name| !defined.is_some_and(|d| d.contains_key(*name)))
+        .map(str::to_string)
+}
+
+/// Largest token type ids a post-processor writes.
+#[derive(Default)]
+struct PostTypes {
+    single: Option<u64>,
+    pair: Option<u64>,
+    /// A `RobertaProcessing` (type id 0 everywhere).
+    roberta: bool,
+}
+
+/// Collects the ids a serialised post-processor adds (`TemplateProcessing`'s
+/// `special_tokens.*.ids`, `BertProcessing` / `RobertaProcessing`'s `cls` and `sep`, inside
+/// a `Sequence` too) and the type ids of its templates. Without a template, a pair's second
+/// text gets type id 1 (the tokenizers crate's default and `BertProcessing`'s).
+fn post_processor_ids(v: &serde_json::Value, ids: &mut Vec<u64>, types: &mut PostTypes) {
+    use serde_json::Value;
+    let Value::Object(o) = v else {
+        if let Value::Array(a) = v {
+            a.iter().for_each(|x| post_processor_ids(x, ids, types));
+        }
+        return;
+    };
+    if o.get("type").and_then(Value::as_str) == Some("RobertaProcessing") {
+        types.roberta = true;
+    }
+    for key in ["cls", "sep"] {
+        if let Some(id) = o.get(key).and_then(|p| p.get(1)).and_then(Value::as_u64) {
+            ids.push(id);
+        }
+    }
+    if let Some(Value::Object(special)) = o.get("special_tokens") {
+        for t in special.values() {
+            ids.extend(t.get("ids").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_u64));
+        }
+    }
+    for (key, slot) in [("single", &mut types.single), ("pair", &mut types.pair)] {
+        if let Some(Value::Array(pieces)) = o.get(key) {
+            for p in pieces.iter().filter_map(Value::as_object).flat_map(|p| p.values()) {
+                if let Some(t) = p.get("type_id").and_then(Value::as_u64) {
+                    *slot = Some(slot.unwrap_or(0).max(t));
+                }
+            }
+        }
+    }
+    if let Some(Value::Array(procs)) = o.get("processors") {
+        procs.iter().for_each(|x| post_processor_ids(x, ids, types));
     }
 }
 
