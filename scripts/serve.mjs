@@ -8,7 +8,8 @@
 //   /_slow/PATH     caps each response at 50 MB/s (a CDN connection); combines with the others
 //   /_truncated/PATH serves PATH (if over 1 MiB: the weights, not configs) as if its last
 //                    4096 bytes were missing
-//   /_stats         JSON {requests, inFlight, maxInFlight} of ranged GETs; /_stats/reset
+//   /_stats         JSON {requests, inFlight, maxInFlight} of ranged GETs, and `all`: every
+//                   request other than /_stats itself (404s and whole-file GETs included); /_stats/reset
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -18,7 +19,7 @@ const port = Number(process.argv[3] ?? 8777);
 const types = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
   ".json": "application/json", ".css": "text/css", ".ts": "text/plain" };
 
-const stats = { requests: 0, inFlight: 0, maxInFlight: 0 };
+const stats = { requests: 0, inFlight: 0, maxInFlight: 0, all: 0 };
 const RATE = 50e6; // bytes/s per connection for /_slow/
 
 // Pipes `body` into `res`, at most RATE bytes/s when `slow`.
@@ -42,10 +43,11 @@ http.createServer((req, res) => {
   res.setHeader("Access-Control-Allow-Headers", "Range");
   res.setHeader("Access-Control-Expose-Headers", "Content-Range, Content-Length, Accept-Ranges");
   res.setHeader("Accept-Ranges", "bytes");
-  if (req.method === "OPTIONS") { res.writeHead(204); return res.end(); }
   let rel = decodeURIComponent(new URL(req.url, "http://x").pathname);
+  if (rel !== "/_stats" && rel !== "/_stats/reset") stats.all++;
+  if (req.method === "OPTIONS") { res.writeHead(204); return res.end(); }
   if (rel === "/_stats" || rel === "/_stats/reset") {
-    if (rel.endsWith("reset")) Object.assign(stats, { requests: 0, inFlight: 0, maxInFlight: 0 });
+    if (rel.endsWith("reset")) Object.assign(stats, { requests: 0, inFlight: 0, maxInFlight: 0, all: 0 });
     res.writeHead(200, { "Content-Type": "application/json", "Cache-Control": "no-store" });
     return res.end(JSON.stringify(stats));
   }
