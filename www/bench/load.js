@@ -3,8 +3,9 @@
 //   cached       the same again, now served from the Cache API (the server counts requests)
 //   sequential   streamWeights with 1 Range request in flight (?sequential=ranged, default), or
 //                one fetch of the whole file from a server without Range (?sequential=norange)
+//   (?stream=0 skips the three streamWeights rows)
 //   generator    (?generator=1) Generator.load of the same GGUF (dtype ?dtype=, default "auto"):
-//                parallel, then cached
+//                parallel, cached, then sequential (1 in flight; MB/s over the whole file)
 //   fetch        (?fetch=1) the network alone, no gllm-web: the loader's byte ranges fetched
 //                with `concurrency` and with 1 in flight, bodies read and dropped
 // Each row reports seconds, MB/s, the server's request count (scripts/serve.mjs /_stats) and
@@ -48,18 +49,24 @@ async function row(name, load) {
   return result;
 }
 
-// The byte ranges the loader would request over the whole file: `chunk`-sized pieces.
-async function fetchAll(url, inFlight) {
+// The file's length, from a one-byte Range request.
+async function fileSize(url) {
   const head = await fetch(url, { headers: { Range: "bytes=0-0" }, cache: "no-store" });
-  const size = Number(head.headers.get("Content-Range").split("/")[1]);
   await head.arrayBuffer();
+  return Number(head.headers.get("Content-Range").split("/")[1]);
+}
+
+// The whole file in `chunk`-sized Range requests, `inFlight` at a time, bodies dropped.
+async function fetchAll(url, inFlight) {
+  const size = await fileSize(url);
   let next = 0, bytes = 0;
   const worker = async () => {
     while (next < size) {
       const start = next;
       next = Math.min(size, next + chunk);
       const res = await fetch(url, { headers: { Range: `bytes=${start}-${next - 1}` }, cache: "no-store" });
-      bytes += (await res.arrayBuffer()).byteLength;
+      const n = (await res.arrayBuffer()).byteLength;
+      bytes += n;
     }
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
@@ -81,35 +88,44 @@ try {
     rows.push(await row(`fetch alone: ${concurrency} Range requests in flight`, () => fetchAll(url, concurrency)));
     rows.push(await row("fetch alone: 1 Range request in flight", () => fetchAll(url, 1)));
   }
-  const stream = (opts) => mod.streamWeights(base, { file, chunk_size: chunk, ...opts });
-  const parallel = await row(`streamWeights parallel: ${concurrency} Range requests in flight`,
-    () => stream({ cache: cacheName, concurrency }));
-  const cached = await row("streamWeights cached: second load from the Cache API", () => stream({ cache: cacheName, concurrency }));
-  rows.push(parallel, cached);
-  await caches.delete(cacheName);
-  let seq = null;
-  if (sequential === "ranged") {
-    seq = await row("streamWeights sequential: 1 Range request in flight", () => stream({ cache: false, concurrency: 1 }));
-  } else if (sequential === "norange") {
-    const norange = base.replace(`${origin}/`, `${origin}/_norange/`);
-    seq = await row("streamWeights sequential: one fetch of the whole file (no Range)",
-      () => mod.streamWeights(norange, { file, cache: false, chunk_size: chunk }));
-  }
-  if (seq) {
-    rows.push(seq);
-    result.parallel_over_sequential = +(seq.seconds / parallel.seconds).toFixed(2);
+  let parallel = null;
+  if (params.get("stream") !== "0") {
+    const stream = (opts) => mod.streamWeights(base, { file, chunk_size: chunk, ...opts });
+    parallel = await row(`streamWeights parallel: ${concurrency} Range requests in flight`,
+      () => stream({ cache: cacheName, concurrency }));
+    const cached = await row("streamWeights cached: second load from the Cache API", () => stream({ cache: cacheName, concurrency }));
+    rows.push(parallel, cached);
+    await caches.delete(cacheName);
+    let seq = null;
+    if (sequential === "ranged") {
+      seq = await row("streamWeights sequential: 1 Range request in flight", () => stream({ cache: false, concurrency: 1 }));
+    } else if (sequential === "norange") {
+      const norange = base.replace(`${origin}/`, `${origin}/_norange/`);
+      seq = await row("streamWeights sequential: one fetch of the whole file (no Range)",
+        () => mod.streamWeights(norange, { file, cache: false, chunk_size: chunk }));
+    }
+    if (seq) {
+      rows.push(seq);
+      result.parallel_over_sequential = +(seq.seconds / parallel.seconds).toFixed(2);
+    }
   }
   if (params.get("generator") === "1") {
     const genCache = `gllm-load-bench-gen-${stamp}`;
     const model = file.endsWith(".gguf") ? url : base;
-    const load = async () => {
-      const gen = await mod.Generator.load(model, { dtype, cache: genCache, concurrency, chunk_size: chunk });
+    const bytes = await fileSize(file.endsWith(".gguf") ? url : `${base}/model.safetensors`);
+    const load = (opts) => async () => {
+      const gen = await mod.Generator.load(model, { dtype, chunk_size: chunk, ...opts });
       await gen.dispose();
-      return { bytes: parallel.bytes };
+      return { bytes };
     };
-    rows.push(await row(`Generator.load dtype ${dtype} parallel: ${concurrency} in flight`, load));
-    rows.push(await row(`Generator.load dtype ${dtype} cached`, load));
+    const p = await row(`Generator.load dtype ${dtype} parallel: ${concurrency} in flight`, load({ cache: genCache, concurrency }));
+    rows.push(p, await row(`Generator.load dtype ${dtype} cached`, load({ cache: genCache, concurrency })));
     await caches.delete(genCache);
+    if (sequential === "ranged") {
+      const s = await row(`Generator.load dtype ${dtype} sequential: 1 in flight`, load({ cache: false, concurrency: 1 }));
+      rows.push(s);
+      result.generator_parallel_over_sequential = +(s.seconds / p.seconds).toFixed(2);
+    }
   }
   result.heap_end_MiB = +(heap() / MiB).toFixed(1);
   out.textContent = JSON.stringify(result, null, 2);
