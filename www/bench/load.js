@@ -118,7 +118,16 @@ try {
       await gen.dispose();
       return { bytes };
     };
-    const p = await row(`Generator.load dtype ${dtype} parallel: ${concurrency} in flight`, load({ cache: genCache, concurrency }));
+    // Where the heap grows: its size at each progress event where it changed or the status did.
+    const trace = [];
+    const progress_callback = (e) => {
+      const at = { status: e.status, file: e.file, loaded: e.loaded, heap_MiB: +(heap() / MiB).toFixed(1) };
+      const last = trace.at(-1);
+      if (!last || last.status !== at.status || last.heap_MiB !== at.heap_MiB) trace.push(at);
+    };
+    const p = await row(`Generator.load dtype ${dtype} parallel: ${concurrency} in flight`,
+      load({ cache: genCache, concurrency, progress_callback }));
+    result.generator_heap_trace = trace;
     rows.push(p, await row(`Generator.load dtype ${dtype} cached`, load({ cache: genCache, concurrency })));
     await caches.delete(genCache);
     if (sequential === "ranged") {
