@@ -8,7 +8,7 @@
 // heap starts anew). The default is two pages on the GGUF: the network alone and streamWeights
 // (`GGUF&fetch=1`), then Generator.load (`GGUF&stream=0&generator=1`), where GGUF is
 // base=/_slow/models/gguf&file=qwen2.5-coder-0.5b-instruct.gguf
-// PORT (default 8791) picks the server's port. Opt-in: the GGUF is 491 MB, not in CI.
+// PORT picks the server's port (default: any free one). Opt-in: the GGUF is 491 MB, not in CI.
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -19,7 +19,7 @@ import { chromium } from "playwright-core";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const GGUF = "base=/_slow/models/gguf&file=qwen2.5-coder-0.5b-instruct.gguf";
 const queries = process.argv.length > 2 ? process.argv.slice(2) : [`${GGUF}&fetch=1`, `${GGUF}&stream=0&generator=1`];
-const port = Number(process.env.PORT ?? 8791);
+let port = Number(process.env.PORT ?? 0);
 for (const query of queries) {
   const q = new URLSearchParams(query);
   const base = q.get("base") ?? "/_slow/target/bench";
@@ -32,7 +32,10 @@ for (const query of queries) {
 
 const server = spawn(process.execPath, [path.join(root, "scripts/serve.mjs"), root, String(port)], { stdio: ["ignore", "pipe", "inherit"] });
 await new Promise((resolve, reject) => {
-  server.stdout.once("data", resolve);
+  server.stdout.once("data", (line) => {
+    port = Number(/:(\d+)\s*$/.exec(String(line))[1]);
+    resolve();
+  });
   server.once("exit", (code) => reject(new Error(`serve.mjs exited with ${code}`)));
 });
 const args = process.env.CHROMIUM_ARGS?.split(" ") ?? ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader",

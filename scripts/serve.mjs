@@ -1,5 +1,5 @@
 // Static file server for tests and the demo: CORS, HTTP Range (single range), 404s.
-//   node scripts/serve.mjs ROOT [PORT]      (default port 8777)
+//   node scripts/serve.mjs ROOT [PORT]      (default port 8777; 0: any free port, printed)
 // No dependencies. Serves ROOT read-only; paths escaping ROOT get 404.
 // Test hooks for the streaming loader (tests/stream.rs):
 //   /_norange/PATH  serves PATH ignoring Range (200 with the whole body), like a plain CDN
@@ -38,7 +38,7 @@ function send(body, res, slow) {
 }
 const flakySeen = new Set();
 
-http.createServer((req, res) => {
+const server = http.createServer((req, res) => {
   res.setHeader("Access-Control-Allow-Origin", "*");
   res.setHeader("Access-Control-Allow-Headers", "Range");
   res.setHeader("Access-Control-Expose-Headers", "Content-Range, Content-Length, Accept-Ranges");
@@ -94,4 +94,4 @@ http.createServer((req, res) => {
   res.writeHead(200, { "Content-Type": type, "Content-Length": size });
   if (req.method === "HEAD" || size === 0) return res.end();
   send(fs.createReadStream(file, { start: 0, end: size - 1 }), res, slow);
-}).listen(port, "127.0.0.1", () => console.log(`serving ${root} on http://127.0.0.1:${port}`));
+}).listen(port, "127.0.0.1", () => console.log(`serving ${root} on http://127.0.0.1:${server.address().port}`));
