@@ -24,7 +24,7 @@ for (const query of queries) {
   const q = new URLSearchParams(query);
   const base = q.get("base") ?? "/_slow/target/bench";
   const local = path.join(root, base.replace(/^\/(_\w+\/)*/, ""), q.get("file") ?? "big.safetensors");
-  if (base.startsWith("/") && !fs.existsSync(local)) throw new Error(`${local} is missing (scripts/fetch-models.sh fetches the GGUF into models/)`);
+  if (base.startsWith("/") && !fs.existsSync(local)) throw new Error(`${local} is missing (GLLM_FETCH_QWEN=1 bash scripts/fetch-models.sh fetches the GGUF into models/)`);
   if (!q.has("pkg") && !fs.existsSync(path.join(root, "target/npm/package/index.js"))) {
     throw new Error("target/npm/package/ is missing: run `bash scripts/pack.sh` first");
   }
