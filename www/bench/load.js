@@ -12,7 +12,6 @@
 // the wasm heap (the module's WebAssembly.Memory) before and after. Results: #out[data-json].
 // ?pkg=PATH loads another build of the package (default the npm package target/npm/package/).
 const params = new URLSearchParams(location.search);
-const mod = await import(params.get("pkg") ?? "../../target/npm/package/index.js");
 const origin = location.origin;
 const abs = (u) => (u.startsWith("/") ? origin + u : u);
 const base = abs(params.get("base") ?? "/_slow/target/bench");
@@ -24,9 +23,7 @@ const dtype = params.get("dtype") ?? "auto";
 const out = document.getElementById("out");
 const MiB = 1 << 20;
 
-// The package's `init` (the npm entry) or wasm-bindgen's default export (a raw pkg/ build)
-// resolves to the module's exports, whose `memory` is the wasm heap.
-const wasm = await (mod.init ?? mod.default)();
+let mod, wasm;
 const heap = () => wasm.memory.buffer.byteLength;
 const stats = async (what) => (await fetch(`${origin}/_stats${what}`, { cache: "no-store" })).json();
 
@@ -74,6 +71,10 @@ async function fetchAll(url, inFlight) {
 }
 
 try {
+  mod = await import(params.get("pkg") ?? "../../target/npm/package/index.js");
+  // The package's `init` (the npm entry) or wasm-bindgen's default export (a raw pkg/ build)
+  // resolves to the module's exports, whose `memory` is the wasm heap.
+  wasm = await (mod.init ?? mod.default)();
   const info = (await navigator.gpu?.requestAdapter())?.info;
   const result = {
     date: new Date().toISOString(), userAgent: navigator.userAgent,
