@@ -1,5 +1,5 @@
 // Static file server for tests and the demo: CORS, HTTP Range (single range), 404s.
-//   node scripts/serve.mjs ROOT [PORT]      (default port 8777)
+//   node scripts/serve.mjs ROOT [PORT]      (default port 8777; 0: any free port, printed)
 // No dependencies. Serves ROOT read-only; paths escaping ROOT get 404.
 // Test hooks for the streaming loader (tests/stream.rs):
 //   /_norange/PATH  serves PATH ignoring Range (200 with the whole body), like a plain CDN
@@ -8,7 +8,8 @@
 //   /_slow/PATH     caps each response at 50 MB/s (a CDN connection); combines with the others
 //   /_truncated/PATH serves PATH (if over 1 MiB: the weights, not configs) as if its last
 //                    4096 bytes were missing
-//   /_stats         JSON {requests, inFlight, maxInFlight} of ranged GETs; /_stats/reset
+//   /_stats         JSON {requests, inFlight, maxInFlight} of ranged GETs, and `all`: every
+//                   request other than /_stats itself (404s and whole-file GETs included); /_stats/reset
 import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
@@ -18,7 +19,7 @@ const port = Number(process.argv[3] ?? 8777);
 const types = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
   ".json": "application/json", ".css": "text/css", ".ts": "text/plain" };
 
-const stats = { requests: 0, inFlight: 0, maxInFlight: 0 };
+const stats = { requests: 0, inFlight: 0, maxInFlight: 0, all: 0 };
 const RATE = 50e6; // bytes/s per connection for /_slow/
 
 // Pipes `body` into `res`, at most RATE bytes/s when `slow`.
@@ -37,15 +38,16 @@ function send(body, res, slow) {
 }
 const flakySeen = new Set();
 
-http.createServer((req, res) => {
+const server = http.createServer((req, res) => {
   res.setHeader("Access-Control-Allow-Origin", "*");
   res.setHeader("Access-Control-Allow-Headers", "Range");
   res.setHeader("Access-Control-Expose-Headers", "Content-Range, Content-Length, Accept-Ranges");
   res.setHeader("Accept-Ranges", "bytes");
-  if (req.method === "OPTIONS") { res.writeHead(204); return res.end(); }
   let rel = decodeURIComponent(new URL(req.url, "http://x").pathname);
+  if (rel !== "/_stats" && rel !== "/_stats/reset") stats.all++;
+  if (req.method === "OPTIONS") { res.writeHead(204); return res.end(); }
   if (rel === "/_stats" || rel === "/_stats/reset") {
-    if (rel.endsWith("reset")) Object.assign(stats, { requests: 0, inFlight: 0, maxInFlight: 0 });
+    if (rel.endsWith("reset")) Object.assign(stats, { requests: 0, inFlight: 0, maxInFlight: 0, all: 0 });
     res.writeHead(200, { "Content-Type": "application/json", "Cache-Control": "no-store" });
     return res.end(JSON.stringify(stats));
   }
@@ -92,4 +94,4 @@ http.createServer((req, res) => {
   res.writeHead(200, { "Content-Type": type, "Content-Length": size });
   if (req.method === "HEAD" || size === 0) return res.end();
   send(fs.createReadStream(file, { start: 0, end: size - 1 }), res, slow);
-}).listen(port, "127.0.0.1", () => console.log(`serving ${root} on http://127.0.0.1:${port}`));
+}).listen(port, "127.0.0.1", () => console.log(`serving ${root} on http://127.0.0.1:${server.address().port}`));
