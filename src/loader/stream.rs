@@ -284,6 +284,11 @@ fn f16_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect()
 }
 
+/// Output bytes one host-side conversion step makes at most (the piece is converted and
+/// written slice by slice, so a decoded GGUF table or an F16 → F32 piece costs the heap this
+/// much, not the piece's decoded size).
+const CONVERT_SLICE: usize = 2 << 20;
+
 /// Writes one piece (`data`: whole units of `e` as stored, starting at byte `off` of the
 /// tensor) into `dest` as `target` says.
 fn write_piece(gpu: &Gpu, e: &Entry, target: Target, dest: &Dest, off: u64, data: &[u8]) -> Result<()> {
@@ -295,34 +300,48 @@ fn write_piece(gpu: &Gpu, e: &Entry, target: Target, dest: &Dest, off: u64, data
         }
         None => data,
     };
+    // Input bytes per conversion slice: whole elements or block pairs, at most
+    // CONVERT_SLICE bytes of output.
+    let slices = |unit: usize, out_per_unit: usize| data.chunks((CONVERT_SLICE / out_per_unit).max(1) * unit).scan(0u64, |at, c| {
+        let start = *at;
+        *at += c.len() as u64;
+        Some((off + start, c))
+    });
     match (e.stored, target, dest) {
         (Stored::Float(dt), Target::F32 | Target::Finish, Dest::Tensor(t)) => {
-            let dst = off / dt.size() * 4;
             if dt == StDType::F32 {
-                gpu.write_tensor_bytes(t, dst, data)
-            } else {
-                gpu.write_tensor_bytes(t, dst, &f32_bytes(&super::safetensors::to_f32(&e.name, dt, data)?))
+                return gpu.write_tensor_bytes(t, off, data);
             }
+            let n = dt.size() as usize;
+            for (at, c) in slices(8 * n, 32) {
+                gpu.write_tensor_bytes(t, at / n as u64 * 4, &f32_bytes(&super::safetensors::to_f32(&e.name, dt, c)?))?;
+            }
+            Ok(())
         }
         (Stored::Float(dt), Target::F16, Dest::Tensor(t)) => {
-            let dst = off / dt.size() * 2;
             if dt == StDType::F16 {
-                gpu.write_tensor_bytes(t, dst, data)
-            } else {
-                gpu.write_tensor_bytes(t, dst, &f16_bytes(&super::safetensors::to_f32(&e.name, dt, data)?))
+                return gpu.write_tensor_bytes(t, off, data);
             }
+            let n = dt.size() as usize;
+            for (at, c) in slices(8 * n, 16) {
+                gpu.write_tensor_bytes(t, at / n as u64 * 2, &f16_bytes(&super::safetensors::to_f32(&e.name, dt, c)?))?;
+            }
+            Ok(())
         }
         (Stored::Raw, Target::Raw, Dest::Tensor(t)) => gpu.write_tensor_bytes(t, off, data),
         (Stored::Blocks(f), Target::F32 | Target::F16 | Target::Finish, Dest::Tensor(t)) => {
-            let (bb, be) = (f.block_bytes() as u64, f.block_elems() as u64);
-            let n = data.len() / f.block_bytes() * f.block_elems();
-            let v = crate::quant::dequantize(f, data, n)?;
-            let e0 = off / bb * be;
-            if target != Target::F16 {
-                gpu.write_tensor_bytes(t, e0 * 4, &f32_bytes(&v))
-            } else {
-                gpu.write_tensor_bytes(t, e0 * 2, &f16_bytes(&v))
+            let (bb, be) = (f.block_bytes(), f.block_elems());
+            let size = if target == Target::F16 { 2 } else { 4 };
+            for (at, c) in slices(2 * bb, 2 * be * size) {
+                let v = crate::quant::dequantize(f, c, c.len() / bb * be)?;
+                let e0 = at / bb as u64 * be as u64;
+                if target == Target::F16 {
+                    gpu.write_tensor_bytes(t, e0 * 2, &f16_bytes(&v))?;
+                } else {
+                    gpu.write_tensor_bytes(t, e0 * 4, &f32_bytes(&v))?;
+                }
             }
+            Ok(())
         }
         (Stored::Blocks(f), Target::Blocks, Dest::Blocks(b)) => {
             let block0 = off / f.block_bytes() as u64;

@@ -61,14 +61,19 @@ pub struct WeightRoles {
 /// What tensor `e` becomes on the GPU under `dtype`:
 /// - GGUF blocks of a linear weight stay blocks under `auto` (or the file's own format);
 ///   anything else stored in blocks is decoded piece by piece (F16 under `f16` for linear
-///   weights and tables, else F32), or quantized anew (`q8_0` / `q4_0`);
+///   weights and tables, and for tables under `auto`; else F32), or quantized anew (`q8_0` /
+///   `q4_0`);
 /// - floats: F16 under `f16` for linear weights and tables; `q8_0` / `q4_0` linear weights
 ///   are quantized on the GPU as each arrives ([`Target::Finish`]); the rest is F32 (other
 ///   quantize-on-load formats are quantized after the stream, see [`VarBuilder::get_linear_weight`]);
 /// - pre-quantized words stay raw.
 pub fn target(gpu: &Gpu, e: &Entry, dtype: LoadDType, roles: &WeightRoles) -> Target {
     let linear = (roles.linear)(&e.name) && e.shape.len() == 2;
-    let f16 = dtype == LoadDType::F16 && (linear || (roles.table)(&e.name));
+    let table = (roles.table)(&e.name);
+    // A table stored in blocks is decoded as it streams; under `auto` to F16 (half the GPU
+    // memory of F32, and what an F16 conversion of the file holds).
+    let blocks_table = matches!(e.stored, Stored::Blocks(_)) && table && dtype == LoadDType::Auto;
+    let f16 = (dtype == LoadDType::F16 && (linear || table)) || blocks_table;
     // Quantized while it streams: a matrix of whole blocks whose F32 copy fits one binding.
     let finish = match dtype {
         LoadDType::Quant(q) if linear && gpu_quantizable(q) => {
