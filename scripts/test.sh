@@ -46,5 +46,8 @@ node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&reranker=http:
 echo "== npm package: JS API in headless Chromium (concurrency, dispose, device loss, no WebGPU, worker mode) =="
 node tests/js/run.mjs "http://127.0.0.1:$DEMO_PORT"
 
+echo "== node: the packed package through gllm-web/node on Dawn (the webgpu package) over SwiftShader =="
+GLLM_SKIP_WASM_BUILD=1 bash scripts/node-test.sh
+
 echo "== consumer: npm install the packed tarball + Vite in a temp dir, the package README's examples in headless Chromium =="
 GLLM_SKIP_WASM_BUILD=1 GLLM_CONSUMER_PORT=$((PORT + 2)) bash scripts/consumer-test.sh

@@ -1,0 +1,104 @@
+// The Node runtime test: the packed package's `gllm-web/node` entry on Dawn (the `webgpu`
+// npm package), in CI over Chromium's SwiftShader Vulkan driver. Run by scripts/node-test.sh
+// from a temporary project where the tarball and webgpu are installed and `models` links to
+// the repository's models:
+//   node run.mjs REPO [README_EXAMPLES_DIR]
+// Checks embed parity with the MiniLM goldens (models loaded from a local path), the first
+// greedy tokens of SmolLM2 Q4_1 (a GGUF file:// URL), a SearchIndex search, the file-system
+// cache (a second load served from it), and each Node example of the package README.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+
+import { Embedder, Generator, SearchIndex } from "gllm-web/node";
+
+const [repo, examples] = process.argv.slice(2);
+const golden = (name) => JSON.parse(fs.readFileSync(path.join(repo, "tests/goldens", name), "utf8"));
+let passed = 0, failed = 0;
+const check = (name, ok, what) => {
+  console.log(`${ok ? "ok  " : "FAIL"} ${name}: ${what}`);
+  ok ? passed++ : failed++;
+};
+const time = async (name, f) => {
+  const t0 = performance.now();
+  try {
+    return await f();
+  } finally {
+    console.log(`     ${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  }
+};
+const cosine = (a, b) => {
+  let ab = 0, aa = 0, bb = 0;
+  for (let i = 0; i < a.length; i++) (ab += a[i] * b[i]), (aa += a[i] * a[i]), (bb += b[i] * b[i]);
+  return ab / Math.sqrt(aa * bb);
+};
+
+try {
+  // Embed: a relative local path, the goldens' sentences, cosine against sentence-transformers.
+  const g = golden("all-minilm-l6-v2.json");
+  const embedder = await time("load MiniLM", () => Embedder.load("./models/all-MiniLM-L6-v2"));
+  const { data, dims } = await time("embed 4", () => embedder.embed(g.sentences.map((s) => s.text)));
+  check("embed", dims[0] === 4 && dims[1] === 384, `dims ${JSON.stringify(dims)}`);
+  const cos = g.sentences.map((s, i) => cosine(data.subarray(i * 384, (i + 1) * 384), s.embedding));
+  check("embed", cos.every((c) => c >= 0.9999), `cosine with the goldens ${cos.map((c) => c.toFixed(6)).join(", ")} (≥ 0.9999)`);
+
+  // Search over the goldens' sentences: each sentence finds itself, a paraphrase its pair.
+  const index = await SearchIndex.create(embedder.dim);
+  index.useEmbedder(embedder);
+  await index.add(g.sentences.map((s) => s.text));
+  const { ids, scores } = await time("search", () => index.search("a speedy fox jumped over a tired dog", { k: 2 }));
+  check("search", ids.length === 2 && [0, 1].includes(ids[0]) && [0, 1].includes(ids[1]) && scores[0] > 0.5,
+    `top hits ${Array.from(ids)} (the two fox sentences), scores ${Array.from(scores).map((s) => s.toFixed(3))}`);
+  await index.dispose();
+  await embedder.dispose();
+
+  // The file-system cache: an absolute file:// URL with `cache` on stores every read in
+  // GLLM_CACHE_DIR; a second load is served from it and gives the same vectors.
+  const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), "gllm-cache-"));
+  process.env.GLLM_CACHE_DIR = cacheDir;
+  const url = pathToFileURL(path.resolve("models/all-MiniLM-L6-v2")).href;
+  const cached = [];
+  for (let i = 0; i < 2; i++) {
+    const e = await time(`load MiniLM, cache ${i ? "warm" : "cold"}`, () => Embedder.load(url, { cache: "node-test" }));
+    cached.push((await e.embed(g.sentences[0].text)).data);
+    await e.dispose();
+  }
+  const files = fs.readdirSync(path.join(cacheDir, "node-test")).filter((f) => f.endsWith(".bin")).length;
+  check("cache", files > 3 && cosine(cached[0], cached[1]) > 0.99999 && cosine(cached[1], g.sentences[0].embedding) >= 0.9999,
+    `${files} entries in ${cacheDir}, the warm load gives the same vector`);
+  fs.rmSync(cacheDir, { recursive: true, force: true });
+
+  // Generate: the first 3 greedy tokens of the golden case "capital".
+  const sg = golden("smollm2-135m-instruct-q4_1.json");
+  const c = sg.cases.find((c) => c.name === "capital");
+  const want = c.greedy_new_ids.slice(0, 3);
+  const generator = await time("load SmolLM2 Q4_1 GGUF", () => Generator.load("./models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf"));
+  const out = await time("generate 3", () => generator.generate(c.prompt, { max_new_tokens: 3 }));
+  check("generate", JSON.stringify(Array.from(out.tokens)) === JSON.stringify(want),
+    `tokens ${JSON.stringify(Array.from(out.tokens))} (golden ${JSON.stringify(want)}), text ${JSON.stringify(out.text)}`);
+  await generator.dispose();
+
+  // A clear error for a missing local model.
+  const missing = await Embedder.load("./models/no-such-model").then(() => null, (e) => e);
+  check("errors", missing && /no-such-model/.test(missing.message), `missing local model: ${missing?.name}: ${missing?.message}`);
+
+  // The package README's Node examples, as written (tests/consumer/extract.mjs --node).
+  for (const file of examples ? fs.readdirSync(examples).filter((f) => f.endsWith(".mjs")) : []) {
+    const logs = [];
+    const log = console.log;
+    console.log = (...args) => logs.push(args);
+    let error = null;
+    await time(`README example ${file}`, () => import(path.resolve(examples, file)).catch((e) => { error = e; }))
+      .finally(() => { console.log = log; });
+    check(`README ${file}`, !error, error ? String(error?.stack ?? error) : `logged ${JSON.stringify(logs)}`);
+    if (file === "node.mjs" && !error) {
+      const [d, text] = logs.at(-1) ?? [];
+      check("README node.mjs", JSON.stringify(d) === "[1,384]" && text === JSON.stringify(" Paris.\n"), `dims ${JSON.stringify(d)}, text ${text}`);
+    }
+  }
+} catch (e) {
+  check("run", false, e?.stack ?? String(e));
+}
+console.log(`node: ${passed} passed, ${failed} failed`);
+process.exit(failed || !passed ? 1 : 0);
