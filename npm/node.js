@@ -44,7 +44,7 @@ async function setup() {
       webgpu = await import("webgpu");
     } catch (e) {
       if (e?.code !== "ERR_MODULE_NOT_FOUND") throw e;
-      throw new Error("gllm-web/node runs on Dawn, Chrome's WebGPU engine, from the `webgpu` package: npm install webgpu");
+      throw noAdapter("gllm-web/node runs on Dawn, Chrome's WebGPU engine, from the `webgpu` package: npm install webgpu");
     }
     Object.assign(globalThis, webgpu.globals);
     // Node ≥ 21 has a read-only `navigator` getter; define the property over it.
@@ -56,7 +56,7 @@ async function setup() {
   globalThis.Window ??= class Window {};
   const adapter = await navigator.gpu.requestAdapter();
   if (!adapter) {
-    throw new Error("Dawn found no GPU adapter (no Vulkan, Metal or D3D12 driver it accepts). "
+    throw noAdapter("Dawn found no GPU adapter (no Vulkan, Metal or D3D12 driver it accepts). "
       + "Without a GPU, Chromium's SwiftShader Vulkan driver works: "
       + "VK_DRIVER_FILES=/usr/lib/chromium/vk_swiftshader_icd.json");
   }
@@ -68,6 +68,13 @@ async function setup() {
   }
   const wasm = await fsp.readFile(new URL("./wasm/gllm_web_bg.wasm", import.meta.url));
   await main.init({ wasm });
+}
+
+/** An Error named as the engine names its own adapter errors. */
+function noAdapter(message) {
+  const e = new Error(message);
+  e.name = "NoAdapterError";
+  return e;
 }
 
 /** A model given as a local path (absolute, relative or `file://`) as a `file:` URL string. */

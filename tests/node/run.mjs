@@ -8,6 +8,7 @@
 // cache (a second load served from it), and each Node example of the package README.
 import fs from "node:fs";
 import os from "node:os";
+import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 
@@ -83,14 +84,21 @@ try {
   const missing = await Embedder.load("./models/no-such-model").then(() => null, (e) => e);
   check("errors", missing && /no-such-model/.test(missing.message), `missing local model: ${missing?.name}: ${missing?.message}`);
 
+  // No adapter (a Vulkan driver list naming no driver): a clear NoAdapterError.
+  const child = spawnSync(process.execPath, ["--input-type=module", "-e",
+    `import { Embedder } from "gllm-web/node"; await Embedder.load("./models/all-MiniLM-L6-v2").catch((e) => console.log(e.name + ": " + e.message));`],
+    { env: { ...process.env, VK_DRIVER_FILES: "/nonexistent/icd.json" }, encoding: "utf8", timeout: 60000 });
+  check("errors", /^NoAdapterError: Dawn found no GPU adapter/m.test(child.stdout), `without a driver: ${child.stdout.trim()}`);
+
   // The package README's Node examples, as written (tests/consumer/extract.mjs --node).
   for (const file of examples ? fs.readdirSync(examples).filter((f) => f.endsWith(".mjs")) : []) {
     const logs = [];
-    const log = console.log;
-    console.log = (...args) => logs.push(args);
     let error = null;
-    await time(`README example ${file}`, () => import(path.resolve(examples, file)).catch((e) => { error = e; }))
-      .finally(() => { console.log = log; });
+    await time(`README example ${file}`, async () => {
+      const log = console.log;
+      console.log = (...args) => logs.push(args);
+      await import(path.resolve(examples, file)).catch((e) => { error = e; }).finally(() => { console.log = log; });
+    });
     check(`README ${file}`, !error, error ? String(error?.stack ?? error) : `logged ${JSON.stringify(logs)}`);
     if (file === "node.mjs" && !error) {
       const [d, text] = logs.at(-1) ?? [];
