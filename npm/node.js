@@ -107,7 +107,8 @@ function withNode(cls, statics) {
  */
 function loadArgs([model, options, ...rest]) {
   const url = modelUrl(model);
-  if (typeof url === "string" && url.startsWith("file:") && (options === undefined || options?.cache === undefined)) {
+  const plain = options === undefined || (typeof options === "object" && options !== null && options.cache === undefined);
+  if (typeof url === "string" && url.startsWith("file:") && plain) {
     options = { ...options, cache: false };
   }
   return [url, options, ...rest];
