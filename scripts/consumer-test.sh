@@ -31,7 +31,8 @@ cat > tsconfig.json <<JSON
     "allowJs": true, "checkJs": true, "noEmit": true, "strict": true, "noImplicitAny": false },
   "include": [$examples, "node-examples/*.mjs", "check-types.ts"] }
 JSON
-npx tsc -p . && echo "consumer: README examples and check-types.ts type-check against the package's .d.ts"
+npx tsc -p .
+echo "consumer: README examples and check-types.ts type-check against the package's .d.ts"
 npx vite build --logLevel warn
 ls dist/assets | grep -q '\.wasm$' || { echo "consumer: vite did not emit the .wasm asset" >&2; exit 1; }
 ln -s "$repo/models" dist/models

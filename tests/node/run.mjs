@@ -4,13 +4,15 @@
 // the repository's models:
 //   node run.mjs REPO [README_EXAMPLES_DIR]
 // Checks embed parity with the MiniLM goldens (models loaded from a local path), the first
-// greedy tokens of SmolLM2 Q4_1 (a GGUF file:// URL), a SearchIndex search, the file-system
-// cache (a second load served from it), and each Node example of the package README.
+// greedy tokens of SmolLM2 Q4_1 (a GGUF by relative path), a SearchIndex search, the
+// file-system cache (an HTTP load, then a second one with the server stopped), the errors for
+// a missing model and a missing driver, and each Node example of the package README.
 import fs from "node:fs";
 import os from "node:os";
-import { spawnSync } from "node:child_process";
+import { once } from "node:events";
+import net from "node:net";
+import { spawn, spawnSync } from "node:child_process";
 import path from "node:path";
-import { pathToFileURL } from "node:url";
 
 import { Embedder, Generator, SearchIndex } from "gllm-web/node";
 
@@ -35,6 +37,16 @@ const cosine = (a, b) => {
   return ab / Math.sqrt(aa * bb);
 };
 
+/** A TCP port free on 127.0.0.1 now. */
+const freePort = () => new Promise((resolve) => {
+  const srv = net.createServer().listen(0, "127.0.0.1", () => {
+    const { port } = srv.address();
+    srv.close(() => resolve(port));
+  });
+});
+
+const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), "gllm-cache-"));
+process.env.GLLM_CACHE_DIR = cacheDir;
 try {
   // Embed: a relative local path, the goldens' sentences, cosine against sentence-transformers.
   const g = golden("all-minilm-l6-v2.json");
@@ -54,21 +66,36 @@ try {
   await index.dispose();
   await embedder.dispose();
 
-  // The file-system cache: an absolute file:// URL with `cache` on stores every read in
-  // GLLM_CACHE_DIR; a second load is served from it and gives the same vectors.
-  const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), "gllm-cache-"));
-  process.env.GLLM_CACHE_DIR = cacheDir;
-  const url = pathToFileURL(path.resolve("models/all-MiniLM-L6-v2")).href;
-  const cached = [];
-  for (let i = 0; i < 2; i++) {
-    const e = await time(`load MiniLM, cache ${i ? "warm" : "cold"}`, () => Embedder.load(url, { cache: "node-test" }));
-    cached.push((await e.embed(g.sentences[0].text)).data);
-    await e.dispose();
+  // The file-system cache (`cache` default on) over HTTP: a first load stores every read in
+  // GLLM_CACHE_DIR; with the server stopped, a second load is served from there alone and
+  // gives the same vector. The local loads above stored nothing (local models skip the cache).
+  const local = fs.readdirSync(cacheDir).length;
+  const port = await freePort();
+  const server = spawn(process.execPath, [path.join(repo, "scripts/serve.mjs"), "models", String(port)], { stdio: ["ignore", "pipe", "inherit"] });
+  try {
+    await new Promise((resolve, reject) => {
+      server.stdout.on("data", (d) => /^serving/m.test(String(d)) && resolve());
+      server.on("exit", () => reject(new Error("scripts/serve.mjs exited")));
+    });
+    const vectors = [];
+    for (const warm of [false, true]) {
+      if (warm) {
+        server.kill();
+        await once(server, "exit");
+      }
+      const e = await time(`load MiniLM over HTTP, cache ${warm ? "warm, server stopped" : "cold"}`,
+        () => Embedder.load(`http://127.0.0.1:${port}/all-MiniLM-L6-v2`));
+      vectors.push((await e.embed(g.sentences[0].text)).data);
+      await e.dispose();
+    }
+    const entries = fs.readdirSync(path.join(cacheDir, "gllm-web")).filter((f) => f.endsWith(".bin")).length;
+    const [cold, warm] = vectors.map((v) => cosine(v, g.sentences[0].embedding));
+    check("cache", local === 0 && entries > 3 && cold >= 0.9999 && warm >= 0.9999,
+      `${local} entries after the local loads, ${entries} after the HTTP load; cosine with the golden cold ${cold.toFixed(6)}, warm ${warm.toFixed(6)}`);
+  } finally {
+    server.kill();
+    fs.rmSync(cacheDir, { recursive: true, force: true });
   }
-  const files = fs.readdirSync(path.join(cacheDir, "node-test")).filter((f) => f.endsWith(".bin")).length;
-  check("cache", files > 3 && cosine(cached[0], cached[1]) > 0.99999 && cosine(cached[1], g.sentences[0].embedding) >= 0.9999,
-    `${files} entries in ${cacheDir}, the warm load gives the same vector`);
-  fs.rmSync(cacheDir, { recursive: true, force: true });
 
   // Generate: the first 3 greedy tokens of the golden case "capital".
   const sg = golden("smollm2-135m-instruct-q4_1.json");
