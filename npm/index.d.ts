@@ -1,6 +1,9 @@
+/// <reference lib="esnext.disposable" />
 // Type declarations for "gllm-web" (the main-thread entry). The classes, their options and
 // results are wasm-bindgen's declarations, generated from the Rust code that parses the
 // options (src/web/options.rs), so they cannot drift from what the code reads.
+// (The reference above: wasm-bindgen's classes declare `[Symbol.dispose]()`, which a project
+// whose `lib` stops at es2022 would not know; with it such a project type-checks.)
 export * from "./wasm/gllm_web.js";
 
 export interface InitOptions {

@@ -20,6 +20,8 @@ cd "$tmp"
 echo '{ "name": "gllm-consumer", "private": true, "type": "module" }' > package.json
 npm install --no-audit --no-fund --silent "$tarball" vite@8.3.8 typescript@7.0.2 webpack@5.112.2 webpack-cli@7.3.1
 node "$repo/tests/consumer/extract.mjs" node_modules/gllm-web/README.md .
+# The Node examples (run by scripts/node-test.sh) are type-checked here with the others.
+node "$repo/tests/consumer/extract.mjs" --node node_modules/gllm-web/README.md node-examples
 # Types: the README examples type-check as JS against the package's declarations, and
 # tests/consumer/check-types.ts (options, results, worker mode, @ts-expect-error misuses).
 cp "$repo/tests/consumer/check-types.ts" .
@@ -27,9 +29,10 @@ examples=$(cd src && ls *.js | grep -v '^main\.js$' | sed 's|^|"src/|; s|$|"|' |
 cat > tsconfig.json <<JSON
 { "compilerOptions": { "target": "es2022", "module": "esnext", "moduleResolution": "bundler", "lib": ["es2022", "dom"],
     "allowJs": true, "checkJs": true, "noEmit": true, "strict": true, "noImplicitAny": false },
-  "include": [$examples, "check-types.ts"] }
+  "include": [$examples, "node-examples/*.mjs", "check-types.ts"] }
 JSON
-npx tsc -p . && echo "consumer: README examples and check-types.ts type-check against the package's .d.ts"
+npx tsc -p .
+echo "consumer: README examples and check-types.ts type-check against the package's .d.ts"
 npx vite build --logLevel warn
 ls dist/assets | grep -q '\.wasm$' || { echo "consumer: vite did not emit the .wasm asset" >&2; exit 1; }
 ln -s "$repo/models" dist/models

@@ -13,7 +13,7 @@ fi
 test -f pkg/gllm_web_bg.wasm
 out=target/npm
 rm -rf "$out/package" && mkdir -p "$out/package/wasm"
-cp npm/package.json npm/README.md npm/index.js npm/index.d.ts npm/factories.js npm/worker.js npm/worker.d.ts npm/engine-worker.js "$out/package/"
+cp npm/package.json npm/README.md npm/index.js npm/index.d.ts npm/factories.js npm/worker.js npm/worker.d.ts npm/engine-worker.js npm/node.js npm/node.d.ts "$out/package/"
 cp pkg/gllm_web.js pkg/gllm_web.d.ts pkg/gllm_web_bg.wasm pkg/gllm_web_bg.wasm.d.ts "$out/package/wasm/"
 # The version is the crate's.
 version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)

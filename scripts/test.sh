@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test command. Every GPU test runs twice: natively through wgpu on Vulkan (lavapipe
-# on CI) and in headless Chromium through WebGPU (SwiftShader on CI).
+# on CI) and in headless Chromium through WebGPU (SwiftShader on CI); the npm package runs
+# in Node on Dawn too (the `webgpu` package, SwiftShader on CI).
 # Runs scripts/setup.sh first (idempotent), so it works on a fresh machine with Rust and Node.
+# Optional: GLLM_CHECK_TARGETS=1 adds `cargo check` for an Apple and a Windows target
+# (scripts/check-targets.sh: wgpu's Metal and DX12 backends compile).
 # Optional: GLLM_EXPECT_NATIVE_ADAPTER / GLLM_EXPECT_WEB_ADAPTER make the adapter test fail
 # unless the adapter description contains that text (.ci/run sets llvmpipe / swiftshader).
 set -euo pipefail
@@ -29,6 +32,10 @@ FUZZ_SKIP_NAMESPACE=1 cargo run -q --example fuzz_inputs -- chat 5 1
 echo "== native: cargo test (wgpu on Vulkan) =="
 GLLM_EXPECT_ADAPTER="${GLLM_EXPECT_NATIVE_ADAPTER-}" cargo test -- --nocapture 2>&1 | grep -v XDG_RUNTIME_DIR
 cargo check --benches -q
+if [ "${GLLM_CHECK_TARGETS-}" = 1 ]; then
+  # Opt-in (a few minutes cold on 2 cores, seconds warm): Metal and DX12 compile.
+  bash scripts/check-targets.sh
+fi
 
 echo "== browser: wasm-pack test in headless Chromium (WebGPU) =="
 # A pre-quantized model for the browser's streaming test (tests/quant.rs).
@@ -49,6 +56,9 @@ node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&reranker=http:
 
 echo "== npm package: JS API in headless Chromium (concurrency, dispose, device loss, no WebGPU, worker mode) =="
 node tests/js/run.mjs "http://127.0.0.1:$DEMO_PORT"
+
+echo "== node: the packed package through gllm-web/node on Dawn (the webgpu package) over SwiftShader =="
+GLLM_SKIP_WASM_BUILD=1 bash scripts/node-test.sh
 
 echo "== consumer: npm install the packed tarball + Vite in a temp dir, the package README's examples in headless Chromium =="
 GLLM_SKIP_WASM_BUILD=1 GLLM_CONSUMER_PORT=$((PORT + 2)) bash scripts/consumer-test.sh

@@ -3,6 +3,7 @@
 // type-check; if a declaration degraded to `any`, the directive itself would be an error.
 import { Embedder, Generator, Reranker, SearchIndex, isWebGPUAvailable, type EmbedResult, type GllmErrorName, type LoadOptions, type ProgressEvent, type RerankResult, type SearchResult } from "gllm-web";
 import * as W from "gllm-web/worker";
+import * as N from "gllm-web/node";
 
 export async function typed(url: string): Promise<void> {
   const onProgress = (e: ProgressEvent) => {
@@ -73,4 +74,13 @@ export async function typed(url: string): Promise<void> {
   // @ts-expect-error: a page Embedder is not a worker Embedder
   await wi.useEmbedder(embedder);
   W.terminateWorker();
+
+  // gllm-web/node: the same classes and types, its own init.
+  const ne: Embedder = await N.Embedder.load("./models/all-MiniLM-L6-v2", { cache: "models" });
+  const ng = await N.Generator.load("file:///models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  const tokens: Uint32Array = (await ng.generate("a", { max_new_tokens: 1 })).tokens;
+  await N.init() satisfies void;
+  void [ne, tokens];
+  // @ts-expect-error: Node's init reads the .wasm itself and takes no options
+  await N.init({ wasm: "x.wasm" });
 }

@@ -5,16 +5,35 @@
 // verbatim except for the model URLs (Hugging Face URLs → the test server's model folders).
 // OUT_DIR/src/main.js imports them one after another, records what each one console.logs,
 // and sets window.__examples = { NAME: { logs: [[...args]], error } } when done.
+//   node tests/consumer/extract.mjs --node npm/README.md OUT_DIR
+// The Node examples instead (first line `// node example: NAME`, which the browser pass
+// skips): OUT_DIR/NAME.mjs each, Hugging Face URLs → ./models/… (tests/node/run.mjs runs
+// them from a folder with a `models` link).
 import fs from "node:fs";
 import path from "node:path";
 
-const [readme, out] = process.argv.slice(2);
+const node = process.argv[2] === "--node";
+const [readme, out] = process.argv.slice(node ? 3 : 2);
 const text = fs.readFileSync(readme, "utf8");
 const models = {
   "https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2/resolve/main": "all-MiniLM-L6-v2",
   "https://huggingface.co/cross-encoder/ms-marco-MiniLM-L6-v2/resolve/main": "reranker-synthetic-minilm",
   "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/resolve/main": "smollm2-135m-instruct",
 };
+if (node) {
+  fs.mkdirSync(out, { recursive: true });
+  const names = [];
+  for (const [, name, body] of text.matchAll(/```js\n\/\/ node example: (\w+)\n([\s\S]*?)```/g)) {
+    let code = body;
+    for (const [url, dir] of Object.entries(models)) code = code.replaceAll(JSON.stringify(url), JSON.stringify(`./models/${dir}`));
+    if (/https?:\/\//.test(code.replace(/\/\/[^\n]*/g, ""))) throw new Error(`node example ${name}: a URL the test cannot serve`);
+    fs.writeFileSync(path.join(out, `${name}.mjs`), code);
+    names.push(name);
+  }
+  if (names.length === 0) throw new Error(`no \`// node example: NAME\` blocks in ${readme}`);
+  console.log(`node examples from ${readme}: ${names.join(", ")}`);
+  process.exit(0);
+}
 const names = [];
 fs.mkdirSync(path.join(out, "src"), { recursive: true });
 for (const m of text.matchAll(/```js\n\/\/ example: (\w+)\n([\s\S]*?)```/g)) {
