@@ -28,7 +28,7 @@ pub mod web;
 
 pub use error::{Error, Result};
 pub use engine::{EmbedOptions, Embedder, Embeddings, Hit, Pooling, RerankOptions, RerankResult, Reranker, SearchIndex, SearchMode};
-pub use engine::{FinishReason, GenerateOptions, Generation, Generator, GeneratorOptions, Prompt};
+pub use engine::{FinishReason, GenerateOptions, Generation, Generator, GeneratorOptions, Prompt, Speculative, SpeculativeStats};
 pub use engine::{IndexOptions, IndexStorage, LoadOptions};
 pub use gpu::{DType, Encoder, Gpu, GpuOptions, GpuStats, GpuTensor, Recording, U32Slot};
 pub use kernels::sample::SamplingConfig;

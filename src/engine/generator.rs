@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, GpuTensor, Recording, U32Slot};
 use crate::kernels::sample::{sample, SamplingConfig};
+use crate::kernels::speculative::verify;
 use crate::engine::LoadOptions;
 use crate::loader::{read_json, read_json_optional, read_whole, Progress, Source, Weights};
 use crate::models::llama::{KvCache, LlamaConfig, LlamaModel};
@@ -52,12 +53,67 @@ pub struct GenerateOptions {
     /// and this prompt, so a chat's next turn prefills only its new tokens (default true;
     /// benchmarks of prefill turn it off).
     pub prefix_cache: bool,
+    /// Speculative decoding with drafts looked up in the prompt and the output so far (none
+    /// by default). Greedy decoding only (temperature 0, no repetition penalty): the output is
+    /// the plain greedy output; with sampling settings it is ignored.
+    pub speculative: Option<Speculative>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 256, sampling: SamplingConfig::default(), stop: Vec::new(), ignore_eos: false, prefix_cache: true }
+        Self {
+            max_new_tokens: 256,
+            sampling: SamplingConfig::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+            prefix_cache: true,
+            speculative: None,
+        }
     }
+}
+
+/// Prompt-lookup speculative decoding (Saxena 2023): each step drafts up to `k` tokens, the
+/// continuation of the latest earlier occurrence of the sequence's last `ngram` tokens
+/// (shorter n-grams tried next), and the model checks them all in one pass
+/// ([`crate::kernels::speculative::verify`]); a step with no draft is a plain decode step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Speculative {
+    /// Drafted tokens per verify pass, 1..=32.
+    pub k: usize,
+    /// Longest n-gram looked up, 1..=8.
+    pub ngram: usize,
+}
+
+impl Default for Speculative {
+    fn default() -> Self {
+        Self { k: 8, ngram: 3 }
+    }
+}
+
+/// What speculative decoding did in one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpeculativeStats {
+    /// Verify passes (each one readback).
+    pub verify_steps: usize,
+    /// Plain decode steps (no draft found).
+    pub plain_steps: usize,
+    /// Tokens drafted and checked.
+    pub drafted: usize,
+    /// Drafted tokens the model agreed with.
+    pub accepted: usize,
+}
+
+/// Prompt lookup: the continuation (at most `k` tokens) of the latest earlier occurrence of
+/// the last `n` tokens of `seq`, `n` from `ngram` down to 1; empty when none occurs.
+pub fn prompt_lookup(seq: &[u32], ngram: usize, k: usize) -> Vec<u32> {
+    let len = seq.len();
+    for n in (1..=ngram.min(len.saturating_sub(1))).rev() {
+        let tail = &seq[len - n..];
+        if let Some(i) = (0..len - n).rev().find(|&i| &seq[i..i + n] == tail) {
+            return seq[i + n..(i + n + k).min(len)].to_vec();
+        }
+    }
+    Vec::new()
 }
 
 /// What to continue.
@@ -104,6 +160,8 @@ pub struct Generation {
     /// Text of the new tokens (special tokens skipped, cut before a stop string).
     pub text: String,
     pub finish_reason: FinishReason,
+    /// Speculative decoding's counters, when it ran.
+    pub speculative: Option<SpeculativeStats>,
 }
 
 #[derive(Deserialize)]
@@ -341,10 +399,19 @@ impl Generator {
             return Err(Error::Input(format!("the prompt has {n} tokens; the model's context is {ctx}")));
         }
         if opts.max_new_tokens == 0 {
-            return Ok(Generation { prompt_ids, tokens: vec![], text: String::new(), finish_reason: FinishReason::Length });
+            return Ok(Generation { prompt_ids, tokens: vec![], text: String::new(), finish_reason: FinishReason::Length, speculative: None });
         }
         let max_new = opts.max_new_tokens.min(ctx - n);
-        let rows = (n + max_new).next_multiple_of(CACHE_STEP).min(ctx);
+        // Speculative decoding runs for greedy settings only (its acceptance is greedy).
+        let speculative = opts.speculative.filter(|_| opts.sampling.temperature == 0.0 && opts.sampling.repetition_penalty == 1.0);
+        if let Some(sp) = speculative {
+            if !(1..=32).contains(&sp.k) || !(1..=8).contains(&sp.ngram) {
+                return Err(Error::Input(format!("speculative: k {} must be in 1..=32 and ngram {} in 1..=8", sp.k, sp.ngram)));
+            }
+        }
+        // A verify pass writes k rows past the last token.
+        let spare = speculative.map_or(0, |sp| sp.k);
+        let rows = (n + max_new + spare).next_multiple_of(CACHE_STEP).min(ctx);
         self.ensure_session(rows)?;
         // The prefix cache: the cache rows of the longest common prefix of the last call's
         // tokens and this prompt are reused (at least one prompt token is prefilled, for its
@@ -381,67 +448,93 @@ impl Generator {
         let mut enc = gpu.encoder();
         let logits = self.model.forward(&mut enc, &ids, &s.cache, &s.state, false)?;
         sample(&mut enc, &logits, &s.cfg, &s.seen, &s.state, n - reuse)?;
-        // The GPU runs one decode step ahead of the host: step t+1 reads token t from `state`
-        // on the GPU, so it is submitted before token t reaches the host, and the round trip
-        // and the host's work per token overlap the next step. Two slots take the reads in
-        // turn. Stopping early (EOS, a stop string, an abort) leaves one step's work unused;
-        // its read is awaited below so the slots are free for the next call.
-        let mut pending = Some((enc.submit_start_u32(&s.state, &self.slots[0])?, 0usize));
-        let mut ahead = None;
-
-        let mut tokens = Vec::new();
-        let mut text = String::new();
-        let mut emitted = 0usize;
-        let mut stream = DecodeStream::new();
-        let max_stop = opts.stop.iter().map(|s| s.len()).max().unwrap_or(0);
-        let run = async {
-            if max_new >= 2 {
-                ahead = Some((s.decode.submit_start_u32(&s.state, &self.slots[1])?, 1usize));
-            }
-            loop {
-                let Some((read, free)) = pending.take() else {
-                    return Err(Error::Input("internal: no token in flight".into()));
-                };
-                let next = read.finish(&gpu).await?;
-                tokens.push(next);
-                if !opts.ignore_eos && self.eos_ids.contains(&next) {
-                    return Ok(FinishReason::Eos);
-                }
-                text.push_str(&stream.step(&self.tokenizer, next)?);
-                // Stop strings: search the region new text can complete.
-                let from = floor_boundary(&text, emitted.saturating_sub(max_stop));
-                if let Some(at) = opts.stop.iter().filter_map(|st| text[from..].find(st.as_str()).map(|i| from + i)).min() {
-                    text.truncate(at);
-                    if text.len() > emitted {
-                        on_token(&text[emitted..], next);
-                        emitted = text.len();
+        let mut out = Emission::new(opts, max_new);
+        let mut stats = SpeculativeStats::default();
+        let finish = if let Some(sp) = speculative {
+            let first = enc.submit_start_u32(&s.state, &self.slots[0])?;
+            let run = async {
+                let mut next = vec![first.finish(&gpu).await?];
+                let mut seq = prompt_ids.clone();
+                loop {
+                    for &t in &next {
+                        if let Some(f) = out.take(&self.tokenizer, &self.eos_ids, t, on_token)? {
+                            return Ok(f);
+                        }
+                        if let Some(f) = out.flush(t, on_token) {
+                            return Ok(f);
+                        }
+                        seq.push(t);
                     }
-                    return Ok(FinishReason::Stop);
+                    // Draft from the sequence so far; the last token is not in the cache yet.
+                    let last = *seq.last().unwrap_or(&0);
+                    let draft = prompt_lookup(&seq, sp.ngram, sp.k.min(max_new - out.tokens.len()));
+                    if draft.is_empty() {
+                        stats.plain_steps += 1;
+                        next = vec![s.decode.submit_start_u32(&s.state, &self.slots[0])?.finish(&gpu).await?];
+                        continue;
+                    }
+                    let k = draft.len();
+                    let mut input = vec![last];
+                    input.extend(&draft);
+                    let ids = gpu.upload_u32(&input, &[k + 1])?;
+                    let drafts = gpu.upload_u32(&draft, &[k])?;
+                    let verdict = gpu.alloc(&[k + 2], crate::gpu::DType::U32)?;
+                    let mut enc = gpu.encoder();
+                    let logits = self.model.forward(&mut enc, &ids, &s.cache, &s.state, true)?;
+                    verify(&mut enc, &logits, &drafts, k, &s.state, &verdict)?;
+                    enc.submit()?;
+                    // The one readback of the step: [accepted, argmax of each row].
+                    let r = gpu.readback_u32(&verdict).await?;
+                    let a = (r[0] as usize).min(k);
+                    stats.verify_steps += 1;
+                    stats.drafted += k;
+                    stats.accepted += a;
+                    next = draft[..a].to_vec();
+                    next.push(r[1 + a]);
                 }
-                // Keep one step ahead: token t+1 is in flight; submit t+2 into the freed slot.
-                pending = ahead.take();
-                if tokens.len() + 2 <= max_new {
-                    ahead = Some((s.decode.submit_start_u32(&s.state, &self.slots[free])?, free));
+            };
+            run.await
+        } else {
+            // The GPU runs one decode step ahead of the host: step t+1 reads token t from
+            // `state` on the GPU, so it is submitted before token t reaches the host, and the
+            // round trip and the host's work per token overlap the next step. Two slots take
+            // the reads in turn. Stopping early (EOS, a stop string, an abort) leaves one
+            // step's work unused; its read is awaited below so the slots are free for the
+            // next call.
+            let mut pending = Some((enc.submit_start_u32(&s.state, &self.slots[0])?, 0usize));
+            let mut ahead = None;
+            let run = async {
+                if max_new >= 2 {
+                    ahead = Some((s.decode.submit_start_u32(&s.state, &self.slots[1])?, 1usize));
                 }
-                let safe = safe_end(&text, &opts.stop);
-                let piece = if safe > emitted { &text[emitted..safe] } else { "" };
-                let go_on = on_token(piece, next);
-                emitted = emitted.max(safe);
-                if !go_on {
-                    return Ok(FinishReason::Abort);
+                loop {
+                    let Some((read, free)) = pending.take() else {
+                        return Err(Error::Input("internal: no token in flight".into()));
+                    };
+                    let next = read.finish(&gpu).await?;
+                    if let Some(f) = out.take(&self.tokenizer, &self.eos_ids, next, on_token)? {
+                        return Ok(f);
+                    }
+                    // Keep one step ahead: token t+1 is in flight; submit t+2 into the freed slot.
+                    pending = ahead.take();
+                    if out.tokens.len() + 2 <= max_new {
+                        ahead = Some((s.decode.submit_start_u32(&s.state, &self.slots[free])?, free));
+                    }
+                    if let Some(f) = out.flush(next, on_token) {
+                        return Ok(f);
+                    }
                 }
-                if tokens.len() >= max_new {
-                    return Ok(FinishReason::Length);
-                }
+            };
+            let finish = run.await;
+            // Reads still in flight (an early stop, or an error): finish them so both slots
+            // are unmapped; their tokens are not used.
+            for (read, _) in [pending.take(), ahead.take()].into_iter().flatten() {
+                let _ = read.finish(&gpu).await;
             }
+            finish
         };
-        let finish = run.await;
-        // Reads still in flight (an early stop, or an error): finish them so both slots are
-        // unmapped; their tokens are not used.
-        for (read, _) in [pending.take(), ahead.take()].into_iter().flatten() {
-            let _ = read.finish(&gpu).await;
-        }
         let finish = finish?;
+        let Emission { tokens, mut text, emitted, .. } = out;
         // Every new token but the last has its keys and values in the cache now.
         self.cached = prompt_ids.clone();
         self.cached.extend(&tokens[..tokens.len().saturating_sub(1)]);
@@ -451,7 +544,7 @@ impl Generator {
         if finish == FinishReason::Abort {
             text.truncate(emitted);
         }
-        Ok(Generation { prompt_ids, tokens, text, finish_reason: finish })
+        Ok(Generation { prompt_ids, tokens, text, finish_reason: finish, speculative: speculative.map(|_| stats) })
     }
 
     /// Logits of every prompt position (`[n, vocab]`), for tests and parity checks; a
@@ -496,6 +589,60 @@ impl Generator {
     }
 }
 
+/// The text side of one generate call: the new tokens, their text, how much of it was
+/// streamed, and the stop rules.
+struct Emission<'a> {
+    opts: &'a GenerateOptions,
+    max_new: usize,
+    tokens: Vec<u32>,
+    text: String,
+    emitted: usize,
+    stream: DecodeStream,
+    max_stop: usize,
+}
+
+impl<'a> Emission<'a> {
+    fn new(opts: &'a GenerateOptions, max_new: usize) -> Self {
+        let max_stop = opts.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+        Self { opts, max_new, tokens: Vec::new(), text: String::new(), emitted: 0, stream: DecodeStream::new(), max_stop }
+    }
+
+    /// Takes the new token `next`: `Some` when generation ends with it (an EOS id, or a stop
+    /// string it completes, whose text before the stop string is streamed).
+    fn take(&mut self, tok: &Tokenizer, eos: &[u32], next: u32, on_token: &mut dyn FnMut(&str, u32) -> bool) -> Result<Option<FinishReason>> {
+        self.tokens.push(next);
+        if !self.opts.ignore_eos && eos.contains(&next) {
+            return Ok(Some(FinishReason::Eos));
+        }
+        self.text.push_str(&self.stream.step(tok, next)?);
+        // Stop strings: search the region new text can complete.
+        let from = floor_boundary(&self.text, self.emitted.saturating_sub(self.max_stop));
+        let stop = self.opts.stop.iter().filter_map(|st| self.text[from..].find(st.as_str()).map(|i| from + i)).min();
+        if let Some(at) = stop {
+            self.text.truncate(at);
+            if self.text.len() > self.emitted {
+                on_token(&self.text[self.emitted..], next);
+                self.emitted = self.text.len();
+            }
+            return Ok(Some(FinishReason::Stop));
+        }
+        Ok(None)
+    }
+
+    /// Streams the text that can no longer change (`on_token`): `Some` when the caller aborts
+    /// or `max_new` tokens are reached.
+    fn flush(&mut self, next: u32, on_token: &mut dyn FnMut(&str, u32) -> bool) -> Option<FinishReason> {
+        let safe = safe_end(&self.text, &self.opts.stop);
+        let piece = if safe > self.emitted { &self.text[self.emitted..safe] } else { "" };
+        let go_on = on_token(piece, next);
+        self.emitted = self.emitted.max(safe);
+        if !go_on {
+            return Some(FinishReason::Abort);
+        }
+        (self.tokens.len() >= self.max_new).then_some(FinishReason::Length)
+    }
+}
+
 fn floor_boundary(s: &str, mut i: usize) -> usize {
     while i > 0 && !s.is_char_boundary(i) {
         i -= 1;
@@ -526,6 +673,20 @@ fn safe_end(text: &str, stop: &[String]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompt_lookup_drafts_the_latest_continuation() {
+        // "a b c" occurred twice before: the latest occurrence's continuation is drafted.
+        let seq = [1, 2, 3, 9, 1, 2, 3, 7, 8, 5, 1, 2, 3];
+        assert_eq!(prompt_lookup(&seq, 3, 4), [7, 8, 5, 1]);
+        assert_eq!(prompt_lookup(&seq, 3, 2), [7, 8]);
+        // Shorter n-grams are tried when the longest does not occur; none: no draft.
+        assert_eq!(prompt_lookup(&[4, 5, 6, 9, 6], 3, 3), [9, 6]);
+        assert!(prompt_lookup(&[1, 2, 3, 4], 3, 4).is_empty());
+        assert!(prompt_lookup(&[7], 3, 4).is_empty());
+        // The continuation may run into the tail itself and stops at the end.
+        assert_eq!(prompt_lookup(&[5, 5, 5], 1, 4), [5]);
+    }
 
     #[test]
     fn stop_prefixes_are_held_back() {

@@ -29,6 +29,9 @@ export interface GenerateResult {
   tokens: Uint32Array;
   prompt_ids: Uint32Array;
   finish_reason: "eos" | "stop" | "length" | "abort";
+  /** With `speculative`: verify passes, plain decode steps (no draft found), tokens drafted
+   *  and drafted tokens the model accepted. */
+  speculative?: { verify_steps: number; plain_steps: number; drafted: number; accepted: number };
 }
 "#;
 
@@ -49,6 +52,14 @@ fn parse_options(options: &JsValue) -> Result<(GenerateOptions, Option<JsValue>,
         stop: o.stop.unwrap_or_default(),
         ignore_eos: false,
         prefix_cache: o.prefix_cache.unwrap_or(true),
+        speculative: match o.speculative {
+            None => None,
+            Some(sp) if sp.mode == "prompt_lookup" => {
+                let d = crate::engine::Speculative::default();
+                Some(crate::engine::Speculative { k: sp.k.unwrap_or(d.k), ngram: sp.ngram.unwrap_or(d.ngram) })
+            }
+            Some(sp) => return Err(Error::Input(format!("speculative mode `{}`: expected \"prompt_lookup\"", sp.mode))),
+        },
     };
     let callback = get(options, "callback").and_then(|f| f.dyn_into::<Function>().ok());
     Ok((opts, get(options, "signal"), callback))
@@ -130,6 +141,7 @@ impl Generator {
                     tokens: vec![],
                     text: String::new(),
                     finish_reason: crate::engine::FinishReason::Abort,
+                    speculative: None,
                 }
             } else {
                 g.generate_stream(prompt, &opts, &mut |piece, id| {
@@ -146,6 +158,14 @@ impl Generator {
             Reflect::set(&o, &"tokens".into(), &js_sys::Uint32Array::from(&out.tokens[..]))?;
             Reflect::set(&o, &"prompt_ids".into(), &js_sys::Uint32Array::from(&out.prompt_ids[..]))?;
             Reflect::set(&o, &"finish_reason".into(), &out.finish_reason.as_str().into())?;
+            if let Some(st) = out.speculative {
+                let sp = Object::new();
+                Reflect::set(&sp, &"verify_steps".into(), &(st.verify_steps as u32).into())?;
+                Reflect::set(&sp, &"plain_steps".into(), &(st.plain_steps as u32).into())?;
+                Reflect::set(&sp, &"drafted".into(), &(st.drafted as u32).into())?;
+                Reflect::set(&sp, &"accepted".into(), &(st.accepted as u32).into())?;
+                Reflect::set(&o, &"speculative".into(), &sp)?;
+            }
             Ok(o.into())
         })
     }

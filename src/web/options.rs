@@ -174,12 +174,29 @@ js_options! {
         /// prefix of its tokens and this prompt, so a chat's next turn prefills only the new
         /// tokens. Default true.
         prefix_cache: bool = "boolean",
+        /// Speculative decoding with drafts looked up in the prompt and the output so far
+        /// (prompt lookup): up to `k` drafted tokens (default 8) per pass, matched on the last
+        /// `ngram` tokens (default 3), all checked by the model in one pass. Greedy decoding
+        /// only (temperature 0, no repetition penalty), where the output equals plain greedy
+        /// decoding; ignored with sampling settings.
+        speculative: SpeculativeJs = "{ mode: \"prompt_lookup\"; k?: number; ngram?: number }",
         /// Aborting stops generation after the current token; the generator stays usable.
         signal: JsOnly = "AbortSignal",
         /// Called after each new token with the text it completes (may be empty while a
         /// UTF-8 character or a possible stop string is incomplete) and the token id.
         callback: JsOnly = "(text: string, token: number) => void",
     }
+}
+
+/// `GenerateOptions.speculative`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeculativeJs {
+    pub mode: String,
+    #[serde(default)]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub ngram: Option<usize>,
 }
 
 /// An options object as JSON for serde: plain values converted, JS-only values (`JsOnly`
