@@ -26,6 +26,7 @@ gpu_tests! {
     swiglu_matches_cpu => swiglu_matches_cpu,
     greedy_sample_matches_cpu => greedy_sample_matches_cpu,
     sampling_matches_cpu => sampling_matches_cpu,
+    speculative_verify_matches_cpu => speculative_verify_matches_cpu,
     tiny_llama_matches_cpu => tiny_llama_matches_cpu,
     tiny_qwen2_matches_cpu => tiny_qwen2_matches_cpu,
     tiny_qwen3_matches_cpu => tiny_qwen3_matches_cpu,
@@ -186,6 +187,58 @@ async fn greedy_sample_matches_cpu(gpu: Gpu) -> R {
                 return Err(format!("state after sample {state:?}").into());
             }
         }
+    }
+    Ok(())
+}
+
+/// The verify step of speculative decoding against its CPU reference: the argmax of every
+/// row (ragged vocabularies, not multiples of the 256-wide workgroup; exact ties go to the
+/// lowest index; NaN never wins; a row of NaN gives 0) and the greedy acceptance written into
+/// `out` and `state`, for drafts accepted in full, rejected at the first, and in the middle.
+async fn speculative_verify_matches_cpu(gpu: Gpu) -> R {
+    use gllm_web::kernels::speculative::verify;
+    let mut rng = Rng::new(31);
+    for (vocab, k) in [(257usize, 1usize), (1000, 4), (5003, 7), (49157, 8)] {
+        let rows = k + 1;
+        let mut logits = rng.vec(rows * vocab, 3.0);
+        // A tie in row 0 (two equal maxima), a NaN in row 1, row k all NaN when k > 2.
+        logits[3] = 50.0;
+        logits[vocab - 2] = 50.0;
+        if k > 1 {
+            logits[vocab + 5] = f32::NAN;
+        }
+        if k > 2 {
+            logits[k * vocab..].fill(f32::NAN);
+        }
+        let best = cpu::speculative::argmax_rows(&logits, vocab);
+        for reject_at in [k, 0, k / 2] {
+            // Drafts equal the argmaxes up to `reject_at`, then differ.
+            let drafts: Vec<u32> = (0..k).map(|i| if i < reject_at { best[i] } else { (best[i] + 1) % vocab as u32 }).collect();
+            let (a, next) = cpu::speculative::accept(&best, &drafts);
+            let l = gpu.upload_f32(&logits, &[rows, vocab])?;
+            let d = gpu.upload_u32(&drafts, &[k])?;
+            let state = gpu.upload_u32(&[9, 100, 3, 0], &[4])?;
+            let out = gpu.alloc(&[k + 2], gllm_web::DType::U32)?;
+            let mut enc = gpu.encoder();
+            verify(&mut enc, &l, &d, k, &state, &out)?;
+            enc.submit()?;
+            let got = gpu.readback_u32(&out).await?;
+            let st = gpu.readback_u32(&state).await?;
+            let mut want = vec![a as u32];
+            want.extend(&best);
+            if got != want || st != [next, 100 + a as u32 + 1, 4, 0] {
+                return Err(format!("vocab {vocab} k {k} reject at {reject_at}: out {got:?} want {want:?}, state {st:?}").into());
+            }
+        }
+        assert_eq!(best[0], 3, "ties go to the lowest index");
+    }
+    // Shapes are checked before dispatch.
+    let l = gpu.upload_f32(&[0.0; 6], &[2, 3])?;
+    let d = gpu.upload_u32(&[0, 0], &[2])?;
+    let state = gpu.upload_u32(&[0; 4], &[4])?;
+    let out = gpu.alloc(&[3], gllm_web::DType::U32)?;
+    if verify(&mut gpu.encoder(), &l, &d, 1, &state, &out).is_ok() {
+        return Err("a [1] drafts tensor of 2 words was accepted".into());
     }
     Ok(())
 }

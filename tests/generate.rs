@@ -197,7 +197,49 @@ async fn smollm2(gpu: Gpu) -> R {
     let greedy = if cfg!(target_arch = "wasm32") { 3 } else { 20 };
     check_goldens(&mut g, "smollm2-135m-instruct", SMOLLM2, greedy).await?;
     streams_stops_aborts_samples(&gpu, &mut g).await?;
-    prefix_cache_across_turns(&mut g).await
+    prefix_cache_across_turns(&mut g).await?;
+    speculative_equals_greedy(&mut g).await
+}
+
+/// Prompt-lookup speculative decoding gives the plain greedy tokens, token for token: on
+/// the goldens' prompts and on prompts of our own where drafts pay (text that repeats) and
+/// where they are partly rejected (the cache rolled back mid-draft), with stop strings and
+/// EOS inside an accepted draft handled like plain decoding.
+async fn speculative_equals_greedy(g: &mut Generator) -> R {
+    use gllm_web::Speculative;
+    let golden: serde_json::Value = serde_json::from_str(SMOLLM2)?;
+    let n = if cfg!(target_arch = "wasm32") { 6 } else { 24 };
+    let repeat = "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\ndef add(a, b):\n    return";
+    let list = "Monday, Tuesday, Wednesday, Thursday, Friday. Monday, Tuesday,";
+    let mut prompts: Vec<String> = golden["cases"].as_array().ok_or("no cases")?.iter().filter_map(|c| c["prompt"].as_str().map(String::from)).collect();
+    prompts.extend([repeat.to_string(), list.to_string()]);
+    let (mut drafted, mut accepted, mut partial) = (0, 0, 0);
+    for p in &prompts {
+        let plain = g.generate(Prompt::Text(p), &GenerateOptions { max_new_tokens: n, prefix_cache: false, ..Default::default() }).await?;
+        for sp in [Speculative::default(), Speculative { k: 3, ngram: 1 }] {
+            let opts = GenerateOptions { max_new_tokens: n, prefix_cache: false, speculative: Some(sp), ..Default::default() };
+            let out = g.generate(Prompt::Text(p), &opts).await?;
+            let st = out.speculative.ok_or("no speculative stats")?;
+            if out.tokens != plain.tokens || out.text != plain.text || out.finish_reason != plain.finish_reason {
+                return Err(format!("speculative {sp:?} on {p:?}: {:?} != greedy {:?}", out.tokens, plain.tokens).into());
+            }
+            drafted += st.drafted;
+            accepted += st.accepted;
+            partial += st.partial;
+            log!("speculative k {} ngram {}: {} tokens in {} verify + {} plain steps, {}/{} drafts accepted on {p:?}", sp.k, sp.ngram, out.tokens.len(), st.verify_steps, st.plain_steps, st.accepted, st.drafted);
+        }
+    }
+    // A stop string inside an accepted draft: the same text as plain decoding.
+    let stop = GenerateOptions { max_new_tokens: n, stop: vec!["b\n".into()], prefix_cache: false, ..Default::default() };
+    let plain = g.generate(Prompt::Text(repeat), &stop).await?;
+    let spec = g.generate(Prompt::Text(repeat), &GenerateOptions { speculative: Some(Speculative::default()), ..stop.clone() }).await?;
+    if (spec.text.as_str(), spec.finish_reason) != (plain.text.as_str(), plain.finish_reason) {
+        return Err(format!("stop string: speculative {:?} != plain {:?}", spec.text, plain.text).into());
+    }
+    if accepted == 0 || partial == 0 {
+        return Err(format!("drafts never paid ({accepted} of {drafted} accepted) or were never rejected mid-draft ({partial})").into());
+    }
+    Ok(())
 }
 
 /// A chat's second turn reuses the KV cache of the first for their common prefix: it

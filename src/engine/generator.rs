@@ -101,6 +101,9 @@ pub struct SpeculativeStats {
     pub drafted: usize,
     /// Drafted tokens the model agreed with.
     pub accepted: usize,
+    /// Verify passes that accepted some of their drafts but not all (the cache rolled back
+    /// past the first rejection, mid-draft).
+    pub partial: usize,
 }
 
 /// Prompt lookup: the continuation (at most `k` tokens) of the latest earlier occurrence of
@@ -489,6 +492,7 @@ impl Generator {
                     stats.verify_steps += 1;
                     stats.drafted += k;
                     stats.accepted += a;
+                    stats.partial += usize::from(a > 0 && a < k);
                     next = draft[..a].to_vec();
                     next.push(r[1 + a]);
                 }

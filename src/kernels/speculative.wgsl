@@ -36,12 +36,20 @@ const WG: u32 = 256u;
 var<workgroup> vals: array<f32, WG>;
 var<workgroup> idxs: array<u32, WG>;
 
-// Whether (va, ia) beats (vb, ib): larger value, then lower index; NaN loses to anything.
+// NaN by its bits (drivers may fold `x != x` away under fast-math float controls).
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// Whether (va, ia) beats (vb, ib): ib == NONE (nothing yet) loses to any value but NaN; then
+// the larger value, then the lower index; NaN never wins.
+const NONE: u32 = 0xffffffffu;
 fn beats(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
-    let a_nan = va != va;
-    let b_nan = vb != vb;
-    if (a_nan != b_nan) {
-        return b_nan;
+    if (ia == NONE || is_nan(va)) {
+        return false;
+    }
+    if (ib == NONE) {
+        return true;
     }
     return va > vb || (va == vb && ia < ib);
 }
@@ -50,8 +58,8 @@ fn beats(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
 fn argmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row = wg.x;
     let base = row * p.vocab;
-    var bv = bitcast<f32>(0x7fc00000u); // NaN: loses to every value
-    var bi = 0xffffffffu;
+    var bv = 0.0;
+    var bi = NONE;
     for (var j = lid.x; j < p.vocab; j = j + WG) {
         let v = logits[base + j];
         if (beats(v, j, bv, bi)) {
@@ -71,7 +79,7 @@ fn argmax_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     if (lid.x == 0u) {
         // A row of NaN only: token 0, as the sampler.
-        best[row] = select(idxs[0], 0u, idxs[0] == 0xffffffffu);
+        best[row] = select(idxs[0], 0u, idxs[0] == NONE);
     }
 }
 #else

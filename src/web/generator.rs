@@ -29,9 +29,9 @@ export interface GenerateResult {
   tokens: Uint32Array;
   prompt_ids: Uint32Array;
   finish_reason: "eos" | "stop" | "length" | "abort";
-  /** With `speculative`: verify passes, plain decode steps (no draft found), tokens drafted
-   *  and drafted tokens the model accepted. */
-  speculative?: { verify_steps: number; plain_steps: number; drafted: number; accepted: number };
+  /** With `speculative`: verify passes, plain decode steps (no draft found), tokens drafted,
+   *  drafted tokens the model accepted, and passes that accepted only part of their drafts. */
+  speculative?: { verify_steps: number; plain_steps: number; drafted: number; accepted: number; partial: number };
 }
 "#;
 
@@ -164,6 +164,7 @@ impl Generator {
                 Reflect::set(&sp, &"plain_steps".into(), &(st.plain_steps as u32).into())?;
                 Reflect::set(&sp, &"drafted".into(), &(st.drafted as u32).into())?;
                 Reflect::set(&sp, &"accepted".into(), &(st.accepted as u32).into())?;
+                Reflect::set(&sp, &"partial".into(), &(st.partial as u32).into())?;
                 Reflect::set(&o, &"speculative".into(), &sp)?;
             }
             Ok(o.into())
