@@ -32,8 +32,10 @@
 //! ```text
 //! gllm generate --model DIR|FILE.gguf --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]
 //!      [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]
+//!      [--speculative prompt-lookup [--draft-k K]]
 //! ```
-//! prints `{"prompt_ids": [...], "tokens": [...], "text": "...", "finish_reason": "..."}`.
+//! prints `{"prompt_ids": [...], "tokens": [...], "text": "...", "finish_reason": "..."}` (and
+//! `"speculative": {verify_steps, plain_steps, drafted, accepted}` with `--speculative`).
 //! Errors go to stderr with exit status 1 (2 for usage errors).
 
 #[cfg(target_arch = "wasm32")]
@@ -64,7 +66,8 @@ const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-no
        gllm convert MODEL.gguf --out DIR [--dtype f16|f32]
        gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q5_1|q2_K|q3_K|q4_K|q5_K|q6_K|iq4_nl --out DIR
        gllm generate --model DIR|FILE.gguf --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T] [--top-k K]
-                     [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]";
+                     [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]
+                     [--speculative prompt-lookup [--draft-k K]]";
 
 #[cfg(not(target_arch = "wasm32"))]
 fn run(r: Result<(), String>) -> i32 {
@@ -262,6 +265,14 @@ fn generate(args: &[String]) -> Result<(), String> {
             "--seed" => opts.sampling.seed = num("--seed", value("--seed")?)?,
             "--stop" => opts.stop.push(value("--stop")?),
             "--dtype" => dtype = Some(value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
+            "--speculative" => match value("--speculative")?.as_str() {
+                "prompt-lookup" => opts.speculative = Some(opts.speculative.unwrap_or_default()),
+                other => return Err(format!("--speculative {other}: expected prompt-lookup\n{USAGE}")),
+            },
+            "--draft-k" => {
+                let k = num("--draft-k", value("--draft-k")?)?;
+                opts.speculative = Some(gllm_web::Speculative { k, ..opts.speculative.unwrap_or_default() });
+            }
             s => return Err(format!("unknown argument {s}\n{USAGE}")),
         }
     }
@@ -285,6 +296,14 @@ fn generate(args: &[String]) -> Result<(), String> {
             "text": out.text,
             "finish_reason": out.finish_reason.as_str(),
         });
+        let json = match out.speculative {
+            Some(st) => {
+                let mut j = json;
+                j["speculative"] = serde_json::json!({ "verify_steps": st.verify_steps, "plain_steps": st.plain_steps, "drafted": st.drafted, "accepted": st.accepted });
+                j
+            }
+            None => json,
+        };
         println!("{json}");
         Ok(())
     })
