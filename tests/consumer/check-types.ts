@@ -35,6 +35,10 @@ export async function typed(url: string): Promise<void> {
   const gen = await Generator.load(`${url}/model.Q4_K_M.gguf`, { ...common, dtype: "auto" });
   const out = await gen.generate("Hi", { max_new_tokens: 2, callback: (text: string, token: number) => void [text, token] });
   void (out.finish_reason satisfies "eos" | "stop" | "length" | "abort");
+  const fast = await gen.generate("Hi", { max_new_tokens: 4, prefix_cache: false, speculative: { mode: "prompt_lookup", k: 4 } });
+  void (fast.speculative?.accepted satisfies number | undefined);
+  // @ts-expect-error: only prompt lookup drafts here
+  await gen.generate("Hi", { speculative: { mode: "draft" } });
   // @ts-expect-error: dtype is one of the declared formats
   await Generator.load(url, { dtype: "q3" });
   try {
