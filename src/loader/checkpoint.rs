@@ -12,7 +12,7 @@
 //! An optional `gllm-manifest.json` beside the weights, `{"files": {"model.safetensors":
 //! {"sha256": "<64 hex>", "size": N}, ..}}`, pins each weights file's length and SHA-256.
 //! When present, every safetensors file of the checkpoint must be listed, and the streaming
-//! loader checks each one while it streams ([`super::stream::stream_safetensors_verified`]);
+//! loader checks each one while it streams ([`super::stream::stream_file`]);
 //! a mismatch is `Error::Integrity` and evicts the file and the manifest from a browser
 //! cache ([`Source::evict`]), so loading again fetches them anew.
 
