@@ -25,6 +25,7 @@ fn main() -> gllm_web::Result<()> {
 async fn run() -> gllm_web::Result<()> {
     let dir = common::model_dir();
     let src = common::random_bert(false).await?;
+    common::write_out(&src, "embed")?;
     let gpu = Gpu::new().await?;
     let adapter = gpu.caps().adapter.clone();
     let embedder = Embedder::load(&gpu, &src, EmbedOptions::default(), &|_| {}).await?;

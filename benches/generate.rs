@@ -167,6 +167,7 @@ async fn run() -> gllm_web::Result<()> {
     for dir in &dirs {
         let (src, config) = random_decoder(dir).await?;
         let name = std::path::Path::new(dir).file_name().and_then(|n| n.to_str()).unwrap_or(dir).to_string();
+        common::write_out(&src, &name)?;
         let mut rng = Rng::new(3);
         let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.below(config.vocab_size as u32)).collect();
         for dt in dtypes.split(',') {

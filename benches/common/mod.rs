@@ -60,6 +60,21 @@ pub async fn random_bert(classifier: bool) -> gllm_web::Result<MemSource> {
     Ok(src)
 }
 
+/// With `$GLLM_BENCH_WRITE` set, writes every file of `src` into `$GLLM_BENCH_WRITE/name/`,
+/// so another runtime (the Dawn runner, `benches/dawn/run.mjs`) loads the very same
+/// random-weight model.
+pub fn write_out(src: &MemSource, name: &str) -> Result<()> {
+    let Ok(root) = std::env::var("GLLM_BENCH_WRITE") else { return Ok(()) };
+    let dir = std::path::Path::new(&root).join(name);
+    for (file, bytes) in &src.files {
+        let path = dir.join(file);
+        let io = |e: std::io::Error| gllm_web::Error::Io { file: path.display().to_string(), msg: e.to_string() };
+        std::fs::create_dir_all(path.parent().unwrap_or(&dir)).map_err(io)?;
+        std::fs::write(&path, bytes).map_err(io)?;
+    }
+    Ok(())
+}
+
 // ---- timing and the raw-wgpu GEMV baseline (kernels and quant benches) ----
 
 /// Median seconds per op of `op` recorded `reps` times per submission.
