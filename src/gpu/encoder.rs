@@ -267,8 +267,14 @@ fn encode_steps(enc: &mut wgpu::CommandEncoder, steps: &[Step]) {
             }
             Step::Dispatch { .. } => {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                // A pipeline already set is not set again (consecutive dispatches of one
+                // kernel: q/k/v, gate/up): in the browser every call is a crossing into JS.
+                let mut current: Option<&wgpu::ComputePipeline> = None;
                 while let Some(Step::Dispatch { pipeline, bind_group, workgroups, .. }) = steps.get(i) {
-                    pass.set_pipeline(pipeline);
+                    if current != Some(pipeline) {
+                        pass.set_pipeline(pipeline);
+                        current = Some(pipeline);
+                    }
                     pass.set_bind_group(0, bind_group, &[]);
                     pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
                     i += 1;
