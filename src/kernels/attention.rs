@@ -87,6 +87,10 @@ pub struct AttentionShape {
     pub causal: bool,
     /// Score scale, usually `1 / sqrt(head_dim)`.
     pub scale: f32,
+    /// 0: none. Else a sliding window: the query at position `p` (`kv_len - q_len + i`) sees
+    /// keys `j` with `|p - j| < window`; two-sided without `causal` (Gemma 3's bidirectional
+    /// sliding layers), one-sided with it. Not supported over a KV cache.
+    pub window: usize,
 }
 
 impl AttentionShape {
@@ -103,7 +107,7 @@ impl AttentionShape {
 
     /// Encoder self-attention: `heads` heads of `head_dim`, no causal mask.
     pub fn bidirectional(heads: usize, head_dim: usize) -> Self {
-        Self { heads, kv_heads: heads, head_dim, causal: false, scale: 1.0 / (head_dim as f32).sqrt() }
+        Self { heads, kv_heads: heads, head_dim, causal: false, scale: 1.0 / (head_dim as f32).sqrt(), window: 0 }
     }
 }
 
@@ -170,7 +174,7 @@ pub fn attention_with(
         u(OP, "kv_stride", kvw)?,
         f(s.scale),
         s.causal as u32,
-        0,
+        u(OP, "window", s.window)?,
         0,
     ];
     let groups = u(OP, "batch * heads * q_len", batch * s.heads * q_len)?;
@@ -212,6 +216,9 @@ pub fn attention_cached_with(
 ) -> Result<GpuTensor> {
     const OP: &str = "attention_cached";
     s.check(OP)?;
+    if s.window != 0 {
+        return Err(Error::param(OP, format!("a sliding window ({}) is not supported over a KV cache", s.window)));
+    }
     for (name, t) in [("q", q), ("k_cache", k_cache), ("v_cache", v_cache)] {
         t.expect_dtype(OP, name, &[DType::F32])?;
         t.expect_rank(OP, name, 2)?;

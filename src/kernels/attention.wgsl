@@ -24,7 +24,7 @@ struct Params {
     kv_stride: u32,  // elements between consecutive key/value rows (kv_heads * head_dim)
     scale: f32,      // usually 1 / sqrt(head_dim)
     causal: u32,     // 1: query i sees keys j <= kv_len - q_len + i
-    _p0: u32,
+    window: u32,     // 0: none; else query i (at position kv_len - q_len + i) sees keys j with |pos - j| < window (two-sided sliding window)
     _p1: u32,
 }
 
@@ -73,6 +73,15 @@ fn keys_end(i: u32) -> u32 {
     return end;
 }
 
+// Whether key `j` is inside query `i`'s sliding window (always, without one).
+fn in_window(i: u32, j: u32) -> bool {
+    if (p.window == 0u) {
+        return true;
+    }
+    let pos = p.kv_len - p.q_len + i;
+    return max(pos, j) - min(pos, j) < p.window;
+}
+
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
@@ -107,7 +116,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 #ifdef CACHE
         let visible = j < end;
 #else
-        let visible = j < end && mask[b * p.kv_len + j] != 0u;
+        let visible = j < end && mask[b * p.kv_len + j] != 0u && in_window(i, j);
 #endif
         if (visible) {
             // Four independent sums, so a thread's key loads are not one dependent chain.
@@ -232,7 +241,7 @@ fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     var l = 0.0;
     for (var j = 0u; j < end; j = j + 1u) {
 #ifndef CACHE
-        if (mask[b * p.kv_len + j] == 0u) {
+        if (mask[b * p.kv_len + j] == 0u || !in_window(i, j)) {
             continue;
         }
 #endif
