@@ -319,6 +319,14 @@ async fn attention_gqa_causal_matches_cpu(gpu: Gpu) -> R {
 async fn attention_sliding_window_matches_cpu(gpu: Gpu) -> R {
     let s = AttentionShape { heads: 3, kv_heads: 1, head_dim: 256, causal: false, scale: 0.0625, window: 5 };
     attention_case(&gpu, 17, 2, 71, 71, s, &[0, 9]).await?;
+    // EmbeddingGemma's shape over more keys than the window (257) and without one.
+    // EmbeddingGemma's shape over more keys than the window (257), with and without it
+    // (head_dim 256 runs the one-pass kernel either way: `DIRECT_MAX_HEAD_DIM`).
+    let s = AttentionShape { window: 257, ..s };
+    attention_case(&gpu, 19, 1, 402, 402, s, &[0]).await?;
+    attention_case(&gpu, 20, 2, 203, 203, AttentionShape { window: 0, ..s }, &[0, 50]).await?;
+    // The barrier-free kernel at its largest head, over many queries.
+    attention_case(&gpu, 21, 1, 203, 203, AttentionShape { window: 0, head_dim: 128, ..s }, &[0]).await?;
     let s = AttentionShape { heads: 4, kv_heads: 2, head_dim: 20, causal: true, scale: 0.2, window: 3 };
     attention_case(&gpu, 18, 2, 11, 11, s, &[0, 2]).await
 }

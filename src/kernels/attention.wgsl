@@ -6,7 +6,8 @@
 // tile maximum updates the running max m, the running sum l and the output accumulator
 // are rescaled by exp(m_old - m_new), and each thread accumulates the weighted values for
 // the head dims it owns (d = t, t + 64, ..., so head_dim <= 256).
-// Dispatch: grid(batch * heads * q_len). CPU adapters run `attention_direct` (below).
+// Dispatch: grid(batch * heads * q_len). CPU adapters run `attention_direct` (below) for
+// head_dim <= 128.
 //
 // Variant CACHE (decoders with a KV cache, batch 1): k and v are the cache buffers
 // [cache_rows, kv_heads * head_dim]; the keys in use are rows 0 .. state[1] + q_len
@@ -231,8 +232,8 @@ fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let kvh = qr.kvh;
     let d_n = p.head_dim;
     let q_base = (b * p.q_len + i) * p.q_stride + h * d_n;
-    var qp: array<f32, 256>;
-    var acc: array<f32, 256>;  // zero-initialised
+    var qp: array<f32, 128>;   // head_dim <= 128 (DIRECT_MAX_HEAD_DIM); larger heads take `attention`
+    var acc: array<f32, 128>;  // zero-initialised
     for (var d = 0u; d < d_n; d = d + 1u) {
         qp[d] = q[q_base + d] * p.scale;
     }
