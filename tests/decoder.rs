@@ -24,6 +24,8 @@ gpu_tests! {
     rope_append_matches_cpu => rope_append_matches_cpu,
     cached_attention_matches_cpu => cached_attention_matches_cpu,
     swiglu_matches_cpu => swiglu_matches_cpu,
+    geglu_tanh_matches_cpu => geglu_tanh_matches_cpu,
+    rope_batched_matches_cpu => rope_batched_matches_cpu,
     greedy_sample_matches_cpu => greedy_sample_matches_cpu,
     sampling_matches_cpu => sampling_matches_cpu,
     speculative_verify_matches_cpu => speculative_verify_matches_cpu,
@@ -53,6 +55,24 @@ async fn rope_matches_cpu(gpu: Gpu) -> R {
         enc.submit()?;
         let want = cpu::rope(&x, &inv, pos0 as usize, heads, d);
         assert_close(&format!("rope {rows}x{heads}x{d}@{pos0}"), &gpu.readback_f32(&t).await?, &want, ROPE_TOL)?;
+    }
+    Ok(())
+}
+
+/// An encoder's `[batch * seq]` rows: every sequence starts again at position `state[1]`.
+async fn rope_batched_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(15);
+    for (batch, seq, heads, d, pos0) in [(3usize, 7usize, 3usize, 256usize, 0u32), (2, 13, 1, 18, 5)] {
+        let x = rng.vec(batch * seq * heads * d, 2.0);
+        let inv = inv_freq(d, 1_000_000.0);
+        let t = gpu.upload_f32(&x, &[batch * seq, heads * d])?;
+        let state = gpu.upload_u32(&[0, pos0, 0, 0], &[4])?;
+        let f = gpu.upload_f32(&inv, &[d / 2])?;
+        let mut enc = gpu.encoder();
+        rope::rope_batched(&mut enc, &t, &f, &state, heads, d, seq)?;
+        enc.submit()?;
+        let want: Vec<f32> = x.chunks(seq * heads * d).flat_map(|s| cpu::rope(s, &inv, pos0 as usize, heads, d)).collect();
+        assert_close(&format!("rope_batched {batch}x{seq}x{heads}x{d}@{pos0}"), &gpu.readback_f32(&t).await?, &want, ROPE_TOL)?;
     }
     Ok(())
 }
@@ -105,7 +125,7 @@ async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
     ];
     for (q_len, past, heads, kvh, d, spare) in cases {
         let rows = past + q_len + spare;
-        let s = AttentionShape { heads, kv_heads: kvh, head_dim: d, causal: true, scale: 1.0 / (d as f32).sqrt() };
+        let s = AttentionShape { heads, kv_heads: kvh, head_dim: d, causal: true, scale: 1.0 / (d as f32).sqrt(), window: 0 };
         let q = rng.vec(q_len * heads * d, 1.0);
         let kc = rng.vec(rows * kvh * d, 1.0);
         let vc = rng.vec(rows * kvh * d, 1.0);
@@ -399,4 +419,19 @@ async fn tiny_qwen2_matches_cpu(gpu: Gpu) -> R {
 }
 async fn tiny_qwen3_matches_cpu(gpu: Gpu) -> R {
     tiny_model_matches_cpu(gpu, "qwen3", LoadDType::F32).await
+}
+
+/// Gemma's MLP gate: `gelu_tanh(gate) * up`, over the range where tanh saturates too.
+async fn geglu_tanh_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(16);
+    let n = 1000 + 37;
+    let (mut g, u) = (rng.vec(n, 6.0), rng.vec(n, 3.0));
+    g[0] = 30.0;
+    g[1] = -30.0;
+    let mut enc = gpu.encoder();
+    let out = activation::geglu_tanh(&mut enc, &gpu.upload_f32(&g, &[n])?, &gpu.upload_f32(&u, &[n])?)?;
+    enc.submit()?;
+    // The hardware tanh: a few ulp of the product.
+    assert_close("geglu_tanh", &gpu.readback_f32(&out).await?, &cpu::geglu_tanh(&g, &u), Tol::Close { abs: 1e-5, rel: 2e-5 })?;
+    Ok(())
 }

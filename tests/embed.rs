@@ -7,7 +7,7 @@ mod common;
 use common::R;
 use gllm_web::loader::safetensors::{serialize, SafetensorsFile, StDType};
 use gllm_web::loader::{MemSource, Source};
-use gllm_web::{EmbedOptions, Embedder, Error, Gpu, Pooling};
+use gllm_web::{EmbedCallOptions, EmbedOptions, Embedder, Error, Gpu, Pooling};
 
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
@@ -19,6 +19,7 @@ gpu_tests! {
     embeddings_match_goldens => embeddings_match_goldens,
     embed_edge_cases => embed_edge_cases,
     cls_pooling_and_no_normalize => cls_pooling_and_no_normalize,
+    call_options_prompt_and_dimensions => call_options_prompt_and_dimensions,
     loader_rejects_bad_safetensors => loader_rejects_bad_safetensors,
     loader_rejects_bad_config_and_missing_files => loader_rejects_bad_config_and_missing_files,
 }
@@ -106,6 +107,34 @@ async fn cls_pooling_and_no_normalize(gpu: Gpu) -> R {
     // CLS pooling without normalisation is the last hidden state of token 0.
     let want: Vec<f32> = serde_json::from_value(s["last_hidden_state_token0_first8"].clone())?;
     gllm_web::reference::check::assert_close("cls first8", &e.row(0)[..8], &want, gllm_web::reference::check::Tol::Close { abs: 2e-4, rel: 1e-3 })?;
+    Ok(())
+}
+
+/// Per-call options on a model without task prompts: a literal prompt is prepended to the
+/// text; Matryoshka `dimensions` keep the first components, renormalised; a prompt name or a
+/// width outside 1..=dim is an input error. (EmbeddingGemma's named prompts: `embed_gemma.rs`.)
+async fn call_options_prompt_and_dimensions(gpu: Gpu) -> R {
+    let embedder = load(&gpu, EmbedOptions::default()).await?;
+    let golden: serde_json::Value = serde_json::from_str(GOLDEN)?;
+    let s = &golden["sentences"][1];
+    let text = s["text"].as_str().unwrap_or_default();
+    let full: Vec<f32> = serde_json::from_value(s["embedding"].clone())?;
+    let cut = EmbedCallOptions { dimensions: Some(100), ..Default::default() };
+    let e = embedder.embed_with(&[text], &cut).await?;
+    assert_eq!(e.dims, [1, 100]);
+    let cos = cosine(e.row(0), &full[..100]);
+    let norm: f32 = e.row(0).iter().map(|v| v * v).sum::<f32>().sqrt();
+    log!("100 dims: cosine with the golden's first 100 {cos:.8}, norm {norm}");
+    assert!(cos >= 0.9999 && (norm - 1.0).abs() < 1e-4, "100 dims: cosine {cos}, norm {norm}");
+    let prompted = EmbedCallOptions { prompt: Some("query: ".into()), ..Default::default() };
+    let p = embedder.embed_with(&[text], &prompted).await?;
+    let plain = embedder.embed(&[&format!("query: {text}")]).await?;
+    assert_eq!(p.token_ids, plain.token_ids);
+    assert!(cosine(p.row(0), plain.row(0)) > 0.99999, "prompt + text differs from the joined text");
+    expect("unknown prompt name", embedder.embed_with(&[text], &EmbedCallOptions { prompt_name: Some("query".into()), ..Default::default() }).await, |e| matches!(e, Error::Input(_)))?;
+    for d in [0, 385] {
+        expect(&format!("dimensions {d}"), embedder.embed_with(&[text], &EmbedCallOptions { dimensions: Some(d), ..Default::default() }).await, |e| matches!(e, Error::Input(_)))?;
+    }
     Ok(())
 }
 

@@ -26,6 +26,7 @@ gpu_tests! {
     large_grid_is_split => large_grid_is_split,
     attention_matches_cpu => attention_matches_cpu,
     attention_gqa_causal_matches_cpu => attention_gqa_causal_matches_cpu,
+    attention_sliding_window_matches_cpu => attention_sliding_window_matches_cpu,
     pooling_matches_cpu => pooling_matches_cpu,
     op_list_in_one_submission => op_list_in_one_submission,
     bad_shapes_are_typed_errors => bad_shapes_are_typed_errors,
@@ -246,12 +247,16 @@ async fn activations_match_cpu(gpu: Gpu) -> R {
     let s = activation::silu(&mut enc, &x_t)?;
     let a = activation::add(&mut enc, &x_t, &y_t)?;
     let t = activation::tanh(&mut enc, &x_t)?;
+    let sc = activation::scale(&mut enc, &x_t, 27.712812)?;
     enc.submit()?;
     // GELU uses a polynomial erf (|err| < 1.5e-7), SiLU the hardware exp.
     assert_close("gelu", &gpu.readback_f32(&g).await?, &cpu::gelu(&x), Tol::Close { abs: 2e-6, rel: 1e-5 })?;
     assert_close("silu", &gpu.readback_f32(&s).await?, &cpu::silu(&x), F32_ELEMENTWISE)?;
     assert_close("add", &gpu.readback_f32(&a).await?, &cpu::add(&x, &y), Tol::Close { abs: 0.0, rel: 0.0 })?;
     assert_close("tanh", &gpu.readback_f32(&t).await?, &cpu::tanh(&x), F32_ELEMENTWISE)?;
+    // One f32 multiply: exact.
+    let want: Vec<f32> = x.iter().map(|v| v * 27.712812).collect();
+    assert_close("scale", &gpu.readback_f32(&sc).await?, &want, Tol::Close { abs: 0.0, rel: 0.0 })?;
     Ok(())
 }
 
@@ -302,11 +307,28 @@ async fn attention_matches_cpu(gpu: Gpu) -> R {
 }
 
 async fn attention_gqa_causal_matches_cpu(gpu: Gpu) -> R {
-    let s = AttentionShape { heads: 4, kv_heads: 2, head_dim: 16, causal: true, scale: 0.25 };
+    let s = AttentionShape { heads: 4, kv_heads: 2, head_dim: 16, causal: true, scale: 0.25, window: 0 };
     // Prefill: q_len == kv_len.
     attention_case(&gpu, 12, 2, 9, 9, s, &[0, 0]).await?;
     // Decode-like: 2 new queries over 67 cached keys.
     attention_case(&gpu, 13, 1, 2, 67, s, &[0]).await
+}
+
+/// Gemma 3's sliding layers: two-sided window without the causal mask (bidirectional
+/// encoders), one-sided with it; with padding, grouped-query heads and head_dim 256.
+async fn attention_sliding_window_matches_cpu(gpu: Gpu) -> R {
+    let s = AttentionShape { heads: 3, kv_heads: 1, head_dim: 256, causal: false, scale: 0.0625, window: 5 };
+    attention_case(&gpu, 17, 2, 71, 71, s, &[0, 9]).await?;
+    // EmbeddingGemma's shape over more keys than the window (257) and without one.
+    // EmbeddingGemma's shape over more keys than the window (257), with and without it
+    // (head_dim 256 runs the one-pass kernel either way: `DIRECT_MAX_HEAD_DIM`).
+    let s = AttentionShape { window: 257, ..s };
+    attention_case(&gpu, 19, 1, 402, 402, s, &[0]).await?;
+    attention_case(&gpu, 20, 2, 203, 203, AttentionShape { window: 0, ..s }, &[0, 50]).await?;
+    // The barrier-free kernel at its largest head, over many queries.
+    attention_case(&gpu, 21, 1, 203, 203, AttentionShape { window: 0, head_dim: 128, ..s }, &[0]).await?;
+    let s = AttentionShape { heads: 4, kv_heads: 2, head_dim: 20, causal: true, scale: 0.2, window: 3 };
+    attention_case(&gpu, 18, 2, 11, 11, s, &[0, 2]).await
 }
 
 async fn pooling_matches_cpu(gpu: Gpu) -> R {

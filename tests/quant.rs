@@ -462,7 +462,7 @@ async fn quantized_bert_matches_dense(gpu: Gpu) -> Result<(), String> {
     // (format, smallest cosine accepted): q8_0 keeps ~7 bits per value, q4_0 ~3.
     for (fmt, min_cos) in [(QuantFormat::Q8_0, 0.999), (QuantFormat::Q4_0, 0.95)] {
         let m = load(LoadDType::Quant(fmt)).await.map_err(e)?;
-        let quantized = m.model().encoder_linears().filter(|l| matches!(l.weight, LinearWeight::Quant(_))).count();
+        let quantized = m.model().expect("a BERT trunk").encoder_linears().filter(|l| matches!(l.weight, LinearWeight::Quant(_))).count();
         if quantized == 0 {
             return Err(format!("{}: no linear layer was quantized", fmt.name()));
         }
@@ -470,7 +470,7 @@ async fn quantized_bert_matches_dense(gpu: Gpu) -> Result<(), String> {
         // first layer's query and FFN output matrices against the checkpoint's tensors.
         let src = common::model_source("all-MiniLM-L6-v2");
         let st = gllm_web::loader::SafetensorsFile::read(&src, "model.safetensors").await.map_err(e)?;
-        let linears: Vec<_> = m.model().encoder_linears().take(6).collect();
+        let linears: Vec<_> = m.model().expect("a BERT trunk").encoder_linears().take(6).collect();
         for (idx, tensor) in [(0, "encoder.layer.0.attention.self.query.weight"), (5, "encoder.layer.0.output.dense.weight")] {
             let LinearWeight::Quant(qm) = &linears[idx].weight else {
                 return Err(format!("{tensor}: not quantized"));

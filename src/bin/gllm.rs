@@ -1,7 +1,8 @@
 //! `gllm`: the native command line.
 //!
 //! ```text
-//! gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D] TEXT...
+//! gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D]
+//!            [--prompt-name NAME | --prompt TEXT] [--dimensions N] TEXT...
 //! ```
 //! prints `{"dims": [n, d], "token_ids": [[...], ...], "embeddings": [[...], ...]}`.
 //!
@@ -60,7 +61,8 @@ fn main() {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D] TEXT...
+const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D]
+                  [--prompt-name NAME | --prompt TEXT] [--dimensions N] TEXT...
        gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] DOC...
        gllm inspect FILE.gguf [--full]
        gllm convert MODEL.gguf --out DIR [--dtype f16|f32]
@@ -83,10 +85,11 @@ fn run(r: Result<(), String>) -> i32 {
 #[cfg(not(target_arch = "wasm32"))]
 fn embed(args: &[String]) -> Result<(), String> {
     use gllm_web::loader::FileSource;
-    use gllm_web::{EmbedOptions, Embedder, Gpu};
+    use gllm_web::{EmbedCallOptions, EmbedOptions, Embedder, Gpu};
 
     let mut model = None;
     let mut opts = EmbedOptions::default();
+    let mut call = EmbedCallOptions::default();
     let mut texts = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -99,19 +102,27 @@ fn embed(args: &[String]) -> Result<(), String> {
                 opts.max_length = Some(value("--max-length")?.parse().map_err(|_| "--max-length needs a number".to_string())?)
             }
             "--dtype" => opts.load.dtype = Some(value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
+            "--prompt-name" => call.prompt_name = Some(value("--prompt-name")?),
+            "--prompt" => call.prompt = Some(value("--prompt")?),
+            "--dimensions" => {
+                call.dimensions = Some(value("--dimensions")?.parse().map_err(|_| "--dimensions needs a number".to_string())?)
+            }
             "--" => texts.extend(it.by_ref().cloned()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s => texts.push(s.to_string()),
         }
     }
     let model = model.ok_or_else(|| format!("--model is required\n{USAGE}"))?;
+    if call.prompt.is_some() && call.prompt_name.is_some() {
+        return Err(format!("give --prompt-name or --prompt, not both\n{USAGE}"));
+    }
     pollster::block_on(async {
         let gpu = Gpu::new().await.map_err(|e| e.to_string())?;
         let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
         opts.load.weights = weights;
         let embedder = Embedder::load(&gpu, &src, opts, &|_| {}).await.map_err(|e| e.to_string())?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let e = embedder.embed(&refs).await.map_err(|e| e.to_string())?;
+        let e = embedder.embed_with(&refs, &call).await.map_err(|e| e.to_string())?;
         let rows: Vec<&[f32]> = e.rows().collect();
         let out = serde_json::json!({ "dims": e.dims, "token_ids": e.token_ids, "embeddings": rows });
         println!("{out}");

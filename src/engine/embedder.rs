@@ -1,4 +1,6 @@
-//! Sentence embeddings with a BERT-family encoder, pooled and normalised on the GPU.
+//! Sentence embeddings with a BERT encoder or a Gemma 3 trunk (EmbeddingGemma), pooled,
+//! projected by sentence-transformers' `Dense` modules when the folder has them, and
+//! normalised on the GPU, as the folder's `modules.json` says.
 //!
 //! Per call: texts are tokenized on the CPU; ids, token types, positions and the attention
 //! mask are uploaded once; the forward pass, pooling and L2 normalisation of each chunk of
@@ -13,7 +15,8 @@ use crate::kernels::{norm, pool};
 use crate::engine::LoadOptions;
 use crate::loader::{read_json, read_json_optional, read_whole, Progress, Source, Weights};
 use crate::models::bert::{BertConfig, BertInput, BertModel};
-use crate::nn::{load_weights, VarBuilder};
+use crate::models::gemma3::{Gemma3Config, Gemma3TextModel};
+use crate::nn::{load_weights, Linear, VarBuilder};
 use crate::tokenizer::Tokenizer;
 
 /// How token states become one vector.
@@ -51,6 +54,21 @@ pub struct EmbedOptions {
     pub load: LoadOptions,
 }
 
+/// Options of one [`Embedder::embed_with`] call.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedCallOptions {
+    /// A prompt of the model's `config_sentence_transformers.json` (`prompts`: `query`,
+    /// `document`, ...), prepended to every text. `None`: the model's `default_prompt_name`,
+    /// if any.
+    pub prompt_name: Option<String>,
+    /// A literal prompt prepended to every text; it wins over `prompt_name` (as in
+    /// sentence-transformers' `encode`).
+    pub prompt: Option<String>,
+    /// Matryoshka truncation: keep the first `dimensions` components, renormalised when the
+    /// model normalises (sentence-transformers' `truncate_dim` followed by normalisation).
+    pub dimensions: Option<usize>,
+}
+
 /// `[n, dim]` row-major embeddings and the token ids each row came from.
 #[derive(Debug, Clone)]
 pub struct Embeddings {
@@ -86,6 +104,9 @@ struct StPooling {
     pooling_mode_max_tokens: bool,
     #[serde(default)]
     pooling_mode_mean_sqrt_len_tokens: bool,
+    /// Whether a prompt's tokens count in the pooled mean (sentence-transformers' default).
+    #[serde(default = "yes")]
+    include_prompt: bool,
 }
 
 #[derive(Deserialize)]
@@ -93,13 +114,53 @@ struct StConfig {
     max_seq_length: Option<usize>,
 }
 
+/// `config_sentence_transformers.json` (the task prompts).
+#[derive(Deserialize, Default)]
+struct StPrompts {
+    #[serde(default)]
+    prompts: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    default_prompt_name: Option<String>,
+}
+
+/// A sentence-transformers `Dense` module's `config.json`.
+#[derive(Deserialize)]
+struct StDense {
+    in_features: usize,
+    out_features: usize,
+    #[serde(default = "yes")]
+    bias: bool,
+    #[serde(default)]
+    activation_function: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct ModelType {
+    #[serde(default)]
+    model_type: String,
+}
+
+/// The transformer of the pipeline (sentence-transformers' `Transformer` module).
+enum Trunk {
+    Bert(BertModel),
+    Gemma3(Gemma3TextModel),
+}
+
 pub struct Embedder {
     gpu: Gpu,
-    model: BertModel,
+    model: Trunk,
+    /// sentence-transformers `Dense` modules after pooling, in order (identity activation).
+    dense: Vec<Linear>,
     tokenizer: Tokenizer,
     pooling: Pooling,
     normalize: bool,
     batch_size: usize,
+    prompts: StPrompts,
+    dim: usize,
 }
 
 impl Embedder {
@@ -121,14 +182,51 @@ impl Embedder {
         progress: &dyn Fn(Progress),
         should_abort: &dyn Fn() -> bool,
     ) -> Result<Self> {
-        let config: BertConfig = read_json(src, "config.json").await?;
-        config.validate("config.json")?;
+        let model_type: ModelType = read_json(src, "config.json").await?;
+        let gemma = model_type.model_type == "gemma3_text";
+        let (bert_config, gemma_config) = if gemma {
+            let c: Gemma3Config = read_json(src, "config.json").await?;
+            c.validate("config.json")?;
+            (None, Some(c))
+        } else {
+            let c: BertConfig = read_json(src, "config.json").await?;
+            c.validate("config.json")?;
+            (Some(c), None)
+        };
+        let (vocab_size, max_positions, hidden) = match (&bert_config, &gemma_config) {
+            (Some(c), _) => (c.vocab_size, c.max_position_embeddings, c.hidden_size),
+            (_, Some(c)) => (c.vocab_size, c.max_position_embeddings, c.hidden_size),
+            _ => unreachable!("one config is read"),
+        };
 
         // sentence-transformers pipeline description, if the folder has one.
         let modules: Option<Vec<StModule>> = read_json_optional(src, "modules.json").await?;
         let mut pooling = Pooling::Mean;
         let mut normalize = true;
+        let mut dense_modules = Vec::new();
         if let Some(modules) = &modules {
+            // Dense projections come after pooling and before normalisation, in file order.
+            let pool_at = modules.iter().position(|m| m.kind.ends_with(".Pooling"));
+            for (i, m) in modules.iter().enumerate() {
+                if m.kind.ends_with(".Dense") {
+                    if pool_at.map_or(true, |p| i < p) {
+                        return Err(Error::Config { file: "modules.json".into(), msg: "a Dense module before pooling is not supported".into() });
+                    }
+                    let file = crate::loader::module_file(&m.path, "config.json")?;
+                    let d: StDense = read_json(src, &file).await?;
+                    if !(d.activation_function.is_empty() || d.activation_function.ends_with(".Identity")) {
+                        return Err(Error::Config { file, msg: format!("Dense activation `{}` is not supported (only Identity)", d.activation_function) });
+                    }
+                    dense_modules.push((m.path.clone(), d));
+                }
+            }
+            let mut width = hidden;
+            for (path, d) in &dense_modules {
+                if d.in_features != width || d.out_features == 0 || d.out_features > 1 << 20 {
+                    return Err(Error::Config { file: format!("{path}/config.json"), msg: format!("Dense {} -> {} does not follow width {width}", d.in_features, d.out_features) });
+                }
+                width = d.out_features;
+            }
             normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
             if let Some(m) = modules.iter().find(|m| m.kind.ends_with(".Pooling")) {
                 let file = crate::loader::module_file(&m.path, "config.json")?;
@@ -140,24 +238,33 @@ impl Embedder {
                         return Err(Error::Config { file, msg: "only one of mean or CLS pooling is supported".into() });
                     }
                 };
+                if !p.include_prompt {
+                    return Err(Error::Config { file, msg: "include_prompt false (pooling without the prompt's tokens) is not supported".into() });
+                }
                 if p.pooling_mode_max_tokens || p.pooling_mode_mean_sqrt_len_tokens {
                     return Err(Error::Config { file, msg: "max and mean-sqrt-len pooling are not supported".into() });
                 }
             }
         }
         let st: Option<StConfig> = read_json_optional(src, "sentence_bert_config.json").await?;
+        let prompts: StPrompts = read_json_optional(src, "config_sentence_transformers.json").await?.unwrap_or_default();
+        if let Some(name) = &prompts.default_prompt_name {
+            if !prompts.prompts.contains_key(name) {
+                return Err(Error::Config { file: "config_sentence_transformers.json".into(), msg: format!("default_prompt_name `{name}` is not in prompts") });
+            }
+        }
         let max_length = opts
             .max_length
             .or(st.and_then(|s| s.max_seq_length))
-            .unwrap_or(config.max_position_embeddings)
-            .min(config.max_position_embeddings);
+            .unwrap_or(max_positions)
+            .min(max_positions);
         if max_length < 2 {
             return Err(Error::Input(format!("max_length {max_length} leaves no room for text")));
         }
 
         progress(Progress::Initiate { file: "tokenizer.json".into() });
-        let tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, max_length)?;
-        tokenizer.check_ids(config.vocab_size, None)?;
+        let mut tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, max_length)?;
+        tokenizer.check_ids(vocab_size, None)?;
         progress(Progress::Done { file: "tokenizer.json".into() });
 
         // `model.safetensors`, or the shards of `model.safetensors.index.json`, streamed in
@@ -166,27 +273,54 @@ impl Embedder {
         // arrives.
         let weights = Weights::open(src, opts.load.weights.as_deref()).await?;
         let dtype = opts.load.dtype.unwrap_or_default();
-        let w = load_weights(gpu, src, &weights, dtype, crate::models::bert::WEIGHT_ROLES, opts.load.stream, progress, should_abort).await?;
+        let roles = if gemma { crate::models::gemma3::WEIGHT_ROLES } else { crate::models::bert::WEIGHT_ROLES };
+        let w = load_weights(gpu, src, &weights, dtype, roles, opts.load.stream, progress, should_abort).await?;
         let root = VarBuilder::new(gpu, &w, dtype);
-        // Sequence-classification checkpoints keep the encoder under `bert.`.
-        let vb = if root.contains("bert.embeddings.word_embeddings.weight") { root.pp("bert") } else { root };
-        let model = BertModel::load(&vb, config).await?;
+        let model = match (bert_config, gemma_config) {
+            (Some(config), _) => {
+                // Sequence-classification checkpoints keep the encoder under `bert.`.
+                let vb = if root.contains("bert.embeddings.word_embeddings.weight") { root.pp("bert") } else { root };
+                Trunk::Bert(BertModel::load(&vb, config).await?)
+            }
+            (_, Some(config)) => Trunk::Gemma3(Gemma3TextModel::load(&root, config).await?),
+            _ => unreachable!("one config is read"),
+        };
         drop(w);
+        // The Dense modules' own `model.safetensors` (weight `linear.weight` [out, in]).
+        const DENSE_ROLES: crate::nn::WeightRoles = crate::nn::WeightRoles { linear: |n| n == "linear.weight", table: |_| false };
+        let mut dense = Vec::with_capacity(dense_modules.len());
+        let mut dim = hidden;
+        for (path, d) in &dense_modules {
+            let file = crate::loader::module_file(path, "model.safetensors")?;
+            let weights = Weights::open(src, Some(&file)).await?;
+            let w = load_weights(gpu, src, &weights, dtype, DENSE_ROLES, opts.load.stream, progress, should_abort).await?;
+            let vb = VarBuilder::new(gpu, &w, dtype);
+            dense.push(Linear::load(&vb.pp("linear"), d.in_features, d.out_features, d.bias).await?);
+            dim = d.out_features;
+        }
         gpu.sync().await?;
         progress(Progress::Ready);
 
         Ok(Self {
             gpu: gpu.clone(),
             model,
+            dense,
             tokenizer,
             pooling: opts.pooling.unwrap_or(pooling),
             normalize: opts.normalize.unwrap_or(normalize),
             batch_size: opts.batch_size.unwrap_or(32).max(1),
+            prompts,
+            dim,
         })
     }
 
+    /// Width of an embedding (the last Dense module's output, else the hidden size).
     pub fn dim(&self) -> usize {
-        self.model.config.hidden_size
+        self.dim
+    }
+    /// The task prompts of `config_sentence_transformers.json`, by name.
+    pub fn prompts(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.prompts.prompts
     }
     pub fn max_length(&self) -> usize {
         self.tokenizer.max_length()
@@ -204,14 +338,22 @@ impl Embedder {
     /// Embeds `texts`. An empty list gives an empty `[0, dim]` result. An empty string is
     /// embedded like any text: its tokens are just `[CLS] [SEP]` (what sentence-transformers
     /// does). Texts longer than `max_length` tokens are truncated from the end.
-    /// The encoder.
-    pub fn model(&self) -> &BertModel {
-        &self.model
+    /// The BERT encoder (`None` for another trunk).
+    pub fn model(&self) -> Option<&BertModel> {
+        match &self.model {
+            Trunk::Bert(m) => Some(m),
+            Trunk::Gemma3(_) => None,
+        }
     }
 
     pub async fn embed(&self, texts: &[&str]) -> Result<Embeddings> {
-        let dim = self.dim();
-        let (out, token_ids) = self.embed_tensor(texts)?;
+        self.embed_with(texts, &EmbedCallOptions::default()).await
+    }
+
+    /// [`Embedder::embed`] with a task prompt and Matryoshka truncation.
+    pub async fn embed_with(&self, texts: &[&str], opts: &EmbedCallOptions) -> Result<Embeddings> {
+        let (out, token_ids) = self.embed_tensor_with(texts, opts)?;
+        let dim = self.out_dim(opts)?;
         let data = match out {
             Some(out) => self.gpu.readback_f32(&out).await?,
             None => Vec::new(),
@@ -223,21 +365,78 @@ impl Embedder {
     /// empty list), for GPU consumers such as [`crate::SearchIndex::add_tensor`]. Returns
     /// the token ids too.
     pub fn embed_tensor(&self, texts: &[&str]) -> Result<(Option<GpuTensor>, Vec<Vec<u32>>)> {
-        let dim = self.dim();
-        let token_ids = self.tokenizer.encode_batch(texts)?;
+        self.embed_tensor_with(texts, &EmbedCallOptions::default())
+    }
+
+    /// The prompt a call prepends: `prompt`, else the named one, else the model's default.
+    fn prompt<'a>(&'a self, opts: &'a EmbedCallOptions) -> Result<Option<&'a str>> {
+        if let Some(p) = &opts.prompt {
+            return Ok(Some(p));
+        }
+        let Some(name) = opts.prompt_name.as_ref().or(self.prompts.default_prompt_name.as_ref()) else {
+            return Ok(None);
+        };
+        match self.prompts.prompts.get(name) {
+            Some(p) => Ok(Some(p)),
+            None => {
+                let known: Vec<&str> = self.prompts.prompts.keys().map(String::as_str).collect();
+                Err(Error::Input(format!("prompt_name `{name}`: the model has {}", if known.is_empty() { "no prompts".into() } else { known.join(", ") })))
+            }
+        }
+    }
+
+    fn out_dim(&self, opts: &EmbedCallOptions) -> Result<usize> {
+        match opts.dimensions {
+            None => Ok(self.dim),
+            Some(d) if d >= 1 && d <= self.dim => Ok(d),
+            Some(d) => Err(Error::Input(format!("dimensions {d}: expected 1..={}", self.dim))),
+        }
+    }
+
+    /// [`Embedder::embed_tensor`] with a task prompt and Matryoshka truncation.
+    pub fn embed_tensor_with(&self, texts: &[&str], opts: &EmbedCallOptions) -> Result<(Option<GpuTensor>, Vec<Vec<u32>>)> {
+        let full = self.dim;
+        let dim = self.out_dim(opts)?;
+        let token_ids = match self.prompt(opts)? {
+            Some(p) => {
+                let prompted: Vec<String> = texts.iter().map(|t| format!("{p}{t}")).collect();
+                self.tokenizer.encode_batch(&prompted.iter().map(String::as_str).collect::<Vec<_>>())?
+            }
+            None => self.tokenizer.encode_batch(texts)?,
+        };
         if texts.is_empty() {
             return Ok((None, token_ids));
         }
         let gpu = &self.gpu;
         let out = gpu.alloc(&[texts.len(), dim], DType::F32)?;
         for (chunk_index, chunk) in token_ids.chunks(self.batch_size).enumerate() {
-            let input = BertInput::upload(gpu, chunk, None, self.model.config.pad_token_id)?;
+            let pad = match &self.model {
+                Trunk::Bert(m) => m.config.pad_token_id,
+                Trunk::Gemma3(m) => m.config.pad_token_id,
+            };
+            let input = BertInput::upload(gpu, chunk, None, pad)?;
             let mut enc = gpu.encoder();
-            let hidden = self.model.forward(&mut enc, &input)?;
+            let hidden = match &self.model {
+                Trunk::Bert(m) => m.forward(&mut enc, &input)?,
+                Trunk::Gemma3(m) => m.forward(&mut enc, &input.input_ids, &input.attention_mask, input.batch, input.seq)?,
+            };
             let mut pooled = match self.pooling {
                 Pooling::Mean => pool::mean_pool(&mut enc, &hidden, &input.attention_mask)?,
                 Pooling::Cls => pool::cls_pool(&mut enc, &hidden)?,
             };
+            drop(hidden);
+            for d in &self.dense {
+                pooled = d.forward(&mut enc, &pooled)?;
+            }
+            if dim < full {
+                // Matryoshka: the first `dim` components of each row.
+                let rows = chunk.len();
+                let cut = gpu.alloc(&[rows, dim], DType::F32)?;
+                for r in 0..rows {
+                    enc.copy_slice(&pooled, r * full, &cut, r * dim, dim)?;
+                }
+                pooled = cut;
+            }
             if self.normalize {
                 pooled = norm::l2_normalize(&mut enc, &pooled, 1e-12)?;
             }

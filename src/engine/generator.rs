@@ -252,7 +252,7 @@ impl Generator {
         should_abort: &dyn Fn() -> bool,
     ) -> Result<Self> {
         let weights = Weights::open(src, opts.load.weights.as_deref()).await?;
-        let (config, tokenizer, tok_cfg, mut eos_ids) = match weights.gguf() {
+        let (config, mut tokenizer, tok_cfg, mut eos_ids) = match weights.gguf() {
             Some(m) => {
                 let config: LlamaConfig = serde_json::from_value(m.config("float32")?)
                     .map_err(|e| Error::Config { file: m.gguf.file.clone(), msg: e.to_string() })?;

@@ -8,7 +8,7 @@ mod load;
 mod reranker;
 mod search;
 
-pub use embedder::{EmbedOptions, Embedder, Embeddings, Pooling};
+pub use embedder::{EmbedCallOptions, EmbedOptions, Embedder, Embeddings, Pooling};
 pub use load::LoadOptions;
 pub use generator::{prompt_lookup, FinishReason, GenerateOptions, Generation, Generator, GeneratorOptions, Prompt, Speculative, SpeculativeStats};
 pub use reranker::{RerankOptions, RerankResult, Reranker};

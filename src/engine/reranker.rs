@@ -80,7 +80,7 @@ impl Reranker {
         }
         let max_length = opts.max_length.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
         progress(Progress::Initiate { file: "tokenizer.json".into() });
-        let tokenizer = Tokenizer::for_pairs(&read_whole(src, "tokenizer.json").await?, max_length)?;
+        let mut tokenizer = Tokenizer::for_pairs(&read_whole(src, "tokenizer.json").await?, max_length)?;
         tokenizer.check_ids(config.vocab_size, Some(config.type_vocab_size))?;
         progress(Progress::Done { file: "tokenizer.json".into() });
         // One file or shards, streamed and checked against `gllm-manifest.json` when present.

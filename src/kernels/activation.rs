@@ -1,4 +1,5 @@
-//! GELU (erf form), SiLU, tanh and the residual add, see `activation.wgsl`.
+//! GELU (erf form), SiLU, tanh, the residual add, SwiGLU and GeGLU (tanh GELU), see
+//! `activation.wgsl`.
 
 use super::{u, KernelKey, Variant};
 use crate::error::{Error, Result};
@@ -11,6 +12,8 @@ pub enum ActivationKey {
     Tanh,
     Add,
     SwiGlu,
+    GegluTanh,
+    Scale,
 }
 
 impl Variant for ActivationKey {
@@ -23,10 +26,12 @@ impl Variant for ActivationKey {
             ActivationKey::Tanh => "tanh_",
             ActivationKey::Add => "add",
             ActivationKey::SwiGlu => "swiglu",
+            ActivationKey::GegluTanh => "geglu_tanh",
+            ActivationKey::Scale => "scale",
         }
     }
     fn defines(&self) -> Vec<&'static str> {
-        if matches!(self, ActivationKey::Add | ActivationKey::SwiGlu) { vec!["BINARY"] } else { vec![] }
+        if matches!(self, ActivationKey::Add | ActivationKey::SwiGlu | ActivationKey::GegluTanh) { vec!["BINARY"] } else { vec![] }
     }
 }
 
@@ -61,7 +66,25 @@ pub fn swiglu(enc: &mut Encoder, gate: &GpuTensor, up: &GpuTensor) -> Result<Gpu
     run(enc, ActivationKey::SwiGlu, gate, Some(up))
 }
 
+/// GeGLU with the tanh GELU (`gelu_pytorch_tanh`, Gemma's MLP): `gelu_tanh(gate) * up`,
+/// `gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³)))`; same shapes, f32.
+pub fn geglu_tanh(enc: &mut Encoder, gate: &GpuTensor, up: &GpuTensor) -> Result<GpuTensor> {
+    if gate.shape() != up.shape() {
+        return Err(Error::shape("geglu_tanh", "up", format!("{:?}", gate.shape()), up.shape()));
+    }
+    run(enc, ActivationKey::GegluTanh, gate, Some(up))
+}
+
+/// `x · s` with `s` an f32 scalar (Gemma's scaled embeddings). `x`: any shape, f32.
+pub fn scale(enc: &mut Encoder, x: &GpuTensor, s: f32) -> Result<GpuTensor> {
+    run_with(enc, ActivationKey::Scale, x, None, s.to_bits())
+}
+
 fn run(enc: &mut Encoder, key: ActivationKey, a: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
+    run_with(enc, key, a, b, 0)
+}
+
+fn run_with(enc: &mut Encoder, key: ActivationKey, a: &GpuTensor, b: Option<&GpuTensor>, arg: u32) -> Result<GpuTensor> {
     let op = key.entry();
     a.expect_dtype(op, "a", &[DType::F32])?;
     if let Some(b) = b {
@@ -74,6 +97,6 @@ fn run(enc: &mut Encoder, key: ActivationKey, a: &GpuTensor, b: Option<&GpuTenso
     let n = u(op, "n", a.numel())?;
     let mut tensors = vec![a, &out];
     tensors.extend(b);
-    enc.dispatch(KernelKey::Activation(key), &[n, 0, 0, 0], &tensors, grid(n.div_ceil(256)))?;
+    enc.dispatch(KernelKey::Activation(key), &[n, arg, 0, 0], &tensors, grid(n.div_ceil(256)))?;
     Ok(out)
 }

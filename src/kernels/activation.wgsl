@@ -1,9 +1,10 @@
-// Elementwise activations (GELU, SiLU, tanh), the residual add and SwiGLU (silu(a) * b). One thread per element, 256 per
+// Elementwise activations (GELU, SiLU, tanh), the residual add, SwiGLU (silu(a) * b) and
+// GeGLU with the tanh GELU (gelu_tanh(a) * b). One thread per element, 256 per
 // workgroup, workgroups split over x/y (grid()).
 
 struct Params {
     n: u32,  // number of elements
-    _p0: u32,
+    s: f32,  // scale: the factor (f32 bits)
     _p1: u32,
     _p2: u32,
 }
@@ -60,6 +61,16 @@ fn tanh_(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
     out[i] = tanh(a[i]);
 }
 
+// x * s (Gemma's embeddings times sqrt(hidden_size)).
+@compute @workgroup_size(256)
+fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    out[i] = a[i] * p.s;
+}
+
 #ifdef BINARY
 // Residual add: a + b.
 @compute @workgroup_size(256)
@@ -82,5 +93,22 @@ fn swiglu(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
     let g = a[i];
     out[i] = g / (1.0 + exp(-g)) * b[i];
+}
+#endif
+
+#ifdef BINARY
+// GeGLU of Gemma's MLP (`gelu_pytorch_tanh`): gelu_tanh(gate) * up, with a = gate, b = up,
+// gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). The tanh argument is
+// clamped to [-15, 15] (tanh is +-1 in f32 there) so a driver's exp-based tanh cannot
+// overflow to inf / inf.
+@compute @workgroup_size(256)
+fn geglu_tanh(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let g = a[i];
+    let t = tanh(clamp(0.7978845608028654 * (g + 0.044715 * g * g * g), -15.0, 15.0));
+    out[i] = 0.5 * g * (1.0 + t) * b[i];
 }
 #endif

@@ -29,6 +29,13 @@ pub enum AttentionStage {
     DecodeCombine,
 }
 
+/// Largest head_dim of the barrier-free kernel (`attention_direct`, whose private query and
+/// output arrays have this size). With 256-float arrays, lavapipe (Mesa 22.3, llvmpipe)
+/// returned wrong rows for head_dim 192 and 256 once a call had more than about 130 queries
+/// (normalised MSE 3e-4 to 3e-2 against the CPU reference; head_dim ≤ 130 was exact at 402
+/// queries), so Gemma's 256-wide heads take the one-pass kernel on every adapter.
+pub const DIRECT_MAX_HEAD_DIM: usize = 128;
+
 /// Keys per workgroup of the split-K decode (`decode_partial`).
 pub const DECODE_SPLIT: usize = 32;
 
@@ -63,8 +70,10 @@ pub struct AttentionOptions {
 }
 
 impl AttentionOptions {
-    fn stage(&self, enc: &Encoder) -> AttentionStage {
-        if self.barrier_free.unwrap_or(enc.gpu().caps().is_cpu) {
+    /// The barrier-free kernel serves head_dim up to [`DIRECT_MAX_HEAD_DIM`]; larger heads
+    /// always take the one-pass kernel.
+    fn stage(&self, enc: &Encoder, head_dim: usize) -> AttentionStage {
+        if head_dim <= DIRECT_MAX_HEAD_DIM && self.barrier_free.unwrap_or(enc.gpu().caps().is_cpu) {
             AttentionStage::Direct
         } else {
             AttentionStage::OnePass
@@ -87,6 +96,10 @@ pub struct AttentionShape {
     pub causal: bool,
     /// Score scale, usually `1 / sqrt(head_dim)`.
     pub scale: f32,
+    /// 0: none. Else a sliding window: the query at position `p` (`kv_len - q_len + i`) sees
+    /// keys `j` with `|p - j| < window`; two-sided without `causal` (Gemma 3's bidirectional
+    /// sliding layers), one-sided with it. Not supported over a KV cache.
+    pub window: usize,
 }
 
 impl AttentionShape {
@@ -103,7 +116,7 @@ impl AttentionShape {
 
     /// Encoder self-attention: `heads` heads of `head_dim`, no causal mask.
     pub fn bidirectional(heads: usize, head_dim: usize) -> Self {
-        Self { heads, kv_heads: heads, head_dim, causal: false, scale: 1.0 / (head_dim as f32).sqrt() }
+        Self { heads, kv_heads: heads, head_dim, causal: false, scale: 1.0 / (head_dim as f32).sqrt(), window: 0 }
     }
 }
 
@@ -170,11 +183,11 @@ pub fn attention_with(
         u(OP, "kv_stride", kvw)?,
         f(s.scale),
         s.causal as u32,
-        0,
+        u(OP, "window", s.window)?,
         0,
     ];
     let groups = u(OP, "batch * heads * q_len", batch * s.heads * q_len)?;
-    let stage = opts.stage(enc);
+    let stage = opts.stage(enc, s.head_dim);
     enc.dispatch(KernelKey::Attention(AttentionKey { cache: false, stage }), &params, &[q, k, v, mask, &out], AttentionOptions::groups(stage, groups))?;
     Ok(out)
 }
@@ -212,6 +225,9 @@ pub fn attention_cached_with(
 ) -> Result<GpuTensor> {
     const OP: &str = "attention_cached";
     s.check(OP)?;
+    if s.window != 0 {
+        return Err(Error::param(OP, format!("a sliding window ({}) is not supported over a KV cache", s.window)));
+    }
     for (name, t) in [("q", q), ("k_cache", k_cache), ("v_cache", v_cache)] {
         t.expect_dtype(OP, name, &[DType::F32])?;
         t.expect_rank(OP, name, 2)?;
@@ -260,7 +276,7 @@ pub fn attention_cached_with(
         return Ok(out);
     }
     let groups = u(OP, "heads * q_len", s.heads * q_len)?;
-    let stage = opts.stage(enc);
+    let stage = opts.stage(enc, s.head_dim);
     enc.dispatch(KernelKey::Attention(AttentionKey { cache: true, stage }), &params, &[q, k_cache, v_cache, state, &out], AttentionOptions::groups(stage, groups))?;
     Ok(out)
 }

@@ -6,7 +6,8 @@
 // tile maximum updates the running max m, the running sum l and the output accumulator
 // are rescaled by exp(m_old - m_new), and each thread accumulates the weighted values for
 // the head dims it owns (d = t, t + 64, ..., so head_dim <= 256).
-// Dispatch: grid(batch * heads * q_len). CPU adapters run `attention_direct` (below).
+// Dispatch: grid(batch * heads * q_len). CPU adapters run `attention_direct` (below) for
+// head_dim <= 128.
 //
 // Variant CACHE (decoders with a KV cache, batch 1): k and v are the cache buffers
 // [cache_rows, kv_heads * head_dim]; the keys in use are rows 0 .. state[1] + q_len
@@ -24,7 +25,7 @@ struct Params {
     kv_stride: u32,  // elements between consecutive key/value rows (kv_heads * head_dim)
     scale: f32,      // usually 1 / sqrt(head_dim)
     causal: u32,     // 1: query i sees keys j <= kv_len - q_len + i
-    _p0: u32,
+    window: u32,     // 0: none; else query i (at position kv_len - q_len + i) sees keys j with |pos - j| < window (two-sided sliding window)
     _p1: u32,
 }
 
@@ -73,6 +74,15 @@ fn keys_end(i: u32) -> u32 {
     return end;
 }
 
+// Whether key `j` is inside query `i`'s sliding window (always, without one).
+fn in_window(i: u32, j: u32) -> bool {
+    if (p.window == 0u) {
+        return true;
+    }
+    let pos = p.kv_len - p.q_len + i;
+    return max(pos, j) - min(pos, j) < p.window;
+}
+
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, WG>;
 var<workgroup> red: array<f32, WG>;
@@ -107,7 +117,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 #ifdef CACHE
         let visible = j < end;
 #else
-        let visible = j < end && mask[b * p.kv_len + j] != 0u;
+        let visible = j < end && mask[b * p.kv_len + j] != 0u && in_window(i, j);
 #endif
         if (visible) {
             // Four independent sums, so a thread's key loads are not one dependent chain.
@@ -222,8 +232,8 @@ fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let kvh = qr.kvh;
     let d_n = p.head_dim;
     let q_base = (b * p.q_len + i) * p.q_stride + h * d_n;
-    var qp: array<f32, 256>;
-    var acc: array<f32, 256>;  // zero-initialised
+    var qp: array<f32, 128>;   // head_dim <= 128 (DIRECT_MAX_HEAD_DIM); larger heads take `attention`
+    var acc: array<f32, 128>;  // zero-initialised
     for (var d = 0u; d < d_n; d = d + 1u) {
         qp[d] = q[q_base + d] * p.scale;
     }
@@ -232,7 +242,7 @@ fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     var l = 0.0;
     for (var j = 0u; j < end; j = j + 1u) {
 #ifndef CACHE
-        if (mask[b * p.kv_len + j] == 0u) {
+        if (mask[b * p.kv_len + j] == 0u || !in_window(i, j)) {
             continue;
         }
 #endif

@@ -45,6 +45,13 @@ fn check_common(op: &'static str, inv_freq: &GpuTensor, state: &GpuTensor, head_
 /// - `inv_freq`: `[head_dim / 2]` f32
 /// - `state`: `[4]` u32
 pub fn rope(enc: &mut Encoder, x: &GpuTensor, inv_freq: &GpuTensor, state: &GpuTensor, heads: usize, head_dim: usize) -> Result<()> {
+    rope_batched(enc, x, inv_freq, state, heads, head_dim, 0)
+}
+
+/// [`rope`] over `batch` right-padded sequences of `seq` rows each (an encoder's input):
+/// row `r` is at position `state[1] + r % seq`. `seq` 0 means one sequence.
+/// - `x`: `[batch * seq, heads * head_dim]` f32
+pub fn rope_batched(enc: &mut Encoder, x: &GpuTensor, inv_freq: &GpuTensor, state: &GpuTensor, heads: usize, head_dim: usize, seq: usize) -> Result<()> {
     const OP: &str = "rope";
     check_common(OP, inv_freq, state, head_dim)?;
     x.expect_dtype(OP, "x", &[DType::F32])?;
@@ -52,7 +59,10 @@ pub fn rope(enc: &mut Encoder, x: &GpuTensor, inv_freq: &GpuTensor, state: &GpuT
         return Err(Error::shape(OP, "x", format!("[rows, {}]", heads * head_dim), x.shape()));
     }
     let rows = x.shape()[0];
-    let params = [u(OP, "rows", rows)?, u(OP, "heads", heads)?, 0, u(OP, "head_dim", head_dim)?, 0, 0, 0, 0];
+    if seq != 0 && rows % seq != 0 {
+        return Err(Error::param(OP, format!("{rows} rows are not whole sequences of {seq}")));
+    }
+    let params = [u(OP, "rows", rows)?, u(OP, "heads", heads)?, 0, u(OP, "head_dim", head_dim)?, 0, u(OP, "seq", seq)?, 0, 0];
     let n = u(OP, "threads", rows * heads * head_dim / 2)?;
     enc.dispatch(KernelKey::Rope(RopeKey { append: false }), &params, &[x, inv_freq, state], grid(n.div_ceil(256)))
 }

@@ -19,7 +19,7 @@ struct Params {
     kv_heads: u32,  // heads of k and v (rope_append)
     head_dim: u32,  // even
     cache_rows: u32, // rows of k_cache / v_cache (rope_append); positions past it are dropped
-    _p0: u32,
+    period: u32,    // rope: rows per sequence of a [batch * seq] input (row r at state[1] + r % seq); 0: one sequence
     _p1: u32,
     _p2: u32,
 }
@@ -62,7 +62,10 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let i = idx % h;
     let rh = idx / h;               // row * heads + head
-    let r = rh / p.heads;
+    var r = rh / p.heads;
+    if (p.period != 0u) {
+        r = r % p.period;
+    }
     let cs = angle(state[1] + r, i);
     let base = rh * p.head_dim;
     let x0 = x[base + i];

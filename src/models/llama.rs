@@ -314,6 +314,7 @@ impl LlamaAttention {
                 head_dim: d,
                 causal: true,
                 scale: 1.0 / (d as f32).sqrt(),
+                window: 0,
             },
         })
     }

@@ -127,6 +127,7 @@ pub async fn load_weights<S: Source>(
 /// Loads tensors by HF checkpoint name under a prefix (`encoder.layer.3.attention`) from
 /// weights already streamed into GPU buffers ([`load_weights`]); model code does not see
 /// the file format or the load dtype.
+#[derive(Clone)]
 pub struct VarBuilder<'a> {
     gpu: &'a Gpu,
     weights: &'a StreamedWeights,

@@ -35,3 +35,15 @@ pub fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
 pub fn tanh(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| (v as f64).tanh() as f32).collect()
 }
+
+/// GeGLU with the tanh GELU (`gelu_pytorch_tanh`): `gelu_tanh(gate) * up`, in f64.
+pub fn geglu_tanh(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    gate.iter()
+        .zip(up)
+        .map(|(&g, &u)| {
+            let g = g as f64;
+            (0.5 * g * (1.0 + (c * (g + 0.044715 * g * g * g)).tanh()) * u as f64) as f32
+        })
+        .collect()
+}

@@ -18,7 +18,9 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], mask: &[u32], batch: usize, s:
                 let end = if s.causal { kv_len - q_len + i + 1 } else { kv_len };
                 let scores: Vec<Option<f64>> = (0..kv_len)
                     .map(|j| {
-                        (j < end && mask[b * kv_len + j] != 0).then(|| {
+                        let pos = kv_len - q_len + i;
+                        let in_window = s.window == 0 || pos.abs_diff(j) < s.window;
+                        (j < end && mask[b * kv_len + j] != 0 && in_window).then(|| {
                             let ko = (b * kv_len + j) * kvw + kvh * d;
                             (0..d).map(|t| q[qo + t] as f64 * k[ko + t] as f64).sum::<f64>() * s.scale as f64
                         })

@@ -18,7 +18,7 @@ pub fn forward(c: &LlamaConfig, w: &HashMap<String, Vec<f32>>, ids: &[u32]) -> V
     let opt = |n: &str| w.get(n).map(|v| v.as_slice());
     let emb = g("model.embed_tokens.weight");
     let mut x: Vec<f32> = ids.iter().flat_map(|&i| emb[i as usize * hid..(i as usize + 1) * hid].to_vec()).collect();
-    let shape = AttentionShape { heads, kv_heads: kvh, head_dim: d, causal: true, scale: 1.0 / (d as f32).sqrt() };
+    let shape = AttentionShape { heads, kv_heads: kvh, head_dim: d, causal: true, scale: 1.0 / (d as f32).sqrt(), window: 0 };
     let n = ids.len();
     for l in 0..c.num_hidden_layers {
         let p = format!("model.layers.{l}");

@@ -16,7 +16,7 @@ pub mod sample;
 pub mod search;
 pub mod speculative;
 
-pub use activation::{add, gelu, silu, tanh};
+pub use activation::{add, geglu_tanh, gelu, silu, tanh};
 pub use attention::attention;
 pub use embed::embedding;
 pub use matmul::linear;

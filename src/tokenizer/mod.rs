@@ -13,6 +13,9 @@ pub struct Tokenizer {
     max_length: usize,
     /// Built for `(first, second)` pairs ([`Tokenizer::for_pairs`]).
     pairs: bool,
+    /// Ids at or above this have no embedding row ([`Tokenizer::check_ids`]): encoding a
+    /// text that produces one is an input error.
+    id_limit: u32,
 }
 
 impl Tokenizer {
@@ -50,7 +53,7 @@ impl Tokenizer {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        Ok(Self { inner, max_length, pairs: strategy == TruncationStrategy::OnlySecond })
+        Ok(Self { inner, max_length, pairs: strategy == TruncationStrategy::OnlySecond, id_limit: u32::MAX })
     }
 
     /// Checks that every id this tokenizer can emit indexes the model's tables: the
@@ -58,13 +61,24 @@ impl Tokenizer {
     /// `vocab_rows` (the embedding's rows), and, with `type_vocab_size` (BERT), the token
     /// type ids of its single (and, for a pair tokenizer, pair) template below it. An id
     /// outside would read zeros on the GPU: silently wrong output, hence an error at load.
-    pub fn check_ids(&self, vocab_rows: usize, type_vocab_size: Option<usize>) -> Result<()> {
+    /// The one exception is a *special* added token past the table (Gemma 3's
+    /// `<image_soft_token>`, a placeholder of the multimodal model that the text model has no
+    /// row for): a text that produces it is rejected when encoded, as transformers' index
+    /// error would.
+    pub fn check_ids(&mut self, vocab_rows: usize, type_vocab_size: Option<usize>) -> Result<()> {
         let bad = |msg: String| Err(Error::Tokenizer(format!("tokenizer.json: {msg}")));
-        if let Some((tok, id)) = self.inner.get_vocab(true).into_iter().max_by_key(|&(_, id)| id) {
-            if id as usize >= vocab_rows {
-                return bad(format!("token {tok:?} has id {id}, outside the model's {vocab_rows} embedding rows"));
-            }
+        let special_past: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(id, t)| *id as usize >= vocab_rows && t.special)
+            .map(|(id, _)| id)
+            .collect();
+        let past = self.inner.get_vocab(true).into_iter().filter(|&(_, id)| id as usize >= vocab_rows && !special_past.contains(&id));
+        if let Some((tok, id)) = past.max_by_key(|&(_, id)| id) {
+            return bad(format!("token {tok:?} has id {id}, outside the model's {vocab_rows} embedding rows"));
         }
+        self.id_limit = u32::try_from(vocab_rows).unwrap_or(u32::MAX);
         let Some(pp) = post_processor_json(&self.inner)? else { return Ok(()) };
         let mut ids = Vec::new();
         let mut types = PostTypes::default();
@@ -87,15 +101,24 @@ impl Tokenizer {
         self.max_length
     }
 
+    /// `ids`, unless one has no embedding row ([`Tokenizer::check_ids`]).
+    fn checked(&self, ids: &[u32]) -> Result<Vec<u32>> {
+        match ids.iter().find(|&&id| id >= self.id_limit) {
+            Some(&id) => Err(Error::Input(format!(
+                "the text contains the token {:?} (id {id}), which the model has no embedding for",
+                self.inner.id_to_token(id).unwrap_or_default()
+            ))),
+            None => Ok(ids.to_vec()),
+        }
+    }
+
     /// Token ids of each text, with the model's special tokens, truncated to `max_length`.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         texts
             .iter()
             .map(|t| {
-                self.inner
-                    .encode(*t, true)
-                    .map(|e| e.get_ids().to_vec())
-                    .map_err(|e| Error::Tokenizer(e.to_string()))
+                let e = self.inner.encode(*t, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                self.checked(e.get_ids())
             })
             .collect()
     }
@@ -105,10 +128,8 @@ impl Tokenizer {
         seconds
             .iter()
             .map(|s| {
-                self.inner
-                    .encode((first, *s), true)
-                    .map(|e| (e.get_ids().to_vec(), e.get_type_ids().to_vec()))
-                    .map_err(|e| Error::Tokenizer(e.to_string()))
+                let e = self.inner.encode((first, *s), true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+                Ok((self.checked(e.get_ids())?, e.get_type_ids().to_vec()))
             })
             .collect()
     }
@@ -120,7 +141,8 @@ impl Tokenizer {
     /// Token ids of `text` exactly as written: no special tokens added (chat templates
     /// and raw prompts already contain theirs), no truncation beyond `max_length`.
     pub fn encode_raw(&self, text: &str) -> Result<Vec<u32>> {
-        self.inner.encode(text, false).map(|e| e.get_ids().to_vec()).map_err(|e| Error::Tokenizer(e.to_string()))
+        let e = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        self.checked(e.get_ids())
     }
 
     /// Text of `ids`; special tokens dropped when `skip_special`.

@@ -24,7 +24,7 @@ use crate::gpu::Gpu;
 use crate::loader::Progress;
 pub(crate) use lane::Slot;
 use options::{
-    EmbedderLoadOptionsJs, IndexOptionsJs, LoadContext, LoadOptionsJs, RerankOptionsJs, RerankerLoadOptionsJs, SearchOptionsJs,
+    EmbedOptionsJs, EmbedderLoadOptionsJs, IndexOptionsJs, LoadContext, LoadOptionsJs, RerankOptionsJs, RerankerLoadOptionsJs, SearchOptionsJs,
     StreamWeightsOptionsJs,
 };
 
@@ -306,13 +306,21 @@ impl Embedder {
     }
 
     /// Embeds one text or a list; resolves to `{ data: Float32Array, dims: [n, d] }`. One GPU
-    /// readback per call. Calls on one embedder run one at a time, in call order.
+    /// readback per call. Calls on one embedder run one at a time, in call order. Options:
+    /// a task prompt (`prompt_name` / `prompt`) and Matryoshka `dimensions`.
     #[wasm_bindgen(unchecked_return_type = "Promise<EmbedResult>")]
-    pub fn embed(&self, #[wasm_bindgen(unchecked_param_type = "string | string[]")] texts: JsValue) -> js_sys::Promise {
+    pub fn embed(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | string[]")] texts: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "EmbedOptions")] options: Option<JsValue>,
+    ) -> js_sys::Promise {
+        let options = options.unwrap_or(JsValue::UNDEFINED);
         self.slot.call(move |inner| async move {
             let texts = strings_arg(&texts, "texts").map_err(js_err)?;
+            let o: EmbedOptionsJs = options::parse(&options, "embed", &[EmbedOptionsJs::KEYS]).map_err(js_err)?;
+            let call = crate::engine::EmbedCallOptions { prompt_name: o.prompt_name, prompt: o.prompt, dimensions: o.dimensions };
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let e = inner.embed(&refs).await.map_err(js_err)?;
+            let e = inner.embed_with(&refs, &call).await.map_err(js_err)?;
             let out = Object::new();
             Reflect::set(&out, &"data".into(), &js_sys::Float32Array::from(&e.data[..]))?;
             let dims = js_sys::Array::of2(&(e.dims[0] as u32).into(), &(e.dims[1] as u32).into());

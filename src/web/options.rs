@@ -93,6 +93,21 @@ js_options! {
 }
 
 js_options! {
+    /// `embed` options.
+    EmbedOptionsJs, TS_EMBED_OPTIONS, "EmbedOptions" {
+        /// A task prompt of the model's config_sentence_transformers.json ("query",
+        /// "document", ... for EmbeddingGemma), prepended to every text. Default: the
+        /// model's default_prompt_name, if any.
+        prompt_name: String = "string",
+        /// A literal prompt prepended to every text; wins over prompt_name.
+        prompt: String = "string",
+        /// Matryoshka truncation: keep the first n dimensions (renormalised when the model
+        /// normalises). Default: all.
+        dimensions: usize = "number",
+    }
+}
+
+js_options! {
     /// `Reranker.load` options.
     RerankerLoadOptionsJs, TS_RERANKER_LOAD_OPTIONS, "RerankerLoadOptions": "LoadOptions" {
         /// Longest (query, document) pair in tokens; documents are truncated to fit.
