@@ -232,20 +232,31 @@ fn tok_err(r: gllm_web::Result<()>, needle: &str) {
 
 #[test]
 fn token_ids_are_checked_against_the_model() {
-    let tok = Tokenizer::from_bytes(&tokenizer_json(3, 5), 16).unwrap();
-    // the added token [X] has id 5: six embedding rows hold every id, five do not
+    let mut tok = Tokenizer::from_bytes(&tokenizer_json(3, 5), 16).unwrap();
+    // the added token [X] has id 5: six embedding rows hold every id
     tok.check_ids(6, None).unwrap();
-    tok_err(tok.check_ids(5, None), "id 5");
+    assert_eq!(tok.encode_batch(&["a [X]"]).unwrap(), vec![vec![3, 1, 5, 4]]);
+    // with five rows, [X] is a special token past the table (Gemma 3's `<image_soft_token>`):
+    // the load passes, and a text that encodes to it is an input error; others still encode
+    tok.check_ids(5, None).unwrap();
+    match tok.encode_batch(&["a [X]"]) {
+        Err(Error::Input(msg)) => assert!(msg.contains("[X]") && msg.contains("id 5"), "{msg}"),
+        other => panic!("expected an input error for [X], got {other:?}"),
+    }
+    assert_eq!(tok.encode_batch(&["a b"]).unwrap(), vec![vec![3, 1, 2, 4]]);
+    // a vocabulary token past the table is still a load error
+    let mut tok = Tokenizer::from_bytes(&tokenizer_json(3, 5), 16).unwrap();
+    tok_err(tok.check_ids(4, None), "id 4");
     // a post-processor id past the vocabulary
-    let tok = Tokenizer::from_bytes(&tokenizer_json(9, 5), 16).unwrap();
+    let mut tok = Tokenizer::from_bytes(&tokenizer_json(9, 5), 16).unwrap();
     tok_err(tok.check_ids(6, None), "post-processor adds token id 9");
     tok.check_ids(10, None).unwrap();
     // BertProcessing gives the second text of a pair token type 1
-    let pairs = Tokenizer::for_pairs(&tokenizer_json(3, 5), 16).unwrap();
+    let mut pairs = Tokenizer::for_pairs(&tokenizer_json(3, 5), 16).unwrap();
     tok_err(pairs.check_ids(6, Some(1)), "type_vocab_size 1");
     pairs.check_ids(6, Some(2)).unwrap();
     // single texts only use type 0
-    let single = Tokenizer::from_bytes(&tokenizer_json(3, 5), 16).unwrap();
+    let mut single = Tokenizer::from_bytes(&tokenizer_json(3, 5), 16).unwrap();
     single.check_ids(6, Some(1)).unwrap();
     // the tokenizer still encodes after a failed check
     assert_eq!(single.encode_batch(&["a b"]).unwrap(), vec![vec![3, 1, 2, 4]]);
