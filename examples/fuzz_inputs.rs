@@ -143,7 +143,7 @@ fn safetensors(d: &[u8]) -> usize {
 }
 
 fn tokenizer(d: &[u8]) -> usize {
-    let Ok(tok) = Tokenizer::from_bytes(d, 32) else { return 0 };
+    let Ok(mut tok) = Tokenizer::from_bytes(d, 32) else { return 0 };
     let _ = tok.check_ids(100, Some(2));
     if let Ok(ids) = tok.encode_batch(&["hello world a b", "ünïcode ab [X] <|im_end|>", ""]) {
         let mut stream = DecodeStream::new();
@@ -153,7 +153,7 @@ fn tokenizer(d: &[u8]) -> usize {
         let _ = tok.decode(&ids[0], false);
     }
     let _ = tok.encode_raw("a b  c\u{0}");
-    if let Ok(pairs) = Tokenizer::for_pairs(d, 16) {
+    if let Ok(mut pairs) = Tokenizer::for_pairs(d, 16) {
         let _ = pairs.check_ids(100, Some(2));
         let _ = pairs.encode_pairs("query a", &["document b b b b b b b b b b b b b b b b b", ""]);
     }

@@ -6,10 +6,10 @@
     GLLM_FETCH_GEMMA=1 bash scripts/fetch-models.sh models
     target/gemma-venv/bin/python scripts/make_gemma_goldens.py models/embeddinggemma-300m tests/goldens/embeddinggemma-300m.json
 
-Writes, for each sentence (9 sentences in 6 languages, and one text of 500 tokens, longer
-than the sliding window): the token ids of the plain text,
-sentence-transformers' `encode` (f32, CPU, normalised as the model's `Normalize` module
-does) of the text, of the text with `prompt_name="query"` (and its token ids), and with
+Writes, for each text (9 sentences: English, German, Spanish, French, Japanese, Chinese,
+Russian and code; and one text of 402 tokens, longer than the 257-token sliding window):
+the token ids of the plain text, sentence-transformers' `encode` (f32, CPU, normalised as
+the model's `Normalize` module does) of the text, of the text with `prompt_name="query"` (and its token ids), and with
 `truncate_dim=256` (Matryoshka: the first 256 dimensions, renormalised). Every sentence is
 encoded on its own (batch 1), so no padding enters the reference. Embeddings are rounded to
 8 significant digits.

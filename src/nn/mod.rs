@@ -59,7 +59,8 @@ pub struct WeightRoles {
 }
 
 /// What tensor `e` becomes on the GPU under `dtype`:
-/// - GGUF blocks of a linear weight stay blocks under `auto` (or the file's own format);
+/// - GGUF blocks of a linear weight stay blocks under `auto` (or the file's own format),
+///   unless their body exceeds one binding (then F16);
 ///   anything else stored in blocks is decoded piece by piece (F16 under `f16` for linear
 ///   weights and tables, and for tables under `auto`; else F32), or quantized anew (`q8_0` /
 ///   `q4_0`);
@@ -82,10 +83,19 @@ pub fn target(gpu: &Gpu, e: &Entry, dtype: LoadDType, roles: &WeightRoles) -> Ta
         }
         _ => false,
     };
+    // The quantized kernels bind a matrix's body whole; one larger than a binding (a big LM
+    // head on an adapter with the 128 MiB default) is decoded to F16, which the dense kernels
+    // run window by window.
+    let body_fits = |f: QuantFormat| {
+        let blocks = e.shape.iter().product::<usize>() / f.block_elems();
+        (blocks * f.body_words() * 4) as u64 <= gpu.caps().max_storage_buffer_binding_size
+    };
     match e.stored {
         Stored::Skip => Target::Skip,
         Stored::Raw => Target::Raw,
-        Stored::Blocks(f) if linear && (dtype == LoadDType::Auto || dtype == LoadDType::Quant(f)) => Target::Blocks,
+        Stored::Blocks(f) if linear && (dtype == LoadDType::Auto || dtype == LoadDType::Quant(f)) => {
+            if body_fits(f) { Target::Blocks } else { Target::F16 }
+        }
         Stored::Blocks(_) | Stored::Float(_) if f16 => Target::F16,
         Stored::Blocks(_) | Stored::Float(_) if finish => Target::Finish,
         Stored::Blocks(_) | Stored::Float(_) => Target::F32,
