@@ -6,6 +6,8 @@
 //! per token). The same run measures the dispatch floor: the cost of one dispatch in a
 //! replayed recording, and of one submit + 4-byte readback round trip.
 //!
+//! `GLLM_GEN_SPEC=1` adds prompt-lookup speculative decoding on the same prompt.
+//!
 //! Run: `cargo bench --bench generate -- DIR...` where each DIR holds `config.json`,
 //! `tokenizer.json` (and optionally `generation_config.json`, `tokenizer_config.json`),
 //! e.g. `models/smollm2-135m-instruct`. The PyTorch baseline: `benches/generate_torch.py DIR...`.
@@ -209,6 +211,23 @@ async fn run() -> gllm_web::Result<()> {
                 wb / per_tok / 1e9,
             );
             eprintln!("  ({name} {dt}: load {load_s:.1} s)");
+            if std::env::var("GLLM_GEN_SPEC").is_ok() {
+                // Prompt-lookup speculative decoding on the same prompt (greedy): a random model
+                // falls into loops, which lookup then drafts from, so this measures what a
+                // verify pass costs against plain steps when drafts pay, on this GPU.
+                let spec = GenerateOptions { speculative: Some(gllm_web::Speculative::default()), ..greedy.clone() };
+                let per_tok_spec = decode_time(&mut g, &prompt, &spec, cpu).await?;
+                let st = g.generate(Prompt::Ids(&prompt), &spec).await?.speculative.unwrap_or_default();
+                println!(
+                    "    speculative (prompt lookup, k 8): {:.1} tok/s = {:.2}× greedy; {}/{} drafts accepted, {} verify + {} plain steps",
+                    1.0 / per_tok_spec,
+                    per_tok / per_tok_spec,
+                    st.accepted,
+                    st.drafted,
+                    st.verify_steps,
+                    st.plain_steps
+                );
+            }
             if std::env::var("GLLM_GEN_PROFILE").is_ok() {
                 print_profile(&g)?;
             }
