@@ -12,7 +12,7 @@ use std::cell::Cell;
 
 use common::R;
 use gllm_web::loader::sha256::{to_hex, Sha256};
-use gllm_web::loader::{MemSource, Source};
+use gllm_web::loader::Source;
 use gllm_web::{EmbedOptions, Embedder, Error, Generator, GeneratorOptions, Gpu, LoadOptions, RerankOptions, Reranker};
 
 #[cfg(target_arch = "wasm32")]
@@ -112,35 +112,6 @@ async fn every_engine_frees_an_aborted_load(_shared: Gpu) -> R {
     Ok(())
 }
 
-/// The source of a model folder with a `gllm-manifest.json` of our own.
-struct WithManifest<S: Source> {
-    inner: S,
-    manifest: Vec<u8>,
-}
-
-const MANIFEST: &str = "gllm-manifest.json";
-
-impl<S: Source> Source for WithManifest<S> {
-    async fn read(&self, f: &str) -> gllm_web::Result<Vec<u8>> {
-        if f == MANIFEST { Ok(self.manifest.clone()) } else { self.inner.read(f).await }
-    }
-    async fn read_range(&self, f: &str, offset: u64, len: u64) -> gllm_web::Result<Vec<u8>> {
-        if f == MANIFEST {
-            return MemSource::new().with(MANIFEST, self.manifest.clone()).read_range(f, offset, len).await;
-        }
-        self.inner.read_range(f, offset, len).await
-    }
-    async fn len(&self, f: &str) -> gllm_web::Result<u64> {
-        if f == MANIFEST { Ok(self.manifest.len() as u64) } else { self.inner.len(f).await }
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn ranged(&self, f: &str) -> gllm_web::Result<bool> {
-        self.inner.ranged(f).await
-    }
-}
-
 /// A manifest listing `file` with its true size and the SHA-256 of its bytes, or (`flip`)
 /// that digest with one bit changed.
 async fn manifest<S: Source>(src: &S, file: &str, flip: bool) -> Result<Vec<u8>, Error> {
@@ -164,12 +135,12 @@ async fn manifest<S: Source>(src: &S, file: &str, flip: bool) -> Result<Vec<u8>,
 async fn every_engine_refuses_a_wrong_manifest(gpu: Gpu) -> R {
     for engine in ENGINES {
         let inner = common::model_source(engine.folder());
-        let bad = WithManifest { manifest: manifest(&inner, engine.weights(), true).await?, inner };
+        let bad = common::WithManifest { manifest: manifest(&inner, engine.weights(), true).await?, inner };
         match engine.load(&gpu, &bad, &|| false).await {
             Err(Error::Integrity { file, .. }) if file == engine.weights() => log!("{engine:?}: wrong sha256 refused"),
             other => return Err(format!("{engine:?}: a wrong manifest gave {other:?}").into()),
         }
-        let good = WithManifest { manifest: manifest(&bad.inner, engine.weights(), false).await?, inner: bad.inner };
+        let good = common::WithManifest { manifest: manifest(&bad.inner, engine.weights(), false).await?, inner: bad.inner };
         engine.load(&gpu, &good, &|| false).await?;
     }
     Ok(())
@@ -180,27 +151,6 @@ async fn every_engine_refuses_a_wrong_manifest(gpu: Gpu) -> R {
 #[cfg(target_arch = "wasm32")]
 async fn cache_offline(gpu: Gpu) -> R {
     use gllm_web::loader::{CachedSource, HttpSource};
-    struct Offline(String);
-    fn down(f: &str) -> Error {
-        Error::Io { file: f.into(), msg: "network down".into() }
-    }
-    impl Source for Offline {
-        async fn read(&self, f: &str) -> gllm_web::Result<Vec<u8>> {
-            Err(down(f))
-        }
-        async fn read_range(&self, f: &str, _: u64, _: u64) -> gllm_web::Result<Vec<u8>> {
-            Err(down(f))
-        }
-        async fn len(&self, f: &str) -> gllm_web::Result<u64> {
-            Err(down(f))
-        }
-        fn describe(&self) -> String {
-            self.0.clone()
-        }
-        async fn ranged(&self, f: &str) -> gllm_web::Result<bool> {
-            Err(down(f))
-        }
-    }
     let base = option_env!("GLLM_MODEL_URL").unwrap_or("http://127.0.0.1:8777");
     for engine in ENGINES {
         let url = format!("{base}/{}", engine.folder());
@@ -208,7 +158,7 @@ async fn cache_offline(gpu: Gpu) -> R {
         let online = CachedSource::new(HttpSource::new(&url), name);
         online.clear().await?;
         engine.load(&gpu, &online, &|| false).await?;
-        let offline = CachedSource::new(Offline(url), name);
+        let offline = CachedSource::new(common::Offline(url), name);
         engine.load(&gpu, &offline, &|| false).await?;
         log!("{engine:?}: first load {} misses, offline load {} hits / {} misses", online.misses.get(), offline.hits.get(), offline.misses.get());
         if offline.misses.get() != 0 || offline.hits.get() == 0 {

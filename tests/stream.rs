@@ -1008,61 +1008,6 @@ async fn big_model_heap_stays_bounded() {
     assert!(growth < 128.0, "wasm memory grew by {growth:.1} MiB");
 }
 
-/// Serves `gllm-manifest.json` from memory and every other file from `inner`.
-#[cfg(target_arch = "wasm32")]
-struct WithManifest<S: Source> {
-    inner: S,
-    manifest: Vec<u8>,
-}
-
-#[cfg(target_arch = "wasm32")]
-impl<S: Source> Source for WithManifest<S> {
-    async fn read(&self, f: &str) -> gllm_web::Result<Vec<u8>> {
-        if f == MANIFEST { Ok(self.manifest.clone()) } else { self.inner.read(f).await }
-    }
-    async fn read_range(&self, f: &str, offset: u64, len: u64) -> gllm_web::Result<Vec<u8>> {
-        if f == MANIFEST {
-            return MemSource::new().with(MANIFEST, self.manifest.clone()).read_range(f, offset, len).await;
-        }
-        self.inner.read_range(f, offset, len).await
-    }
-    async fn len(&self, f: &str) -> gllm_web::Result<u64> {
-        if f == MANIFEST { Ok(self.manifest.len() as u64) } else { self.inner.len(f).await }
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn ranged(&self, f: &str) -> gllm_web::Result<bool> {
-        self.inner.ranged(f).await
-    }
-    async fn evict(&self, f: &str) -> gllm_web::Result<()> {
-        self.inner.evict(f).await
-    }
-}
-
-/// A server that stopped: every request fails.
-#[cfg(target_arch = "wasm32")]
-struct Offline(String);
-
-#[cfg(target_arch = "wasm32")]
-impl Source for Offline {
-    async fn read(&self, f: &str) -> gllm_web::Result<Vec<u8>> {
-        Err(Error::Io { file: f.into(), msg: "server stopped".into() })
-    }
-    async fn read_range(&self, f: &str, _: u64, _: u64) -> gllm_web::Result<Vec<u8>> {
-        Err(Error::Io { file: f.into(), msg: "server stopped".into() })
-    }
-    async fn len(&self, f: &str) -> gllm_web::Result<u64> {
-        Err(Error::Io { file: f.into(), msg: "server stopped".into() })
-    }
-    fn describe(&self) -> String {
-        self.0.clone()
-    }
-    async fn ranged(&self, f: &str) -> gllm_web::Result<bool> {
-        Err(Error::Io { file: f.into(), msg: "server stopped".into() })
-    }
-}
-
 /// Browser only: a load through the Cache API whose manifest does not match fails with
 /// `Error::Integrity` and evicts the weights (and the manifest) from the cache; a load with
 /// the right manifest then fetches them again and succeeds, and a third load is served from
@@ -1090,8 +1035,8 @@ async fn http_manifest() -> R {
     let opts = EmbedOptions::default();
     let want = Embedder::load(&gpu, &HttpSource::new(&url), opts.clone(), &|_| {}).await.map_err(e)?.embed(&texts).await.map_err(e)?;
     let name = "gllm-manifest-test";
-    let online = |m: &[u8]| CachedSource::new(WithManifest { inner: HttpSource::new(&url), manifest: m.to_vec() }, name);
-    let offline = |m: &[u8]| CachedSource::new(WithManifest { inner: Offline(url.clone()), manifest: m.to_vec() }, name);
+    let online = |m: &[u8]| CachedSource::new(common::WithManifest { inner: HttpSource::new(&url), manifest: m.to_vec() }, name);
+    let offline = |m: &[u8]| CachedSource::new(common::WithManifest { inner: common::Offline(url.clone()), manifest: m.to_vec() }, name);
 
     let first = online(&bad);
     first.clear().await.map_err(e)?;

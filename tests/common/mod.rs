@@ -130,3 +130,56 @@ pub fn model_source(name: &str) -> gllm_web::loader::HttpSource {
     let base = option_env!("GLLM_MODEL_URL").unwrap_or("http://127.0.0.1:8777");
     gllm_web::loader::HttpSource::new(&format!("{base}/{name}"))
 }
+
+/// Serves `gllm-manifest.json` from memory and every other file from `inner`.
+pub struct WithManifest<S: gllm_web::loader::Source> {
+    pub inner: S,
+    pub manifest: Vec<u8>,
+}
+
+const MANIFEST: &str = "gllm-manifest.json";
+
+impl<S: gllm_web::loader::Source> gllm_web::loader::Source for WithManifest<S> {
+    async fn read(&self, f: &str) -> gllm_web::Result<Vec<u8>> {
+        if f == MANIFEST { Ok(self.manifest.clone()) } else { self.inner.read(f).await }
+    }
+    async fn read_range(&self, f: &str, offset: u64, len: u64) -> gllm_web::Result<Vec<u8>> {
+        if f == MANIFEST {
+            return gllm_web::loader::MemSource::new().with(MANIFEST, self.manifest.clone()).read_range(f, offset, len).await;
+        }
+        self.inner.read_range(f, offset, len).await
+    }
+    async fn len(&self, f: &str) -> gllm_web::Result<u64> {
+        if f == MANIFEST { Ok(self.manifest.len() as u64) } else { self.inner.len(f).await }
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn ranged(&self, f: &str) -> gllm_web::Result<bool> {
+        self.inner.ranged(f).await
+    }
+    async fn evict(&self, f: &str) -> gllm_web::Result<()> {
+        self.inner.evict(f).await
+    }
+}
+
+/// A server that stopped: every request fails.
+pub struct Offline(pub String);
+
+impl gllm_web::loader::Source for Offline {
+    async fn read(&self, f: &str) -> gllm_web::Result<Vec<u8>> {
+        Err(gllm_web::Error::Io { file: f.into(), msg: "server stopped".into() })
+    }
+    async fn read_range(&self, f: &str, _: u64, _: u64) -> gllm_web::Result<Vec<u8>> {
+        Err(gllm_web::Error::Io { file: f.into(), msg: "server stopped".into() })
+    }
+    async fn len(&self, f: &str) -> gllm_web::Result<u64> {
+        Err(gllm_web::Error::Io { file: f.into(), msg: "server stopped".into() })
+    }
+    fn describe(&self) -> String {
+        self.0.clone()
+    }
+    async fn ranged(&self, f: &str) -> gllm_web::Result<bool> {
+        Err(gllm_web::Error::Io { file: f.into(), msg: "server stopped".into() })
+    }
+}
