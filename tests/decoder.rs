@@ -109,23 +109,37 @@ async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
     // with head_dim % 4 == 0 is the split-K decode path (splits of 32 keys): one key, two
     // full splits, a ragged last split, head_dim 256 (2 key groups of the 128 threads) and 80
     // (6 groups, 8 idle threads), many empty splits, more than 64 and more than 128 splits
-    // (the combine's loops); head_dim 37 takes the one-pass kernel.
+    // (the combine's loops); head_dim 37 takes the one-pass kernel. The last column is a
+    // sliding window (Gemma 3's sliding layers: query at position p sees keys p - j < w):
+    // prefill across the window's edge, decode with the edge inside a split, on a split
+    // boundary, with whole splits before it, a window of one key, and one wider than the
+    // cache; Gemma's head_dim 256 with a 512-key window over 600 cached keys.
     let cases = [
-        (7usize, 0usize, 4usize, 2usize, 16usize, 5usize),
-        (3, 130, 2, 1, 40, 5),
-        (1, 70, 9, 3, 64, 5),
-        (1, 0, 2, 1, 8, 0),
-        (1, 63, 4, 4, 128, 1),
-        (1, 200, 4, 2, 37, 3),
-        (1, 129, 2, 2, 256, 64),
-        (1, 5, 3, 1, 64, 300),
-        (1, 100, 2, 1, 80, 7),
-        (1, 2100, 2, 1, 64, 10),
-        (1, 4200, 3, 1, 128, 40),
+        (7usize, 0usize, 4usize, 2usize, 16usize, 5usize, 0usize),
+        (3, 130, 2, 1, 40, 5, 0),
+        (1, 70, 9, 3, 64, 5, 0),
+        (1, 0, 2, 1, 8, 0, 0),
+        (1, 63, 4, 4, 128, 1, 0),
+        (1, 200, 4, 2, 37, 3, 0),
+        (1, 129, 2, 2, 256, 64, 0),
+        (1, 5, 3, 1, 64, 300, 0),
+        (1, 100, 2, 1, 80, 7, 0),
+        (1, 2100, 2, 1, 64, 10, 0),
+        (1, 4200, 3, 1, 128, 40, 0),
+        (7, 0, 4, 2, 16, 5, 3),
+        (37, 90, 2, 1, 40, 5, 50),
+        (1, 70, 9, 3, 64, 5, 33),
+        (1, 95, 2, 1, 64, 5, 32),
+        (1, 300, 4, 1, 64, 20, 70),
+        (1, 200, 4, 2, 37, 3, 45),
+        (1, 40, 2, 1, 8, 0, 1),
+        (1, 5, 3, 1, 64, 300, 512),
+        (1, 600, 4, 1, 256, 30, 512),
+        (1, 2100, 2, 1, 64, 10, 512),
     ];
-    for (q_len, past, heads, kvh, d, spare) in cases {
+    for (q_len, past, heads, kvh, d, spare, window) in cases {
         let rows = past + q_len + spare;
-        let s = AttentionShape { heads, kv_heads: kvh, head_dim: d, causal: true, scale: 1.0 / (d as f32).sqrt(), window: 0 };
+        let s = AttentionShape { heads, kv_heads: kvh, head_dim: d, causal: true, scale: 1.0 / (d as f32).sqrt(), window };
         let q = rng.vec(q_len * heads * d, 1.0);
         let kc = rng.vec(rows * kvh * d, 1.0);
         let vc = rng.vec(rows * kvh * d, 1.0);
@@ -141,7 +155,7 @@ async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
             let mut enc = gpu.encoder();
             let out = attention_cached_with(&mut enc, &tq, &tk, &tv, &state, s, AttentionOptions { barrier_free: Some(barrier_free) })?;
             enc.submit()?;
-            let what = format!("attention_cached barrier_free={barrier_free} q{q_len} past{past}");
+            let what = format!("attention_cached barrier_free={barrier_free} q{q_len} past{past} window{window}");
             assert_close(&what, &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
         }
     }

@@ -98,7 +98,7 @@ pub struct AttentionShape {
     pub scale: f32,
     /// 0: none. Else a sliding window: the query at position `p` (`kv_len - q_len + i`) sees
     /// keys `j` with `|p - j| < window`; two-sided without `causal` (Gemma 3's bidirectional
-    /// sliding layers), one-sided with it. Not supported over a KV cache.
+    /// sliding layers), one-sided with it. Over a KV cache the position is `state[1] + i`.
     pub window: usize,
 }
 
@@ -225,9 +225,6 @@ pub fn attention_cached_with(
 ) -> Result<GpuTensor> {
     const OP: &str = "attention_cached";
     s.check(OP)?;
-    if s.window != 0 {
-        return Err(Error::param(OP, format!("a sliding window ({}) is not supported over a KV cache", s.window)));
-    }
     for (name, t) in [("q", q), ("k_cache", k_cache), ("v_cache", v_cache)] {
         t.expect_dtype(OP, name, &[DType::F32])?;
         t.expect_rank(OP, name, 2)?;
@@ -263,7 +260,7 @@ pub fn attention_cached_with(
         u(OP, "kv_stride", kvw)?,
         f(s.scale),
         1,
-        if decode { DECODE_SPLIT as u32 } else { 0 },
+        u(OP, "window", s.window)?,
         if decode { u(OP, "n_splits", n_splits)? } else { 0 },
     ];
     if decode {

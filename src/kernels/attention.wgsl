@@ -12,7 +12,9 @@
 // Variant CACHE (decoders with a KV cache, batch 1): k and v are the cache buffers
 // [cache_rows, kv_heads * head_dim]; the keys in use are rows 0 .. state[1] + q_len
 // (state[1] = tokens cached before this call, read on the GPU so a recorded decode step
-// replays unchanged); query i sees keys j <= state[1] + i; there is no padding mask.
+// replays unchanged); query i sees keys j <= state[1] + i; there is no padding mask. With a
+// window w (Gemma 3's sliding layers) query i, at position state[1] + i, sees only keys with
+// state[1] + i - j < w; the decode stages skip the splits before the window.
 
 struct Params {
     batch: u32,
@@ -25,7 +27,7 @@ struct Params {
     kv_stride: u32,  // elements between consecutive key/value rows (kv_heads * head_dim)
     scale: f32,      // usually 1 / sqrt(head_dim)
     causal: u32,     // 1: query i sees keys j <= kv_len - q_len + i
-    window: u32,     // 0: none; else query i (at position kv_len - q_len + i) sees keys j with |pos - j| < window (two-sided sliding window)
+    window: u32,     // 0: none; else query i (at position kv_len - q_len + i, CACHE: state[1] + i) sees keys j with |pos - j| < window (two-sided sliding window; one-sided with causal)
     _p1: u32,
 }
 
@@ -79,7 +81,11 @@ fn in_window(i: u32, j: u32) -> bool {
     if (p.window == 0u) {
         return true;
     }
+#ifdef CACHE
+    let pos = state[1] + i;
+#else
     let pos = p.kv_len - p.q_len + i;
+#endif
     return max(pos, j) - min(pos, j) < p.window;
 }
 
@@ -115,7 +121,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         let j = t0 + lid;
         var s = NEG;
 #ifdef CACHE
-        let visible = j < end;
+        let visible = j < end && in_window(i, j);
 #else
         let visible = j < end && mask[b * p.kv_len + j] != 0u && in_window(i, j);
 #endif
@@ -241,7 +247,11 @@ fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     var m = NEG;
     var l = 0.0;
     for (var j = 0u; j < end; j = j + 1u) {
-#ifndef CACHE
+#ifdef CACHE
+        if (!in_window(i, j)) {
+            continue;
+        }
+#else
         if (mask[b * p.kv_len + j] == 0u || !in_window(i, j)) {
             continue;
         }
@@ -270,6 +280,17 @@ fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     }
 }
 
+#endif
+
+#ifdef DECODE
+// The first key the decode query (at position kv_len - 1) sees: kv_len - window under a
+// sliding window, else 0.
+fn first_key(kv_len: u32) -> u32 {
+    if (p.window == 0u || kv_len <= p.window) {
+        return 0u;
+    }
+    return kv_len - p.window;
+}
 #endif
 
 #ifdef DECODE_PARTIAL
@@ -312,8 +333,9 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     let hs = h * n_splits + split;
     let ml = p.heads * n_splits * d_n + 2u * hs;
     let kv_len = min(state[1] + 1u, p.kv_len);
+    let lo = first_key(kv_len);
     let start = split * SPLIT;
-    if (start >= kv_len) {
+    if (start >= kv_len || start + SPLIT <= lo) {
         if (lid == 0u) {
             part[ml] = NEG;
             part[ml + 1u] = 0.0;
@@ -347,7 +369,7 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     workgroupBarrier();
     if (lid < SPLIT) {
         var s = NEG;
-        if (lid < count) {
+        if (lid < count && start + lid >= lo) {
             s = (sc[TPK * lid] + sc[TPK * lid + 1u]) + (sc[TPK * lid + 2u] + sc[TPK * lid + 3u]);
         }
         pw[lid] = s;
@@ -359,7 +381,7 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     }
     workgroupBarrier();
     if (lid < SPLIT) {
-        pw[lid] = select(0.0, exp(pw[lid] - m), lid < count);
+        pw[lid] = select(0.0, exp(pw[lid] - m), lid < count && start + lid >= lo);
     }
     workgroupBarrier();
 
@@ -432,17 +454,20 @@ fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let n_splits = p._p1;
-    let used = min((min(state[1] + 1u, p.kv_len) + SPLIT - 1u) / SPLIT, n_splits);
+    let kv_len = min(state[1] + 1u, p.kv_len);
+    let used = min((kv_len + SPLIT - 1u) / SPLIT, n_splits);
+    // Splits wholly before the window wrote no accumulator: start after them.
+    let first = first_key(kv_len) / SPLIT;
     let d4 = p.head_dim / 4u;
     let ml_base = p.heads * n_splits * p.head_dim + 2u * h * n_splits;
     var mx = NEG;
-    for (var s = lid; s < used; s = s + DWG) {
+    for (var s = first + lid; s < used; s = s + DWG) {
         mx = max(mx, ml[ml_base + 2u * s]);
     }
     smax[lid] = mx;
     workgroupBarrier();
     var m = NEG;
-    for (var i = 0u; i < min(used, DWG); i = i + 1u) {
+    for (var i = 0u; i < min(used - first, DWG); i = i + 1u) {
         m = max(m, smax[i]);
     }
     let groups = DWG / d4;
@@ -451,7 +476,7 @@ fn decode_combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     var l = 0.0;
     var acc = vec4<f32>(0.0);
     if (g < groups) {
-        for (var s = g; s < used; s = s + groups) {
+        for (var s = first + g; s < used; s = s + groups) {
             let w = exp(ml[ml_base + 2u * s] - m);
             acc = acc + acc4[(h * n_splits + s) * d4 + col] * w;
             l = l + ml[ml_base + 2u * s + 1u] * w;
