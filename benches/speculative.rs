@@ -28,7 +28,7 @@ fn main() -> gllm_web::Result<()> {
         let (src, weights) = FileSource::open_model(&model)?;
         let mut g = Generator::load(&gpu, &src, GeneratorOptions { load: LoadOptions { weights, ..Default::default() } }, &|_| {}).await?;
         let mut rng = Rng::new(5);
-        let vocab = g.config().vocab_size as u32;
+        let vocab = g.vocab_size() as u32;
         let random: Vec<u32> = (0..200).map(|_| rng.below(vocab)).collect();
         println!("| prompt | greedy tok/s | speculative tok/s | speedup | drafts accepted | verify + plain steps |");
         println!("|---|---|---|---|---|---|");

@@ -49,7 +49,7 @@ async fn check_goldens(g: &mut Generator, model: &str, golden: &str, greedy_toke
     if sorted(g.eos_ids().to_vec()) != sorted(u32s(&golden["eos_token_ids"])) {
         return Err(format!("eos ids {:?} != golden {}", g.eos_ids(), golden["eos_token_ids"]).into());
     }
-    let vocab = g.config().vocab_size;
+    let vocab = g.vocab_size();
     for case in golden["cases"].as_array().ok_or("no cases")? {
         let name = case["name"].as_str().unwrap_or("?");
         let want_ids = u32s(&case["input_ids"]);
@@ -148,7 +148,7 @@ async fn check_gguf_goldens(gpu: &Gpu, file: &str, golden: &str, greedy: usize) 
     if eos != sorted(u32s(&golden["eos_token_ids"])) {
         return Err(format!("eos ids {eos:?} != golden {}", golden["eos_token_ids"]).into());
     }
-    let vocab = g.config().vocab_size;
+    let vocab = g.vocab_size();
     for case in golden["cases"].as_array().ok_or("no cases")? {
         let name = case["name"].as_str().unwrap_or("?");
         let messages: Vec<Message> = match case.get("messages") {
@@ -426,7 +426,7 @@ fn smollm2_quantized_weights_agree() {
         let golden: serde_json::Value = serde_json::from_str(SMOLLM2)?;
         let mut reference = load(&gpu, "smollm2-135m-instruct", LoadDType::F16).await?;
         let ids = reference.prompt_ids(Prompt::Text(FORCED_TEXT))?;
-        let vocab = reference.config().vocab_size;
+        let vocab = reference.vocab_size();
         let argmax = |l: &[f32]| -> Vec<usize> {
             l.chunks_exact(vocab).map(|r| (0..vocab).max_by(|&a, &b| r[a].total_cmp(&r[b]).then(b.cmp(&a))).unwrap_or(0)).collect()
         };

@@ -542,8 +542,25 @@ fn check_parse(file: &str, n_tensors: usize, arch: &str, types: &[&str]) {
         g.data_start
     );
     if arch == "gemma3" {
-        // not a llama/qwen2 layout: conversion says so instead of guessing
-        assert!(matches!(GgufModel::new(g), Err(Error::Format { .. })));
+        // Every tensor maps onto Gemma3ForCausalLM's names; the config is transformers'.
+        let m = GgufModel::new(g).unwrap();
+        assert_eq!(m.names.len(), n_tensors);
+        assert!(m.names.iter().any(|(n, _)| n == "model.layers.17.pre_feedforward_layernorm.weight"));
+        assert!(m.names.iter().any(|(n, _)| n == "model.layers.0.self_attn.k_norm.weight"));
+        let c = match gllm_web::models::CausalLmConfig::from_json(m.config("float32").unwrap(), file).unwrap() {
+            gllm_web::models::CausalLmConfig::Gemma3(c) => c,
+            other => panic!("not a Gemma 3 config: {other:?}"),
+        };
+        assert_eq!((c.vocab_size, c.hidden_size, c.num_hidden_layers, c.head_dim, c.kv_heads()), (262144, 640, 18, 256, 1));
+        assert_eq!((c.sliding_window, c.query_pre_attn_scalar, c.rope_local_base_freq, c.rope_theta), (512, 256.0, 10000.0, 1e6));
+        let global: Vec<usize> = (0..18).filter(|&l| !c.is_sliding(l)).collect();
+        assert_eq!(global, [5, 11, 17]);
+        assert_eq!(c.gguf_norm_shift, 1.0);
+        // gllm convert writes llama/qwen2 only; gemma3 loads straight from the file.
+        let out = std::env::temp_dir().join(format!("gllm-convert-gemma-{}", std::process::id()));
+        if gguf_dir().join(file).exists() {
+            assert!(matches!(gguf_hf::convert(&gguf_dir().join(file), &out, ConvertDType::F16), Err(Error::Input(_))));
+        }
     }
 }
 
@@ -840,8 +857,8 @@ fn unsupported_gguf_is_refused_with_the_tensor_and_type() {
     let meta = |arch: &str| {
         vec![
             ("general.architecture", GgufValue::String(arch.into())),
-            (if arch == "llama" { "llama.attention.head_count" } else { "gemma3.attention.head_count" }, GgufValue::U32(2)),
-            (if arch == "llama" { "llama.attention.head_count_kv" } else { "gemma3.attention.head_count_kv" }, GgufValue::U32(2)),
+            (if arch == "llama" { "llama.attention.head_count" } else { "mamba.attention.head_count" }, GgufValue::U32(2)),
+            (if arch == "llama" { "llama.attention.head_count_kv" } else { "mamba.attention.head_count_kv" }, GgufValue::U32(2)),
         ]
     };
     let (iq2_block, _) = GgmlType::IQ2_XXS.block();
@@ -858,9 +875,9 @@ fn unsupported_gguf_is_refused_with_the_tensor_and_type() {
         }
         other => panic!("an IQ2_XXS tensor was not refused: {other:?}"),
     }
-    let src = MemSource::new().with("model.gguf", serialize(&meta("gemma3"), &t[..1]));
+    let src = MemSource::new().with("model.gguf", serialize(&meta("mamba"), &t[..1]));
     match pollster::block_on(Weights::open(&src, None)) {
-        Err(Error::Format { msg, .. }) => assert!(msg.contains("gemma3"), "{msg}"),
+        Err(Error::Format { msg, .. }) => assert!(msg.contains("mamba"), "{msg}"),
         other => panic!("an unsupported architecture was not refused: {other:?}"),
     }
 }

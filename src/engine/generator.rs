@@ -1,4 +1,4 @@
-//! Text generation with a Llama-family decoder, sampling on the GPU.
+//! Text generation with a Llama-family or Gemma 3 decoder ([`CausalLm`]), sampling on the GPU.
 //!
 //! Per call: the prompt (raw text, or chat messages rendered with the model's template) is
 //! tokenized and uploaded once; one submission runs the prefill over the whole prompt,
@@ -16,7 +16,8 @@ use crate::kernels::sample::{sample, SamplingConfig};
 use crate::kernels::speculative::verify;
 use crate::engine::LoadOptions;
 use crate::loader::{read_json, read_json_optional, read_whole, Progress, Source, Weights};
-use crate::models::llama::{KvCache, LlamaConfig, LlamaModel};
+use crate::models::llama::KvCache;
+use crate::models::{CausalLm, CausalLmConfig};
 use crate::nn::{load_weights, LoadDType, VarBuilder};
 use crate::tokenizer::gguf::GgufTokenizer;
 use crate::tokenizer::chat::{render_chat, ChatMessage as Message};
@@ -215,7 +216,7 @@ struct Session {
 
 pub struct Generator {
     gpu: Gpu,
-    model: LlamaModel,
+    model: CausalLm,
     tokenizer: Tokenizer,
     chat_template: Option<String>,
     bos_token: String,
@@ -254,12 +255,10 @@ impl Generator {
         let weights = Weights::open(src, opts.load.weights.as_deref()).await?;
         let (config, mut tokenizer, tok_cfg, mut eos_ids) = match weights.gguf() {
             Some(m) => {
-                let config: LlamaConfig = serde_json::from_value(m.config("float32")?)
-                    .map_err(|e| Error::Config { file: m.gguf.file.clone(), msg: e.to_string() })?;
-                config.validate(&m.gguf.file)?;
+                let config = CausalLmConfig::from_json(m.config("float32")?, &m.gguf.file)?;
                 progress(Progress::Initiate { file: "tokenizer".into() });
                 let tok = GgufTokenizer::from_gguf(&m.gguf)?;
-                let tokenizer = Tokenizer::from_bytes(tok.tokenizer_json()?.as_bytes(), config.max_position_embeddings)?;
+                let tokenizer = Tokenizer::from_bytes(tok.tokenizer_json()?.as_bytes(), config.max_position_embeddings())?;
                 progress(Progress::Done { file: "tokenizer".into() });
                 let tok_cfg: TokenizerConfig = serde_json::from_value(tok.tokenizer_config(&m.gguf))
                     .map_err(|e| Error::Config { file: m.gguf.file.clone(), msg: e.to_string() })?;
@@ -267,18 +266,17 @@ impl Generator {
                 (config, tokenizer, tok_cfg, eos_ids)
             }
             None => {
-                let config: LlamaConfig = read_json(src, "config.json").await?;
-                config.validate("config.json")?;
+                let config = CausalLmConfig::from_json(read_json(src, "config.json").await?, "config.json")?;
                 let gen_cfg: Option<GenerationConfig> = read_json_optional(src, "generation_config.json").await?;
                 let tok_cfg: TokenizerConfig = read_json_optional(src, "tokenizer_config.json").await?.unwrap_or_default();
                 let eos_ids = gen_cfg.and_then(|g| g.eos_token_id).map(|v| ids_of(&v)).unwrap_or_default();
                 progress(Progress::Initiate { file: "tokenizer.json".into() });
-                let tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, config.max_position_embeddings)?;
+                let tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, config.max_position_embeddings())?;
                 progress(Progress::Done { file: "tokenizer.json".into() });
                 (config, tokenizer, tok_cfg, eos_ids)
             }
         };
-        tokenizer.check_ids(config.vocab_size, None)?;
+        tokenizer.check_ids(config.vocab_size(), None)?;
         let eos_token = token_str(&tok_cfg.eos_token);
         if eos_ids.is_empty() {
             eos_ids.extend(tokenizer.token_to_id(&eos_token));
@@ -297,8 +295,8 @@ impl Generator {
 
         let default = if weights.gguf().is_some() { LoadDType::Auto } else { LoadDType::F16 };
         let dtype = opts.load.dtype.unwrap_or(default);
-        let w = load_weights(gpu, src, &weights, dtype, crate::models::llama::WEIGHT_ROLES, opts.load.stream, progress, should_abort).await?;
-        let model = LlamaModel::load(&VarBuilder::new(gpu, &w, dtype), config).await?;
+        let w = load_weights(gpu, src, &weights, dtype, config.weight_roles(), opts.load.stream, progress, should_abort).await?;
+        let model = CausalLm::load(&VarBuilder::new(gpu, &w, dtype), config).await?;
         drop(w);
         gpu.sync().await?;
         progress(Progress::Ready);
@@ -317,8 +315,12 @@ impl Generator {
         })
     }
 
-    pub fn config(&self) -> &LlamaConfig {
-        &self.model.config
+    /// The model (its family and config).
+    pub fn model(&self) -> &CausalLm {
+        &self.model
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.model.vocab_size()
     }
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
@@ -356,7 +358,7 @@ impl Generator {
         match prompt {
             Prompt::Text(t) => self.tokenizer.encode_raw(t),
             Prompt::Ids(ids) => {
-                let vocab = self.model.config.vocab_size as u32;
+                let vocab = self.model.vocab_size() as u32;
                 match ids.iter().find(|&&i| i >= vocab) {
                     Some(bad) => Err(Error::Input(format!("token id {bad} is outside the vocabulary of {vocab}"))),
                     None => Ok(ids.to_vec()),
@@ -397,7 +399,7 @@ impl Generator {
         if n == 0 {
             return Err(Error::Input("the prompt is empty".into()));
         }
-        let ctx = self.model.config.max_position_embeddings;
+        let ctx = self.model.max_position_embeddings();
         if n >= ctx {
             return Err(Error::Input(format!("the prompt has {n} tokens; the model's context is {ctx}")));
         }
@@ -435,7 +437,7 @@ impl Generator {
         let state: Vec<u8> = [0u32, reuse as u32, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
         gpu.write(&s.state, 0, &state);
         opts.sampling.write(&gpu, &s.cfg)?;
-        let vocab = self.model.config.vocab_size;
+        let vocab = self.model.vocab_size();
         let mut seen = vec![0u32; vocab];
         for &id in &prompt_ids {
             if (id as usize) < vocab {
@@ -555,10 +557,10 @@ impl Generator {
     /// debugging path with a large readback, not used by generation.
     pub async fn prompt_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         let n = ids.len();
-        if n == 0 || n >= self.model.config.max_position_embeddings {
+        if n == 0 || n >= self.model.max_position_embeddings() {
             return Err(Error::Input(format!("{n} prompt tokens")));
         }
-        self.ensure_session(n.next_multiple_of(CACHE_STEP).min(self.model.config.max_position_embeddings))?;
+        self.ensure_session(n.next_multiple_of(CACHE_STEP).min(self.model.max_position_embeddings()))?;
         self.cached.clear();
         let s = self.session.as_ref().expect("session ensured");
         self.gpu.write(&s.state, 0, &[0u8; 16]);
@@ -577,11 +579,11 @@ impl Generator {
         self.session = None;
         self.cached.clear();
         let gpu = &self.gpu;
-        let c = &self.model.config;
-        let cache = KvCache::new(gpu, c, rows)?;
+        let vocab = self.model.vocab_size();
+        let cache = self.model.new_cache(gpu, rows)?;
         let state = gpu.upload_u32(&[0; 4], &[4])?;
         let cfg = gpu.upload_u32(&SamplingConfig::default().words(), &[8])?;
-        let seen = gpu.upload_u32(&vec![0; c.vocab_size], &[c.vocab_size])?;
+        let seen = gpu.upload_u32(&vec![0; vocab], &[vocab])?;
         let mut enc = gpu.encoder();
         // The decode step's input id is state[0], which the previous step's sample wrote.
         let input = state.narrow_rows(1)?;

@@ -1,5 +1,6 @@
 //! GGUF decoders as HF checkpoints: tensor names, dequantisation, the llama `attn_q`/`attn_k`
-//! row order, `config.json` / `generation_config.json`, and `gllm convert`.
+//! row order, Gemma 3's shifted norms, `config.json` / `generation_config.json`, and
+//! `gllm convert`.
 //!
 //! The reference is `make_goldens.py convert-gguf` (numpy + gguf-py): every block is
 //! dequantised to f32 exactly, llama q/k rows are un-permuted, then the value is rounded to
@@ -10,8 +11,12 @@ use super::gguf::{GgmlType, GgufFile, GgufTensorInfo};
 use crate::error::{Error, Result};
 use crate::quant::{self, QuantFormat};
 
-/// Architectures whose tensors map onto the HF Llama/Qwen2 layout.
-pub const SUPPORTED_ARCHS: [&str; 2] = ["llama", "qwen2"];
+/// Architectures whose tensors map onto an HF layout: Llama/Qwen2 (`LlamaForCausalLM`,
+/// `Qwen2ForCausalLM`) and Gemma 3 (`Gemma3ForCausalLM`).
+pub const SUPPORTED_ARCHS: [&str; 3] = ["llama", "qwen2", "gemma3"];
+
+/// Architectures `gllm convert` writes HF folders for.
+pub const CONVERT_ARCHS: [&str; 2] = ["llama", "qwen2"];
 
 const BLOCK_MAP: [(&str, &str); 9] = [
     ("attn_norm", "input_layernorm"),
@@ -25,8 +30,42 @@ const BLOCK_MAP: [(&str, &str); 9] = [
     ("ffn_down", "mlp.down_proj"),
 ];
 
-/// GGUF tensor name → HF name (`blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight`).
+/// Gemma 3's block tensors (llama.cpp `LLM_ARCH_GEMMA3`): four norms per layer, q/k norms.
+/// Note that `ffn_norm` is the *pre*-feed-forward norm here (llama's `ffn_norm` is HF's
+/// `post_attention_layernorm`, which Gemma calls `post_attention_norm`).
+const GEMMA3_BLOCK_MAP: [(&str, &str); 13] = [
+    ("attn_norm", "input_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("attn_q_norm", "self_attn.q_norm"),
+    ("attn_k_norm", "self_attn.k_norm"),
+    ("post_attention_norm", "post_attention_layernorm"),
+    ("ffn_norm", "pre_feedforward_layernorm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+    ("post_ffw_norm", "post_feedforward_layernorm"),
+];
+
+fn block_map(arch: &str) -> &'static [(&'static str, &'static str)] {
+    if arch == "gemma3" { &GEMMA3_BLOCK_MAP } else { &BLOCK_MAP }
+}
+
+/// GGUF tensor name → HF name (`blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight`)
+/// for the llama/qwen2 layout.
 pub fn hf_name(gguf: &str) -> Option<String> {
+    hf_name_in("llama", gguf)
+}
+
+/// HF name → GGUF name for the llama/qwen2 layout (the inverse of [`hf_name`]).
+pub fn gguf_name(hf: &str) -> Option<String> {
+    gguf_name_in("llama", hf)
+}
+
+/// GGUF tensor name → HF name in architecture `arch`'s layout.
+pub fn hf_name_in(arch: &str, gguf: &str) -> Option<String> {
     match gguf {
         "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
         "output_norm.weight" => return Some("model.norm.weight".into()),
@@ -42,12 +81,12 @@ pub fn hf_name(gguf: &str) -> Option<String> {
     if suffix != "weight" && suffix != "bias" {
         return None;
     }
-    let hf = BLOCK_MAP.iter().find(|(g, _)| *g == part)?.1;
+    let hf = block_map(arch).iter().find(|(g, _)| *g == part)?.1;
     Some(format!("model.layers.{layer}.{hf}.{suffix}"))
 }
 
-/// HF name → GGUF name (the inverse of [`hf_name`]).
-pub fn gguf_name(hf: &str) -> Option<String> {
+/// HF name → GGUF name in architecture `arch`'s layout (the inverse of [`hf_name_in`]).
+pub fn gguf_name_in(arch: &str, hf: &str) -> Option<String> {
     match hf {
         "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
         "model.norm.weight" => return Some("output_norm.weight".into()),
@@ -57,7 +96,7 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, rest) = rest.split_once('.')?;
     let (part, suffix) = rest.rsplit_once('.')?;
-    let g = BLOCK_MAP.iter().find(|(_, h)| *h == part)?.0;
+    let g = block_map(arch).iter().find(|(_, h)| *h == part)?.0;
     Some(format!("blk.{layer}.{g}.{suffix}"))
 }
 
@@ -81,7 +120,7 @@ impl GgufModel {
             return Err(Error::Format {
                 format: "gguf",
                 file: gguf.file.clone(),
-                msg: format!("architecture {arch} is not supported for loading/conversion (llama and qwen2 are)"),
+                msg: format!("architecture {arch} is not supported (llama, qwen2 and gemma3 are)"),
             });
         }
         let n_head = gguf.meta_u64(&format!("{arch}.attention.head_count"))? as usize;
@@ -98,7 +137,7 @@ impl GgufModel {
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                hf_name(&t.name)
+                hf_name_in(&arch, &t.name)
                     .map(|n| (n, i))
                     .ok_or_else(|| Error::Format {
                         format: "gguf",
@@ -118,7 +157,7 @@ impl GgufModel {
 
     /// The GGUF tensor behind an HF name.
     pub fn tensor(&self, hf: &str) -> Result<&GgufTensorInfo> {
-        let g = gguf_name(hf).ok_or_else(|| Error::MissingTensor {
+        let g = gguf_name_in(&self.arch, hf).ok_or_else(|| Error::MissingTensor {
             name: hf.to_string(),
         })?;
         self.gguf.tensor(&g).map_err(|_| Error::MissingTensor {
@@ -150,10 +189,21 @@ impl GgufModel {
         self.permuted_heads(info).is_none()
     }
 
-    /// The tensor's values in HF layout (row-major `[out, in]`, HF row order), from its
-    /// stored bytes.
+    /// What the file adds to a tensor's HF values: `1.0` for Gemma 3's RMSNorm weights
+    /// (llama.cpp's `Gemma3Model.modify_tensors` stores `w + 1`, since the HF norm multiplies
+    /// by `1 + w`; transformers' GGUF loader subtracts it back), else `0.0`.
+    pub fn stored_shift(&self, info: &GgufTensorInfo) -> f32 {
+        if self.arch == "gemma3" && info.name.ends_with("norm.weight") { 1.0 } else { 0.0 }
+    }
+
+    /// The tensor's values in HF layout (row-major `[out, in]`, HF row order, Gemma norms
+    /// shifted back: `stored - 1` in f32 as transformers computes it), from its stored bytes.
     pub fn to_f32(&self, info: &GgufTensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
-        let v = dequantize(info, bytes)?;
+        let mut v = dequantize(info, bytes)?;
+        let shift = self.stored_shift(info);
+        if shift != 0.0 {
+            v.iter_mut().for_each(|x| *x -= shift);
+        }
         match self.permuted_heads(info) {
             Some(h) => unpermute_rows(&info.name, v, &info.shape(), h),
             None => Ok(v),
@@ -162,6 +212,9 @@ impl GgufModel {
 
     /// `config.json` of the HF checkpoint (same values as the reference converter's).
     pub fn config(&self, torch_dtype: &str) -> Result<serde_json::Value> {
+        if self.arch == "gemma3" {
+            return self.gemma3_config(torch_dtype);
+        }
         let g = &self.gguf;
         let a = &self.arch;
         let key = |k: &str| format!("{a}.{k}");
@@ -221,6 +274,72 @@ impl GgufModel {
             }),
         );
         Ok(cfg)
+    }
+
+    /// `Gemma3TextConfig` from `gemma3.*` metadata, with what llama.cpp's `LLM_ARCH_GEMMA3`
+    /// assumes where the file says nothing (`src/llama-model.cpp`): sliding-window layers
+    /// with RoPE base 10000 and every 6th layer global (`set_swa_pattern(6)`), and
+    /// `query_pre_attn_scalar` = `attention.key_length` (its attention scale is
+    /// `1/sqrt(n_embd_head_k)` except for the 27B model, which it recognises by its 62 layers,
+    /// where it is `1/sqrt(hidden / heads)`). Softcapping and rope scaling
+    /// keys are carried over so the model can refuse them. `_gguf_norm_shift` tells the model
+    /// that the file's norm weights are `1 + w` ([`Self::stored_shift`]).
+    fn gemma3_config(&self, torch_dtype: &str) -> Result<serde_json::Value> {
+        let g = &self.gguf;
+        let key = |k: &str| format!("gemma3.{k}");
+        let hidden = g.meta_u64(&key("embedding_length"))?;
+        let layers = g.meta_u64(&key("block_count"))?;
+        let eps = g.meta_f64(&key("attention.layer_norm_rms_epsilon"))?;
+        let eps: f64 = format!("{}", eps as f32).parse().unwrap_or(eps);
+        let head_dim = match g.meta(&key("attention.key_length")) {
+            Some(v) => v.as_u64().ok_or_else(|| self.bad("gemma3.attention.key_length is not an integer"))?,
+            None => hidden / self.n_head as u64,
+        };
+        if let Some(v) = g.meta(&key("attention.value_length")).and_then(|v| v.as_u64()) {
+            if v != head_dim {
+                return Err(self.bad(&format!("value_length {v} differs from key_length {head_dim}")));
+            }
+        }
+        let vocab = self.tensor("model.embed_tokens.weight")?.shape()[0];
+        let opt = |k: &str| g.meta(k).and_then(|v| v.as_u64());
+        let optf = |k: &str| g.meta(&key(k)).and_then(|v| v.as_f64());
+        let pre_attn = if layers == 62 { hidden as f64 / self.n_head as f64 } else { head_dim as f64 };
+        let rope_scaling = match g.meta(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+            None | Some("none") => serde_json::Value::Null,
+            Some(t) => serde_json::json!({ "rope_type": t, "factor": optf("rope.scaling.factor") }),
+        };
+        Ok(serde_json::json!({
+            "architectures": ["Gemma3ForCausalLM"],
+            "model_type": "gemma3_text",
+            "hidden_size": hidden,
+            "intermediate_size": g.meta_u64(&key("feed_forward_length"))?,
+            "num_hidden_layers": layers,
+            "num_attention_heads": self.n_head,
+            "num_key_value_heads": self.n_kv,
+            "head_dim": head_dim,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "rms_norm_eps": eps,
+            "rope_theta": optf("rope.freq_base").unwrap_or(1_000_000.0),
+            "rope_local_base_freq": 10_000.0,
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": g.meta_u64(&key("context_length"))?,
+            "sliding_window": opt(&key("attention.sliding_window")).unwrap_or(4096),
+            "sliding_window_pattern": 6,
+            "query_pre_attn_scalar": pre_attn,
+            "final_logit_softcapping": optf("final_logit_softcapping"),
+            "attn_logit_softcapping": optf("attn_logit_softcapping"),
+            "vocab_size": vocab,
+            "tie_word_embeddings": !self.contains("lm_head.weight"),
+            "bos_token_id": opt("tokenizer.ggml.bos_token_id"),
+            "eos_token_id": opt("tokenizer.ggml.eos_token_id"),
+            "pad_token_id": opt("tokenizer.ggml.padding_token_id").unwrap_or(0),
+            "torch_dtype": torch_dtype,
+            "_gguf_norm_shift": 1.0,
+        }))
+    }
+
+    fn bad(&self, msg: &str) -> Error {
+        Error::Format { format: "gguf", file: self.gguf.file.clone(), msg: msg.to_string() }
     }
 
     /// Generation stops after any of these ids: the GGUF's EOS, plus Qwen2's
@@ -370,6 +489,12 @@ pub fn convert(
     let src = super::FileSource::new(dir);
     let gguf = pollster::block_on(GgufFile::read(&src, fname))?;
     let model = GgufModel::new(gguf)?;
+    if !CONVERT_ARCHS.contains(&model.arch.as_str()) {
+        return Err(Error::Input(format!(
+            "gllm convert writes llama and qwen2 models; {} loads straight from the GGUF (gllm generate --model FILE.gguf)",
+            model.arch
+        )));
+    }
     // Everything that can fail is checked before the file is written.
     for (hf, i) in &model.names {
         let t = &model.gguf.tensors[*i];

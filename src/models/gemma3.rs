@@ -8,11 +8,14 @@
 //! `Gemma3MLP` (GeGLU with the tanh GELU), `Gemma3DecoderLayer` (norms before and after
 //! attention and the MLP) and `Gemma3TextModel`.
 //!
-//! This file runs the trunk as an encoder over a padded batch (EmbeddingGemma:
-//! `use_bidirectional_attention`, where a sliding layer's window is two-sided). Gemma's
-//! structure differs from `llama.rs` in five places (scaled embeddings, `(1 + w)` norms, four
-//! norms per layer, GeGLU, per-layer RoPE base and window), so it is its own file rather than
-//! five more flags there (see `SPEC/gemma.md`). Generation with a KV cache is not here yet.
+//! The trunk runs two ways: as an encoder over a padded batch ([`Gemma3TextModel::forward`];
+//! EmbeddingGemma: `use_bidirectional_attention`, where a sliding layer's window is
+//! two-sided), and as `Gemma3ForCausalLM` over a KV cache ([`Gemma3ForCausalLM::forward`],
+//! the same contract as `llama.rs`'s `LlamaModel::forward`, so the generator's decode loop
+//! drives either: causal attention, a one-sided window of `sliding_window` keys on sliding
+//! layers, the tied LM head). Gemma's structure differs from `llama.rs` in five places
+//! (scaled embeddings, `(1 + w)` norms, four norms per layer, GeGLU, per-layer RoPE base and
+//! window), so it is its own file rather than five more flags there (see `SPEC/gemma.md`).
 //!
 //! Weights are looked up under HF checkpoint names, with or without the `model.` prefix of
 //! `Gemma3ForCausalLM` (`embed_tokens.weight`, `layers.N.self_attn.q_proj.weight`, ...).
@@ -22,8 +25,11 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::gpu::{Encoder, GpuTensor};
 use crate::kernels::activation::{geglu_tanh, scale};
-use crate::kernels::attention::{attention, AttentionShape, MAX_HEAD_DIM};
-use crate::kernels::rope::rope_batched;
+use crate::gpu::DType;
+use crate::kernels::attention::{attention, attention_cached, AttentionShape, MAX_HEAD_DIM};
+use crate::kernels::matmul;
+use crate::kernels::rope::{rope_append, rope_batched};
+use crate::models::llama::KvCache;
 use crate::nn::{Embedding, Linear, RmsNorm, VarBuilder};
 
 fn default_head_dim() -> usize {
@@ -101,6 +107,15 @@ pub struct Gemma3Config {
     pub use_bidirectional_attention: bool,
     #[serde(default)]
     pub attn_logit_softcapping: Option<f64>,
+    /// `tanh` capping of the final logits (Gemma 2); Gemma 3 checkpoints have none.
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f64>,
+    /// What the checkpoint adds to every RMSNorm weight: 0 for HF checkpoints; 1 for GGUF
+    /// files, whose norms llama.cpp's converter stores as `1 + w` (set by
+    /// `GgufModel::config`; the norm then forms `1 + (stored - 1)` in f32, as transformers'
+    /// GGUF loader and `Gemma3RMSNorm` do).
+    #[serde(default, rename = "_gguf_norm_shift")]
+    pub gguf_norm_shift: f64,
     #[serde(default)]
     pub attention_bias: bool,
     #[serde(default = "default_true")]
@@ -165,6 +180,12 @@ impl Gemma3Config {
         if self.attn_logit_softcapping.is_some() {
             return bad("attn_logit_softcapping is not supported".into());
         }
+        if self.final_logit_softcapping.is_some() {
+            return bad("final_logit_softcapping is not supported".into());
+        }
+        if !(self.gguf_norm_shift == 0.0 || self.gguf_norm_shift == 1.0) {
+            return bad(format!("_gguf_norm_shift {} must be 0 or 1", self.gguf_norm_shift));
+        }
         if self.attention_bias {
             return bad("attention_bias is not supported".into());
         }
@@ -214,11 +235,12 @@ pub fn is_linear_weight(name: &str) -> bool {
 
 /// `Gemma3RMSNorm`: `x / sqrt(mean(x²) + eps) · (1 + w)`, computed in f32. The `1 + w` is
 /// formed once on load (in f32, as the forward pass forms it), so the plain RMSNorm kernels
-/// run it.
-async fn gemma_rms_norm(vb: &VarBuilder<'_>, dim: usize, eps: f32) -> Result<RmsNorm> {
+/// run it. `shift` is what the checkpoint added to `w` ([`Gemma3Config::gguf_norm_shift`]):
+/// `w = stored - shift` in f32 first, as transformers' GGUF loader computes it.
+async fn gemma_rms_norm(vb: &VarBuilder<'_>, dim: usize, eps: f32, shift: f32) -> Result<RmsNorm> {
     let w = vb.get("weight", &[dim]).await?;
     let gpu = vb.gpu();
-    let one_plus: Vec<f32> = gpu.readback_f32(&w).await?.iter().map(|v| 1.0 + v).collect();
+    let one_plus: Vec<f32> = gpu.readback_f32(&w).await?.iter().map(|v| 1.0 + (v - shift)).collect();
     Ok(RmsNorm { weight: gpu.upload_f32(&one_plus, &[dim])?, eps })
 }
 
@@ -238,15 +260,15 @@ impl Gemma3Attention {
     async fn load(vb: &VarBuilder<'_>, c: &Gemma3Config, layer: usize) -> Result<Self> {
         let (h, d) = (c.hidden_size, c.head_dim);
         let (qw, kvw) = (c.num_attention_heads * d, c.kv_heads() * d);
-        let eps = c.rms_norm_eps as f32;
+        let (eps, shift) = (c.rms_norm_eps as f32, c.gguf_norm_shift as f32);
         let sliding = c.is_sliding(layer);
         Ok(Self {
             q_proj: Linear::load(&vb.pp("q_proj"), h, qw, false).await?,
             k_proj: Linear::load(&vb.pp("k_proj"), h, kvw, false).await?,
             v_proj: Linear::load(&vb.pp("v_proj"), h, kvw, false).await?,
             o_proj: Linear::load(&vb.pp("o_proj"), qw, h, false).await?,
-            q_norm: gemma_rms_norm(&vb.pp("q_norm"), d, eps).await?,
-            k_norm: gemma_rms_norm(&vb.pp("k_norm"), d, eps).await?,
+            q_norm: gemma_rms_norm(&vb.pp("q_norm"), d, eps, shift).await?,
+            k_norm: gemma_rms_norm(&vb.pp("k_norm"), d, eps, shift).await?,
             shape: AttentionShape {
                 heads: c.num_attention_heads,
                 kv_heads: c.kv_heads(),
@@ -274,6 +296,23 @@ impl Gemma3Attention {
         rope_batched(enc, &k, inv_freq, state, s.kv_heads, s.head_dim, seq)?;
         let o = attention(enc, &q.reshape(&[batch, seq, qw])?, &k.reshape(&[batch, seq, kvw])?, &v.reshape(&[batch, seq, kvw])?, mask, s)?;
         self.o_proj.forward(enc, &o.reshape(&[n, qw])?)
+    }
+
+    /// `x`: `[n, hidden]` → `[n, hidden]` over the KV cache: the `n` tokens continue the
+    /// `state[1]` already cached; their keys and values are appended to the layer's cache
+    /// (`rope_append`), and the causal attention (one-sided window on sliding layers) reads it.
+    fn forward_cached(&self, enc: &mut Encoder, x: &GpuTensor, inv_freq: &GpuTensor, state: &GpuTensor, k_cache: &GpuTensor, v_cache: &GpuTensor) -> Result<GpuTensor> {
+        let s = self.shape;
+        let n = x.shape()[0];
+        let (qw, kvw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+        let q = self.q_proj.forward(enc, x)?;
+        let k = self.k_proj.forward(enc, x)?;
+        let v = self.v_proj.forward(enc, x)?;
+        let q = self.q_norm.forward(enc, &q.reshape(&[n * s.heads, s.head_dim])?)?.reshape(&[n, qw])?;
+        let k = self.k_norm.forward(enc, &k.reshape(&[n * s.kv_heads, s.head_dim])?)?.reshape(&[n, kvw])?;
+        rope_append(enc, &q, &k, &v, inv_freq, state, k_cache, v_cache, s.heads, s.kv_heads, s.head_dim)?;
+        let o = attention_cached(enc, &q, k_cache, v_cache, state, s)?;
+        self.o_proj.forward(enc, &o)
     }
 }
 
@@ -314,14 +353,14 @@ pub struct Gemma3DecoderLayer {
 
 impl Gemma3DecoderLayer {
     async fn load(vb: &VarBuilder<'_>, c: &Gemma3Config, layer: usize) -> Result<Self> {
-        let (h, eps) = (c.hidden_size, c.rms_norm_eps as f32);
+        let (h, eps, sh) = (c.hidden_size, c.rms_norm_eps as f32, c.gguf_norm_shift as f32);
         Ok(Self {
-            input_layernorm: gemma_rms_norm(&vb.pp("input_layernorm"), h, eps).await?,
+            input_layernorm: gemma_rms_norm(&vb.pp("input_layernorm"), h, eps, sh).await?,
             self_attn: Gemma3Attention::load(&vb.pp("self_attn"), c, layer).await?,
-            post_attention_layernorm: gemma_rms_norm(&vb.pp("post_attention_layernorm"), h, eps).await?,
-            pre_feedforward_layernorm: gemma_rms_norm(&vb.pp("pre_feedforward_layernorm"), h, eps).await?,
+            post_attention_layernorm: gemma_rms_norm(&vb.pp("post_attention_layernorm"), h, eps, sh).await?,
+            pre_feedforward_layernorm: gemma_rms_norm(&vb.pp("pre_feedforward_layernorm"), h, eps, sh).await?,
             mlp: Gemma3Mlp::load(&vb.pp("mlp"), c).await?,
-            post_feedforward_layernorm: gemma_rms_norm(&vb.pp("post_feedforward_layernorm"), h, eps).await?,
+            post_feedforward_layernorm: gemma_rms_norm(&vb.pp("post_feedforward_layernorm"), h, eps, sh).await?,
         })
     }
 }
@@ -354,7 +393,7 @@ impl Gemma3TextModel {
         for l in 0..config.num_hidden_layers {
             layers.push(Gemma3DecoderLayer::load(&m.pp(format!("layers.{l}")), &config, l).await?);
         }
-        let norm = gemma_rms_norm(&m.pp("norm"), config.hidden_size, config.rms_norm_eps as f32).await?;
+        let norm = gemma_rms_norm(&m.pp("norm"), config.hidden_size, config.rms_norm_eps as f32, config.gguf_norm_shift as f32).await?;
         let gpu = vb.gpu();
         let (local, global) = (config.rope_inv_freq(config.rope_local_base_freq), config.rope_inv_freq(config.rope_theta));
         Ok(Self {
@@ -406,5 +445,94 @@ impl Gemma3TextModel {
             (x, h) = next_norm.forward_residual(enc, &x, &m)?;
         }
         h.reshape(&[batch, seq, hid])
+    }
+}
+
+impl Gemma3TextModel {
+    /// The decoder stack over a KV cache: `ids` (`[n]` u32) continue the `state[1]` tokens in
+    /// `cache`; returns the final-normed hidden state `[n, hidden]`.
+    fn forward_cached(&self, enc: &mut Encoder, ids: &GpuTensor, cache: &KvCache, state: &GpuTensor) -> Result<GpuTensor> {
+        let n = ids.numel();
+        if cache.k.len() != self.layers.len() {
+            return Err(Error::Input("KV cache was built for another model".into()));
+        }
+        if n > cache.rows {
+            return Err(Error::Input(format!("{n} tokens exceed the KV cache of {} rows", cache.rows)));
+        }
+        let Some(first) = self.layers.first() else {
+            return Err(Error::Input("model has no layers".into()));
+        };
+        let e = self.embed_tokens.forward(enc, ids)?;
+        let mut x = scale(enc, &e, self.embed_scale)?;
+        drop(e);
+        let mut h = first.input_layernorm.forward(enc, &x)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let a = &layer.self_attn;
+            let inv_freq = if a.sliding { &self.inv_freq_local } else { &self.inv_freq_global };
+            let att = a.forward_cached(enc, &h, inv_freq, state, &cache.k[l], &cache.v[l])?;
+            let att = layer.post_attention_layernorm.forward(enc, &att)?;
+            (x, h) = layer.pre_feedforward_layernorm.forward_residual(enc, &x, &att)?;
+            let m = layer.mlp.forward(enc, &h)?;
+            let m = layer.post_feedforward_layernorm.forward(enc, &m)?;
+            let next_norm = self.layers.get(l + 1).map_or(&self.norm, |n| &n.input_layernorm);
+            (x, h) = next_norm.forward_residual(enc, &x, &m)?;
+        }
+        Ok(h)
+    }
+}
+
+/// `Gemma3ForCausalLM` for generation: the text model over a KV cache and the LM head (tied to
+/// the embedding table, or a separate `lm_head.weight`). No final-logit softcapping (Gemma 3
+/// has none; a config that asks for it is refused).
+/// HF: <https://github.com/huggingface/transformers/blob/v4.57.3/src/transformers/models/gemma3/modeling_gemma3.py>
+pub struct Gemma3ForCausalLM {
+    pub model: Gemma3TextModel,
+    /// `None`: tied to `model.embed_tokens`.
+    lm_head: Option<Linear>,
+}
+
+impl Gemma3ForCausalLM {
+    pub async fn load(vb: &VarBuilder<'_>, config: Gemma3Config) -> Result<Self> {
+        if config.use_bidirectional_attention {
+            return Err(Error::Config { file: "config.json".into(), msg: "use_bidirectional_attention: an encoder, not a causal LM".into() });
+        }
+        let lm_head = if config.tie_word_embeddings || !vb.contains("lm_head.weight") {
+            None
+        } else {
+            Some(Linear::load(&vb.pp("lm_head"), config.hidden_size, config.vocab_size, false).await?)
+        };
+        Ok(Self { model: Gemma3TextModel::load(vb, config).await?, lm_head })
+    }
+
+    pub fn config(&self) -> &Gemma3Config {
+        &self.model.config
+    }
+
+    /// Bytes of weights read per decoded token (every projection, the LM head; norms
+    /// ignored), for bandwidth figures.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        let lin: u64 = self.model.linears().map(|l| l.weight.byte_size()).sum();
+        lin + match &self.lm_head {
+            Some(h) => h.weight.byte_size(),
+            None => self.model.embed_tokens.weight.byte_len(),
+        }
+    }
+
+    /// Records the forward pass of `ids` (`[n]` u32), which continue a sequence of `state[1]`
+    /// tokens already in `cache`, and returns the logits of the last token (`[1, vocab]`), or
+    /// of every token when `all_logits` (as `LlamaModel::forward`).
+    pub fn forward(&self, enc: &mut Encoder, ids: &GpuTensor, cache: &KvCache, state: &GpuTensor, all_logits: bool) -> Result<GpuTensor> {
+        let n = ids.numel();
+        let mut h = self.model.forward_cached(enc, ids, cache, state)?;
+        if !all_logits && n > 1 {
+            let hid = self.model.config.hidden_size;
+            let last = enc.gpu().alloc(&[1, hid], DType::F32)?;
+            enc.copy_slice(&h, (n - 1) * hid, &last, 0, hid)?;
+            h = last;
+        }
+        match &self.lm_head {
+            Some(head) => head.forward(enc, &h),
+            None => matmul::linear(enc, &h, &self.model.embed_tokens.weight, None),
+        }
     }
 }

@@ -268,10 +268,14 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(gpu: &Gpu, c: &LlamaConfig, rows: usize) -> Result<Self> {
-        let kvw = c.kv_heads() * c.head_dim();
-        let mut k = Vec::with_capacity(c.num_hidden_layers);
-        let mut v = Vec::with_capacity(c.num_hidden_layers);
-        for _ in 0..c.num_hidden_layers {
+        Self::with_shape(gpu, c.num_hidden_layers, c.kv_heads() * c.head_dim(), rows)
+    }
+
+    /// `layers` pairs of `[rows, kvw]` f32 buffers (`kvw` = kv heads × head dim).
+    pub fn with_shape(gpu: &Gpu, layers: usize, kvw: usize, rows: usize) -> Result<Self> {
+        let mut k = Vec::with_capacity(layers);
+        let mut v = Vec::with_capacity(layers);
+        for _ in 0..layers {
             k.push(gpu.alloc(&[rows, kvw], DType::F32)?);
             v.push(gpu.alloc(&[rows, kvw], DType::F32)?);
         }
