@@ -258,10 +258,10 @@ impl Generator {
                 let config = CausalLmConfig::from_json(m.config("float32")?, &m.gguf.file)?;
                 progress(Progress::Initiate { file: "tokenizer".into() });
                 let tok = GgufTokenizer::from_gguf(&m.gguf)?;
-                let tokenizer = Tokenizer::from_bytes(tok.tokenizer_json()?.as_bytes(), config.max_position_embeddings())?;
-                progress(Progress::Done { file: "tokenizer".into() });
                 let tok_cfg: TokenizerConfig = serde_json::from_value(tok.tokenizer_config(&m.gguf))
                     .map_err(|e| Error::Config { file: m.gguf.file.clone(), msg: e.to_string() })?;
+                let tokenizer = Tokenizer::from_tokenizer(tok.into_tokenizer()?, config.max_position_embeddings())?;
+                progress(Progress::Done { file: "tokenizer".into() });
                 let eos_ids = m.eos_token_ids().into_iter().filter_map(|i| u32::try_from(i).ok()).collect();
                 (config, tokenizer, tok_cfg, eos_ids)
             }

@@ -496,17 +496,30 @@ pub async fn stream_file<S: Source>(
             {
                 let dests = dests.borrow();
                 let d = &dests[&e.name];
+                // A piece that is converted or relaid on the host goes through in slices of
+                // whole units of at most CONVERT_SLICE bytes, so the host memory it takes
+                // (the bytes copied out of a JS array, the converted output) is bounded by the
+                // slice, not by the request's size.
+                let step = (CONVERT_SLICE / e.unit() as usize).max(1) * e.unit() as usize;
+                let sliced = |write: &mut dyn FnMut(u64, usize, usize) -> Result<()>| -> Result<()> {
+                    let mut k = from;
+                    while k < to {
+                        let end = (k + step).min(to);
+                        write(p.src_offset_in_tensor + (k - from) as u64, k, end)?;
+                        k = end;
+                    }
+                    Ok(())
+                };
                 match bytes {
-                    Bytes::Host(b) => write_piece(gpu, e, target, d, p.src_offset_in_tensor, &b[from..to])?,
+                    Bytes::Host(b) => sliced(&mut |off, a, z| write_piece(gpu, e, target, d, off, &b[a..z]))?,
                     #[cfg(target_arch = "wasm32")]
                     Bytes::Js(a) => {
-                        let piece = a.subarray(from as u32, to as u32);
                         // As-is copies go to the GPU straight from the JS array.
                         let as_is = e.head_rows.is_none()
                             && matches!((e.stored, target), (Stored::Float(StDType::F32), Target::F32 | Target::Finish) | (Stored::Raw, Target::Raw));
                         match d {
-                            Dest::Tensor(t) if as_is => gpu.write_tensor_js(t, p.src_offset_in_tensor, &piece)?,
-                            _ => write_piece(gpu, e, target, d, p.src_offset_in_tensor, &piece.to_vec())?,
+                            Dest::Tensor(t) if as_is => gpu.write_tensor_js(t, p.src_offset_in_tensor, &a.subarray(from as u32, to as u32))?,
+                            _ => sliced(&mut |off, x, z| write_piece(gpu, e, target, d, off, &a.subarray(x as u32, z as u32).to_vec()))?,
                         }
                     }
                 }

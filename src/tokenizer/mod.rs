@@ -36,7 +36,17 @@ impl Tokenizer {
         // `decoder` object, and on a BPE merge shorter than `continuing_subword_prefix`:
         // check both first.
         check_json(bytes)?;
-        let mut inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(format!("tokenizer.json: {e}")))?;
+        Self::wrap(inner, max_length, strategy)
+    }
+
+    /// A tokenizer built in code (a GGUF file's, [`gguf::GgufTokenizer::into_tokenizer`]), with
+    /// the same policy as [`Self::from_bytes`].
+    pub fn from_tokenizer(inner: tokenizers::Tokenizer, max_length: usize) -> Result<Self> {
+        Self::wrap(inner, max_length, TruncationStrategy::LongestFirst)
+    }
+
+    fn wrap(mut inner: tokenizers::Tokenizer, max_length: usize, strategy: TruncationStrategy) -> Result<Self> {
         // ...and it indexes `special_tokens` by every special piece of a template when encoding
         // (a panic on a missing one): check they are all there.
         if let Some(pp) = post_processor_json(&inner)? {
