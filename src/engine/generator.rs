@@ -123,7 +123,8 @@ pub fn prompt_lookup(seq: &[u32], ngram: usize, k: usize) -> Vec<u32> {
 /// What to continue.
 #[derive(Debug, Clone, Copy)]
 pub enum Prompt<'a> {
-    /// Raw text, tokenized as is (no special tokens added).
+    /// Raw text, tokenized as is; BOS is prepended when the tokenizer config says
+    /// `add_bos_token` (as transformers' `tokenizer(text)` does; Gemma's GGUF says so).
     Text(&'a str),
     /// Chat messages, rendered with the model's chat template and the generation prompt.
     Messages(&'a [Message]),
@@ -182,6 +183,8 @@ struct TokenizerConfig {
     bos_token: Option<serde_json::Value>,
     #[serde(default)]
     eos_token: Option<serde_json::Value>,
+    #[serde(default)]
+    add_bos_token: Option<bool>,
 }
 
 /// A token string of `tokenizer_config.json`: `"<s>"` or `{ "content": "<s>", ... }`.
@@ -222,6 +225,8 @@ pub struct Generator {
     bos_token: String,
     eos_token: String,
     eos_ids: Vec<u32>,
+    /// BOS id prepended to a plain-text prompt (`add_bos_token`).
+    add_bos: Option<u32>,
     session: Option<Session>,
     /// Two readback slots, used in turn by the pipelined decode loop.
     slots: [U32Slot; 2],
@@ -278,6 +283,13 @@ impl Generator {
         };
         tokenizer.check_ids(config.vocab_size(), None)?;
         let eos_token = token_str(&tok_cfg.eos_token);
+        let bos_token = token_str(&tok_cfg.bos_token);
+        let add_bos = match tok_cfg.add_bos_token {
+            Some(true) => Some(
+                tokenizer.token_to_id(&bos_token).ok_or_else(|| Error::Tokenizer(format!("add_bos_token, but the BOS token {bos_token:?} is not in the vocabulary")))?,
+            ),
+            _ => None,
+        };
         if eos_ids.is_empty() {
             eos_ids.extend(tokenizer.token_to_id(&eos_token));
         }
@@ -305,9 +317,10 @@ impl Generator {
             model,
             tokenizer,
             chat_template,
-            bos_token: token_str(&tok_cfg.bos_token),
+            bos_token,
             eos_token,
             eos_ids,
+            add_bos,
             session: None,
             slots: [U32Slot::new(gpu), U32Slot::new(gpu)],
             cached: Vec::new(),
@@ -356,7 +369,10 @@ impl Generator {
     /// The prompt's token ids: raw text as is, messages through the chat template.
     pub fn prompt_ids(&self, prompt: Prompt<'_>) -> Result<Vec<u32>> {
         match prompt {
-            Prompt::Text(t) => self.tokenizer.encode_raw(t),
+            Prompt::Text(t) => {
+                let ids = self.tokenizer.encode_raw(t)?;
+                Ok(self.add_bos.into_iter().chain(ids).collect())
+            }
             Prompt::Ids(ids) => {
                 let vocab = self.model.vocab_size() as u32;
                 match ids.iter().find(|&&i| i >= vocab) {

