@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::R;
+use common::{check_gguf_goldens, f32s, u32s, R};
 use gllm_web::{ChatMessage as Message, GenerateOptions, Generator, GeneratorOptions, Gpu, LoadDType, Prompt, SamplingConfig};
 
 #[cfg(target_arch = "wasm32")]
@@ -28,13 +28,6 @@ gpu_tests! {
 
 async fn load(gpu: &Gpu, name: &str, dtype: LoadDType) -> Result<Generator, gllm_web::Error> {
     Generator::load(gpu, &common::model_source(name), GeneratorOptions::with_dtype(dtype), &|_| {}).await
-}
-
-fn u32s(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()).unwrap_or_default()
-}
-fn f32s(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect()).unwrap_or_default()
 }
 
 /// Checks every golden case of `golden` with f32 activations: prompt ids, prefill argmax,
@@ -133,55 +126,6 @@ fn qwen05_gguf_matches_goldens() {
     if let Err(e) = pollster::block_on(check_gguf_goldens(&gpu, "qwen2.5-coder-0.5b-instruct.gguf", golden, 20)) {
         panic!("qwen05_gguf_matches_goldens: {e}");
     }
-}
-
-/// The GGUF `file` of `models/gguf` loaded with `dtype: auto`, checked against `golden`.
-async fn check_gguf_goldens(gpu: &Gpu, file: &str, golden: &str, greedy: usize) -> R {
-    let opts = GeneratorOptions { load: gllm_web::LoadOptions { weights: Some(file.into()), ..Default::default() } };
-    let mut g = Generator::load(gpu, &common::model_source("gguf"), opts, &|_| {}).await?;
-    let golden: serde_json::Value = serde_json::from_str(golden)?;
-    let sorted = |mut v: Vec<u32>| {
-        v.sort_unstable();
-        v
-    };
-    let eos = sorted(g.eos_ids().to_vec());
-    if eos != sorted(u32s(&golden["eos_token_ids"])) {
-        return Err(format!("eos ids {eos:?} != golden {}", golden["eos_token_ids"]).into());
-    }
-    let vocab = g.vocab_size();
-    for case in golden["cases"].as_array().ok_or("no cases")? {
-        let name = case["name"].as_str().unwrap_or("?");
-        let messages: Vec<Message> = match case.get("messages") {
-            Some(m) => serde_json::from_value(m.clone())?,
-            None => vec![],
-        };
-        let text = case["prompt"].as_str().unwrap_or_default().to_string();
-        let prompt = if messages.is_empty() { Prompt::Text(&text) } else { Prompt::Messages(&messages) };
-        let ids = g.prompt_ids(prompt)?;
-        if ids != u32s(&case["input_ids"]) {
-            return Err(format!("{file} {name}: prompt ids {ids:?} != golden {}", case["input_ids"]).into());
-        }
-        let logits = g.prompt_logits(&ids).await?;
-        let last = &logits[(ids.len() - 1) * vocab..];
-        let top1 = (0..vocab).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap_or(0) as u32;
-        let mut worst = 0f32;
-        for (id, w) in u32s(&case["last_logits_top5_ids"]).iter().zip(f32s(&case["last_logits_top5_values"])) {
-            worst = worst.max((last[*id as usize] - w).abs());
-        }
-        if top1 != u32s(&case["last_logits_top5_ids"])[0] || worst > 0.25 {
-            return Err(format!("{file} {name}: top-1 {top1}, top-5 logits within {worst} of the golden").into());
-        }
-        let want = u32s(&case["greedy_new_ids"]);
-        let margins = f32s(&case["greedy_top1_minus_top2_logit_per_step"]);
-        let k = want.len().min(greedy);
-        let out = g.generate(prompt, &GenerateOptions { max_new_tokens: k, ..Default::default() }).await?;
-        let same = out.tokens.iter().zip(&want).take_while(|(a, b)| a == b).count();
-        if same < k.min(out.tokens.len()) && margins.get(same).is_none_or(|&m| m >= 0.05) {
-            return Err(format!("{file} {name}: greedy {:?} != golden {:?} at step {same} (margin {:?})", out.tokens, &want[..k], margins.get(same)).into());
-        }
-        log!("{file} {name}: prefill top-5 within {worst:.3}, {same} of {k} greedy tokens equal the golden: {:?}", out.text);
-    }
-    Ok(())
 }
 
 async fn smollm2(gpu: Gpu) -> R {

@@ -572,6 +572,16 @@ impl Generator {
     /// Logits of every prompt position (`[n, vocab]`), for tests and parity checks; a
     /// debugging path with a large readback, not used by generation.
     pub async fn prompt_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.logits_of(ids, true).await
+    }
+
+    /// Logits of the last prompt position (`[vocab]`): [`Self::prompt_logits`] without the
+    /// `[n, vocab]` readback (Gemma's 262,144-entry vocabulary makes that 1 MiB per token).
+    pub async fn last_logits(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.logits_of(ids, false).await
+    }
+
+    async fn logits_of(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>> {
         let n = ids.len();
         if n == 0 || n >= self.model.max_position_embeddings() {
             return Err(Error::Input(format!("{n} prompt tokens")));
@@ -582,7 +592,7 @@ impl Generator {
         self.gpu.write(&s.state, 0, &[0u8; 16]);
         let t = self.gpu.upload_u32(ids, &[n])?;
         let mut enc = self.gpu.encoder();
-        let logits = self.model.forward(&mut enc, &t, &s.cache, &s.state, true)?;
+        let logits = self.model.forward(&mut enc, &t, &s.cache, &s.state, all)?;
         enc.submit()?;
         self.gpu.readback_f32(&logits).await
     }
