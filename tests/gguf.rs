@@ -881,3 +881,58 @@ fn unsupported_gguf_is_refused_with_the_tensor_and_type() {
         other => panic!("an unsupported architecture was not refused: {other:?}"),
     }
 }
+
+/// A synthetic SentencePiece vocabulary (`tokenizer.ggml.model = llama`) builds the Unigram
+/// tokenizer of transformers' `GGUFGemmaConverter`: the best-scoring segmentation, spaces as
+/// `▁`, byte fallback for a character outside the vocabulary, BOS/EOS as special tokens, and
+/// `<0x09>` read as a tab; hostile scores (wrong count, NaN, wrong type) are errors, not panics.
+#[test]
+fn sentencepiece_gguf_tokenizer_from_metadata() {
+    let tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "a", "b", "ab", "▁", "▁ab", "<0x09>", "<0xC3>", "<0xA9>", "  "];
+    let scores: Vec<f32> = vec![-1000.0, -1000.0, -1000.0, -1000.0, -5.0, -5.0, -1.0, -3.0, -2.0, -4.0, -9.0, -9.0, -6.0];
+    let meta = |scores: GgufValue| {
+        let v: Vec<(&str, GgufValue)> = vec![
+            ("general.architecture", GgufValue::String("gemma3".into())),
+            ("tokenizer.ggml.model", GgufValue::String("llama".into())),
+            ("tokenizer.ggml.tokens", GgufValue::Array(GgufArray::String(tokens.into_iter().collect()))),
+            ("tokenizer.ggml.scores", scores),
+            ("tokenizer.ggml.token_type", GgufValue::Array(GgufArray::I32(vec![3, 3, 3, 2, 1, 1, 1, 1, 1, 6, 6, 6, 1]))),
+            ("tokenizer.ggml.bos_token_id", GgufValue::U32(2)),
+            ("tokenizer.ggml.eos_token_id", GgufValue::U32(1)),
+            ("tokenizer.ggml.unknown_token_id", GgufValue::U32(3)),
+            ("tokenizer.ggml.padding_token_id", GgufValue::U32(0)),
+            ("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)),
+        ];
+        parse(&serialize(&v, &[])).unwrap()
+    };
+    let g = meta(GgufValue::Array(GgufArray::F32(scores.clone())));
+    let tok = GgufTokenizer::from_gguf(&g).unwrap();
+    assert!(tok.add_bos_token);
+    // No template in the file: a gemma3 file gets Gemma 3's.
+    assert!(tok.chat_template.as_deref().is_some_and(|t| t.contains("<start_of_turn>")));
+    let t = tok.into_tokenizer().unwrap();
+    let ids = |s: &str| t.encode(s, false).unwrap().get_ids().to_vec();
+    // "ab" beats "a" + "b" (-1 > -10); " ab" is "▁ab"; "é" falls back to its two bytes;
+    // a tab is the renamed "<0x09>" piece; "<bos>" is a special token, matched verbatim.
+    assert_eq!(ids("ab"), [6]);
+    assert_eq!(ids("ab ab"), [6, 8]);
+    assert_eq!(ids("é"), [10, 11]);
+    assert_eq!(ids("\t"), [9]);
+    assert_eq!(ids("<bos>ab"), [2, 6]);
+    assert_eq!(t.decode(&[6, 8, 10, 11], false).unwrap(), "ab abé");
+    // Hostile scores: an error naming the key, never a panic.
+    for bad in [
+        GgufValue::Array(GgufArray::F32(scores[..5].to_vec())),
+        GgufValue::Array(GgufArray::F32({
+            let mut s = scores.clone();
+            s[4] = f32::NAN;
+            s
+        })),
+        GgufValue::Array(GgufArray::I32(vec![0; 13])),
+    ] {
+        match GgufTokenizer::from_gguf(&meta(bad)) {
+            Err(Error::Tokenizer(msg)) => assert!(msg.contains("scores"), "{msg}"),
+            other => panic!("hostile scores accepted: {other:?}"),
+        }
+    }
+}

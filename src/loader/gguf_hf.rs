@@ -223,7 +223,7 @@ impl GgufModel {
         let eps = g.meta_f64(&key("attention.layer_norm_rms_epsilon"))?;
         // the f32 value's shortest decimal form, as numpy's str(np.float32(x)) gives
         let eps: f64 = format!("{}", eps as f32).parse().unwrap_or(eps);
-        let vocab = self.tensor("model.embed_tokens.weight")?.shape()[0];
+        let vocab = self.vocab_rows()?;
         let tied = !self.contains("lm_head.weight");
         let head_dim = match g.meta(&key("rope.dimension_count")) {
             Some(v) => v.as_u64().unwrap_or(hidden / self.n_head as u64),
@@ -300,7 +300,7 @@ impl GgufModel {
                 return Err(self.bad(&format!("value_length {v} differs from key_length {head_dim}")));
             }
         }
-        let vocab = self.tensor("model.embed_tokens.weight")?.shape()[0];
+        let vocab = self.vocab_rows()?;
         let opt = |k: &str| g.meta(k).and_then(|v| v.as_u64());
         let optf = |k: &str| g.meta(&key(k)).and_then(|v| v.as_f64());
         let pre_attn = if layers == 62 { hidden as f64 / self.n_head as f64 } else { head_dim as f64 };
@@ -336,6 +336,12 @@ impl GgufModel {
             "torch_dtype": torch_dtype,
             "_gguf_norm_shift": 1.0,
         }))
+    }
+
+    /// Rows of `token_embd` (the vocabulary size).
+    fn vocab_rows(&self) -> Result<usize> {
+        let t = self.tensor("model.embed_tokens.weight")?;
+        t.shape().first().copied().ok_or_else(|| self.bad(&format!("{} has no dimensions", t.name)))
     }
 
     fn bad(&self, msg: &str) -> Error {
