@@ -2,7 +2,7 @@
 """Golden generations of gemma-3-270m (its Q4_K_M GGUF) for tests/generate.rs.
 
     python3 -m venv target/gemma270-venv
-    target/gemma270-venv/bin/pip install torch==2.9.1 transformers==4.57.3 gguf==0.19.0 sentencepiece==0.2.3 numpy==2.4.6
+    target/gemma270-venv/bin/pip install torch==2.9.1 transformers==4.57.3 accelerate==1.16.0 gguf==0.19.0 sentencepiece==0.2.3 numpy==2.4.6
     GLLM_FETCH_GEMMA270=1 bash scripts/fetch-models.sh models
     target/gemma270-venv/bin/python scripts/make_gemma270_goldens.py models/gguf/gemma-3-270m-q4_k_m.gguf tests/goldens/gemma-3-270m.json
 
@@ -19,7 +19,7 @@ The file carries no `tokenizer.chat_template`, so the chat case renders
 through `apply_chat_template(..., add_generation_prompt=True)`.
 
 Per case: the prompt ids; the last prompt position's top-5 logits; 20 greedy tokens (argmax
-of the last position, the whole sequence recomputed each step, no KV cache; stop after an
+of the last position (`logits_to_keep=1`), the whole sequence recomputed each step, no KV cache; stop after an
 EOS id) and each step's top-1 minus top-2 logit. One prompt is longer than the 512-token
 sliding window, so the sliding layers' mask matters.
 """
@@ -68,7 +68,7 @@ def main():
     folder, name = os.path.split(os.path.abspath(path))
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     template = open(TEMPLATE).read()
     cfg = model.config
@@ -86,7 +86,7 @@ def main():
         top5_ids = top5_vals = None
         with torch.no_grad():
             for step in range(NEW_TOKENS):
-                logits = model(torch.tensor([seq])).logits[0, -1].float()
+                logits = model(torch.tensor([seq]), logits_to_keep=1).logits[0, -1].float()
                 vals, idx = torch.topk(logits, 5)
                 if step == 0:
                     top5_ids, top5_vals = idx.tolist(), vals.tolist()

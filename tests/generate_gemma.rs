@@ -1,0 +1,57 @@
+//! gemma-3-270m generation straight from its Q4_K_M GGUF (`dtype: auto`: the file's Q5_0 /
+//! Q4_K / Q6_K / Q8_0 blocks in the kernels; config, SentencePiece tokenizer, EOS ids from the
+//! metadata; Gemma 3's chat template, which the file lacks, from
+//! `src/tokenizer/gemma3_chat_template.jinja`) against the goldens of
+//! `scripts/make_gemma270_goldens.py` (transformers 4.57.3 loading the same GGUF, float32 on
+//! the CPU): for 3 plain prompts (one of them longer than the 512-token sliding window) and a
+//! chat prompt, the prompt ids exactly, the prefill's top-1 and top-5 logits, and the greedy
+//! continuation token for token, except from a step whose golden top-1/top-2 margin is under
+//! 0.05 (where float rounding may part the continuations).
+//!
+//! Opt-in (the file is 253 MB and CI fetches only the defaults):
+//!   GLLM_FETCH_GEMMA270=1 bash scripts/fetch-models.sh models
+//!   cargo test --test generate_gemma -- --ignored --nocapture
+//! In the browser (not ignored there; this file is not in `scripts/test.sh`'s list), with
+//! the models folder served:
+//!   node scripts/serve.mjs models 8791 &
+//!   GLLM_MODEL_URL=http://127.0.0.1:8791 WASM_BINDGEN_TEST_TIMEOUT=1800 \
+//!     wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --test generate_gemma -- --nocapture
+//! The browser checks every case's prompt ids and prefill, and 3 greedy tokens (SwiftShader
+//! decodes slowly). Measured results: SPEC/gemma.md.
+
+mod common;
+
+use common::{check_gguf_goldens, R};
+use gllm_web::Gpu;
+
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+const FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+const GOLDEN: &str = include_str!("goldens/gemma-3-270m.json");
+
+async fn check(gpu: Gpu) -> R {
+    let greedy = if cfg!(target_arch = "wasm32") { 3 } else { 20 };
+    check_gguf_goldens(&gpu, FILE, GOLDEN, greedy).await
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+#[ignore = "needs models/gguf/gemma-3-270m-q4_k_m.gguf (253 MB, GLLM_FETCH_GEMMA270=1 bash scripts/fetch-models.sh models); run with --ignored"]
+fn gemma270_gguf_matches_goldens() {
+    let Some(gpu) = common::native_gpu() else { return };
+    let path = format!("{}/models/gguf/{FILE}", env!("CARGO_MANIFEST_DIR"));
+    assert!(std::path::Path::new(&path).exists(), "{path} is missing: GLLM_FETCH_GEMMA270=1 bash scripts/fetch-models.sh models");
+    if let Err(e) = pollster::block_on(check(gpu)) {
+        panic!("gemma270_gguf_matches_goldens: {e}");
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen_test::wasm_bindgen_test]
+async fn gemma270_gguf_matches_goldens() {
+    let Some(gpu) = common::web_gpu().await else { return };
+    if let Err(e) = check(gpu).await {
+        panic!("gemma270_gguf_matches_goldens: {e}");
+    }
+}
