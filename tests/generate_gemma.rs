@@ -16,8 +16,8 @@
 //!   node scripts/serve.mjs models 8791 &
 //!   GLLM_MODEL_URL=http://127.0.0.1:8791 WASM_BINDGEN_TEST_TIMEOUT=1800 \
 //!     wasm-pack test --headless --chrome --chromedriver /usr/bin/chromedriver --test generate_gemma -- --nocapture
-//! The browser checks every case's prompt ids and prefill, and 3 greedy tokens (SwiftShader
-//! decodes slowly). Measured results: SPEC/gemma.md.
+//! The browser checks the three short cases (prompt ids, prefill, 20 greedy tokens each; the
+//! 1742-token prompt would take SwiftShader many minutes). Measured results: SPEC/gemma.md.
 
 mod common;
 
@@ -31,8 +31,17 @@ const FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 const GOLDEN: &str = include_str!("goldens/gemma-3-270m.json");
 
 async fn check(gpu: Gpu) -> R {
-    let greedy = if cfg!(target_arch = "wasm32") { 3 } else { 20 };
-    check_gguf_goldens(&gpu, FILE, GOLDEN, greedy).await
+    if cfg!(target_arch = "wasm32") {
+        // SwiftShader runs the 1742-token prompt's prefill for many minutes: the browser
+        // checks the three short cases (capital, code, chat), all 20 greedy tokens each.
+        let mut golden: serde_json::Value = serde_json::from_str(GOLDEN)?;
+        if let Some(cases) = golden["cases"].as_array_mut() {
+            cases.retain(|c| c["name"] != "long");
+        }
+        check_gguf_goldens(&gpu, FILE, &golden.to_string(), 20).await
+    } else {
+        check_gguf_goldens(&gpu, FILE, GOLDEN, 20).await
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]

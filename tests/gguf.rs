@@ -936,3 +936,51 @@ fn sentencepiece_gguf_tokenizer_from_metadata() {
         }
     }
 }
+
+/// A synthetic gemma3 header: its config parses into a `Gemma3TextConfig`; final-logit
+/// softcapping (which Gemma 3 does not have and we do not run) is refused, and optional keys
+/// of the wrong type are errors rather than silent defaults.
+#[test]
+fn gemma3_config_from_metadata_refuses_what_it_cannot_run() {
+    use gllm_web::models::CausalLmConfig;
+    let embd = f32_bytes(&[0.0; 80]);
+    let model = |extra: Vec<(&str, GgufValue)>| {
+        let mut meta = vec![
+            ("general.architecture", GgufValue::String("gemma3".into())),
+            ("gemma3.attention.head_count", GgufValue::U32(2)),
+            ("gemma3.attention.head_count_kv", GgufValue::U32(1)),
+            ("gemma3.embedding_length", GgufValue::U32(8)),
+            ("gemma3.block_count", GgufValue::U32(1)),
+            ("gemma3.feed_forward_length", GgufValue::U32(16)),
+            ("gemma3.context_length", GgufValue::U32(64)),
+            ("gemma3.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-6)),
+            ("gemma3.attention.key_length", GgufValue::U32(4)),
+        ];
+        meta.extend(extra);
+        let t: Vec<(&str, GgmlType, &[u64], &[u8])> = vec![("token_embd.weight", GgmlType::F32, &[8, 10], &embd)];
+        GgufModel::new(parse(&serialize(&meta, &t)).unwrap()).unwrap()
+    };
+    let c = model(vec![]).config("float32").unwrap();
+    match CausalLmConfig::from_json(c, "x.gguf").unwrap() {
+        CausalLmConfig::Gemma3(c) => {
+            assert_eq!((c.vocab_size, c.hidden_size, c.head_dim, c.sliding_window), (10, 8, 4, 4096));
+            assert_eq!((c.query_pre_attn_scalar, c.rope_theta, c.gguf_norm_shift), (4.0, 1e6, 1.0));
+        }
+        other => panic!("{other:?}"),
+    }
+    let capped = model(vec![("gemma3.final_logit_softcapping", GgufValue::F32(30.0))]).config("float32").unwrap();
+    match CausalLmConfig::from_json(capped, "x.gguf") {
+        Err(Error::Config { msg, .. }) => assert!(msg.contains("final_logit_softcapping"), "{msg}"),
+        other => panic!("softcapping accepted: {other:?}"),
+    }
+    for (k, v) in [
+        ("gemma3.rope.freq_base", GgufValue::String("1e6".into())),
+        ("gemma3.attention.sliding_window", GgufValue::F32(512.0)),
+        ("gemma3.attention.value_length", GgufValue::U32(8)),
+    ] {
+        match model(vec![(k, v)]).config("float32") {
+            Err(Error::Format { msg, .. }) => assert!(msg.contains(k.trim_start_matches("gemma3.attention.")) || msg.contains("value_length"), "{msg}"),
+            other => panic!("{k}: {other:?}"),
+        }
+    }
+}

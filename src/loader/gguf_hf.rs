@@ -291,22 +291,27 @@ impl GgufModel {
         let layers = g.meta_u64(&key("block_count"))?;
         let eps = g.meta_f64(&key("attention.layer_norm_rms_epsilon"))?;
         let eps: f64 = format!("{}", eps as f32).parse().unwrap_or(eps);
-        let head_dim = match g.meta(&key("attention.key_length")) {
-            Some(v) => v.as_u64().ok_or_else(|| self.bad("gemma3.attention.key_length is not an integer"))?,
-            None => hidden / self.n_head as u64,
+        // Optional keys: absent is a default, present with the wrong type is an error.
+        let typed = |k: &str, want: &str| self.bad(&format!("{k} is not {want}"));
+        let opt = |k: &str| -> Result<Option<u64>> {
+            g.meta(k).map(|v| v.as_u64().ok_or_else(|| typed(k, "an unsigned integer"))).transpose()
         };
-        if let Some(v) = g.meta(&key("attention.value_length")).and_then(|v| v.as_u64()) {
+        let optf = |k: &str| -> Result<Option<f64>> {
+            let k = key(k);
+            g.meta(&k).map(|v| v.as_f64().ok_or_else(|| typed(&k, "a number"))).transpose()
+        };
+        let head_dim = opt(&key("attention.key_length"))?.unwrap_or(hidden / self.n_head as u64);
+        if let Some(v) = opt(&key("attention.value_length"))? {
             if v != head_dim {
                 return Err(self.bad(&format!("value_length {v} differs from key_length {head_dim}")));
             }
         }
         let vocab = self.vocab_rows()?;
-        let opt = |k: &str| g.meta(k).and_then(|v| v.as_u64());
-        let optf = |k: &str| g.meta(&key(k)).and_then(|v| v.as_f64());
         let pre_attn = if layers == 62 { hidden as f64 / self.n_head as f64 } else { head_dim as f64 };
-        let rope_scaling = match g.meta(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+        let scaling_key = key("rope.scaling.type");
+        let rope_scaling = match g.meta(&scaling_key).map(|v| v.as_str().ok_or_else(|| typed(&scaling_key, "a string"))).transpose()? {
             None | Some("none") => serde_json::Value::Null,
-            Some(t) => serde_json::json!({ "rope_type": t, "factor": optf("rope.scaling.factor") }),
+            Some(t) => serde_json::json!({ "rope_type": t, "factor": optf("rope.scaling.factor")? }),
         };
         Ok(serde_json::json!({
             "architectures": ["Gemma3ForCausalLM"],
@@ -319,20 +324,20 @@ impl GgufModel {
             "head_dim": head_dim,
             "hidden_activation": "gelu_pytorch_tanh",
             "rms_norm_eps": eps,
-            "rope_theta": optf("rope.freq_base").unwrap_or(1_000_000.0),
+            "rope_theta": optf("rope.freq_base")?.unwrap_or(1_000_000.0),
             "rope_local_base_freq": 10_000.0,
             "rope_scaling": rope_scaling,
             "max_position_embeddings": g.meta_u64(&key("context_length"))?,
-            "sliding_window": opt(&key("attention.sliding_window")).unwrap_or(4096),
+            "sliding_window": opt(&key("attention.sliding_window"))?.unwrap_or(4096),
             "sliding_window_pattern": 6,
             "query_pre_attn_scalar": pre_attn,
-            "final_logit_softcapping": optf("final_logit_softcapping"),
-            "attn_logit_softcapping": optf("attn_logit_softcapping"),
+            "final_logit_softcapping": optf("final_logit_softcapping")?,
+            "attn_logit_softcapping": optf("attn_logit_softcapping")?,
             "vocab_size": vocab,
             "tie_word_embeddings": !self.contains("lm_head.weight"),
-            "bos_token_id": opt("tokenizer.ggml.bos_token_id"),
-            "eos_token_id": opt("tokenizer.ggml.eos_token_id"),
-            "pad_token_id": opt("tokenizer.ggml.padding_token_id").unwrap_or(0),
+            "bos_token_id": opt("tokenizer.ggml.bos_token_id")?,
+            "eos_token_id": opt("tokenizer.ggml.eos_token_id")?,
+            "pad_token_id": opt("tokenizer.ggml.padding_token_id")?.unwrap_or(0),
             "torch_dtype": torch_dtype,
             "_gguf_norm_shift": 1.0,
         }))
