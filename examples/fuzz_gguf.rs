@@ -19,6 +19,9 @@ use gllm_web::tokenizer::gguf::GgufTokenizer;
 mod mutate;
 use mutate::{mutate, Rng};
 
+/// The synthetic seeds come first; the real header, when present, after them.
+const SMALL_SEEDS: usize = 4;
+
 /// Seeds as (bytes, extra file length beyond them: the real header is a prefix of a file).
 fn seeds() -> Vec<(Vec<u8>, u64)> {
     let s = |v: &str| GgufValue::String(v.into());
@@ -80,6 +83,33 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
             ],
         ),
         serialize(&[], &[]),
+        // gemma3: its config keys, a SentencePiece vocabulary (scores, byte pieces), a norm
+        // (stored as 1 + w).
+        serialize(
+            &[
+                ("general.architecture", s("gemma3")),
+                ("gemma3.attention.head_count", GgufValue::U32(2)),
+                ("gemma3.attention.head_count_kv", GgufValue::U32(1)),
+                ("gemma3.embedding_length", GgufValue::U32(8)),
+                ("gemma3.block_count", GgufValue::U32(1)),
+                ("gemma3.feed_forward_length", GgufValue::U32(16)),
+                ("gemma3.context_length", GgufValue::U32(64)),
+                ("gemma3.attention.layer_norm_rms_epsilon", GgufValue::F32(1e-6)),
+                ("gemma3.attention.key_length", GgufValue::U32(4)),
+                ("gemma3.attention.sliding_window", GgufValue::U32(8)),
+                ("tokenizer.ggml.model", s("llama")),
+                ("tokenizer.ggml.tokens", GgufValue::Array(GgufArray::String(["<unk>", "<bos>", "a", "b", "ab", "\u{2581}", "<0x09>", "<0xC3>"].into_iter().collect()))),
+                ("tokenizer.ggml.scores", GgufValue::Array(GgufArray::F32(vec![0.0, 0.0, -2.0, -2.0, -1.0, -3.0, -4.0, -5.0]))),
+                ("tokenizer.ggml.token_type", GgufValue::Array(GgufArray::I32(vec![2, 3, 1, 1, 1, 1, 6, 6]))),
+                ("tokenizer.ggml.bos_token_id", GgufValue::U32(1)),
+                ("tokenizer.ggml.unknown_token_id", GgufValue::U32(0)),
+                ("tokenizer.ggml.add_bos_token", GgufValue::Bool(true)),
+            ],
+            &[
+                ("token_embd.weight", GgmlType::F32, &[8, 2], &f32s[..64]),
+                ("blk.0.ffn_norm.weight", GgmlType::F32, &[8], &f32s[..32]),
+            ],
+        ),
     ];
     let mut out: Vec<(Vec<u8>, u64)> = out.into_iter().map(|d| (d, 0)).collect();
     let real = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -107,7 +137,9 @@ fn exercise(d: &[u8], extra: u64) -> usize {
         }
     }
     if let Ok(m) = GgufModel::new(g.clone()) {
-        let _ = m.config("float16");
+        if let Ok(c) = m.config("float16") {
+            let _ = gllm_web::models::CausalLmConfig::from_json(c, "fuzz.gguf");
+        }
         for (_, i) in &m.names {
             let t = &m.gguf.tensors[*i];
             if t.n_bytes <= 1 << 20 {
@@ -149,10 +181,10 @@ fn main() {
     while start.elapsed() < deadline {
         for _ in 0..64 {
             // the real header is big (49k tokens): mutate it one time in 50
-            let pick = if seeds.len() > 3 && rng.below(50) == 0 {
-                3
+            let pick = if seeds.len() > SMALL_SEEDS && rng.below(50) == 0 {
+                SMALL_SEEDS
             } else {
-                rng.below(3.min(seeds.len()))
+                rng.below(SMALL_SEEDS.min(seeds.len()))
             };
             let (mut d, extra) = seeds[pick].clone();
             mutate(&mut rng, &mut d);
