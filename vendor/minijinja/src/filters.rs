@@ -275,6 +275,15 @@ mod builtins {
     ) -> Result<Value, Error> {
         let safety_aware = !matches!(state.auto_escape(), AutoEscape::None)
             && (value.is_safe() || from.is_safe() || to.is_safe());
+        // gllm-web patch: the result's size is charged before it is made (see `meter`)
+        let hits = if from.as_str().is_empty() {
+            value.as_str().chars().count() + 1
+        } else {
+            value.as_str().matches(from.as_str()).count()
+        };
+        if !crate::value::meter::charge_bytes(value.as_str().len().saturating_add(hits.saturating_mul(to.as_str().len()))) {
+            return Err(Error::new(ErrorKind::InvalidOperation, "replace: result too large for the render's budget"));
+        }
 
         if safety_aware {
             let output = value
@@ -471,6 +480,10 @@ mod builtins {
             let mut output = String::new();
             for (idx, item) in iter.enumerate() {
                 if idx > 0 {
+                    // gllm-web patch: charged as written (see `meter`)
+                    if !crate::value::meter::charge_bytes(joiner.len()) {
+                        break;
+                    }
                     output.push_str(joiner);
                 }
                 if let Some(string) = item.as_str() {
@@ -490,6 +503,10 @@ mod builtins {
             let mut output = String::new();
             for (idx, item) in iter.enumerate() {
                 if idx > 0 {
+                    // gllm-web patch: charged as written (see `meter`)
+                    if !crate::value::meter::charge_bytes(joiner.len()) {
+                        break;
+                    }
                     output.push_str(joiner);
                 }
                 if item.is_safe() {
@@ -1023,6 +1040,10 @@ mod builtins {
         if count == 0 {
             return Err(Error::new(ErrorKind::InvalidOperation, "count cannot be 0"));
         }
+        // gllm-web patch: `count` slots are charged before they are allocated (see `meter`)
+        if !crate::value::meter::charge(count as u64) {
+            return Err(Error::new(ErrorKind::InvalidOperation, "count too large for the render's budget"));
+        }
         let items = ok!(state.undefined_behavior().try_iter(value)).collect::<Vec<_>>();
         let len = items.len();
         let items_per_slice = len / count;
@@ -1079,6 +1100,10 @@ mod builtins {
     ) -> Result<Value, Error> {
         if count == 0 {
             return Err(Error::new(ErrorKind::InvalidOperation, "count cannot be 0"));
+        }
+        // gllm-web patch: `count` slots are charged before they are allocated (see `meter`)
+        if !crate::value::meter::charge(count as u64) {
+            return Err(Error::new(ErrorKind::InvalidOperation, "count too large for the render's budget"));
         }
         let mut rv = Vec::with_capacity(value.len().unwrap_or(0) / count);
         let mut tmp = Vec::with_capacity(count);
@@ -1147,15 +1172,35 @@ mod builtins {
             },
         };
         ok!(args.assert_all_used());
+        // gllm-web patch: the JSON is written through a writer that charges every byte (see
+        // `meter`), so an indent or a value cannot make more than the budget allows
+        struct Metered(Vec<u8>);
+        impl std::io::Write for Metered {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if !crate::value::meter::charge_bytes(buf.len()) {
+                    return Err(std::io::Error::other("JSON too large for the render's budget"));
+                }
+                self.0.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
         if let Some(indent) = indent {
-            let mut out = Vec::<u8>::new();
+            if !crate::value::meter::charge_bytes(indent) {
+                return Err(Error::new(ErrorKind::InvalidOperation, "tojson: indent too large for the render's budget"));
+            }
+            let mut out = Metered(Vec::new());
             let indentation = " ".repeat(indent);
             let formatter = serde_json::ser::PrettyFormatter::with_indent(indentation.as_bytes());
             let mut s = serde_json::Serializer::with_formatter(&mut out, formatter);
             serde::Serialize::serialize(&value, &mut s)
-                .map(|_| unsafe { String::from_utf8_unchecked(out) })
+                .map(|_| unsafe { String::from_utf8_unchecked(out.0) })
         } else {
-            serde_json::to_string(&value)
+            let mut out = Metered(Vec::new());
+            serde::Serialize::serialize(&value, &mut serde_json::Serializer::new(&mut out))
+                .map(|_| unsafe { String::from_utf8_unchecked(out.0) })
         }
         .map_err(|err| {
             Error::new(ErrorKind::InvalidOperation, "cannot serialize to JSON").with_source(err)
@@ -1231,6 +1276,11 @@ mod builtins {
         ok!(kwargs.assert_all_used());
 
         let input = strip_trailing_newline(value.as_str());
+        // gllm-web patch: the output's size is charged before it is made (see `meter`)
+        let lines = input.matches('\n').count() + 1;
+        if !crate::value::meter::charge_bytes(input.len().saturating_add(lines.saturating_mul(width.saturating_add(1)))) {
+            return Err(Error::new(ErrorKind::InvalidOperation, "indent: result too large for the render's budget"));
+        }
         let indent_with = " ".repeat(width);
         let mut output = String::new();
         let mut iterator = input.split('\n');

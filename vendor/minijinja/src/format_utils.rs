@@ -950,6 +950,13 @@ fn parse_number(cursor: &mut Cursor) -> Result<Option<usize>, Error> {
             )
             .with_source(e)
         }));
+        // gllm-web patch: a width or precision is charged before it pads (see `meter`)
+        if !crate::value::meter::charge_bytes(num) {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                "format width too large for the render's budget",
+            ));
+        }
         Ok(Some(num))
     }
 }

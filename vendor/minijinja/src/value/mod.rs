@@ -228,6 +228,7 @@ mod argtypes;
 #[cfg(feature = "deserialization")]
 mod deserialize;
 pub(crate) mod merge_object;
+pub mod meter;
 pub(crate) mod namespace_object;
 mod object;
 pub(crate) mod ops;
@@ -505,6 +506,8 @@ impl fmt::Debug for ValueRepr {
 
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        // gllm-web patch: metered, depth-limited (see `meter`)
+        let Some(_level) = meter::enter(self) else { return };
         match self.0 {
             ValueRepr::None | ValueRepr::Undefined(_) => 0u8.hash(state),
             ValueRepr::String(ref s, _) => s.hash(state),
@@ -534,6 +537,9 @@ pub struct Value(pub(crate) ValueRepr);
 
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
+        // gllm-web patch: metered, depth-limited (see `meter`); when stopped the render fails
+        // at the end of the instruction, so this answer is never used
+        let Some(_level) = meter::enter(self) else { return false };
         match (&self.0, &other.0) {
             (&ValueRepr::None, &ValueRepr::None) => true,
             (&ValueRepr::Undefined(_), &ValueRepr::Undefined(_)) => true,
@@ -713,6 +719,8 @@ fn cmp_uncoercible_numbers(left: &Value, right: &Value) -> Ordering {
 
 impl Ord for Value {
     fn cmp(&self, other: &Self) -> Ordering {
+        // gllm-web patch: metered, depth-limited (see `meter`)
+        let Some(_level) = meter::enter(self) else { return Ordering::Equal };
         let kind_ordering = self.kind().cmp(&other.kind());
         if matches!(kind_ordering, Ordering::Less | Ordering::Greater) {
             return kind_ordering;
@@ -783,12 +791,17 @@ impl Ord for Value {
 
 impl fmt::Debug for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> Result<(), std::fmt::Error> {
+        // gllm-web patch: metered, depth-limited (see `meter`)
+        let Some(_level) = meter::enter(self) else { return f.write_str("…") };
         fmt::Debug::fmt(&self.0, f)
     }
 }
 
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // gllm-web patch: metered, depth-limited (see `meter`); `…` rather than an error,
+        // which `to_string` would turn into a panic
+        let Some(_level) = meter::enter(self) else { return f.write_str("…") };
         match self.0 {
             ValueRepr::Undefined(_) => Ok(()),
             ValueRepr::Bool(val) => f.write_str(if val { "True" } else { "False" }),
@@ -1851,6 +1864,10 @@ impl Serialize for Value {
             return s.end();
         }
 
+        // gllm-web patch: metered, depth-limited (see `meter`)
+        let Some(_level) = meter::enter(self) else {
+            return Err(serde::ser::Error::custom("value too large or too deeply nested for the render's budget"));
+        };
         match self.0 {
             ValueRepr::Bool(b) => serializer.serialize_bool(b),
             ValueRepr::U64(u) => serializer.serialize_u64(u),
@@ -1935,6 +1952,10 @@ impl Iterator for ValueIter {
     type Item = Value;
 
     fn next(&mut self) -> Option<Self::Item> {
+        // gllm-web patch: one unit per item (see `meter`)
+        if !meter::charge(1) {
+            return None;
+        }
         match self.imp {
             ValueIterImpl::Empty => None,
             ValueIterImpl::Chars(ref mut offset, ref mut len, ref s) => {

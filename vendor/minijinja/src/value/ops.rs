@@ -311,7 +311,13 @@ pub fn add(lhs: &Value, rhs: &Value) -> Result<Value, Error> {
             .ok_or_else(|| failed_op("+", lhs, rhs))
             .map(int_as_value),
         Some(CoerceResult::F64(a, b)) => Ok((a + b).into()),
-        Some(CoerceResult::Str(a, b)) => Ok(Value::from([a, b].concat())),
+        Some(CoerceResult::Str(a, b)) => {
+            // gllm-web patch: charged before it is made (see `meter`)
+            if !super::meter::charge_bytes(a.len().saturating_add(b.len())) {
+                return Err(Error::new(ErrorKind::InvalidOperation, "string too large for the render's budget"));
+            }
+            Ok(Value::from([a, b].concat()))
+        }
         _ => Err(impossible_op("+", lhs, rhs)),
     }
 }
@@ -331,7 +337,7 @@ pub fn mul(lhs: &Value, rhs: &Value) -> Result<Value, Error> {
                 "strings can only be multiplied with integers",
             )
         }));
-        if !matches!(s.len().checked_mul(n), Some(len) if len <= MAX_REPEATED_STRING_LEN) {
+        if !matches!(s.len().checked_mul(n), Some(len) if len <= MAX_REPEATED_STRING_LEN && super::meter::charge_bytes(len)) {
             return Err(Error::new(
                 ErrorKind::InvalidOperation,
                 "repeated string is too large",
@@ -371,6 +377,10 @@ fn repeat_iterable(n: &Value, seq: &DynObject) -> Result<Value, Error> {
             "cannot repeat unsized iterables",
         )
     }));
+    // gllm-web patch: the repetition's items are charged before it is made (see `meter`)
+    if !super::meter::charge((len as u64).saturating_mul(n as u64)) {
+        return Err(Error::new(ErrorKind::InvalidOperation, "repeated sequence is too large"));
+    }
 
     // This is not optimal.  We only query the enumerator for the length once
     // but we support repeated iteration.  We could both lie about our length

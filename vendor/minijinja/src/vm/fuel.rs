@@ -37,6 +37,24 @@ impl FuelTracker {
         Ok(())
     }
 
+    /// gllm-web patch: consumes `units` of value work (see `value::meter`).
+    pub fn consume(&self, units: u64) -> Result<(), Error> {
+        if units == 0 {
+            return Ok(());
+        }
+        let n = units.min(1 << 40) as isize;
+        let old = self.remaining.fetch_sub(n, Ordering::Relaxed);
+        if old.saturating_sub(n) <= 0 {
+            return Err(Error::from(ErrorKind::OutOfFuel));
+        }
+        Ok(())
+    }
+
+    /// gllm-web patch: the fuel left, 0 once overdrawn.
+    pub fn left(&self) -> u64 {
+        self.remaining.load(Ordering::Relaxed).max(0) as u64
+    }
+
     /// Returns the remaining fuel.
     pub fn remaining(&self) -> u64 {
         self.remaining.load(Ordering::Relaxed) as _

@@ -12,6 +12,7 @@ use crate::environment::Environment;
 use crate::error::{Error, ErrorKind};
 use crate::output::{CaptureMode, Output};
 use crate::utils::{untrusted_size_hint, write_escaped, AutoEscape, UndefinedBehavior};
+use crate::value::meter;
 use crate::value::namespace_object::Namespace;
 use crate::value::{
     ops, value_map_with_capacity, Kwargs, ObjectRepr, UndefinedType, Value, ValueMap, ValueRepr,
@@ -84,6 +85,20 @@ fn normalize_filter_test_name(name: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(name)
     }
+}
+
+/// gllm-web patch (see `value::meter`): moves the value work done since the last call into the
+/// fuel tracker, failing when it is overdrawn or a value was nested too deep, and gives the
+/// meter the fuel that is left as its allowance.
+#[cfg(feature = "fuel")]
+fn settle_meter(tracker: &crate::vm::fuel::FuelTracker) -> Result<(), Error> {
+    let (used, stop) = meter::take();
+    if let Some(stop) = stop {
+        return Err(meter::stop_error(stop));
+    }
+    ok!(tracker.consume(used));
+    meter::set_limit(tracker.left());
+    Ok(())
 }
 
 impl<'env> Vm<'env> {
@@ -318,6 +333,23 @@ impl<'env> Vm<'env> {
             #[cfg(feature = "fuel")]
             if let Some(ref tracker) = state.fuel_tracker {
                 ctx_ok!(tracker.track(instr));
+                // gllm-web patch (see `value::meter`): settle the value work of the instructions
+                // before, then charge this one's operands (their shallow size) up front.
+                ctx_ok!(settle_meter(tracker));
+                let units = match instr {
+                    Instruction::Emit => meter::shallow_units(stack.peek()),
+                    Instruction::EmitRaw(s) => (s.len() / meter::BYTES_PER_UNIT) as u64 + 1,
+                    Instruction::Add | Instruction::StringConcat | Instruction::In | Instruction::GetItem => {
+                        stack.get_call_args(Some(2)).iter().map(meter::shallow_units).sum()
+                    }
+                    Instruction::Slice => meter::shallow_units(&stack.get_call_args(Some(4))[0]),
+                    _ => 0,
+                };
+                if !meter::charge(units) {
+                    bail!(meter::stop_error(meter::Stop::Budget));
+                }
+            } else {
+                meter::unlimit();
             }
 
             match instr {
@@ -369,6 +401,16 @@ impl<'env> Vm<'env> {
                     b = stack.pop();
                     a = stack.pop();
                     if let Some(ns) = b.downcast_object_ref::<Namespace>() {
+                        // gllm-web patch (see `value::meter`): no namespace inside a namespace,
+                        // so no value can contain itself (printing one recursed forever)
+                        match meter::holds_namespace(&a) {
+                            Ok(false) => {}
+                            Ok(true) => bail!(Error::new(
+                                ErrorKind::InvalidOperation,
+                                "a namespace cannot be stored in a namespace, not even inside a list or map"
+                            )),
+                            Err(stop) => bail!(meter::stop_error(stop)),
+                        }
                         ns.set_value(name, a);
                     } else {
                         bail!(Error::new(
@@ -797,9 +839,37 @@ impl<'env> Vm<'env> {
                     );
                 }
             }
+            // gllm-web patch (see `value::meter`): a container an instruction made may not
+            // nest deeper than the meter allows (it would overflow the stack when printed,
+            // compared or dropped).
+            #[cfg(feature = "fuel")]
+            if state.fuel_tracker.is_some()
+                && matches!(
+                    instr,
+                    Instruction::BuildList(_)
+                        | Instruction::BuildMap(_)
+                        | Instruction::BuildKwargs(_)
+                        | Instruction::MergeKwargs(_)
+                        | Instruction::ApplyFilter(..)
+                        | Instruction::CallFunction(..)
+                        | Instruction::CallMethod(..)
+                        | Instruction::CallObject(_)
+                        | Instruction::Add
+                        | Instruction::Slice
+                )
+            {
+                if let Err(stop) = meter::check_nesting(stack.peek()) {
+                    bail!(meter::stop_error(stop));
+                }
+            }
             pc += 1;
         }
 
+        // gllm-web patch: the last instruction's value work (see `value::meter`)
+        #[cfg(feature = "fuel")]
+        if let Some(ref tracker) = state.fuel_tracker {
+            settle_meter(tracker)?;
+        }
         Ok(stack.try_pop())
     }
 
