@@ -268,6 +268,15 @@ impl Window {
     }
 }
 
+/// A recorded speculative verify pass of `k` drafts: write `ids` (the last token and the
+/// drafts) and `drafts`, replay `rec`, read `verdict` ([`verify`]).
+struct VerifyStep {
+    ids: GpuTensor,
+    drafts: GpuTensor,
+    verdict: GpuTensor,
+    rec: Recording,
+}
+
 /// GPU state of one KV-cache size: the cache, the per-call buffers and the recorded
 /// decode step that reads and writes them.
 struct Session {
@@ -279,6 +288,30 @@ struct Session {
     /// `[vocab]` u32: 1 for tokens in the prompt or output (repetition penalty).
     seen: GpuTensor,
     decode: Recording,
+    /// Verify passes recorded so far, by draft length (speculative decoding).
+    verify: RefCell<Vec<Option<std::sync::Arc<VerifyStep>>>>,
+}
+
+impl Session {
+    /// The recorded verify pass of `k` drafts over this session's cache, recorded on first use.
+    fn verify_step(&self, gpu: &Gpu, model: &LlamaModel, k: usize) -> Result<std::sync::Arc<VerifyStep>> {
+        if let Some(Some(step)) = self.verify.borrow().get(k) {
+            return Ok(step.clone());
+        }
+        let ids = gpu.alloc(&[k + 1], crate::gpu::DType::U32)?;
+        let drafts = gpu.alloc(&[k], crate::gpu::DType::U32)?;
+        let verdict = gpu.alloc(&[k + 2], crate::gpu::DType::U32)?;
+        let mut enc = gpu.encoder();
+        let logits = model.forward(&mut enc, &ids, &self.cache, &self.state, true)?;
+        verify(&mut enc, &logits, &drafts, k, &self.state, &verdict)?;
+        let step = std::sync::Arc::new(VerifyStep { ids, drafts, verdict, rec: enc.record()? });
+        let mut all = self.verify.borrow_mut();
+        if all.len() <= k {
+            all.resize(k + 1, None);
+        }
+        all[k] = Some(step.clone());
+        Ok(step)
+    }
 }
 
 pub struct Generator {
@@ -583,15 +616,15 @@ impl Generator {
                     make_room(k + 1)?;
                     let mut input = vec![last];
                     input.extend(&draft);
-                    let ids = gpu.upload_u32(&input, &[k + 1])?;
-                    let drafts = gpu.upload_u32(&draft, &[k])?;
-                    let verdict = gpu.alloc(&[k + 2], crate::gpu::DType::U32)?;
-                    let mut enc = gpu.encoder();
-                    let logits = self.model.forward(&mut enc, &ids, &s.cache, &s.state, true)?;
-                    verify(&mut enc, &logits, &drafts, k, &s.state, &verdict)?;
-                    enc.submit()?;
+                    // The verify pass of k drafts is recorded once per session and replayed
+                    // with new ids (like the decode step): no encoding per step.
+                    let step = s.verify_step(&gpu, &self.model, k)?;
+                    let words = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|w| w.to_le_bytes()).collect() };
+                    gpu.write(&step.ids, 0, &words(&input));
+                    gpu.write(&step.drafts, 0, &words(&draft));
+                    step.rec.submit();
                     // The one readback of the step: [accepted, argmax of each row].
-                    let r = gpu.readback_u32(&verdict).await?;
+                    let r = gpu.readback_u32(&step.verdict).await?;
                     let a = (r[0] as usize).min(k);
                     window.borrow_mut().used += a + 1;
                     stats.verify_steps += 1;
@@ -707,7 +740,7 @@ impl Generator {
         let logits = self.model.forward(&mut enc, &input, &cache, &state, false)?;
         sample(&mut enc, &logits, &cfg, &seen, &state, 1)?;
         let decode = enc.record()?;
-        self.session = Some(Session { cache, state, cfg, seen, decode });
+        self.session = Some(Session { cache, state, cfg, seen, decode, verify: RefCell::new(Vec::new()) });
         Ok(())
     }
 }
