@@ -488,6 +488,18 @@ fn tokenizer_json_that_panicked_the_tokenizers_crate_is_an_error() {
         Err(Error::Tokenizer(m)) => assert!(m.contains("\"[CLS]\", absent from its special_tokens"), "{m}"),
         other => panic!("expected a tokenizer error, got {:?}", other.map(|_| ())),
     }
+    // a single template naming sequence B (an index panic when encoding one text; found by
+    // fuzz_inputs tokenizer)
+    let template = r#""post_processor": {"type": "TemplateProcessing",
+        "single": [{"Sequence": {"id": "B", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {}}"#;
+    let bad = good.replace(r#""post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 4], "cls": ["[CLS]", 3]}"#, template);
+    assert_ne!(bad, good);
+    match Tokenizer::from_bytes(bad.as_bytes(), 16) {
+        Err(Error::Tokenizer(m)) => assert!(m.contains("sequence B in its single template"), "{m}"),
+        other => panic!("expected a tokenizer error, got {:?}", other.map(|_| ())),
+    }
     // a lone surrogate or an out-of-range number inside `decoder` (same panic)
     for value in [r#""\ud800""#, "1e999"] {
         let bad = good.replace(r#""decoder": null"#, &format!(r#""decoder": {{"type": "Replace", "content": {value}}}"#));
