@@ -6,7 +6,9 @@
 //! per token). The same run measures the dispatch floor: the cost of one dispatch in a
 //! replayed recording, and of one submit + 4-byte readback round trip.
 //!
-//! `GLLM_GEN_SPEC=1` adds prompt-lookup speculative decoding on the same prompt.
+//! `GLLM_GEN_SPEC=1` adds prompt-lookup speculative decoding on the same prompt;
+//! `GLLM_GEN_CHAT=1` a 5-turn chat's time to first token per turn, with and without the
+//! prefix cache.
 //!
 //! Run: `cargo bench --bench generate -- DIR...` where each DIR holds `config.json`,
 //! `tokenizer.json` (and optionally `generation_config.json`, `tokenizer_config.json`),
@@ -110,6 +112,54 @@ async fn decode_time(g: &mut Generator, prompt: &[u32], opts: &GenerateOptions, 
         dec.push((b - a).as_secs_f64() / (stamps.len() - 1) as f64);
     }
     Ok(median(dec))
+}
+
+/// A 5-turn chat: turn 1 is the prompt; each later turn is the turn before, its reply (32
+/// greedy tokens) and a new user message of `GLLM_GEN_CHAT_TURN` random tokens (default
+/// 128). Prints each turn's time to first token with the prefix cache (one generator
+/// continuing the conversation: only the tokens after the cached prefix are prefilled) and
+/// without it (the whole history prefilled every turn). Medians of 3 conversations.
+async fn chat_ttft(g: &mut Generator, config: &LlamaConfig, first: &[u32], cpu: bool) -> gllm_web::Result<()> {
+    let turn_len = env("GLLM_GEN_CHAT_TURN", 128);
+    let mut rng = Rng::new(11);
+    let users: Vec<Vec<u32>> = (1..5).map(|_| (0..turn_len).map(|_| rng.below(config.vocab_size as u32)).collect()).collect();
+    let reply = |prefix_cache| GenerateOptions { max_new_tokens: 32, ignore_eos: true, prefix_cache, ..Default::default() };
+    // [cache on?][turn] -> (prompt tokens, prefilled tokens, seconds to first token)
+    let mut runs: Vec<Vec<Vec<(usize, usize, f64)>>> = vec![Vec::new(), Vec::new()];
+    for _ in 0..if cpu { 1 } else { 3 } {
+        for (k, on) in [false, true].into_iter().enumerate() {
+            // a fresh conversation: nothing of the last one in the cache
+            g.generate(Prompt::Ids(&users[0]), &reply(false)).await?;
+            let mut history = first.to_vec();
+            let mut turns = Vec::new();
+            for t in 0..5 {
+                if t > 0 {
+                    history.extend(&users[t - 1]);
+                }
+                let t0 = Instant::now();
+                let mut ttft = None;
+                let out = g
+                    .generate_stream(Prompt::Ids(&history), &reply(on), &mut |_, _| {
+                        ttft.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+                        true
+                    })
+                    .await?;
+                turns.push((history.len(), g.last_prefill_tokens(), ttft.unwrap_or(f64::NAN)));
+                history.extend(&out.tokens);
+            }
+            runs[k].push(turns);
+        }
+    }
+    println!("\n    5-turn chat, time to first token (ms; {turn_len}-token user turns, 32-token replies):");
+    println!("    | turn | prompt tokens | prefilled with the cache | TTFT without cache | TTFT with cache | speed-up |");
+    println!("    |---|---|---|---|---|---|");
+    for t in 0..5 {
+        let med = |k: usize| median(runs[k].iter().map(|r| r[t].2).collect());
+        let (off, on) = (med(0), med(1));
+        let (n, pre, _) = runs[1][0][t];
+        println!("    | {} | {n} | {pre} | {:.1} | {:.1} | {:.2}× |", t + 1, off * 1e3, on * 1e3, off / on);
+    }
+    Ok(())
 }
 
 fn main() -> gllm_web::Result<()> {
@@ -227,6 +277,9 @@ async fn run() -> gllm_web::Result<()> {
                     st.verify_steps,
                     st.plain_steps
                 );
+            }
+            if std::env::var("GLLM_GEN_CHAT").is_ok() {
+                chat_ttft(&mut g, &config, &prompt, cpu).await?;
             }
             if std::env::var("GLLM_GEN_PROFILE").is_ok() {
                 print_profile(&g)?;

@@ -120,7 +120,8 @@ const JINJA_DICT: &[&str] = &[
     "{% if ", "{% else %}", "{% endif %}", "{% macro f(n) %}", "{% endmacro %}", "{{ f(n) }}", "{{ f(n - 1) }}{{ f(n - 1) }}",
     " ~ ", " * 1000000", " * 99999999", " + ", "|join", "|join(', ')", "|tojson", "|length", "|reverse", "|list",
     "|center(99999999)", "|indent(99999999)", "|replace('a', 'aaaaaaaa')", "loop.index", "loop.cycle(1, 2)", "messages",
-    "message['content']", "namespace(", "{% set ns = namespace(s='x') %}", "{% set ns.s = ns.s ~ ns.s %}",
+    "message['content']", "namespace(", "{% set ns = namespace(s='x') %}", "{% set ns.s = ns.s ~ ns.s %}", "{% set ns.s = ns %}",
+    "{% set ns.s = [ns.s, ns.s] %}", "[ns]", "|unique", "|sort", "|pprint", "|batch(99999999)", ".join(messages)",
     "raise_exception('x')", "{% set x = ", "recursive", "loop(m)", "9999999999", "-1", ".strip()", ".split(' ')",
     "{% break %}", "{% continue %}", "{% include 'chat' %}", "{% extends 'chat' %}", "{% block b %}", "{% endblock %}",
     "{% filter upper %}", "{% endfilter %}", "{% call f(1) %}", "{% endcall %}", "{% with a = 1 %}", "{% endwith %}",
@@ -216,13 +217,9 @@ fn main() {
     let crash_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-inputs-crashes");
     std::fs::create_dir_all(&crash_dir).ok();
     let last = crash_dir.join(format!("last-{target}"));
-    // a template can still exhaust memory (see SPEC/untrusted.md): keep its input on disk
+    // an abort (a stack overflow, an allocation failure) ends the process without a report:
+    // keep the input being run on disk
     let keep_last = target == "chat" && std::env::var_os("FUZZ_NO_LAST").is_none();
-    // Known minijinja bug (SPEC/untrusted.md): a namespace assigned into itself
-    // (`{% set ns.a = ns %}{{ ns }}`) recurses until the stack overflows, an abort no
-    // budget catches. FUZZ_SKIP_NAMESPACE=1 skips inputs naming `namespace` to look past it.
-    let skip_namespace = target == "chat" && std::env::var_os("FUZZ_SKIP_NAMESPACE").is_some();
-    let mut skipped = 0u64;
     let mut rng = Rng(seed);
     let (mut execs, mut accepted, mut crashes, mut hangs) = (0u64, 0u64, 0u64, 0u64);
     let start = std::time::Instant::now();
@@ -230,10 +227,6 @@ fn main() {
     while start.elapsed() < deadline {
         let mut d = seeds[rng.below(seeds.len())].clone();
         mutate_with(&mut rng, &mut d, dict);
-        if skip_namespace && d.windows(9).any(|w| w == b"namespace") {
-            skipped += 1;
-            continue;
-        }
         if keep_last {
             std::fs::write(&last, &d).ok();
         }
@@ -254,10 +247,9 @@ fn main() {
     std::fs::remove_file(&last).ok();
     let t = start.elapsed().as_secs_f64();
     println!(
-        "fuzz_inputs {target}: seed {seed}, {t:.0} s, {execs} executions ({:.0}/s), {accepted} accepted, {crashes} crashes, {hangs} slower than {} s{}{}",
+        "fuzz_inputs {target}: seed {seed}, {t:.0} s, {execs} executions ({:.0}/s), {accepted} accepted, {crashes} crashes, {hangs} slower than {} s{}",
         execs as f64 / t,
         SLOW.as_secs(),
-        if skipped > 0 { format!(", {skipped} inputs naming `namespace` skipped") } else { String::new() },
         if crashes + hangs > 0 { format!(" (inputs in {})", crash_dir.display()) } else { String::new() }
     );
     if crashes + hangs > 0 {

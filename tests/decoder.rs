@@ -22,6 +22,7 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 gpu_tests! {
     rope_matches_cpu => rope_matches_cpu,
     rope_append_matches_cpu => rope_append_matches_cpu,
+    kv_shift_matches_cpu => kv_shift_matches_cpu,
     cached_attention_matches_cpu => cached_attention_matches_cpu,
     swiglu_matches_cpu => swiglu_matches_cpu,
     geglu_tanh_matches_cpu => geglu_tanh_matches_cpu,
@@ -73,6 +74,49 @@ async fn rope_batched_matches_cpu(gpu: Gpu) -> R {
         enc.submit()?;
         let want: Vec<f32> = x.chunks(seq * heads * d).flat_map(|s| cpu::rope(s, &inv, pos0 as usize, heads, d)).collect();
         assert_close(&format!("rope_batched {batch}x{seq}x{heads}x{d}@{pos0}"), &gpu.readback_f32(&t).await?, &want, ROPE_TOL)?;
+    }
+    Ok(())
+}
+
+/// A context shift: cache rows dropped, the rows after them moved down with their keys
+/// rotated back. Against the CPU reference on ragged shapes, and the identity it relies on:
+/// a key of position p shifted by `drop` is the key of position p − drop.
+async fn kv_shift_matches_cpu(gpu: Gpu) -> R {
+    let mut rng = Rng::new(21);
+    for (kvh, d, cache, keep, drop, used) in [(2usize, 64usize, 40usize, 4usize, 18usize, 40usize), (3, 18, 29, 1, 5, 23), (1, 256, 9, 0, 4, 9)] {
+        let w = kvh * d;
+        let (k0, v0) = (rng.vec(cache * w, 1.0), rng.vec(cache * w, 1.0));
+        let inv = inv_freq(d, 1e4);
+        let (kc, vc) = (gpu.upload_f32(&k0, &[cache, w])?, gpu.upload_f32(&v0, &[cache, w])?);
+        let f = gpu.upload_f32(&inv, &[d / 2])?;
+        let mut enc = gpu.encoder();
+        rope::kv_shift(&mut enc, &kc, &vc, &f, kvh, d, keep, drop, used)?;
+        enc.submit()?;
+        let (want_k, want_v) = cpu::kv_shift(&k0, &v0, &inv, kvh, d, keep, drop, used);
+        let n = want_k.len();
+        let name = format!("kv_shift {kvh}x{d} rows {keep}..{} of {used}", keep + drop);
+        assert_close(&format!("{name} k"), &gpu.readback_f32(&kc).await?[..n], &want_k, ROPE_TOL)?;
+        assert_close(&format!("{name} v"), &gpu.readback_f32(&vc).await?[..n], &want_v, F32_ELEMENTWISE)?;
+        // raw keys rotated for positions 0..used, then shifted: those of positions keep..
+        let raw = rng.vec(used * w, 1.0);
+        let rotated = cpu::rope(&raw, &inv, 0, kvh, d);
+        let kc = gpu.upload_f32(&rotated, &[used, w])?;
+        let vc = gpu.upload_f32(&raw, &[used, w])?;
+        let mut enc = gpu.encoder();
+        rope::kv_shift(&mut enc, &kc, &vc, &f, kvh, d, keep, drop, used)?;
+        enc.submit()?;
+        let moved = &raw[(keep + drop) * w..];
+        let want = cpu::rope(moved, &inv, keep, kvh, d);
+        assert_close(&format!("{name}: shifted keys = keys at their new positions"), &gpu.readback_f32(&kc).await?[keep * w..(used - drop) * w], &want, ROPE_TOL)?;
+    }
+    // bad ranges are errors
+    let (kc, vc) = (gpu.alloc(&[8, 64], gllm_web::gpu::DType::F32)?, gpu.alloc(&[8, 64], gllm_web::gpu::DType::F32)?);
+    let f = gpu.upload_f32(&inv_freq(64, 1e4), &[32])?;
+    let mut enc = gpu.encoder();
+    for (keep, drop, used) in [(4, 0, 8), (4, 5, 8), (0, 2, 9)] {
+        if rope::kv_shift(&mut enc, &kc, &vc, &f, 1, 64, keep, drop, used).is_ok() {
+            return Err(format!("kv_shift {keep}+{drop} of {used} accepted").into());
+        }
     }
     Ok(())
 }

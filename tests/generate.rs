@@ -142,7 +142,82 @@ async fn smollm2(gpu: Gpu) -> R {
     check_goldens(&mut g, "smollm2-135m-instruct", SMOLLM2, greedy).await?;
     streams_stops_aborts_samples(&gpu, &mut g).await?;
     prefix_cache_across_turns(&mut g).await?;
-    speculative_equals_greedy(&mut g).await
+    speculative_equals_greedy(&mut g).await?;
+    context_shift_at_the_cache_limit(&mut g).await
+}
+
+/// A conversation outgrowing the cache (`context_shift`, StreamingLLM's attention sinks):
+/// - a prompt longer than the cache keeps its first 4 tokens and its end, and the output is
+///   exactly that of the kept tokens given as the prompt;
+/// - generating 3× the cache's size completes; until the first shift the tokens are plain
+///   greedy's, and at the end the cache holds (what the model sees) the 4 sinks and the most
+///   recent tokens, the rest counted in `evicted`;
+/// - without `context_shift` the same prompt is an error and generation stops at the cache's
+///   end.
+async fn context_shift_at_the_cache_limit(g: &mut Generator) -> R {
+    let browser = cfg!(target_arch = "wasm32");
+    let (cache, new) = if browser { (20, 60) } else { (32, 96) };
+    let sinks = gllm_web::engine::DEFAULT_SINK_TOKENS;
+    // 1. a long prompt: its middle dropped
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(8) + "The capital of France is";
+    let opts = GenerateOptions { max_new_tokens: 4, cache_tokens: Some(cache), prefix_cache: false, ..Default::default() };
+    let out = g.generate(Prompt::Text(&long), &opts).await?;
+    let ids = out.prompt_ids.clone();
+    let room = 4usize.clamp(1, (cache - sinks) / 2);
+    let kept: Vec<u32> = ids[..sinks].iter().chain(&ids[ids.len() - (cache - room - sinks)..]).copied().collect();
+    if out.evicted != ids.len() - kept.len() {
+        return Err(format!("prompt of {} tokens in a cache of {cache}: evicted {} (want {})", ids.len(), out.evicted, ids.len() - kept.len()).into());
+    }
+    let direct = g.generate(Prompt::Ids(&kept), &GenerateOptions { max_new_tokens: 4, prefix_cache: false, context_shift: false, ..Default::default() }).await?;
+    if out.tokens != direct.tokens {
+        return Err(format!("truncated prompt gave {:?}, the kept tokens as the prompt {:?}", out.tokens, direct.tokens).into());
+    }
+    log!("context shift: a {}-token prompt in a {cache}-token cache kept {} (4 sinks + its end), {:?} as from the kept ids", ids.len(), kept.len(), out.text);
+
+    // 2. generation through 3x the cache
+    let prompt = Prompt::Text("The capital of France is");
+    let plain = g.generate(prompt, &GenerateOptions { max_new_tokens: new, ignore_eos: true, ..Default::default() }).await?;
+    let long_run = g.generate(prompt, &GenerateOptions { max_new_tokens: new, ignore_eos: true, cache_tokens: Some(cache), prefix_cache: false, ..Default::default() }).await?;
+    let n = long_run.prompt_ids.len();
+    if long_run.tokens.len() != new || long_run.finish_reason != gllm_web::FinishReason::Length {
+        return Err(format!("{} of {new} tokens in a {cache}-token cache ({:?})", long_run.tokens.len(), long_run.finish_reason).into());
+    }
+    // the step that writes cache row `cache` is the first after a shift: tokens before it are plain greedy's
+    let same = cache - n + 1;
+    if long_run.tokens[..same] != plain.tokens[..same] {
+        return Err(format!("before the first shift: {:?} != plain {:?}", &long_run.tokens[..same], &plain.tokens[..same]).into());
+    }
+    let mut full = long_run.prompt_ids.clone();
+    full.extend(&long_run.tokens[..new - 1]);
+    let seen = g.cached_ids().to_vec();
+    let recent = seen.len() - sinks;
+    if seen.len() > cache || seen[..sinks] != full[..sinks] || seen[sinks..] != full[full.len() - recent..] || long_run.evicted != full.len() - seen.len() {
+        return Err(format!("after {} tokens the cache holds {seen:?} (evicted {})", full.len(), long_run.evicted).into());
+    }
+    log!(
+        "context shift: {new} tokens through a {cache}-token cache; the first {same} equal plain greedy; at the end the model sees {sinks} sinks + the last {recent} tokens ({} evicted): {:?}",
+        long_run.evicted,
+        long_run.text
+    );
+    if !browser {
+        // speculative decoding shifts the same way (a verify pass needs k + 1 rows)
+        let spec = GenerateOptions { speculative: Some(gllm_web::Speculative::default()), max_new_tokens: new, ignore_eos: true, cache_tokens: Some(cache), prefix_cache: false, ..Default::default() };
+        let sp = g.generate(prompt, &spec).await?;
+        if sp.tokens.len() != new || sp.tokens[..same - 8] != plain.tokens[..same - 8] {
+            return Err(format!("speculative through the cache: {} tokens, {:?}", sp.tokens.len(), sp.tokens).into());
+        }
+    }
+
+    // 3. without context shift
+    let strict = GenerateOptions { max_new_tokens: new, ignore_eos: true, cache_tokens: Some(cache), context_shift: false, ..Default::default() };
+    if g.generate(Prompt::Text(&long), &strict).await.is_ok() {
+        return Err("a prompt longer than the cache was accepted without context_shift".into());
+    }
+    let stopped = g.generate(prompt, &strict).await?;
+    if stopped.tokens.len() != cache - n || stopped.finish_reason != gllm_web::FinishReason::Length || stopped.evicted != 0 {
+        return Err(format!("without context_shift: {} tokens ({:?}), want {}", stopped.tokens.len(), stopped.finish_reason, cache - n).into());
+    }
+    Ok(())
 }
 
 /// Prompt-lookup speculative decoding gives the plain greedy tokens, token for token: on

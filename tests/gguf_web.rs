@@ -87,6 +87,33 @@ async fn smollm2_gguf_tokenizer_and_load(gpu: Gpu) -> Result<(), String> {
     Ok(())
 }
 
+/// Hostile chat templates in the browser too (issue 20; the native cases are in
+/// `tests/untrusted.rs`): a namespace holding itself, a value nested 100,000 deep, a string
+/// doubled per statement and a 100 GB indent each end in an error, not a trap of the wasm
+/// module (a stack overflow or a failed allocation), and a good template renders afterwards.
+async fn hostile_chat_templates_are_errors(_gpu: Gpu) -> Result<(), String> {
+    use gllm_web::tokenizer::chat::render_chat;
+    let m = [ChatMessage::new("user", "hi")];
+    for t in [
+        "{% set ns = namespace(a=0) %}{% set ns.a = ns %}{{ ns }}",
+        "{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
+        "{% set ns = namespace(x=[1]) %}{% for i in range(40) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}{{ ns.x|tojson }}",
+        "{% set a = 'x' * 1000000 %}{% set b = a ~ a %}{% set c = b ~ b %}{% set d = c ~ c %}{% set e = d ~ d %}{% set f = e ~ e %}{{ f|length }}",
+        "{{ 'x\ny'|indent(100000000000) }}",
+    ] {
+        match render_chat(t, &m, true, None, None) {
+            Err(gllm_web::Error::Tokenizer(msg)) => log!("refused: {msg}"),
+            other => return Err(format!("{t}: expected a template error, got {other:?}")),
+        }
+    }
+    let ok = render_chat("{% for m in messages %}[{{ m.content }}]{% endfor %}", &m, true, None, None).map_err(|e| e.to_string())?;
+    if ok != "[hi]" {
+        return Err(format!("good template rendered {ok:?}"));
+    }
+    Ok(())
+}
+
 gpu_tests! {
+    hostile_chat_templates_are_errors_test => hostile_chat_templates_are_errors,
     smollm2_gguf_tokenizer_and_load_test => smollm2_gguf_tokenizer_and_load,
 }

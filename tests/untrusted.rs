@@ -60,13 +60,88 @@ fn chat_template_deep_recursion_hits_the_limit() {
 
 #[test]
 fn chat_template_huge_output_hits_the_cap() {
-    // one 50 MB string (minijinja's own repeat cap is 100 MB), then many smaller ones
-    rejects_template("{{ 'x' * 50000000 }}", "output exceeds");
+    // one 2 MB string (within the fuel, over the output cap), then many smaller ones
+    rejects_template("{{ 'x' * 2000000 }}", "output exceeds");
     rejects_template("{% for i in range(100000) %}{{ 'y' * 1000 }}{% endfor %}", "output exceeds");
     // the cap grows with the conversation: a long message renders in full
     let long = "z".repeat(3 << 20);
     let out = render_chat(CHATML, &[ChatMessage::new("user", long.clone())], true, None, None).unwrap();
     assert!(out.contains(&long));
+}
+
+#[test]
+fn chat_template_namespace_cannot_hold_itself() {
+    // printing, serialising or comparing a namespace assigned into itself recursed until the
+    // stack overflowed (an abort natively, a trap in wasm): now the assignment is refused
+    for t in [
+        "{% set ns = namespace(a=0) %}{% set ns.a = ns %}{{ ns }}",
+        "{% set ns = namespace(a=0) %}{% set ns.a = [ns] %}{{ ns|tojson }}",
+        "{% set ns = namespace(a=0) %}{% set ns.a = {'x': [1, ns]} %}{{ ns == ns }}",
+        "{% set a = namespace() %}{% set b = namespace() %}{% set a.b = b %}{% set b.a = a %}{{ a }}",
+    ] {
+        rejects_template(t, "cannot be stored in a namespace");
+    }
+    // what real templates do with namespaces still works
+    let t = "{% set ns = namespace(found=false, n=0, last='') %}{% for m in messages %}{% set ns.found = true %}{% set ns.n = ns.n + 1 %}{% set ns.last = m.content %}{% endfor %}{{ ns.found }} {{ ns.n }} {{ ns.last }}";
+    assert_eq!(chat(t).unwrap(), "True 1 hi");
+}
+
+#[test]
+fn chat_template_deep_values_are_refused() {
+    // a list nested 100,000 deep overflowed the stack when printed or dropped
+    rejects_template(
+        "{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
+        "nested deeper than 48",
+    );
+    rejects_template(
+        "{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = {'k': ns.x} %}{% endfor %}",
+        "nested deeper than 48",
+    );
+    // a list holding itself twice per level: 2^60 paths to print, compare, hash or serialise
+    for op in ["{{ ns.x }}", "{{ ns.x|tojson }}", "{{ ns.x == [ns.x, ns.x][0] }}", "{{ ns.x|unique|list|length }}", "{{ ns.x|string|length }}"] {
+        let t = format!("{{% set ns = namespace(x=[1]) %}}{{% for i in range(40) %}}{{% set ns.x = [ns.x, ns.x] %}}{{% endfor %}}{op}");
+        let t0 = std::time::Instant::now();
+        assert!(chat(&t).is_err(), "{op}");
+        assert!(t0.elapsed().as_secs() < 20, "{op} took {:?}", t0.elapsed());
+    }
+}
+
+#[test]
+fn chat_template_values_are_metered() {
+    // a string doubled per statement: 2.2 GB after a few, within the instruction count
+    rejects_template(
+        "{% set a = 'x' * 1000000 %}{% set b = a ~ a %}{% set c = b ~ b %}{% set d = c ~ c %}{% set e = d ~ d %}{% set f = e ~ e %}{% set g = f ~ f %}{{ g|length }}",
+        "budget",
+    );
+    rejects_template(
+        "{% set a = 'x' * 1000000 %}{% set b = a + a %}{% set c = b + b %}{% set d = c + c %}{% set e = d + d %}{% set f = e + e %}{% set g = f + f %}{{ g|length }}",
+        "budget",
+    );
+    // sizes from a number: 100 GB asked for in one call
+    rejects_template("{{ 'x\ny'|indent(100000000000) }}", "too large");
+    rejects_template("{{ messages|tojson(indent=100000000000) }}", "too large");
+    rejects_template("{{ '%100000000000s'|format('x') }}", "too large");
+    rejects_template("{{ '{:>100000000000}'.format('x') }}", "too large");
+    rejects_template("{{ [1]|batch(100000000000000) }}", "too large");
+    rejects_template("{{ [1]|slice(100000000000000) }}", "too large");
+    rejects_template("{{ ('x' * 100000)|replace('x', 'y' * 100000) }}", "too large");
+    rejects_template("{{ ('x' * 100000).replace('x', 'y' * 100000) }}", "too large");
+    rejects_template("{{ range(100000)|join('y' * 100000) }}", "budget");
+    rejects_template("{{ ('y' * 100000).join(range(100000)) }}", "too large");
+    // a 50 MB operation counted as one step: this loop ran for hours
+    rejects_template(
+        "{% for i in range(100000) %}{% set x = messages[0].content * 49999999 %}{% endfor %}",
+        "too large",
+    );
+    // a large value touched in a loop costs its size every time
+    rejects_template(
+        "{% set s = 'x' * 5000000 %}{% for i in range(100000) %}{% if 'y' in s %}{% endif %}{% endfor %}",
+        "budget",
+    );
+    rejects_template(
+        "{% set s = range(100000)|list %}{% for i in range(100000) %}{% set r = s|reverse|list %}{% endfor %}",
+        "budget",
+    );
 }
 
 #[test]
@@ -411,6 +486,18 @@ fn tokenizer_json_that_panicked_the_tokenizers_crate_is_an_error() {
     assert_ne!(bad, good);
     match Tokenizer::from_bytes(bad.as_bytes(), 16) {
         Err(Error::Tokenizer(m)) => assert!(m.contains("\"[CLS]\", absent from its special_tokens"), "{m}"),
+        other => panic!("expected a tokenizer error, got {:?}", other.map(|_| ())),
+    }
+    // a single template naming sequence B (an index panic when encoding one text; found by
+    // fuzz_inputs tokenizer)
+    let template = r#""post_processor": {"type": "TemplateProcessing",
+        "single": [{"Sequence": {"id": "B", "type_id": 0}}],
+        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {}}"#;
+    let bad = good.replace(r#""post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 4], "cls": ["[CLS]", 3]}"#, template);
+    assert_ne!(bad, good);
+    match Tokenizer::from_bytes(bad.as_bytes(), 16) {
+        Err(Error::Tokenizer(m)) => assert!(m.contains("sequence B in its single template"), "{m}"),
         other => panic!("expected a tokenizer error, got {:?}", other.map(|_| ())),
     }
     // a lone surrogate or an out-of-range number inside `decoder` (same panic)

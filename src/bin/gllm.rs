@@ -33,9 +33,9 @@
 //! ```text
 //! gllm generate --model DIR|FILE.gguf --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]
 //!      [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]
-//!      [--speculative prompt-lookup [--draft-k K]]
+//!      [--speculative prompt-lookup [--draft-k K]] [--cache-tokens N] [--sink-tokens N] [--no-context-shift]
 //! ```
-//! prints `{"prompt_ids": [...], "tokens": [...], "text": "...", "finish_reason": "..."}` (and
+//! prints `{"prompt_ids": [...], "tokens": [...], "text": "...", "finish_reason": "...", "evicted": N}` (and
 //! `"speculative": {verify_steps, plain_steps, drafted, accepted}` with `--speculative`).
 //! Errors go to stderr with exit status 1 (2 for usage errors).
 
@@ -69,7 +69,7 @@ const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-no
        gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q5_1|q2_K|q3_K|q4_K|q5_K|q6_K|iq4_nl --out DIR
        gllm generate --model DIR|FILE.gguf --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T] [--top-k K]
                      [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]
-                     [--speculative prompt-lookup [--draft-k K]]";
+                     [--speculative prompt-lookup [--draft-k K]] [--cache-tokens N] [--sink-tokens N] [--no-context-shift]";
 
 #[cfg(not(target_arch = "wasm32"))]
 fn run(r: Result<(), String>) -> i32 {
@@ -280,6 +280,9 @@ fn generate(args: &[String]) -> Result<(), String> {
                 "prompt-lookup" => opts.speculative = Some(opts.speculative.unwrap_or_default()),
                 other => return Err(format!("--speculative {other}: expected prompt-lookup\n{USAGE}")),
             },
+            "--cache-tokens" => opts.cache_tokens = Some(num("--cache-tokens", value("--cache-tokens")?)?),
+            "--sink-tokens" => opts.sink_tokens = num("--sink-tokens", value("--sink-tokens")?)?,
+            "--no-context-shift" => opts.context_shift = false,
             "--draft-k" => {
                 let k = num("--draft-k", value("--draft-k")?)?;
                 opts.speculative = Some(gllm_web::Speculative { k, ..opts.speculative.unwrap_or_default() });
@@ -306,6 +309,7 @@ fn generate(args: &[String]) -> Result<(), String> {
             "tokens": out.tokens,
             "text": out.text,
             "finish_reason": out.finish_reason.as_str(),
+            "evicted": out.evicted,
         });
         let json = match out.speculative {
             Some(st) => {

@@ -8,6 +8,8 @@
 //! writes the next id back into `state[0]`. Only that id crosses to the CPU (4 bytes per
 //! token), for stop conditions and streaming. See `SPEC/generation.md`.
 
+use std::cell::RefCell;
+
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -41,6 +43,10 @@ impl GeneratorOptions {
     }
 }
 
+/// Attention sinks a context shift keeps by default ([`GenerateOptions::sink_tokens`];
+/// StreamingLLM uses 4).
+pub const DEFAULT_SINK_TOKENS: usize = 4;
+
 /// Options of one generate call.
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -58,6 +64,20 @@ pub struct GenerateOptions {
     /// by default). Greedy decoding only (temperature 0, no repetition penalty): the output is
     /// the plain greedy output; with sampling settings it is ignored.
     pub speculative: Option<Speculative>,
+    /// Tokens the KV cache holds at most (default, and at most: the model's context,
+    /// `max_position_embeddings`).
+    pub cache_tokens: Option<usize>,
+    /// When a conversation outgrows the cache (default true): keep its first
+    /// [`Self::sink_tokens`] tokens (attention sinks) and the most recent ones, dropping the
+    /// oldest in between (StreamingLLM, Xiao et al. 2023, <https://arxiv.org/abs/2309.17453>).
+    /// A prompt longer than the cache loses its middle; a cache that fills during generation
+    /// drops half of its tokens after the sinks, the keys of those it keeps rotated to their
+    /// new positions ([`crate::kernels::rope::kv_shift`]). [`Generation::evicted`] counts what
+    /// was dropped. False: a prompt that does not fit is an error, and generation stops at
+    /// the cache's end (`FinishReason::Length`).
+    pub context_shift: bool,
+    /// The attention sinks a context shift keeps (default 4, as StreamingLLM).
+    pub sink_tokens: usize,
 }
 
 impl Default for GenerateOptions {
@@ -69,6 +89,9 @@ impl Default for GenerateOptions {
             ignore_eos: false,
             prefix_cache: true,
             speculative: None,
+            cache_tokens: None,
+            context_shift: true,
+            sink_tokens: DEFAULT_SINK_TOKENS,
         }
     }
 }
@@ -167,6 +190,9 @@ pub struct Generation {
     pub finish_reason: FinishReason,
     /// Speculative decoding's counters, when it ran.
     pub speculative: Option<SpeculativeStats>,
+    /// Tokens this call dropped from what the model sees ([`GenerateOptions::context_shift`]):
+    /// the middle of a prompt longer than the cache, and those a full cache shifted out.
+    pub evicted: usize,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +230,57 @@ fn ids_of(v: &serde_json::Value) -> Vec<u32> {
     }
 }
 
+/// Tokens a cache keeps at least after its sinks ([`GenerateOptions::context_shift`]).
+pub const MIN_WINDOW: usize = 16;
+
+/// The cache rows one generate call uses: `used` of `rows`, and the context shifts made when
+/// they ran out ([`GenerateOptions::context_shift`]).
+struct Window {
+    rows: usize,
+    sinks: Option<usize>,
+    used: usize,
+    /// Rows dropped after the sinks, per shift.
+    shifts: Vec<usize>,
+}
+
+impl Window {
+    fn room(&self) -> usize {
+        self.rows.saturating_sub(self.used)
+    }
+
+    /// Makes room for `need` more rows: with sinks, a shift that drops half the rows after
+    /// them (at least `need`), submitted before the step that needs them; without, an error
+    /// (the call sized the cache for its tokens).
+    fn make_room(&mut self, need: usize, gpu: &Gpu, model: &CausalLm, s: &Session) -> Result<()> {
+        if self.used + need <= self.rows {
+            return Ok(());
+        }
+        let Some(keep) = self.sinks else {
+            return Err(Error::Input(format!("internal: {need} more rows past a full cache of {}", self.rows)));
+        };
+        let drop = ((self.rows - keep) / 2).max(self.used + need - self.rows);
+        if keep + drop > self.used {
+            return Err(Error::Input(format!("a step of {need} rows does not fit a cache of {} rows after {keep} sinks", self.rows)));
+        }
+        let mut enc = gpu.encoder();
+        model.shift_cache(&mut enc, &s.cache, keep, drop, self.used)?;
+        enc.submit()?;
+        self.used -= drop;
+        gpu.write(&s.state, 4, &(self.used as u32).to_le_bytes());
+        self.shifts.push(drop);
+        Ok(())
+    }
+}
+
+/// A recorded speculative verify pass of `k` drafts: write `ids` (the last token and the
+/// drafts) and `drafts`, replay `rec`, read `verdict` ([`verify`]).
+struct VerifyStep {
+    ids: GpuTensor,
+    drafts: GpuTensor,
+    verdict: GpuTensor,
+    rec: Recording,
+}
+
 /// GPU state of one KV-cache size: the cache, the per-call buffers and the recorded
 /// decode step that reads and writes them.
 struct Session {
@@ -215,6 +292,30 @@ struct Session {
     /// `[vocab]` u32: 1 for tokens in the prompt or output (repetition penalty).
     seen: GpuTensor,
     decode: Recording,
+    /// Verify passes recorded so far, by draft length (speculative decoding).
+    verify: RefCell<Vec<Option<std::sync::Arc<VerifyStep>>>>,
+}
+
+impl Session {
+    /// The recorded verify pass of `k` drafts over this session's cache, recorded on first use.
+    fn verify_step(&self, gpu: &Gpu, model: &CausalLm, k: usize) -> Result<std::sync::Arc<VerifyStep>> {
+        if let Some(Some(step)) = self.verify.borrow().get(k) {
+            return Ok(step.clone());
+        }
+        let ids = gpu.alloc(&[k + 1], crate::gpu::DType::U32)?;
+        let drafts = gpu.alloc(&[k], crate::gpu::DType::U32)?;
+        let verdict = gpu.alloc(&[k + 2], crate::gpu::DType::U32)?;
+        let mut enc = gpu.encoder();
+        let logits = model.forward(&mut enc, &ids, &self.cache, &self.state, true)?;
+        verify(&mut enc, &logits, &drafts, k, &self.state, &verdict)?;
+        let step = std::sync::Arc::new(VerifyStep { ids, drafts, verdict, rec: enc.record()? });
+        let mut all = self.verify.borrow_mut();
+        if all.len() <= k {
+            all.resize(k + 1, None);
+        }
+        all[k] = Some(step.clone());
+        Ok(step)
+    }
 }
 
 pub struct Generator {
@@ -348,6 +449,12 @@ impl Generator {
     pub fn weight_bytes_per_token(&self) -> u64 {
         self.model.weight_bytes_per_token()
     }
+    /// The token ids whose keys and values the KV cache holds, in cache order: what the model
+    /// sees of the conversation so far (after a context shift, its sinks and recent tokens).
+    pub fn cached_ids(&self) -> &[u32] {
+        &self.cached
+    }
+
     /// Prompt tokens the last generate call prefilled: all of them, or those after the prefix
     /// it found in the KV cache of the call before ([`GenerateOptions::prefix_cache`]).
     pub fn last_prefill_tokens(&self) -> usize {
@@ -416,13 +523,22 @@ impl Generator {
             return Err(Error::Input("the prompt is empty".into()));
         }
         let ctx = self.model.max_position_embeddings();
-        if n >= ctx {
-            return Err(Error::Input(format!("the prompt has {n} tokens; the model's context is {ctx}")));
+        let cap = opts.cache_tokens.unwrap_or(ctx).min(ctx);
+        let sink_tokens = opts.context_shift.then_some(opts.sink_tokens);
+        if let Some(sinks) = sink_tokens {
+            if cap < sinks + MIN_WINDOW {
+                return Err(Error::Input(format!("a cache of {cap} tokens leaves no window after {sinks} sink tokens (at least {MIN_WINDOW} needed)")));
+            }
+        } else if n >= cap {
+            return Err(Error::Input(format!("the prompt has {n} tokens; the cache holds {cap} (the model's context is {ctx})")));
         }
         if opts.max_new_tokens == 0 {
-            return Ok(Generation { prompt_ids, tokens: vec![], text: String::new(), finish_reason: FinishReason::Length, speculative: None });
+            return Ok(Generation { prompt_ids, tokens: vec![], text: String::new(), finish_reason: FinishReason::Length, speculative: None, evicted: 0 });
         }
-        let max_new = opts.max_new_tokens.min(ctx - n);
+        let max_new = match sink_tokens {
+            Some(_) => opts.max_new_tokens,
+            None => opts.max_new_tokens.min(cap - n),
+        };
         // Speculative decoding runs for greedy settings only (its acceptance is greedy).
         let speculative = opts.speculative.filter(|_| opts.sampling.temperature == 0.0 && opts.sampling.repetition_penalty == 1.0);
         if let Some(sp) = speculative {
@@ -432,13 +548,25 @@ impl Generator {
         }
         // A verify pass writes k rows past the last token.
         let spare = speculative.map_or(0, |sp| sp.k);
-        let rows = (n + max_new + spare).next_multiple_of(CACHE_STEP).min(ctx);
+        // What the model sees of the prompt: all of it, or (sinks) its first tokens and as
+        // many of its last as leave room to generate (half the window, or what is asked for).
+        let kept: Vec<u32> = match sink_tokens {
+            Some(sinks) if n + 1 + spare > cap => {
+                let room = (max_new + spare).clamp(1, (cap - sinks) / 2);
+                let tail = cap - room - sinks;
+                prompt_ids[..sinks].iter().chain(&prompt_ids[n - tail..]).copied().collect()
+            }
+            _ => prompt_ids.clone(),
+        };
+        let evicted_prompt = n - kept.len();
+        let n = kept.len();
+        let rows = (n + max_new + spare).next_multiple_of(CACHE_STEP).min(cap);
         self.ensure_session(rows)?;
         // The prefix cache: the cache rows of the longest common prefix of the last call's
         // tokens and this prompt are reused (at least one prompt token is prefilled, for its
         // logits); the rows after it are overwritten.
         let reuse = if opts.prefix_cache {
-            self.cached.iter().zip(&prompt_ids).take_while(|(a, b)| a == b).count().min(n - 1)
+            self.cached.iter().zip(&kept).take_while(|(a, b)| a == b).count().min(n - 1)
         } else {
             0
         };
@@ -465,12 +593,15 @@ impl Generator {
 
         // Prefill: the prompt after the reused prefix in one submission, then the first
         // token's id.
-        let ids = gpu.upload_u32(&prompt_ids[reuse..], &[n - reuse])?;
+        let ids = gpu.upload_u32(&kept[reuse..], &[n - reuse])?;
         let mut enc = gpu.encoder();
         let logits = self.model.forward(&mut enc, &ids, &s.cache, &s.state, false)?;
         sample(&mut enc, &logits, &s.cfg, &s.seen, &s.state, n - reuse)?;
         let mut out = Emission::new(opts, max_new);
         let mut stats = SpeculativeStats::default();
+        // Cache rows in use (the prompt's now), and the shifts made when they ran out.
+        let window = RefCell::new(Window { rows, sinks: sink_tokens, used: n, shifts: Vec::new() });
+        let make_room = |need: usize| -> Result<()> { window.borrow_mut().make_room(need, &gpu, &self.model, s) };
         let finish = if let Some(sp) = speculative {
             let first = enc.submit_start_u32(&s.state, &self.slots[0])?;
             let run = async {
@@ -489,24 +620,31 @@ impl Generator {
                     // Draft from the sequence so far; the last token is not in the cache yet.
                     let last = *seq.last().unwrap_or(&0);
                     let draft = prompt_lookup(&seq, sp.ngram, sp.k.min(max_new - out.tokens.len()));
+                    // A verify pass needs k + 1 rows; without sinks the cache was sized for it.
+                    let room = window.borrow().room();
+                    let draft = if room > draft.len() || sink_tokens.is_some() { draft } else { draft[..room.saturating_sub(1)].to_vec() };
                     if draft.is_empty() {
                         stats.plain_steps += 1;
+                        make_room(1)?;
                         next = vec![s.decode.submit_start_u32(&s.state, &self.slots[0])?.finish(&gpu).await?];
+                        window.borrow_mut().used += 1;
                         continue;
                     }
                     let k = draft.len();
+                    make_room(k + 1)?;
                     let mut input = vec![last];
                     input.extend(&draft);
-                    let ids = gpu.upload_u32(&input, &[k + 1])?;
-                    let drafts = gpu.upload_u32(&draft, &[k])?;
-                    let verdict = gpu.alloc(&[k + 2], crate::gpu::DType::U32)?;
-                    let mut enc = gpu.encoder();
-                    let logits = self.model.forward(&mut enc, &ids, &s.cache, &s.state, true)?;
-                    verify(&mut enc, &logits, &drafts, k, &s.state, &verdict)?;
-                    enc.submit()?;
+                    // The verify pass of k drafts is recorded once per session and replayed
+                    // with new ids (like the decode step): no encoding per step.
+                    let step = s.verify_step(&gpu, &self.model, k)?;
+                    let words = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|w| w.to_le_bytes()).collect() };
+                    gpu.write(&step.ids, 0, &words(&input));
+                    gpu.write(&step.drafts, 0, &words(&draft));
+                    step.rec.submit();
                     // The one readback of the step: [accepted, argmax of each row].
-                    let r = gpu.readback_u32(&verdict).await?;
+                    let r = gpu.readback_u32(&step.verdict).await?;
                     let a = (r[0] as usize).min(k);
+                    window.borrow_mut().used += a + 1;
                     stats.verify_steps += 1;
                     stats.drafted += k;
                     stats.accepted += a;
@@ -525,9 +663,16 @@ impl Generator {
             // next call.
             let mut pending = Some((enc.submit_start_u32(&s.state, &self.slots[0])?, 0usize));
             let mut ahead = None;
+            // Each decode step writes the cache row of the token it reads.
+            let step = |slot: usize| -> Result<_> {
+                make_room(1)?;
+                let read = s.decode.submit_start_u32(&s.state, &self.slots[slot])?;
+                window.borrow_mut().used += 1;
+                Ok((read, slot))
+            };
             let run = async {
                 if max_new >= 2 {
-                    ahead = Some((s.decode.submit_start_u32(&s.state, &self.slots[1])?, 1usize));
+                    ahead = Some(step(1)?);
                 }
                 loop {
                     let Some((read, free)) = pending.take() else {
@@ -540,7 +685,7 @@ impl Generator {
                     // Keep one step ahead: token t+1 is in flight; submit t+2 into the freed slot.
                     pending = ahead.take();
                     if out.tokens.len() + 2 <= max_new {
-                        ahead = Some((s.decode.submit_start_u32(&s.state, &self.slots[free])?, free));
+                        ahead = Some(step(free)?);
                     }
                     if let Some(f) = out.flush(next, on_token) {
                         return Ok(f);
@@ -557,16 +702,23 @@ impl Generator {
         };
         let finish = finish?;
         let Emission { tokens, mut text, emitted, .. } = out;
-        // Every new token but the last has its keys and values in the cache now.
-        self.cached = prompt_ids.clone();
+        // Every new token but the last has its keys and values in the cache now, less what
+        // the shifts dropped (each dropped rows just after the sinks).
+        let Window { shifts, sinks, .. } = window.into_inner();
+        self.cached = kept;
         self.cached.extend(&tokens[..tokens.len().saturating_sub(1)]);
+        for &drop in &shifts {
+            let keep = sinks.unwrap_or(0);
+            self.cached.drain(keep..(keep + drop).min(self.cached.len()));
+        }
+        let evicted = evicted_prompt + shifts.iter().sum::<usize>();
         if finish != FinishReason::Stop && text.len() > emitted && finish != FinishReason::Abort {
             on_token(&text[emitted..], *tokens.last().unwrap_or(&0));
         }
         if finish == FinishReason::Abort {
             text.truncate(emitted);
         }
-        Ok(Generation { prompt_ids, tokens, text, finish_reason: finish, speculative: speculative.map(|_| stats) })
+        Ok(Generation { prompt_ids, tokens, text, finish_reason: finish, speculative: speculative.map(|_| stats), evicted })
     }
 
     /// Logits of every prompt position (`[n, vocab]`), for tests and parity checks; a
@@ -616,7 +768,7 @@ impl Generator {
         let logits = self.model.forward(&mut enc, &input, &cache, &state, false)?;
         sample(&mut enc, &logits, &cfg, &seen, &state, 1)?;
         let decode = enc.record()?;
-        self.session = Some(Session { cache, state, cfg, seen, decode });
+        self.session = Some(Session { cache, state, cfg, seen, decode, verify: RefCell::new(Vec::new()) });
         Ok(())
     }
 }

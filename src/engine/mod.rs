@@ -10,6 +10,6 @@ mod search;
 
 pub use embedder::{EmbedCallOptions, EmbedOptions, Embedder, Embeddings, Pooling};
 pub use load::LoadOptions;
-pub use generator::{prompt_lookup, FinishReason, GenerateOptions, Generation, Generator, GeneratorOptions, Prompt, Speculative, SpeculativeStats};
+pub use generator::{prompt_lookup, FinishReason, DEFAULT_SINK_TOKENS, MIN_WINDOW, GenerateOptions, Generation, Generator, GeneratorOptions, Prompt, Speculative, SpeculativeStats};
 pub use reranker::{RerankOptions, RerankResult, Reranker};
 pub use search::{Hit, IndexOptions, IndexStorage, SearchIndex, SearchMode};

@@ -8,20 +8,32 @@ use super::{u, KernelKey, Variant};
 use crate::error::{Error, Result};
 use crate::gpu::{grid, DType, Encoder, GpuTensor};
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RopeKey {
-    /// `rope_append` (q in place, k and v into the cache) instead of `rope`.
-    pub append: bool,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RopeKey {
+    /// `rope`: rotate in place.
+    Rotate,
+    /// `rope_append`: q in place, k and v into the cache.
+    Append,
+    /// `kv_shift`: cache rows out, keys rotated back.
+    Shift,
 }
 
 impl Variant for RopeKey {
     const FAMILY: &'static str = "rope";
     const SOURCE: &'static str = include_str!("rope.wgsl");
     fn entry(&self) -> &'static str {
-        if self.append { "rope_append" } else { "rope" }
+        match self {
+            Self::Rotate => "rope",
+            Self::Append => "rope_append",
+            Self::Shift => "kv_shift",
+        }
     }
     fn defines(&self) -> Vec<&'static str> {
-        if self.append { vec!["APPEND"] } else { vec![] }
+        match self {
+            Self::Rotate => vec![],
+            Self::Append => vec!["APPEND"],
+            Self::Shift => vec!["SHIFT"],
+        }
     }
 }
 
@@ -64,7 +76,7 @@ pub fn rope_batched(enc: &mut Encoder, x: &GpuTensor, inv_freq: &GpuTensor, stat
     }
     let params = [u(OP, "rows", rows)?, u(OP, "heads", heads)?, 0, u(OP, "head_dim", head_dim)?, 0, u(OP, "seq", seq)?, 0, 0];
     let n = u(OP, "threads", rows * heads * head_dim / 2)?;
-    enc.dispatch(KernelKey::Rope(RopeKey { append: false }), &params, &[x, inv_freq, state], grid(n.div_ceil(256)))
+    enc.dispatch(KernelKey::Rope(RopeKey::Rotate), &params, &[x, inv_freq, state], grid(n.div_ceil(256)))
 }
 
 /// Rotates `q` in place and appends the rotated `k` and `v` to the cache at rows
@@ -116,9 +128,62 @@ pub fn rope_append(
     ];
     let n = u(OP, "threads", rows * (heads + kv_heads) * head_dim / 2)?;
     enc.dispatch(
-        KernelKey::Rope(RopeKey { append: true }),
+        KernelKey::Rope(RopeKey::Append),
         &params,
         &[q, k, v, inv_freq, state, k_cache, v_cache],
         grid(n.div_ceil(256)),
     )
+}
+
+/// Drops cache rows `[keep, keep + drop)` of one layer (a context shift, as StreamingLLM keeps
+/// its attention sinks): rows `[keep + drop, used)` move down by `drop`, their keys rotated
+/// back by `drop` positions, so the cache's first `used - drop` rows hold the kept tokens in
+/// order at the positions they now occupy (a key rotated for position p, then by −drop, is
+/// the key of position p − drop; values do not depend on the position). The caller sets
+/// `state[1]` to `used - drop`.
+/// - `k_cache`, `v_cache`: `[cache_rows, kv_heads * head_dim]` f32, `used <= cache_rows`
+/// - `inv_freq`: `[head_dim / 2]` f32
+#[allow(clippy::too_many_arguments)]
+pub fn kv_shift(
+    enc: &mut Encoder,
+    k_cache: &GpuTensor,
+    v_cache: &GpuTensor,
+    inv_freq: &GpuTensor,
+    kv_heads: usize,
+    head_dim: usize,
+    keep: usize,
+    drop: usize,
+    used: usize,
+) -> Result<()> {
+    const OP: &str = "kv_shift";
+    if head_dim == 0 || head_dim % 2 != 0 {
+        return Err(Error::param(OP, format!("head_dim {head_dim} must be even and positive")));
+    }
+    inv_freq.expect_dtype(OP, "inv_freq", &[DType::F32])?;
+    if inv_freq.shape() != [head_dim / 2] {
+        return Err(Error::shape(OP, "inv_freq", format!("[{}]", head_dim / 2), inv_freq.shape()));
+    }
+    let kvw = kv_heads * head_dim;
+    for (name, t) in [("k_cache", k_cache), ("v_cache", v_cache)] {
+        t.expect_dtype(OP, name, &[DType::F32])?;
+        t.expect_rank(OP, name, 2)?;
+    }
+    let cache_rows = k_cache.shape()[0];
+    if k_cache.shape() != [cache_rows, kvw] || v_cache.shape() != k_cache.shape() {
+        return Err(Error::shape(OP, "k_cache", format!("[cache_rows, {kvw}]"), k_cache.shape()));
+    }
+    if drop == 0 || keep + drop > used || used > cache_rows {
+        return Err(Error::param(OP, format!("dropping rows {keep}..{} of {used} used ({cache_rows} in the cache)", keep + drop)));
+    }
+    let rows = used - keep - drop;
+    if rows == 0 {
+        return Ok(());
+    }
+    let gpu = enc.gpu();
+    let (k_out, v_out) = (gpu.alloc(&[rows, kvw], DType::F32)?, gpu.alloc(&[rows, kvw], DType::F32)?);
+    let params = [u(OP, "rows", rows)?, 0, u(OP, "kv_heads", kv_heads)?, u(OP, "head_dim", head_dim)?, 0, 0, u(OP, "from", keep + drop)?, u(OP, "delta", drop)?];
+    let n = u(OP, "threads", rows * kvw / 2)?;
+    enc.dispatch(KernelKey::Rope(RopeKey::Shift), &params, &[k_cache, v_cache, inv_freq, &k_out, &v_out], grid(n.div_ceil(256)))?;
+    enc.copy_slice(&k_out, 0, k_cache, keep * kvw, rows * kvw)?;
+    enc.copy_slice(&v_out, 0, v_cache, keep * kvw, rows * kvw)
 }

@@ -12,6 +12,11 @@
 //   rope_append  rotate q in place; rotate k and write it into k_cache row state[1] + r;
 //                copy v into v_cache row state[1] + r. One thread per (row, q head or kv
 //                head, i < h). Dispatch: grid(ceil(rows * (heads + kv_heads) * h / 256)).
+//   kv_shift     the first half of dropping cache rows (a context shift): rows
+//                first + r (r < rows) of k_cache and v_cache into k_out / v_out row r, the keys
+//                rotated back by `delta` positions (a rotation by -a_i composed with the one
+//                by position p gives exactly the one by p - delta). The caller copies them
+//                back over the dropped rows. One thread per (row, kv head, i < h).
 
 struct Params {
     rows: u32,      // tokens in this call
@@ -20,8 +25,8 @@ struct Params {
     head_dim: u32,  // even
     cache_rows: u32, // rows of k_cache / v_cache (rope_append); positions past it are dropped
     period: u32,    // rope: rows per sequence of a [batch * seq] input (row r at state[1] + r % seq); 0: one sequence
-    _p1: u32,
-    _p2: u32,
+    first: u32,     // kv_shift: first row moved
+    delta: u32,     // kv_shift: positions the moved keys go back
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,9 +39,17 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;  // k_cache: [cache_rows, kv_heads * head_dim] f32
 @group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;  // v_cache: [cache_rows, kv_heads * head_dim] f32
 #else
+#ifdef SHIFT
+@group(0) @binding(1) var<storage, read> k_cache: array<f32>;        // k_cache: [cache_rows, kv_heads * head_dim] f32
+@group(0) @binding(2) var<storage, read> v_cache: array<f32>;        // v_cache: [cache_rows, kv_heads * head_dim] f32
+@group(0) @binding(3) var<storage, read> inv_freq: array<f32>;       // inv_freq: [head_dim / 2] f32
+@group(0) @binding(4) var<storage, read_write> k_out: array<f32>;    // k_out: [rows, kv_heads * head_dim] f32
+@group(0) @binding(5) var<storage, read_write> v_out: array<f32>;    // v_out: [rows, kv_heads * head_dim] f32
+#else
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;        // x: [rows, heads * head_dim] f32, rotated in place
 @group(0) @binding(2) var<storage, read> inv_freq: array<f32>;       // inv_freq: [head_dim / 2] f32
 @group(0) @binding(3) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = position of row 0
+#endif
 #endif
 
 // cos and sin of a after reducing it to [-pi, pi] with a two-part 2*pi (Cody-Waite), so
@@ -52,7 +65,30 @@ fn angle(pos: u32, i: u32) -> vec2<f32> {
     return cos_sin(f32(pos) * inv_freq[i]);
 }
 
+#ifdef SHIFT
+@compute @workgroup_size(256)
+fn kv_shift(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 256u;
+    let h = p.head_dim / 2u;
+    if (idx >= p.rows * p.kv_heads * h) {
+        return;
+    }
+    let i = idx % h;
+    let rh = idx / h;               // row * kv_heads + head
+    let dst = rh * p.head_dim;
+    let src = (p.first * p.kv_heads) * p.head_dim + dst;
+    let cs = angle(p.delta, i);     // rotate by -a: cos(a), -sin(a)
+    let x0 = k_cache[src + i];
+    let x1 = k_cache[src + i + h];
+    k_out[dst + i] = x0 * cs.x + x1 * cs.y;
+    k_out[dst + i + h] = x1 * cs.x - x0 * cs.y;
+    v_out[dst + i] = v_cache[src + i];
+    v_out[dst + i + h] = v_cache[src + i + h];
+}
+#endif
+
 #ifndef APPEND
+#ifndef SHIFT
 @compute @workgroup_size(256)
 fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 256u;
@@ -73,6 +109,7 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     x[base + i] = x0 * cs.x - x1 * cs.y;
     x[base + i + h] = x1 * cs.x + x0 * cs.y;
 }
+#endif
 #endif
 
 #ifdef APPEND

@@ -518,6 +518,23 @@ impl Gemma3ForCausalLM {
         }
     }
 
+    /// Records a context shift of `cache` (as `LlamaModel::shift_cache`): rows `[keep, keep +
+    /// drop)` of every layer dropped, the `used - keep - drop` rows after them moved down with
+    /// their keys rotated back by the layer's own RoPE base (local or global). The caller sets
+    /// `state[1]` to `used - drop`; sliding layers then apply their window to the new positions.
+    pub fn shift_cache(&self, enc: &mut Encoder, cache: &KvCache, keep: usize, drop: usize, used: usize) -> Result<()> {
+        let m = &self.model;
+        let c = &m.config;
+        if cache.k.len() != m.layers.len() {
+            return Err(Error::Input("KV cache was built for another model".into()));
+        }
+        for ((k, v), layer) in cache.k.iter().zip(&cache.v).zip(&m.layers) {
+            let inv_freq = if layer.self_attn.sliding { &m.inv_freq_local } else { &m.inv_freq_global };
+            crate::kernels::rope::kv_shift(enc, k, v, inv_freq, c.kv_heads(), c.head_dim, keep, drop, used)?;
+        }
+        Ok(())
+    }
+
     /// Records the forward pass of `ids` (`[n]` u32), which continue a sequence of `state[1]`
     /// tokens already in `cache`, and returns the logits of the last token (`[1, vocab]`), or
     /// of every token when `all_logits` (as `LlamaModel::forward`).

@@ -449,6 +449,17 @@ impl LlamaModel {
         b
     }
 
+    /// Records a context shift of `cache`: rows `[keep, keep + drop)` of every layer dropped,
+    /// the `used - keep - drop` rows after them moved down with their keys rotated back
+    /// ([`crate::kernels::rope::kv_shift`]). The caller sets `state[1]` to `used - drop`.
+    pub fn shift_cache(&self, enc: &mut Encoder, cache: &KvCache, keep: usize, drop: usize, used: usize) -> Result<()> {
+        let c = &self.config;
+        for (k, v) in cache.k.iter().zip(&cache.v) {
+            crate::kernels::rope::kv_shift(enc, k, v, &self.inv_freq, c.kv_heads(), c.head_dim(), keep, drop, used)?;
+        }
+        Ok(())
+    }
+
     /// Records the forward pass of `ids` (`[n]` u32), which continue a sequence of
     /// `state[1]` tokens already in `cache`, and returns the logits: of the last token
     /// (`[1, vocab]`), or of every token when `all_logits`.

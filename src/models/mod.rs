@@ -111,6 +111,14 @@ impl CausalLm {
         }
     }
 
+    /// Records a context shift of `cache` (see `LlamaModel::shift_cache`).
+    pub fn shift_cache(&self, enc: &mut Encoder, cache: &KvCache, keep: usize, drop: usize, used: usize) -> Result<()> {
+        match self {
+            Self::Llama(m) => m.shift_cache(enc, cache, keep, drop, used),
+            Self::Gemma3(m) => m.shift_cache(enc, cache, keep, drop, used),
+        }
+    }
+
     /// Records the forward pass of `ids` over `cache` (see `LlamaModel::forward`).
     pub fn forward(&self, enc: &mut Encoder, ids: &GpuTensor, cache: &KvCache, state: &GpuTensor, all_logits: bool) -> Result<GpuTensor> {
         match self {

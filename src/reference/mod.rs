@@ -22,4 +22,4 @@ pub use embed::embedding;
 pub use matmul::linear;
 pub use norm::{l2_normalize, layer_norm, rms_norm};
 pub use pool::{cls_pool, mean_pool};
-pub use rope::rope;
+pub use rope::{kv_shift, rope};

@@ -16,3 +16,29 @@ pub fn rope(x: &[f32], inv_freq: &[f32], pos0: usize, heads: usize, head_dim: us
     }
     out
 }
+
+/// [`crate::kernels::rope::kv_shift`]: rows `[keep, keep + drop)` of a `[rows, kv_heads·d]`
+/// cache dropped, the rows after them moved down with their keys rotated back by `drop`
+/// positions; returns the first `used - drop` rows of (k, v).
+#[allow(clippy::too_many_arguments)]
+pub fn kv_shift(k: &[f32], v: &[f32], inv_freq: &[f32], kv_heads: usize, head_dim: usize, keep: usize, drop: usize, used: usize) -> (Vec<f32>, Vec<f32>) {
+    let (w, h) = (kv_heads * head_dim, head_dim / 2);
+    let mut ko = k[..keep * w].to_vec();
+    let mut vo = v[..keep * w].to_vec();
+    for r in keep + drop..used {
+        let row = &k[r * w..(r + 1) * w];
+        for head in row.chunks_exact(head_dim) {
+            let mut out = head.to_vec();
+            for i in 0..h {
+                let a = (drop as f32 * inv_freq[i]) as f64;
+                let (s, c) = a.sin_cos();
+                let (x0, x1) = (head[i] as f64, head[i + h] as f64);
+                out[i] = (x0 * c + x1 * s) as f32;
+                out[i + h] = (x1 * c - x0 * s) as f32;
+            }
+            ko.extend(out);
+        }
+        vo.extend_from_slice(&v[r * w..(r + 1) * w]);
+    }
+    (ko, vo)
+}

@@ -5,11 +5,15 @@
 //!
 //! A template is code that arrives with the model, so rendering runs under a budget (the
 //! same natively and in wasm; see `SPEC/untrusted.md`): at most [`MAX_TEMPLATE_BYTES`] of
-//! source, [`MAX_RECURSION`] levels of nesting, a fuel allowance of instructions
-//! ([`BASE_FUEL`] plus [`FUEL_PER_MESSAGE`] per message) and an output cap
-//! ([`BASE_OUTPUT_BYTES`] plus [`OUTPUT_PER_INPUT_BYTE`] times the messages' bytes). Going
-//! over any of them is an [`Error::Tokenizer`] naming the limit; nothing is kept between
-//! renders, so the engine stays usable.
+//! source, [`MAX_RECURSION`] levels of nesting, a fuel allowance ([`BASE_FUEL`] plus
+//! [`FUEL_PER_MESSAGE`] per message plus one unit per [`INPUT_BYTES_PER_FUEL`] bytes of the
+//! messages) and an output cap ([`BASE_OUTPUT_BYTES`] plus [`OUTPUT_PER_INPUT_BYTE`] times
+//! the messages' bytes). Fuel counts instructions and, through our patch of minijinja
+//! (`vendor/minijinja`, `value/meter.rs`), the work inside them: every value printed,
+//! compared, hashed, serialised or iterated, 16 bytes of every string touched, and what an
+//! operation is about to allocate; values nest at most 48 deep and no namespace may hold a
+//! namespace (so none contains itself). Going over any limit is an [`Error::Tokenizer`]
+//! naming it; nothing is kept between renders, so the engine stays usable.
 
 use std::io::Write;
 
@@ -42,6 +46,9 @@ pub const MAX_RECURSION: usize = 200;
 pub const BASE_FUEL: u64 = 1_000_000;
 /// Further instructions per message (a template loops over the messages).
 pub const FUEL_PER_MESSAGE: u64 = 10_000;
+/// Further fuel: one unit per this many bytes of message roles and contents (a unit pays for
+/// touching 16 bytes of a string, so each byte may be touched eight times).
+pub const INPUT_BYTES_PER_FUEL: u64 = 2;
 /// Output bytes a render may write regardless of the messages' length.
 pub const BASE_OUTPUT_BYTES: usize = 1 << 20;
 /// Further output bytes per byte of message roles and contents.
@@ -87,7 +94,9 @@ pub fn render_chat(
     }
     let n_messages = messages.len() as u64;
     let input_bytes: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
-    let fuel = BASE_FUEL.saturating_add(FUEL_PER_MESSAGE.saturating_mul(n_messages));
+    let fuel = BASE_FUEL
+        .saturating_add(FUEL_PER_MESSAGE.saturating_mul(n_messages))
+        .saturating_add(input_bytes as u64 / INPUT_BYTES_PER_FUEL);
     let cap = BASE_OUTPUT_BYTES.saturating_add(OUTPUT_PER_INPUT_BYTE.saturating_mul(input_bytes));
     let mut env = minijinja::Environment::new();
     env.set_fuel(Some(fuel));
@@ -96,7 +105,35 @@ pub fn render_chat(
     env.set_debug(false);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(|state, value, method, args| {
+        // Python's `str.join` and `str.replace` allocate by a count the template chooses:
+        // charged to the render's fuel before they run (minijinja's own filters are patched
+        // the same way).
+        if let Some(s) = value.as_str() {
+            let bytes = match (method, args) {
+                ("join", [items, ..]) => {
+                    let n = match items.len() {
+                        Some(n) => n,
+                        None => items.try_iter().map(|i| i.count()).unwrap_or(0),
+                    };
+                    s.len().saturating_mul(n)
+                }
+                ("replace", [old, new, ..]) => {
+                    let (old, new) = (old.as_str().unwrap_or_default(), new.as_str().unwrap_or_default());
+                    let hits = if old.is_empty() { s.chars().count() + 1 } else { s.matches(old).count() };
+                    s.len().saturating_add(hits.saturating_mul(new.len()))
+                }
+                _ => 0,
+            };
+            if !minijinja::value::meter::charge_bytes(bytes) {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("str.{method}: result too large for the render's budget"),
+                ));
+            }
+        }
+        minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+    });
     env.add_function(
         "raise_exception",
         |msg: String| -> std::result::Result<String, minijinja::Error> {
@@ -119,13 +156,14 @@ pub fn render_chat(
     let mut w = CappedWriter { out: Vec::new(), cap, over: false };
     let tmpl = env.get_template("chat").map_err(err)?;
     let res = tmpl.render_captured_to(ctx, &mut w).map(drop);
+    minijinja::value::meter::unlimit();
     if w.over {
         return Err(Error::Tokenizer(format!("chat template output exceeds its cap of {cap} bytes")));
     }
     match res {
         Ok(_) => String::from_utf8(w.out).map_err(|_| Error::Tokenizer("chat template output is not UTF-8".into())),
         Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(Error::Tokenizer(format!(
-            "chat template ran out of its budget of {fuel} steps (a runaway loop or macro?)"
+            "chat template ran out of its budget of {fuel} units of work (a runaway loop, macro or value?)"
         ))),
         Err(e) => Err(err(e)),
     }

@@ -32,6 +32,9 @@ export interface GenerateResult {
   /** With `speculative`: verify passes, plain decode steps (no draft found), tokens drafted,
    *  drafted tokens the model accepted, and passes that accepted only part of their drafts. */
   speculative?: { verify_steps: number; plain_steps: number; drafted: number; accepted: number; partial: number };
+  /** Tokens dropped from what the model sees (`context_shift`): the middle of a prompt
+   *  longer than the cache, and those a full cache shifted out. */
+  evicted: number;
 }
 "#;
 
@@ -60,6 +63,9 @@ fn parse_options(options: &JsValue) -> Result<(GenerateOptions, Option<JsValue>,
             }
             Some(sp) => return Err(Error::Input(format!("speculative mode `{}`: expected \"prompt_lookup\"", sp.mode))),
         },
+        cache_tokens: o.cache_tokens,
+        context_shift: o.context_shift.unwrap_or(true),
+        sink_tokens: o.sink_tokens.unwrap_or(crate::engine::DEFAULT_SINK_TOKENS),
     };
     let callback = get(options, "callback").and_then(|f| f.dyn_into::<Function>().ok());
     Ok((opts, get(options, "signal"), callback))
@@ -142,6 +148,7 @@ impl Generator {
                     text: String::new(),
                     finish_reason: crate::engine::FinishReason::Abort,
                     speculative: None,
+                    evicted: 0,
                 }
             } else {
                 g.generate_stream(prompt, &opts, &mut |piece, id| {
@@ -158,6 +165,7 @@ impl Generator {
             Reflect::set(&o, &"tokens".into(), &js_sys::Uint32Array::from(&out.tokens[..]))?;
             Reflect::set(&o, &"prompt_ids".into(), &js_sys::Uint32Array::from(&out.prompt_ids[..]))?;
             Reflect::set(&o, &"finish_reason".into(), &out.finish_reason.as_str().into())?;
+            Reflect::set(&o, &"evicted".into(), &(out.evicted as u32).into())?;
             if let Some(st) = out.speculative {
                 let sp = Object::new();
                 Reflect::set(&sp, &"verify_steps".into(), &(st.verify_steps as u32).into())?;

@@ -195,6 +195,17 @@ js_options! {
         /// only (temperature 0, no repetition penalty), where the output equals plain greedy
         /// decoding; ignored with sampling settings.
         speculative: SpeculativeJs = "{ mode: \"prompt_lookup\"; k?: number; ngram?: number }",
+        /// Tokens the KV cache holds at most (default, and at most: the model's context).
+        cache_tokens: usize = "number",
+        /// When a conversation outgrows the cache (default true): keep its first
+        /// `sink_tokens` tokens and the most recent ones, dropping the oldest in between
+        /// (StreamingLLM). A prompt longer than the cache loses its middle; a full cache drops
+        /// half of its tokens after the sinks. The result's `evicted` counts what was dropped.
+        /// False: a prompt that does not fit is an error, and generation stops at the cache's
+        /// end (`finish_reason: "length"`).
+        context_shift: bool = "boolean",
+        /// Attention sinks a context shift keeps (default 4).
+        sink_tokens: usize = "number",
         /// Aborting stops generation after the current token; the generator stays usable.
         signal: JsOnly = "AbortSignal",
         /// Called after each new token with the text it completes (may be empty while a

@@ -37,6 +37,10 @@ export async function typed(url: string): Promise<void> {
   void (out.finish_reason satisfies "eos" | "stop" | "length" | "abort");
   const fast = await gen.generate("Hi", { max_new_tokens: 4, prefix_cache: false, speculative: { mode: "prompt_lookup", k: 4 } });
   void (fast.speculative?.accepted satisfies number | undefined);
+  const long = await gen.generate("Hi", { cache_tokens: 512, context_shift: true, sink_tokens: 4 });
+  void (long.evicted satisfies number);
+  // @ts-expect-error: context_shift is a boolean
+  await gen.generate("Hi", { context_shift: "sinks" });
   // @ts-expect-error: only prompt lookup drafts here
   await gen.generate("Hi", { speculative: { mode: "draft" } });
   // @ts-expect-error: dtype is one of the declared formats

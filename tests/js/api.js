@@ -88,6 +88,16 @@ async function concurrency(api, tag) {
   check(`${tag}: generate stops on abort and the generator stays usable`,
     stopped.finish_reason === "abort" && stopped.tokens.length < 8 && same((await gen.generate(prompt, { max_new_tokens: 1 })).tokens, [7042]),
     `${stopped.finish_reason} after ${stopped.tokens.length} tokens`);
+  // A prompt longer than the cache: its middle is dropped (context_shift, default on; 4 sinks
+  // and its last 26 tokens, leaving 2 rows to generate), the result says how much; without
+  // context_shift it is an InputError.
+  const longPrompt = "The quick brown fox jumps over the lazy dog. ".repeat(8) + prompt;
+  const shifted = await gen.generate(longPrompt, { max_new_tokens: 2, cache_tokens: 32 });
+  const strict = await rejects(gen.generate(longPrompt, { max_new_tokens: 2, cache_tokens: 32, context_shift: false }));
+  check(`${tag}: cache_tokens, context_shift and evicted are honoured`,
+    shifted.tokens.length === 2 && shifted.evicted === shifted.prompt_ids.length - 30 && strict?.name === "InputError"
+      && (await gen.generate(prompt, { max_new_tokens: 1 })).tokens[0] === 7042,
+    `evicted ${shifted.evicted} of ${shifted.prompt_ids.length}, strict ${strict?.name}: ${strict?.message}`);
   await gen.dispose();
 
   // dispose: calls already made finish; later calls reject clearly; idempotent.
