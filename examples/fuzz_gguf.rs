@@ -163,6 +163,9 @@ fn exercise(d: &[u8], extra: u64) -> usize {
     1
 }
 
+/// An execution longer than this is a hang.
+const SLOW_SECS: u64 = 10;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
@@ -177,6 +180,24 @@ fn main() {
     let mut rng = Rng(seed);
     let (mut execs, mut parsed, mut crashes) = (0u64, 0u64, 0u64);
     let start = std::time::Instant::now();
+    // A watchdog: an execution over SLOW_SECS is a hang; its input is saved and the run fails
+    // (one execution cannot be interrupted, so this is the only way to see it).
+    let current: std::sync::Arc<std::sync::Mutex<(std::time::Instant, Vec<u8>)>> =
+        std::sync::Arc::new(std::sync::Mutex::new((std::time::Instant::now(), Vec::new())));
+    {
+        let (current, crash_dir) = (current.clone(), crash_dir.clone());
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let c = current.lock().unwrap_or_else(|e| e.into_inner());
+            if c.0.elapsed().as_secs() >= SLOW_SECS {
+                std::fs::create_dir_all(&crash_dir).ok();
+                let file = crash_dir.join(format!("slow-{seed}.gguf"));
+                std::fs::write(&file, &c.1).ok();
+                eprintln!("fuzz_gguf: an execution ran over {SLOW_SECS} s (a hang); its input is {}", file.display());
+                std::process::exit(1);
+            }
+        });
+    }
     let deadline = std::time::Duration::from_secs(secs);
     while start.elapsed() < deadline {
         for _ in 0..64 {
@@ -189,6 +210,12 @@ fn main() {
             let (mut d, extra) = seeds[pick].clone();
             mutate(&mut rng, &mut d);
             execs += 1;
+            {
+                let mut c = current.lock().unwrap_or_else(|e| e.into_inner());
+                c.0 = std::time::Instant::now();
+                c.1.clear();
+                c.1.extend_from_slice(&d);
+            }
             match std::panic::catch_unwind(|| exercise(&d, extra)) {
                 Ok(n) => parsed += n as u64,
                 Err(_) => {
