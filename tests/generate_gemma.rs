@@ -64,3 +64,51 @@ async fn gemma270_gguf_matches_goldens() {
         panic!("gemma270_gguf_matches_goldens: {e}");
     }
 }
+
+/// Context shift (`GenerateOptions::cache_tokens` + `context_shift`, StreamingLLM sinks) with
+/// Gemma's two RoPE bases: each layer's kept keys are rotated back by its own base
+/// (`Gemma3ForCausalLM::shift_cache`). 96 greedy tokens through a 32-token cache complete;
+/// the tokens before the first shift equal plain greedy decoding; at the end the cache holds
+/// the 4 sinks and the most recent tokens, the rest counted in `evicted`.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+#[ignore = "needs models/gguf/gemma-3-270m-q4_k_m.gguf (253 MB, GLLM_FETCH_GEMMA270=1 bash scripts/fetch-models.sh models); run with --ignored"]
+fn gemma270_context_shift() {
+    use gllm_web::{FinishReason, GenerateOptions, Generator, GeneratorOptions, Prompt};
+    let Some(gpu) = common::native_gpu() else { return };
+    let run = async {
+        let opts = GeneratorOptions { load: gllm_web::LoadOptions { weights: Some(FILE.into()), ..Default::default() } };
+        let mut g = Generator::load(&gpu, &common::model_source("gguf"), opts, &|_| {}).await?;
+        let (cache, new, sinks) = (32usize, 96usize, gllm_web::engine::DEFAULT_SINK_TOKENS);
+        let prompt = Prompt::Text("The river rises in the northern hills");
+        let plain = g.generate(prompt, &GenerateOptions { max_new_tokens: new, ignore_eos: true, ..Default::default() }).await?;
+        let shifted = g
+            .generate(prompt, &GenerateOptions { max_new_tokens: new, ignore_eos: true, cache_tokens: Some(cache), prefix_cache: false, ..Default::default() })
+            .await?;
+        let n = shifted.prompt_ids.len();
+        if shifted.tokens.len() != new || shifted.finish_reason != FinishReason::Length {
+            return Err(format!("{} of {new} tokens in a {cache}-token cache ({:?})", shifted.tokens.len(), shifted.finish_reason).into());
+        }
+        let same = cache - n + 1;
+        if shifted.tokens[..same] != plain.tokens[..same] {
+            return Err(format!("before the first shift: {:?} != plain {:?}", &shifted.tokens[..same], &plain.tokens[..same]).into());
+        }
+        let mut full = shifted.prompt_ids.clone();
+        full.extend(&shifted.tokens[..new - 1]);
+        let seen = g.cached_ids().to_vec();
+        let recent = seen.len() - sinks;
+        if seen.len() > cache || seen[..sinks] != full[..sinks] || seen[sinks..] != full[full.len() - recent..] || shifted.evicted != full.len() - seen.len() {
+            return Err(format!("after {} tokens the cache holds {seen:?} (evicted {})", full.len(), shifted.evicted).into());
+        }
+        println!(
+            "gemma context shift: {new} tokens through a {cache}-token cache; the first {same} equal plain greedy, {} of {new} in all; {} evicted; {:?}",
+            shifted.tokens.iter().zip(&plain.tokens).take_while(|(a, b)| a == b).count(),
+            shifted.evicted,
+            shifted.text
+        );
+        R::Ok(())
+    };
+    if let Err(e) = pollster::block_on(run) {
+        panic!("gemma270_context_shift: {e}");
+    }
+}
