@@ -123,12 +123,25 @@ fn seeds() -> Vec<(Vec<u8>, u64)> {
     out
 }
 
+thread_local! {
+    /// Print each stage of `exercise` as it starts (replay).
+    static STAGES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn stage(name: &str) {
+    if STAGES.with(|s| s.get()) {
+        eprintln!("stage: {name}");
+    }
+}
+
 /// Everything a loader does with a parsed header.
 fn exercise(d: &[u8], extra: u64) -> usize {
     let Ok(g) = GgufFile::parse("fuzz.gguf", d, d.len() as u64 + extra) else {
         return 0;
     };
+    stage("to_json");
     let _ = g.to_json(16);
+    stage("dequantize");
     for t in &g.tensors {
         if t.n_bytes <= 1 << 20 {
             if let Some(bytes) = d.get(t.start as usize..(t.start + t.n_bytes) as usize) {
@@ -136,6 +149,7 @@ fn exercise(d: &[u8], extra: u64) -> usize {
             }
         }
     }
+    stage("model");
     if let Ok(m) = GgufModel::new(g.clone()) {
         if let Ok(c) = m.config("float16") {
             let _ = gllm_web::models::CausalLmConfig::from_json(c, "fuzz.gguf");
@@ -149,11 +163,14 @@ fn exercise(d: &[u8], extra: u64) -> usize {
             }
         }
     }
+    stage("tokenizer");
     if let Ok(tok) = GgufTokenizer::from_gguf(&g) {
         if tok.tokens.len() < 1000 {
+            stage("encode");
             let _ = tok
                 .tokenizer()
                 .map(|t| t.encode("ab a<|im_end|>", false).is_ok());
+            stage("chat template");
             let _ = tok.apply_chat_template(
                 &[gllm_web::tokenizer::chat::ChatMessage::new("user", "ab")],
                 true,
@@ -168,6 +185,15 @@ const SLOW_SECS: u64 = 10;
 
 fn main() {
     let mut args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("replay") {
+        // `fuzz_gguf replay FILE`: one saved input, its stages timed (a panic is printed)
+        let file = std::env::args().nth(2).expect("fuzz_gguf replay FILE");
+        let d = std::fs::read(&file).expect("read the input");
+        STAGES.with(|s| s.set(true));
+        let t = std::time::Instant::now();
+        println!("{file}: {} ({:?})", exercise(&d, 0), t.elapsed());
+        return;
+    }
     let secs: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(60);
     let seed: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let seeds = seeds();

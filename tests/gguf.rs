@@ -257,6 +257,17 @@ fn corrupt_tensor_offset_out_of_range() {
 }
 
 #[test]
+fn corrupt_empty_dimension() {
+    // [0, 7e16]: 0 bytes, so every size check passed, and walking its rows looped for years
+    // (found by fuzz_gguf)
+    let mut bytes = sample();
+    let at = tensor_type_pos(&bytes, "w", 2) - 16;
+    bytes[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+    bytes[at + 8..at + 16].copy_from_slice(&71776119061217282u64.to_le_bytes());
+    expect_format_err(parse(&bytes), "an empty dimension");
+}
+
+#[test]
 fn corrupt_unknown_tensor_type() {
     let mut bytes = sample();
     let at = tensor_type_pos(&bytes, "w", 2);

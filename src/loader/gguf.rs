@@ -875,6 +875,12 @@ impl GgufFile {
             let dims = (0..n_dims)
                 .map(|_| c.u64(&format!("tensor {name} dims")))
                 .collect::<Result<Vec<_>, _>>()?;
+            // An empty dimension makes the byte size 0 whatever the others say, so a size
+            // check would let [0, 7e16] through, and code walking its rows would loop for
+            // years (found by fuzz_gguf). No model has an empty tensor.
+            if dims.contains(&0) {
+                return Err(Stop::Bad(format!("tensor {name}: an empty dimension in {dims:?}")));
+            }
             let ty_id = c.u32(&format!("tensor {name} type"))?;
             let ty = GgmlType::from_id(ty_id)
                 .ok_or_else(|| Stop::Bad(format!("tensor {name}: unknown tensor type {ty_id}")))?;
