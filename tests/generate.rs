@@ -206,6 +206,12 @@ async fn context_shift_at_the_cache_limit(g: &mut Generator) -> R {
         if sp.tokens.len() != new || sp.tokens[..same - 8] != plain.tokens[..same - 8] {
             return Err(format!("speculative through the cache: {} tokens, {:?}", sp.tokens.len(), sp.tokens).into());
         }
+        // drafts longer than a shift can free are cut to fit: k 32 in a 20-token cache
+        let wide = GenerateOptions { speculative: Some(gllm_web::Speculative { k: 32, ngram: 3 }), max_new_tokens: 30, ignore_eos: true, cache_tokens: Some(20), prefix_cache: false, ..Default::default() };
+        let sp = g.generate(prompt, &wide).await?;
+        if sp.tokens.len() != 30 {
+            return Err(format!("k 32 through a 20-token cache: {} tokens", sp.tokens.len()).into());
+        }
     }
 
     // 3. without context shift

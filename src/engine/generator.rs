@@ -554,7 +554,11 @@ impl Generator {
             Some(sinks) if n + 1 + spare > cap => {
                 let room = (max_new + spare).clamp(1, (cap - sinks) / 2);
                 let tail = cap - room - sinks;
-                prompt_ids[..sinks].iter().chain(&prompt_ids[n - tail..]).copied().collect()
+                if n > sinks + tail {
+                    prompt_ids[..sinks].iter().chain(&prompt_ids[n - tail..]).copied().collect()
+                } else {
+                    prompt_ids.clone()
+                }
             }
             _ => prompt_ids.clone(),
         };
@@ -620,9 +624,13 @@ impl Generator {
                     // Draft from the sequence so far; the last token is not in the cache yet.
                     let last = *seq.last().unwrap_or(&0);
                     let draft = prompt_lookup(&seq, sp.ngram, sp.k.min(max_new - out.tokens.len()));
-                    // A verify pass needs k + 1 rows; without sinks the cache was sized for it.
-                    let room = window.borrow().room();
-                    let draft = if room > draft.len() || sink_tokens.is_some() { draft } else { draft[..room.saturating_sub(1)].to_vec() };
+                    // A verify pass needs k + 1 rows: what is left of the cache, or with sinks
+                    // what one shift frees (half the rows after the sinks).
+                    let limit = match sink_tokens {
+                        Some(sinks) => (rows - sinks) / 2,
+                        None => window.borrow().room(),
+                    };
+                    let draft = if draft.len() < limit { draft } else { draft[..limit.saturating_sub(1)].to_vec() };
                     if draft.is_empty() {
                         stats.plain_steps += 1;
                         make_room(1)?;
