@@ -142,6 +142,19 @@ fn chat_template_values_are_metered() {
         "{% set s = range(100000)|list %}{% for i in range(100000) %}{% set r = s|reverse|list %}{% endfor %}",
         "budget",
     );
+    // ... also as a filter's, a test's or a method's argument
+    rejects_template(
+        "{% set s = 'x' * 5000000 %}{% for i in range(100000) %}{% if s|length > 0 %}{% endif %}{% endfor %}",
+        "budget",
+    );
+    rejects_template(
+        "{% set s = 'x' * 5000000 %}{% for i in range(100000) %}{% if s.startswith('y') %}{% endif %}{% endfor %}",
+        "budget",
+    );
+    rejects_template(
+        "{% set s = 'x' * 5000000 %}{% for i in range(100000) %}{% if s is string %}{% endif %}{% endfor %}",
+        "budget",
+    );
 }
 
 #[test]

@@ -668,6 +668,12 @@ impl<'env> Vm<'env> {
                             )
                         }));
                     let args = stack.get_call_args(*arg_count);
+                    // gllm-web patch (see `value::meter`): the call's arguments cost their
+                    // shallow size (the operation is at least that much work)
+                    #[cfg(feature = "fuel")]
+                    if state.fuel_tracker.is_some() && !meter::charge(args.iter().map(meter::shallow_units).sum()) {
+                        bail!(meter::stop_error(meter::Stop::Budget));
+                    }
                     let arg_count = args.len();
                     a = ctx_ok!(filter.call(state, args));
                     stack.drop_top(arg_count);
@@ -685,6 +691,12 @@ impl<'env> Vm<'env> {
                         )
                     }));
                     let args = stack.get_call_args(*arg_count);
+                    // gllm-web patch (see `value::meter`): the call's arguments cost their
+                    // shallow size (the operation is at least that much work)
+                    #[cfg(feature = "fuel")]
+                    if state.fuel_tracker.is_some() && !meter::charge(args.iter().map(meter::shallow_units).sum()) {
+                        bail!(meter::stop_error(meter::Stop::Budget));
+                    }
                     let arg_count = args.len();
                     a = ctx_ok!(test.call(state, args));
                     stack.drop_top(arg_count);
@@ -692,6 +704,12 @@ impl<'env> Vm<'env> {
                 }
                 Instruction::CallFunction(name, arg_count) => {
                     let args = stack.get_call_args(*arg_count);
+                    // gllm-web patch (see `value::meter`): the call's arguments cost their
+                    // shallow size (the operation is at least that much work)
+                    #[cfg(feature = "fuel")]
+                    if state.fuel_tracker.is_some() && !meter::charge(args.iter().map(meter::shallow_units).sum()) {
+                        bail!(meter::stop_error(meter::Stop::Budget));
+                    }
                     // super is a special function reserved for super-ing into blocks.
                     let rv = if *name == "super" {
                         if !args.is_empty() {
@@ -728,6 +746,12 @@ impl<'env> Vm<'env> {
                 }
                 Instruction::CallMethod(name, arg_count) => {
                     let args = stack.get_call_args(*arg_count);
+                    // gllm-web patch (see `value::meter`): the call's arguments cost their
+                    // shallow size (the operation is at least that much work)
+                    #[cfg(feature = "fuel")]
+                    if state.fuel_tracker.is_some() && !meter::charge(args.iter().map(meter::shallow_units).sum()) {
+                        bail!(meter::stop_error(meter::Stop::Budget));
+                    }
                     let arg_count = args.len();
                     a = ctx_ok!(args[0].call_method(state, name, &args[1..]));
                     stack.drop_top(arg_count);
@@ -735,6 +759,12 @@ impl<'env> Vm<'env> {
                 }
                 Instruction::CallObject(arg_count) => {
                     let args = stack.get_call_args(*arg_count);
+                    // gllm-web patch (see `value::meter`): the call's arguments cost their
+                    // shallow size (the operation is at least that much work)
+                    #[cfg(feature = "fuel")]
+                    if state.fuel_tracker.is_some() && !meter::charge(args.iter().map(meter::shallow_units).sum()) {
+                        bail!(meter::stop_error(meter::Stop::Budget));
+                    }
                     let arg_count = args.len();
                     a = ctx_ok!(args[0].call(state, &args[1..]));
                     stack.drop_top(arg_count);
