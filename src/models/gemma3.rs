@@ -24,13 +24,13 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Encoder, GpuTensor};
-use crate::kernels::activation::{geglu_tanh, scale};
+use crate::kernels::activation::scale;
 use crate::gpu::DType;
 use crate::kernels::attention::{attention, attention_cached, AttentionShape, MAX_HEAD_DIM};
 use crate::kernels::matmul;
 use crate::kernels::rope::{rope_append, rope_batched};
 use crate::models::llama::KvCache;
-use crate::nn::{Embedding, Linear, RmsNorm, VarBuilder};
+use crate::nn::{Embedding, GateActivation, GatedMlp, Linear, RmsNorm, VarBuilder};
 
 fn default_head_dim() -> usize {
     256
@@ -316,30 +316,6 @@ impl Gemma3Attention {
     }
 }
 
-/// `Gemma3MLP`: `down(gelu_tanh(gate(x)) * up(x))`.
-pub struct Gemma3Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-}
-
-impl Gemma3Mlp {
-    async fn load(vb: &VarBuilder<'_>, c: &Gemma3Config) -> Result<Self> {
-        let (h, i) = (c.hidden_size, c.intermediate_size);
-        Ok(Self {
-            gate_proj: Linear::load(&vb.pp("gate_proj"), h, i, false).await?,
-            up_proj: Linear::load(&vb.pp("up_proj"), h, i, false).await?,
-            down_proj: Linear::load(&vb.pp("down_proj"), i, h, false).await?,
-        })
-    }
-    fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
-        let g = self.gate_proj.forward(enc, x)?;
-        let u = self.up_proj.forward(enc, x)?;
-        let a = geglu_tanh(enc, &g, &u)?;
-        self.down_proj.forward(enc, &a)
-    }
-}
-
 /// `Gemma3DecoderLayer`: `x + post_attention_layernorm(attn(input_layernorm(x)))`, then
 /// `x + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)))`.
 pub struct Gemma3DecoderLayer {
@@ -347,7 +323,8 @@ pub struct Gemma3DecoderLayer {
     self_attn: Gemma3Attention,
     post_attention_layernorm: RmsNorm,
     pre_feedforward_layernorm: RmsNorm,
-    mlp: Gemma3Mlp,
+    /// HF `Gemma3MLP`: `down(gelu_tanh(gate(x)) * up(x))`.
+    mlp: GatedMlp,
     post_feedforward_layernorm: RmsNorm,
 }
 
@@ -359,7 +336,7 @@ impl Gemma3DecoderLayer {
             self_attn: Gemma3Attention::load(&vb.pp("self_attn"), c, layer).await?,
             post_attention_layernorm: gemma_rms_norm(&vb.pp("post_attention_layernorm"), h, eps, sh).await?,
             pre_feedforward_layernorm: gemma_rms_norm(&vb.pp("pre_feedforward_layernorm"), h, eps, sh).await?,
-            mlp: Gemma3Mlp::load(&vb.pp("mlp"), c).await?,
+            mlp: GatedMlp::load(&vb.pp("mlp"), c.hidden_size, c.intermediate_size, GateActivation::GeluTanh).await?,
             post_feedforward_layernorm: gemma_rms_norm(&vb.pp("post_feedforward_layernorm"), h, eps, sh).await?,
         })
     }

@@ -18,11 +18,10 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Encoder, Gpu, GpuTensor};
-use crate::kernels::activation::swiglu;
 use crate::kernels::attention::{attention_cached, AttentionShape, MAX_HEAD_DIM};
 use crate::kernels::matmul;
 use crate::kernels::rope::rope_append;
-use crate::nn::{Embedding, Linear, RmsNorm, VarBuilder};
+use crate::nn::{Embedding, GateActivation, GatedMlp, Linear, RmsNorm, VarBuilder};
 
 fn default_theta() -> f64 {
     10000.0
@@ -351,36 +350,13 @@ impl LlamaAttention {
     }
 }
 
-/// `LlamaMLP`: `down(silu(gate(x)) * up(x))`.
-pub struct LlamaMlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-}
-
-impl LlamaMlp {
-    async fn load(vb: &VarBuilder<'_>, c: &LlamaConfig) -> Result<Self> {
-        let (h, i) = (c.hidden_size, c.intermediate_size);
-        Ok(Self {
-            gate_proj: Linear::load(&vb.pp("gate_proj"), h, i, false).await?,
-            up_proj: Linear::load(&vb.pp("up_proj"), h, i, false).await?,
-            down_proj: Linear::load(&vb.pp("down_proj"), i, h, false).await?,
-        })
-    }
-    fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
-        let g = self.gate_proj.forward(enc, x)?;
-        let u = self.up_proj.forward(enc, x)?;
-        let a = swiglu(enc, &g, &u)?;
-        self.down_proj.forward(enc, &a)
-    }
-}
-
 /// `LlamaDecoderLayer`: pre-norm attention and MLP blocks with residuals.
 pub struct LlamaDecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: LlamaAttention,
     post_attention_layernorm: RmsNorm,
-    mlp: LlamaMlp,
+    /// HF `LlamaMLP`: `down(silu(gate(x)) * up(x))`.
+    mlp: GatedMlp,
 }
 
 impl LlamaDecoderLayer {
@@ -390,7 +366,7 @@ impl LlamaDecoderLayer {
             input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), c.hidden_size, eps).await?,
             self_attn: LlamaAttention::load(&vb.pp("self_attn"), c).await?,
             post_attention_layernorm: RmsNorm::load(&vb.pp("post_attention_layernorm"), c.hidden_size, eps).await?,
-            mlp: LlamaMlp::load(&vb.pp("mlp"), c).await?,
+            mlp: GatedMlp::load(&vb.pp("mlp"), c.hidden_size, c.intermediate_size, GateActivation::Silu).await?,
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Encoder, Gpu, GpuTensor};
 use crate::kernels::quant::{self, QMatrix};
 use crate::kernels::quantize::{gpu_quantizable, quantize_raw, quantize_rows, SrcKind};
-use crate::kernels::{embed, matmul, norm};
+use crate::kernels::{activation, embed, matmul, norm};
 use crate::loader::prequant::{self, QBODY, QSCALE};
 use crate::loader::{stream_weights, BlockTensor, Entry, Manifest, Progress, Source, Stored, StreamOptions, StreamedWeights, Target, Targets, Weights};
 use crate::quant::QuantFormat;
@@ -336,6 +336,45 @@ impl Linear {
             LinearWeight::Dense(w) => matmul::linear(enc, x, w, self.bias.as_ref()),
             LinearWeight::Quant(w) => quant::qlinear(enc, x, w, self.bias.as_ref()),
         }
+    }
+}
+
+/// The activation of a gated MLP's gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateActivation {
+    /// SwiGLU: `silu(gate) * up` (Llama, Qwen).
+    Silu,
+    /// GeGLU with tanh GELU: `gelu_tanh(gate) * up` (Gemma).
+    GeluTanh,
+}
+
+/// A gated MLP, `down(act(gate(x)) * up(x))`: HF `LlamaMLP` (SiLU) and `Gemma3MLP` (tanh
+/// GELU), weights `gate_proj`, `up_proj` `[intermediate, hidden]`, `down_proj`
+/// `[hidden, intermediate]`, no biases.
+pub struct GatedMlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+    pub act: GateActivation,
+}
+
+impl GatedMlp {
+    pub async fn load(vb: &VarBuilder<'_>, hidden: usize, intermediate: usize, act: GateActivation) -> Result<Self> {
+        Ok(Self {
+            gate_proj: Linear::load(&vb.pp("gate_proj"), hidden, intermediate, false).await?,
+            up_proj: Linear::load(&vb.pp("up_proj"), hidden, intermediate, false).await?,
+            down_proj: Linear::load(&vb.pp("down_proj"), intermediate, hidden, false).await?,
+            act,
+        })
+    }
+    pub fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
+        let g = self.gate_proj.forward(enc, x)?;
+        let u = self.up_proj.forward(enc, x)?;
+        let a = match self.act {
+            GateActivation::Silu => activation::swiglu(enc, &g, &u)?,
+            GateActivation::GeluTanh => activation::geglu_tanh(enc, &g, &u)?,
+        };
+        self.down_proj.forward(enc, &a)
     }
 }
 
