@@ -36,6 +36,10 @@ pub enum Error {
     /// A kernel parameter is out of its supported range.
     #[error("{op}: {msg}")]
     Param { op: &'static str, msg: String },
+    /// The CPU backend has no kernel for this op family (it covers the BERT encoder, pooling,
+    /// normalisation and the vector index).
+    #[error("{op} is not available on the CPU backend; load on WebGPU (device \"webgpu\")")]
+    Unsupported { op: &'static str },
     /// The device lacks a feature the requested variant needs.
     #[error("{op}: device lacks feature {feature}")]
     MissingFeature { op: &'static str, feature: &'static str },
@@ -99,6 +103,7 @@ impl Error {
             Error::DeviceLost(_) => "DeviceLostError",
             Error::Gpu(_) | Error::Readback(_) | Error::BufferTooLarge { .. } => "GPUError",
             Error::Shape { .. } | Error::DType { .. } | Error::Param { .. } | Error::MissingFeature { .. } => "GPUError",
+            Error::Unsupported { .. } => "UnsupportedError",
             Error::NotFound { .. } => "NotFoundError",
             Error::Io { .. } => "NetworkError",
             Error::Integrity { .. } => "IntegrityError",

@@ -13,6 +13,7 @@
 //!
 //! Design documents live in `SPEC/`.
 
+pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod gpu;
@@ -29,7 +30,7 @@ pub mod web;
 pub use error::{Error, Result};
 pub use engine::{EmbedCallOptions, EmbedOptions, Embedder, Embeddings, Hit, Pooling, RerankOptions, RerankResult, Reranker, SearchIndex, SearchMode};
 pub use engine::{FinishReason, GenerateOptions, Generation, Generator, GeneratorOptions, Prompt, Speculative, SpeculativeStats};
-pub use engine::{IndexOptions, IndexStorage, LoadOptions};
+pub use engine::{DeviceChoice, IndexOptions, IndexStorage, LoadOptions};
 pub use gpu::{DType, Encoder, Gpu, GpuOptions, GpuStats, GpuTensor, Recording, U32Slot};
 pub use kernels::sample::SamplingConfig;
 pub use nn::LoadDType;

@@ -24,6 +24,15 @@ gpu_tests! {
     loader_rejects_bad_config_and_missing_files => loader_rejects_bad_config_and_missing_files,
 }
 
+// The CPU backend (`device: "cpu"`, or "auto" without a real GPU): the same bodies.
+cpu_tests! {
+    embeddings_match_goldens => embeddings_match_goldens,
+    embed_edge_cases => embed_edge_cases,
+    cls_pooling_and_no_normalize => cls_pooling_and_no_normalize,
+    call_options_prompt_and_dimensions => call_options_prompt_and_dimensions,
+    loader_rejects_bad_safetensors => loader_rejects_bad_safetensors,
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
@@ -35,9 +44,9 @@ async fn load(gpu: &Gpu, opts: EmbedOptions) -> Result<Embedder, Error> {
     Embedder::load(gpu, &common::model_source(MODEL), opts, &|_| {}).await
 }
 
-async fn embeddings_match_goldens(_shared: Gpu) -> R {
+async fn embeddings_match_goldens(shared: Gpu) -> R {
     // Its own device, so readbacks of tests running beside it do not enter the count.
-    let gpu = Gpu::new().await?;
+    let gpu = common::own_device(&shared).await?;
     let golden: serde_json::Value = serde_json::from_str(GOLDEN)?;
     let sentences = golden["sentences"].as_array().ok_or("goldens: no sentences")?;
     let texts: Vec<&str> = sentences.iter().map(|s| s["text"].as_str().unwrap_or_default()).collect();

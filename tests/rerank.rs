@@ -17,13 +17,18 @@ gpu_tests! {
     rerank_edge_cases => rerank_edge_cases,
 }
 
+cpu_tests! {
+    rerank_matches_goldens => rerank_matches_goldens,
+    rerank_edge_cases => rerank_edge_cases,
+}
+
 async fn load(gpu: &Gpu) -> Result<Reranker, Error> {
     Reranker::load(gpu, &common::model_source(MODEL), RerankOptions::default(), &|_| {}).await
 }
 
-async fn rerank_matches_goldens(_shared: Gpu) -> R {
+async fn rerank_matches_goldens(shared: Gpu) -> R {
     // Its own device, so readbacks of tests running beside it do not enter the count.
-    let gpu = Gpu::new().await?;
+    let gpu = common::own_device(&shared).await?;
     let golden: serde_json::Value = serde_json::from_str(GOLDEN)?;
     let query = golden["query"].as_str().ok_or("no query")?;
     let pairs = golden["pairs"].as_array().ok_or("no pairs")?;

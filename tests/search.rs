@@ -21,6 +21,14 @@ gpu_tests! {
     barrier_free_and_block_paths_agree => barrier_free_and_block_paths_agree,
 }
 
+cpu_tests! {
+    exact_topk_matches_cpu_and_binary_recall => exact_topk_matches_cpu_and_binary_recall,
+    search_edge_cases => search_edge_cases,
+    search_real_embeddings => search_real_embeddings,
+    int8_f16_and_local_topk_kernels_match_cpu => int8_f16_and_local_topk_kernels_match_cpu,
+    int8_stage_recall_and_f16_storage => int8_stage_recall_and_f16_storage,
+}
+
 const DIM: usize = 384;
 
 fn unit(v: &mut [f32]) {
@@ -56,8 +64,8 @@ fn cpu_topk(data: &[f32], q: &[f32], k: usize) -> Vec<(u32, f32)> {
     s
 }
 
-async fn exact_topk_matches_cpu_and_binary_recall(_shared: Gpu) -> R {
-    let gpu = Gpu::new().await?; // own device: the readback count below must be exact
+async fn exact_topk_matches_cpu_and_binary_recall(shared: Gpu) -> R {
+    let gpu = common::own_device(&shared).await?; // own device: the readback count below must be exact
     let mut rng = Rng::new(21);
     let n = 10_000;
     let (data, centres) = clustered(&mut rng, n, 40, 1.2);

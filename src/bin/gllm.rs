@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D]
-//!            [--prompt-name NAME | --prompt TEXT] [--dimensions N] TEXT...
+//!            [--prompt-name NAME | --prompt TEXT] [--dimensions N] [--device auto|gpu|cpu] TEXT...
 //! ```
-//! prints `{"dims": [n, d], "token_ids": [[...], ...], "embeddings": [[...], ...]}`.
+//! prints `{"dims": [n, d], "token_ids": [[...], ...], "embeddings": [[...], ...], "device": "webgpu"|"cpu"}`.
+//! `--device auto` (default) runs on the GPU unless there is none or it is a CPU adapter
+//! (lavapipe), and then on the CPU backend.
 //!
 //! ```text
-//! gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] DOC...
+//! gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] [--device auto|gpu|cpu] DOC...
 //! ```
-//! prints `{"results": [{"index": i, "logit": l, "score": s}, ...]}`, highest score first.
+//! prints `{"results": [{"index": i, "logit": l, "score": s}, ...], "device": ...}`, highest score first.
 //!
 //! ```text
 //! gllm inspect FILE.gguf [--full]
@@ -62,8 +64,8 @@ fn main() {
 
 #[cfg(not(target_arch = "wasm32"))]
 const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D]
-                  [--prompt-name NAME | --prompt TEXT] [--dimensions N] TEXT...
-       gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] DOC...
+                  [--prompt-name NAME | --prompt TEXT] [--dimensions N] [--device auto|gpu|cpu] TEXT...
+       gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] [--device auto|gpu|cpu] DOC...
        gllm inspect FILE.gguf [--full]
        gllm convert MODEL.gguf --out DIR [--dtype f16|f32]
        gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q5_1|q2_K|q3_K|q4_K|q5_K|q6_K|iq4_nl --out DIR
@@ -85,7 +87,7 @@ fn run(r: Result<(), String>) -> i32 {
 #[cfg(not(target_arch = "wasm32"))]
 fn embed(args: &[String]) -> Result<(), String> {
     use gllm_web::loader::FileSource;
-    use gllm_web::{EmbedCallOptions, EmbedOptions, Embedder, Gpu};
+    use gllm_web::{EmbedCallOptions, EmbedOptions, Embedder};
 
     let mut model = None;
     let mut opts = EmbedOptions::default();
@@ -104,6 +106,7 @@ fn embed(args: &[String]) -> Result<(), String> {
             "--dtype" => opts.load.dtype = Some(value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
             "--prompt-name" => call.prompt_name = Some(value("--prompt-name")?),
             "--prompt" => call.prompt = Some(value("--prompt")?),
+            "--device" => opts.load.device = value("--device")?.parse().map_err(|e: gllm_web::Error| e.to_string())?,
             "--dimensions" => {
                 call.dimensions = Some(value("--dimensions")?.parse().map_err(|_| "--dimensions needs a number".to_string())?)
             }
@@ -117,14 +120,14 @@ fn embed(args: &[String]) -> Result<(), String> {
         return Err(format!("give --prompt-name or --prompt, not both\n{USAGE}"));
     }
     pollster::block_on(async {
-        let gpu = Gpu::new().await.map_err(|e| e.to_string())?;
+        let gpu = opts.load.device.device(true).await.map_err(|e| e.to_string())?;
         let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
         opts.load.weights = weights;
         let embedder = Embedder::load(&gpu, &src, opts, &|_| {}).await.map_err(|e| e.to_string())?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let e = embedder.embed_with(&refs, &call).await.map_err(|e| e.to_string())?;
         let rows: Vec<&[f32]> = e.rows().collect();
-        let out = serde_json::json!({ "dims": e.dims, "token_ids": e.token_ids, "embeddings": rows });
+        let out = serde_json::json!({ "dims": e.dims, "token_ids": e.token_ids, "embeddings": rows, "device": gpu.device_name() });
         println!("{out}");
         Ok(())
     })
@@ -133,7 +136,7 @@ fn embed(args: &[String]) -> Result<(), String> {
 #[cfg(not(target_arch = "wasm32"))]
 fn rerank(args: &[String]) -> Result<(), String> {
     use gllm_web::loader::FileSource;
-    use gllm_web::{Gpu, RerankOptions, Reranker};
+    use gllm_web::{RerankOptions, Reranker};
 
     let (mut model, mut query, mut top_n, mut docs) = (None, None, None, Vec::new());
     let mut opts = RerankOptions::default();
@@ -145,6 +148,7 @@ fn rerank(args: &[String]) -> Result<(), String> {
             "--query" => query = Some(value("--query")?),
             "--top-n" => top_n = Some(value("--top-n")?.parse::<usize>().map_err(|_| "--top-n needs a number".to_string())?),
             "--dtype" => opts.load.dtype = Some(value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
+            "--device" => opts.load.device = value("--device")?.parse().map_err(|e: gllm_web::Error| e.to_string())?,
             "--" => docs.extend(it.by_ref().cloned()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s => docs.push(s.to_string()),
@@ -153,7 +157,7 @@ fn rerank(args: &[String]) -> Result<(), String> {
     let model = model.ok_or_else(|| format!("--model is required\n{USAGE}"))?;
     let query = query.ok_or_else(|| format!("--query is required\n{USAGE}"))?;
     pollster::block_on(async {
-        let gpu = Gpu::new().await.map_err(|e| e.to_string())?;
+        let gpu = opts.load.device.device(true).await.map_err(|e| e.to_string())?;
         let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
         opts.load.weights = weights;
         let reranker = Reranker::load(&gpu, &src, opts, &|_| {})
@@ -165,7 +169,7 @@ fn rerank(args: &[String]) -> Result<(), String> {
             .iter()
             .map(|r| serde_json::json!({ "index": r.index, "logit": r.logit, "score": r.score }))
             .collect();
-        println!("{}", serde_json::json!({ "results": rows }));
+        println!("{}", serde_json::json!({ "results": rows, "device": gpu.device_name() }));
         Ok(())
     })
 }

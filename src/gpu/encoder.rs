@@ -35,11 +35,13 @@ pub struct Encoder<'g> {
     gpu: &'g Gpu,
     ops: Vec<Op>,
     params: Vec<u8>,
+    /// CPU backend: ops run as they are recorded; this counts the kernels run.
+    host_ops: usize,
 }
 
 impl<'g> Encoder<'g> {
     pub(crate) fn new(gpu: &'g Gpu) -> Self {
-        Self { gpu, ops: Vec::new(), params: Vec::new() }
+        Self { gpu, ops: Vec::new(), params: Vec::new(), host_ops: 0 }
     }
 
     pub fn gpu(&self) -> &'g Gpu {
@@ -48,7 +50,18 @@ impl<'g> Encoder<'g> {
 
     /// Number of dispatches recorded so far.
     pub fn dispatch_count(&self) -> usize {
-        self.ops.iter().filter(|o| matches!(o, Op::Dispatch { .. })).count()
+        self.ops.iter().filter(|o| matches!(o, Op::Dispatch { .. })).count() + self.host_ops
+    }
+
+    /// Whether ops run on the CPU backend as they are recorded ([`Gpu::cpu`]): kernel
+    /// wrappers then call `crate::cpu` after their checks instead of [`Self::dispatch`].
+    pub(crate) fn host(&mut self) -> bool {
+        if self.gpu.is_host() {
+            self.host_ops += 1;
+            true
+        } else {
+            false
+        }
     }
 
     /// Records one dispatch. Binding 0 is the kernel's uniform `Params` (`params`, as u32
@@ -60,6 +73,9 @@ impl<'g> Encoder<'g> {
         tensors: &[&GpuTensor],
         workgroups: [u32; 3],
     ) -> Result<()> {
+        if self.gpu.is_host() {
+            return Err(Error::Unsupported { op: key.family() });
+        }
         let max = 65535;
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::param(key.family(), format!("dispatch {workgroups:?} exceeds {max} workgroups per dimension")));
@@ -99,6 +115,9 @@ impl<'g> Encoder<'g> {
         if offset % 4 != 0 || bytes % 4 != 0 {
             return Err(Error::param(OP, "offset and length must be multiples of 4 bytes"));
         }
+        if self.gpu.is_host() {
+            return host_copy(src, 0, dst, offset, bytes);
+        }
         self.ops.push(Op::Copy { src: src.clone(), src_offset: 0, dst: dst.clone(), dst_offset: offset, bytes });
         Ok(())
     }
@@ -116,12 +135,19 @@ impl<'g> Encoder<'g> {
         if so % 4 != 0 || d_o % 4 != 0 || bytes % 4 != 0 {
             return Err(Error::param(OP, "offsets and length must be multiples of 4 bytes"));
         }
+        if self.gpu.is_host() {
+            return host_copy(src, so, dst, d_o, bytes);
+        }
         self.ops.push(Op::Copy { src: src.clone(), src_offset: so, dst: dst.clone(), dst_offset: d_o, bytes });
         Ok(())
     }
 
     /// Encodes every recorded op into one command buffer and submits it.
     pub fn submit(self) -> Result<()> {
+        if self.gpu.is_host() {
+            // Every op already ran.
+            return Ok(());
+        }
         self.encode()?.submit();
         Ok(())
     }
@@ -129,6 +155,9 @@ impl<'g> Encoder<'g> {
     /// Encodes every recorded op into one command buffer (bind groups, passes) without
     /// submitting it, so a benchmark can time the GPU work apart from the host's encoding.
     pub fn encode(self) -> Result<Encoded> {
+        if self.gpu.is_host() {
+            return Err(Error::Unsupported { op: "recorded command buffers" });
+        }
         let steps = self.build();
         let mut enc = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm") });
         encode_steps(&mut enc, &steps);
@@ -144,6 +173,9 @@ impl<'g> Encoder<'g> {
 
     /// [`Self::submit_read_u32`] without waiting: the read in flight is returned.
     pub fn submit_start_u32<'s>(self, src: &GpuTensor, slot: &'s U32Slot) -> Result<PendingU32<'s>> {
+        if self.gpu.is_host() {
+            return Err(Error::Unsupported { op: "recorded command buffers" });
+        }
         let steps = self.build();
         let mut enc = self.gpu.device().create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("gllm") });
         encode_steps(&mut enc, &steps);
@@ -155,6 +187,9 @@ impl<'g> Encoder<'g> {
     /// What changes between replays must live in GPU buffers the kernels read (a decode
     /// step's position and input token), not in the uniform parameters.
     pub fn record(self) -> Result<Recording> {
+        if self.gpu.is_host() {
+            return Err(Error::Unsupported { op: "recorded command buffers" });
+        }
         let steps = self.build();
         let dispatches = self.dispatch_count();
         let mut tensors = Vec::new();
@@ -225,6 +260,18 @@ impl<'g> Encoder<'g> {
             })
             .collect()
     }
+}
+
+/// A copy on the CPU backend, run at once (ranges checked by the caller).
+fn host_copy(src: &GpuTensor, src_offset: u64, dst: &GpuTensor, dst_offset: u64, bytes: u64) -> Result<()> {
+    let (so, d_o, n) = (src_offset as usize, dst_offset as usize, bytes as usize);
+    if std::sync::Arc::ptr_eq(&src.storage, &dst.storage) {
+        let tmp = src.host_read()?.bytes()[so..so + n].to_vec();
+        dst.host_write()?.bytes()[d_o..d_o + n].copy_from_slice(&tmp);
+    } else {
+        dst.host_write()?.bytes()[d_o..d_o + n].copy_from_slice(&src.host_read()?.bytes()[so..so + n]);
+    }
+    Ok(())
 }
 
 /// A recorded command buffer, from [`Encoder::encode`].

@@ -57,8 +57,8 @@ pub struct GpuOptions {
 }
 
 struct Inner {
-    device: wgpu::Device,
-    queue: wgpu::Queue,
+    /// The wgpu device and queue; `None` on the CPU backend ([`Gpu::cpu`]).
+    wgpu: Option<(wgpu::Device, wgpu::Queue)>,
     caps: Capabilities,
     pipelines: Mutex<HashMap<KernelKey, Arc<wgpu::ComputePipeline>>>,
     pool: Arc<Mutex<BufferPool>>,
@@ -190,8 +190,7 @@ impl Gpu {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                device,
-                queue,
+                wgpu: Some((device, queue)),
                 caps,
                 pipelines: Mutex::new(HashMap::new()),
                 pool: Arc::new(Mutex::new(BufferPool::new(1 << 30))),
@@ -207,11 +206,54 @@ impl Gpu {
     pub fn caps(&self) -> &Capabilities {
         &self.inner.caps
     }
+    /// The CPU backend: the same tensors, encoder and kernel wrappers, with every kernel run
+    /// on the host (`crate::cpu`, SIMD128 in wasm) as it is recorded. It covers the BERT
+    /// encoder (embed, rerank) and the vector index; other kernels return
+    /// [`Error::Unsupported`]. Used where WebGPU is missing or is a CPU emulating a GPU
+    /// (`device: "auto"`).
+    pub fn cpu() -> Self {
+        let caps = Capabilities {
+            shader_f16: false,
+            subgroups: false,
+            subgroup_size: None,
+            // Host memory: one allocation is bounded by the address space, not a binding.
+            max_storage_buffer_binding_size: isize::MAX as u64,
+            max_buffer_size: isize::MAX as u64,
+            storage_offset_alignment: 4,
+            max_workgroup_storage_size: 0,
+            adapter: crate::cpu::DESCRIPTION.to_string(),
+            is_cpu: true,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                wgpu: None,
+                caps,
+                pipelines: Mutex::new(HashMap::new()),
+                pool: Arc::new(Mutex::new(BufferPool::new(0))),
+                error: Arc::new(Mutex::new(None)),
+                lost: Arc::new(Mutex::new(None)),
+                buffers_created: AtomicUsize::new(0),
+                readbacks: AtomicUsize::new(0),
+                readback_bytes: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Whether this is the CPU backend ([`Gpu::cpu`]).
+    pub fn is_host(&self) -> bool {
+        self.inner.wgpu.is_none()
+    }
+
+    /// `"webgpu"` (wgpu on WebGPU, Vulkan, Metal or DX12) or `"cpu"` (the CPU backend).
+    pub fn device_name(&self) -> &'static str {
+        if self.is_host() { "cpu" } else { "webgpu" }
+    }
+
     pub(crate) fn device(&self) -> &wgpu::Device {
-        &self.inner.device
+        &self.inner.wgpu.as_ref().expect("wgpu paths are not taken on the CPU backend").0
     }
     pub(crate) fn queue(&self) -> &wgpu::Queue {
-        &self.inner.queue
+        &self.inner.wgpu.as_ref().expect("wgpu paths are not taken on the CPU backend").1
     }
     pub(crate) fn count_readback(&self, bytes: usize) {
         self.inner.readbacks.fetch_add(1, Ordering::Relaxed);
@@ -240,6 +282,11 @@ impl Gpu {
     /// Allocates an uninitialised tensor from the pool.
     pub fn alloc(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
         let bytes = (shape.iter().product::<usize>() * dtype.size()) as u64;
+        if self.is_host() {
+            let words = usize::try_from(bytes.div_ceil(4)).map_err(|_| Error::BufferTooLarge { what: "host tensor", requested: bytes, limit: usize::MAX as u64 })?;
+            self.inner.buffers_created.fetch_add(1, Ordering::Relaxed);
+            return Ok(GpuTensor::new(Arc::new(Storage::host(words)), shape.to_vec(), dtype));
+        }
         let storage = self.storage(bytes)?;
         Ok(GpuTensor::new(storage, shape.to_vec(), dtype))
     }
@@ -258,7 +305,7 @@ impl Gpu {
         });
         let buffer = recycled.unwrap_or_else(|| {
             self.inner.buffers_created.fetch_add(1, Ordering::Relaxed);
-            self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
@@ -281,12 +328,22 @@ impl Gpu {
 
     /// Writes bytes into a tensor's buffer at a byte offset (padded to 4 bytes).
     pub(crate) fn write(&self, t: &GpuTensor, offset: u64, bytes: &[u8]) {
+        if t.is_host() {
+            // Callers checked the range against the tensor (`upload_bytes`, stream targets).
+            if let Ok(mut w) = t.host_write() {
+                let dst = w.bytes();
+                let o = (offset as usize).min(dst.len());
+                let n = bytes.len().min(dst.len() - o);
+                dst[o..o + n].copy_from_slice(&bytes[..n]);
+            }
+            return;
+        }
         if bytes.len() % 4 == 0 {
-            self.inner.queue.write_buffer(t.buffer(), t.byte_offset() + offset, bytes);
+            self.queue().write_buffer(t.buffer(), t.byte_offset() + offset, bytes);
         } else {
             let mut padded = bytes.to_vec();
             padded.resize(bytes.len().next_multiple_of(4), 0);
-            self.inner.queue.write_buffer(t.buffer(), t.byte_offset() + offset, &padded);
+            self.queue().write_buffer(t.buffer(), t.byte_offset() + offset, &padded);
         }
     }
 
@@ -300,7 +357,9 @@ impl Gpu {
 
     /// Submits the queued buffer writes (an empty submission), releasing their staging memory.
     pub fn flush_writes(&self) {
-        self.inner.queue.submit([]);
+        if !self.is_host() {
+            self.queue().submit([]);
+        }
     }
 
     /// Writes `bytes` into `t` at byte `offset` (queued before the next submission). The
@@ -317,13 +376,15 @@ impl Gpu {
         if bytes.is_empty() {
             return Ok(());
         }
-        if bytes.len() % 4 == 0 {
-            self.inner.queue.write_buffer(t.buffer(), t.byte_offset() + offset, bytes);
-        } else {
-            let mut padded = bytes.to_vec();
-            padded.resize(bytes.len().next_multiple_of(4), 0);
-            self.inner.queue.write_buffer(t.buffer(), t.byte_offset() + offset, &padded);
+        if t.is_host() {
+            let mut w = t.host_write()?;
+            let dst = w.bytes();
+            let o = (offset as usize).min(dst.len());
+            let n = bytes.len().min(dst.len() - o);
+            dst[o..o + n].copy_from_slice(&bytes[..n]);
+            return Ok(());
         }
+        self.write(t, offset, bytes);
         Ok(())
     }
 
@@ -333,7 +394,19 @@ impl Gpu {
     #[cfg(target_arch = "wasm32")]
     pub fn write_tensor_js(&self, t: &GpuTensor, offset: u64, data: &js_sys::Uint8Array) -> Result<()> {
         let len = data.length() as u64;
-        let (Some(queue), Some(buffer)) = (self.inner.queue.as_webgpu(), t.buffer().as_webgpu()) else {
+        if t.is_host() {
+            if offset % 4 != 0 || offset + len > t.byte_len().next_multiple_of(4) {
+                return self.write_tensor_bytes(t, offset, &data.to_vec());
+            }
+            // Straight from the JS array into the tensor's host memory.
+            let mut w = t.host_write()?;
+            let dst = w.bytes();
+            let o = (offset as usize).min(dst.len());
+            let n = (len as usize).min(dst.len() - o);
+            data.subarray(0, n as u32).copy_to(&mut dst[o..o + n]);
+            return Ok(());
+        }
+        let (Some(queue), Some(buffer)) = (self.queue().as_webgpu(), t.buffer().as_webgpu()) else {
             return self.write_tensor_bytes(t, offset, &data.to_vec());
         };
         if len % 4 != 0 || offset % 4 != 0 || offset + len > t.byte_len() {
@@ -396,7 +469,10 @@ impl Gpu {
         }
         let label = format!("{key:?}");
         let source = crate::kernels::preprocess(key.source(), &key.defines());
-        let device = &self.inner.device;
+        if self.is_host() {
+            return Err(Error::Unsupported { op: key.family() });
+        }
+        let device = self.device();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -436,11 +512,13 @@ impl Gpu {
     /// Waits until all submitted work has finished (native: polls the device; web:
     /// awaits `onSubmittedWorkDone`).
     pub async fn sync(&self) -> Result<()> {
+        if self.is_host() {
+            return Ok(());
+        }
         let (tx, rx) = readback::oneshot::<()>();
-        self.inner.queue.on_submitted_work_done(move || tx.send(()));
+        self.queue().on_submitted_work_done(move || tx.send(()));
         #[cfg(not(target_arch = "wasm32"))]
-        self.inner
-            .device
+        self.device()
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu(e.to_string()))?;
         rx.await.ok_or_else(|| Error::Gpu("submitted-work callback dropped".into()))?;

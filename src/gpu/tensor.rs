@@ -3,7 +3,7 @@
 //! Tensors are row-major and contiguous. Cloning a tensor shares its storage; the buffer
 //! goes back to the pool when the last clone is dropped.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use super::pool::BufferPool;
 use crate::error::{Error, Result};
@@ -29,15 +29,22 @@ impl DType {
     }
 }
 
-/// The wgpu buffer behind one or more tensors. Returned to its pool on drop.
+/// The memory behind one or more tensors: a wgpu buffer (returned to its pool on drop), or
+/// on the CPU backend ([`super::Gpu::cpu`]) host words.
 pub(crate) struct Storage {
     pub(crate) buffer: Option<wgpu::Buffer>,
+    /// The CPU backend's memory: little-endian words (f32 / u32 / i32 one per word, f16 two).
+    pub(crate) host: Option<RwLock<Vec<u32>>>,
     pool: Weak<Mutex<BufferPool>>,
 }
 
 impl Storage {
     pub(crate) fn new(buffer: wgpu::Buffer, pool: Weak<Mutex<BufferPool>>) -> Self {
-        Self { buffer: Some(buffer), pool }
+        Self { buffer: Some(buffer), host: None, pool }
+    }
+    /// Zeroed host memory of `words` words.
+    pub(crate) fn host(words: usize) -> Self {
+        Self { buffer: None, host: Some(RwLock::new(vec![0; words])), pool: Weak::new() }
     }
 }
 
@@ -140,7 +147,25 @@ impl GpuTensor {
         self.numel() / self.last_dim().max(1)
     }
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
-        self.storage.buffer.as_ref().expect("storage buffer is only taken on drop")
+        self.storage.buffer.as_ref().expect("a wgpu tensor's buffer is only taken on drop (CPU tensors never reach wgpu)")
+    }
+    /// Whether this tensor lives in host memory (the CPU backend).
+    pub fn is_host(&self) -> bool {
+        self.storage.host.is_some()
+    }
+    fn host_lock(&self) -> Result<&RwLock<Vec<u32>>> {
+        self.storage.host.as_ref().ok_or_else(|| Error::param("cpu", "a GPU tensor was passed to the CPU backend"))
+    }
+    /// The payload for reading (CPU backend). A tensor another op holds for writing is an
+    /// error, never a wait.
+    pub(crate) fn host_read(&self) -> Result<HostRead<'_>> {
+        let guard = self.host_lock()?.try_read().map_err(|_| Error::param("cpu", "a tensor is bound for writing and reading at once"))?;
+        Ok(HostRead { guard, start: self.offset as usize, len: self.byte_len() as usize })
+    }
+    /// The payload for writing (CPU backend).
+    pub(crate) fn host_write(&self) -> Result<HostWrite<'_>> {
+        let guard = self.host_lock()?.try_write().map_err(|_| Error::param("cpu", "a tensor is bound for writing and reading at once"))?;
+        Ok(HostWrite { guard, start: self.offset as usize, len: self.byte_len() as usize })
     }
     /// A view with a new shape over the same storage. Errors if the element count differs.
     pub fn reshape(&self, shape: &[usize]) -> Result<GpuTensor> {
@@ -174,5 +199,52 @@ impl GpuTensor {
         } else {
             Err(Error::shape(op, tensor, format!("a non-empty rank-{rank} tensor"), &self.shape))
         }
+    }
+}
+
+/// A CPU-backend tensor's payload, borrowed for reading, viewed as bytes or typed words.
+pub(crate) struct HostRead<'a> {
+    guard: RwLockReadGuard<'a, Vec<u32>>,
+    /// Byte range of the tensor in its storage.
+    start: usize,
+    len: usize,
+}
+
+/// A CPU-backend tensor's payload, borrowed for writing.
+pub(crate) struct HostWrite<'a> {
+    guard: RwLockWriteGuard<'a, Vec<u32>>,
+    start: usize,
+    len: usize,
+}
+
+impl HostRead<'_> {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u32, u8>(&self.guard)[self.start..self.start + self.len]
+    }
+    /// F32 payload (the offset of an F32 view is a whole number of words).
+    pub(crate) fn f32(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.guard[self.start / 4..(self.start + self.len) / 4])
+    }
+    pub(crate) fn u32(&self) -> &[u32] {
+        &self.guard[self.start / 4..(self.start + self.len) / 4]
+    }
+    /// F16 payload as bit patterns.
+    pub(crate) fn u16(&self) -> &[u16] {
+        bytemuck::cast_slice(&bytemuck::cast_slice::<u32, u8>(&self.guard)[self.start..self.start + self.len - self.len % 2])
+    }
+}
+
+impl HostWrite<'_> {
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
+        let (s, l) = (self.start, self.len);
+        &mut bytemuck::cast_slice_mut::<u32, u8>(&mut self.guard)[s..s + l]
+    }
+    pub(crate) fn f32(&mut self) -> &mut [f32] {
+        let (s, l) = (self.start, self.len);
+        bytemuck::cast_slice_mut(&mut self.guard[s / 4..(s + l) / 4])
+    }
+    pub(crate) fn u32(&mut self) -> &mut [u32] {
+        let (s, l) = (self.start, self.len);
+        &mut self.guard[s / 4..(s + l) / 4]
     }
 }

@@ -172,6 +172,10 @@ pub fn attention_with(
         return Err(Error::param(OP, format!("causal attention needs q_len {q_len} <= kv_len {kv_len}")));
     }
     let out = enc.gpu().alloc(q.shape(), DType::F32)?;
+    if enc.host() {
+        crate::cpu::attention(q, k, v, mask, &out, s)?;
+        return Ok(out);
+    }
     let params = [
         u(OP, "batch", batch)?,
         u(OP, "q_len", q_len)?,

@@ -48,6 +48,9 @@ fn gather(enc: &mut Encoder, ids: &GpuTensor, table: &GpuTensor, out: &GpuTensor
         return Err(Error::shape(OP, "out", format!("[{n}, {dim}]"), out.shape()));
     }
     let total = u(OP, "ids * dim", n * dim)?;
+    if enc.host() {
+        return crate::cpu::gather(ids, table, out, accumulate);
+    }
     let key = KernelKey::Embed(EmbedKey { table_f16: table.dtype() == DType::F16 });
     // A table bigger than one binding is gathered window by window (each dispatch writes
     // the rows whose ids fall in its window).

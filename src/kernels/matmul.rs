@@ -94,6 +94,9 @@ pub fn linear_with(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option
             return Err(Error::shape(OP, "bias", format!("[{n}]"), b.shape()));
         }
     }
+    if enc.host() {
+        return crate::cpu::linear(enc.gpu(), x, w, bias);
+    }
     let m = x.rows();
     let (binding_limit, align) = (enc.gpu().caps().max_storage_buffer_binding_size, enc.gpu().caps().storage_offset_alignment);
     let windows = w.row_windows(binding_limit, align)?;

@@ -123,6 +123,17 @@ fn run_with(
         }
     }
     let out = enc.gpu().alloc(x.shape(), DType::F32)?;
+    if enc.host() {
+        let host = match (kind, gamma, beta, extra) {
+            (NormKind::Layer | NormKind::LayerDirect, Some(gamma), Some(beta), _) => crate::cpu::Norm::Layer { gamma, beta },
+            (NormKind::Rms, Some(gamma), None, _) => crate::cpu::Norm::Rms { gamma },
+            (NormKind::AddRms, Some(gamma), None, &[r, sum]) => crate::cpu::Norm::AddRms { gamma, r, sum },
+            (NormKind::L2, None, None, _) => crate::cpu::Norm::L2,
+            _ => return Err(Error::Unsupported { op: "norm (this variant)" }),
+        };
+        crate::cpu::norm(host, x, &out, eps)?;
+        return Ok(out);
+    }
     let key = KernelKey::Norm(NormKey { kind, affine: gamma.is_some(), bias: beta.is_some() });
     let params = [u(OP, "rows", x.rows())?, u(OP, "n", n)?, f(eps), 0];
     let mut tensors = vec![x, &out];

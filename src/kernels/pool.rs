@@ -47,6 +47,10 @@ fn run(enc: &mut Encoder, key: PoolKey, x: &GpuTensor, mask: Option<&GpuTensor>)
         }
     }
     let out = enc.gpu().alloc(&[batch, dim], DType::F32)?;
+    if enc.host() {
+        crate::cpu::pool(x, mask, &out)?;
+        return Ok(out);
+    }
     let params = [u(op, "batch", batch)?, u(op, "seq", seq)?, u(op, "dim", dim)?, 0];
     let mut tensors = vec![x, &out];
     tensors.extend(mask);

@@ -332,6 +332,9 @@ pub fn qlinear_with(
             return Err(Error::shape(OP, "bias", format!("[{n}]"), b.shape()));
         }
     }
+    if enc.host() {
+        return crate::cpu::qlinear(enc.gpu(), x, w, bias);
+    }
     let m = x.rows();
     let mut out_shape = x.shape().to_vec();
     *out_shape.last_mut().expect("rank checked") = n;

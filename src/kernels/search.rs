@@ -85,6 +85,10 @@ pub fn binarize(enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
     let (n, d) = (x.shape()[0], x.shape()[1]);
     let w = code_words(d);
     let out = enc.gpu().alloc(&[n, w], DType::U32)?;
+    if enc.host() {
+        crate::cpu::binarize(x, &out)?;
+        return Ok(out);
+    }
     let params = [u(OP, "n", n)?, u(OP, "d", d)?, u(OP, "words", w)?, 0];
     enc.dispatch(KernelKey::Search(SearchKey::Binarize), &params, &[x, &out], grid(u(OP, "n·W", n * w)?.div_ceil(256)))?;
     Ok(out)
@@ -104,6 +108,10 @@ pub fn hamming(enc: &mut Encoder, q_bits: &GpuTensor, codes: &GpuTensor, n: usiz
         return Err(Error::shape(OP, "codes", format!("[>= {n}, {w}]"), codes.shape()));
     }
     let out = enc.gpu().alloc(&[n], DType::F32)?;
+    if enc.host() {
+        crate::cpu::hamming(q_bits, codes, n, d, &out)?;
+        return Ok(out);
+    }
     let params = [u(OP, "n", n)?, u(OP, "d", d)?, u(OP, "words", w)?, 0];
     enc.dispatch(KernelKey::Search(SearchKey::Hamming), &params, &[q_bits, codes, &out], grid(u(OP, "n", n)?.div_ceil(256)))?;
     Ok(out)
@@ -125,6 +133,10 @@ pub fn quantize_i8(enc: &mut Encoder, x: &GpuTensor) -> Result<(GpuTensor, GpuTe
     let w = i8_words(d);
     let codes = enc.gpu().alloc(&[n, w], DType::U32)?;
     let scales = enc.gpu().alloc(&[n], DType::F32)?;
+    if enc.host() {
+        crate::cpu::quantize_i8(x, &codes, &scales)?;
+        return Ok((codes, scales));
+    }
     let params = [u(OP, "n", n)?, u(OP, "d", d)?, u(OP, "words", w)?, 0];
     enc.dispatch(KernelKey::Search(SearchKey::QuantizeI8), &params, &[x, &codes, &scales], grid(u(OP, "n", n)?.div_ceil(256)))?;
     Ok((codes, scales))
@@ -138,6 +150,10 @@ pub fn to_f16(enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
         return Err(Error::shape(OP, "x", "an even, non-zero number of elements", x.shape()));
     }
     let out = enc.gpu().alloc(x.shape(), DType::F16)?;
+    if enc.host() {
+        crate::cpu::to_f16(x, &out)?;
+        return Ok(out);
+    }
     let words = x.numel() / 2;
     let params = [u(OP, "words", words)?, 0, 0, 0];
     enc.dispatch(KernelKey::Search(SearchKey::ToF16), &params, &[x, &out], grid(u(OP, "words", words)?.div_ceil(256)))?;
@@ -160,6 +176,10 @@ pub fn score(enc: &mut Encoder, q: &GpuTensor, x: &GpuTensor, n: usize) -> Resul
         return Err(Error::shape(OP, "x", format!("[>= {n}, d] (d even for f16)"), x.shape()));
     }
     let out = enc.gpu().alloc(&[n], DType::F32)?;
+    if enc.host() {
+        crate::cpu::score(q, x, n, &out)?;
+        return Ok(out);
+    }
     let params = [u(OP, "n", n)?, u(OP, "d", d)?, 0, 0];
     let key = SearchKey::Score { f16, vec4: !f16 && d % 4 == 0 };
     enc.dispatch(KernelKey::Search(key), &params, &[q, x, &out], grid(u(OP, "n", n)?.div_ceil(256)))?;
@@ -224,6 +244,14 @@ fn rescore_rows(
         return Err(Error::shape(OP, "ids", "a non-empty tensor", ids.shape()));
     }
     let out = enc.gpu().alloc(&[c], DType::F32)?;
+    if enc.host() {
+        let rows_of = match scales {
+            Some(scales) => crate::cpu::RescoreRows::I8 { codes: x, scales },
+            None => crate::cpu::RescoreRows::Exact(x),
+        };
+        crate::cpu::rescore(q, rows_of, rows, ids, &out)?;
+        return Ok(out);
+    }
     let params = [u(OP, "c", c)?, u(OP, "d", d)?, u(OP, "words", i8_words(d))?, u(OP, "rows", rows)?];
     let key = KernelKey::Search(SearchKey::Rescore(kind));
     match scales {
@@ -267,6 +295,11 @@ pub fn topk_with(enc: &mut Encoder, scores: &GpuTensor, ids: Option<&GpuTensor>,
     }
     let local = local && k <= MAX_LOCAL_K;
     let gpu = enc.gpu();
+    if enc.host() {
+        let (os, oi) = (gpu.alloc(&[k], DType::F32)?, gpu.alloc(&[k], DType::U32)?);
+        crate::cpu::topk(scores, ids, k, &os, &oi)?;
+        return Ok((os, oi));
+    }
     let (mut s, mut i) = (scores.clone(), ids.cloned());
     loop {
         let n = s.numel();

@@ -98,7 +98,7 @@ impl Generator {
         wasm_bindgen_futures::future_to_promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
             let run = async {
-                let (ctx, gpu) = begin_load(&model, &options, "Generator.load", GeneratorLoadOptionsJs::KEYS).await?;
+                let (ctx, gpu) = begin_load(&model, &options, "Generator.load", GeneratorLoadOptionsJs::KEYS, false).await?;
                 let opts = GeneratorOptions { load: ctx.load.clone() };
                 let inner = RsGenerator::load_with_abort(&gpu, &ctx.src, opts, &reporter(ctx.callback.clone()), &|| ctx.aborted()).await?;
                 Ok::<JsValue, Error>(Generator { slot: Slot::new("Generator", gpu, RefCell::new(inner)) }.into())
@@ -177,6 +177,12 @@ impl Generator {
             }
             Ok(o.into())
         })
+    }
+
+    /// Where the model runs: "webgpu" or "cpu" (see `LoadOptions.device`).
+    #[wasm_bindgen(getter, unchecked_return_type = "\"webgpu\" | \"cpu\"")]
+    pub fn device(&self) -> String {
+        self.slot.device().into()
     }
 
     /// Releases the model and its KV cache once the calls already made have finished; later

@@ -41,6 +41,10 @@ pub(crate) struct Slot<T> {
 }
 
 impl<T: 'static> Slot<T> {
+    /// "webgpu" or "cpu": where the engine runs.
+    pub(crate) fn device(&self) -> &'static str {
+        self.gpu.device_name()
+    }
     pub(crate) fn new(what: &'static str, gpu: Gpu, value: T) -> Rc<Self> {
         Rc::new(Self {
             what,

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 
-use crate::engine::{EmbedOptions, Embedder as RsEmbedder, RerankOptions, Reranker as RsReranker, SearchIndex as RsIndex, SearchMode};
+use crate::engine::{DeviceChoice, EmbedOptions, Embedder as RsEmbedder, RerankOptions, Reranker as RsReranker, SearchIndex as RsIndex, SearchMode};
 use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::loader::Progress;
@@ -103,6 +103,17 @@ pub(crate) fn js_err(e: Error) -> JsValue {
 
 thread_local! {
     static GPU: RefCell<Option<Gpu>> = const { RefCell::new(None) };
+    static CPU: RefCell<Option<Gpu>> = const { RefCell::new(None) };
+}
+
+/// The device `choice` gives an engine (`cpu_covers`: whether the CPU backend runs it):
+/// the shared WebGPU device or the shared CPU backend ([`DeviceChoice::pick`]).
+pub(crate) async fn device_for(choice: DeviceChoice, cpu_covers: bool) -> Result<Gpu, Error> {
+    let adapter = if choice == DeviceChoice::Cpu { Err(Error::NoAdapter("not asked for".into())) } else { shared_gpu().await };
+    match choice.pick(adapter, cpu_covers)? {
+        Some(g) => Ok(g),
+        None => Ok(CPU.with(|c| c.borrow_mut().get_or_insert_with(Gpu::cpu).clone())),
+    }
 }
 
 /// The page's (or worker's) one GPU device, acquired on first use and again after a
@@ -226,11 +237,12 @@ fn reporter(callback: Option<Function>) -> impl Fn(Progress) {
 /// The front every `load` shares: the model URL and options checked (the common keys and
 /// the class's own `own_keys`), the load context (source, dtype, streaming, progress,
 /// abort) and the shared device.
-pub(crate) async fn begin_load(model: &JsValue, options: &JsValue, what: &str, own_keys: &[&str]) -> Result<(LoadContext, Gpu), Error> {
+pub(crate) async fn begin_load(model: &JsValue, options: &JsValue, what: &str, own_keys: &[&str], cpu_covers: bool) -> Result<(LoadContext, Gpu), Error> {
     let url = string_arg(model, "model")?;
     let common: LoadOptionsJs = options::parse(options, what, &[LoadOptionsJs::KEYS, own_keys])?;
     let ctx = LoadContext::new(&url, options, common)?;
-    Ok((ctx, shared_gpu().await?))
+    let gpu = device_for(ctx.load.device, cpu_covers).await?;
+    Ok((ctx, gpu))
 }
 
 /// Streams a weights file under `model` into GPU buffers with the streaming loader and
@@ -245,7 +257,7 @@ pub fn stream_weights(
         let options = options.unwrap_or(JsValue::UNDEFINED);
         let run = async {
             let o: StreamWeightsOptionsJs = options::parse(&options, "streamWeights", &[StreamWeightsOptionsJs::KEYS, LoadOptionsJs::KEYS])?;
-            let (ctx, gpu) = begin_load(&model, &options, "streamWeights", StreamWeightsOptionsJs::KEYS).await?;
+            let (ctx, gpu) = begin_load(&model, &options, "streamWeights", StreamWeightsOptionsJs::KEYS, true).await?;
             let file = o.file.or(ctx.load.weights.clone());
             let t0 = js_sys::Date::now();
             let weights = crate::loader::Weights::open(&ctx.src, file.as_deref()).await?;
@@ -290,7 +302,7 @@ impl Embedder {
             let run = async {
                 const WHAT: &str = "Embedder.load";
                 let o: EmbedderLoadOptionsJs = options::parse(&options, WHAT, &[EmbedderLoadOptionsJs::KEYS, LoadOptionsJs::KEYS])?;
-                let (ctx, gpu) = begin_load(&model, &options, WHAT, EmbedderLoadOptionsJs::KEYS).await?;
+                let (ctx, gpu) = begin_load(&model, &options, WHAT, EmbedderLoadOptionsJs::KEYS, true).await?;
                 let opts = EmbedOptions {
                     pooling: o.pooling.as_deref().map(str::parse).transpose()?,
                     normalize: o.normalize,
@@ -335,6 +347,12 @@ impl Embedder {
         self.slot.get().map(|e| e.dim()).map_err(js_err)
     }
 
+    /// Where the model runs: "webgpu" or "cpu" (see `LoadOptions.device`).
+    #[wasm_bindgen(getter, unchecked_return_type = "\"webgpu\" | \"cpu\"")]
+    pub fn device(&self) -> String {
+        self.slot.device().into()
+    }
+
     /// Releases the model once the calls already made have finished: its GPU memory is
     /// freed then, unless a `SearchIndex` using it still holds it. Calls made after
     /// `dispose()` reject with a `DisposedError`. Resolves when the memory is released.
@@ -364,7 +382,7 @@ impl Reranker {
             let run = async {
                 const WHAT: &str = "Reranker.load";
                 let o: RerankerLoadOptionsJs = options::parse(&options, WHAT, &[RerankerLoadOptionsJs::KEYS, LoadOptionsJs::KEYS])?;
-                let (ctx, gpu) = begin_load(&model, &options, WHAT, RerankerLoadOptionsJs::KEYS).await?;
+                let (ctx, gpu) = begin_load(&model, &options, WHAT, RerankerLoadOptionsJs::KEYS, true).await?;
                 let opts = RerankOptions { max_length: o.max_length, batch_size: o.batch_size, load: ctx.load.clone() };
                 let inner = RsReranker::load_with_abort(&gpu, &ctx.src, opts, &reporter(ctx.callback.clone()), &|| ctx.aborted()).await?;
                 Ok::<JsValue, Error>(Reranker { slot: Slot::new("Reranker", gpu, inner) }.into())
@@ -405,6 +423,12 @@ impl Reranker {
             }
             Ok(out.into())
         })
+    }
+
+    /// Where the model runs: "webgpu" or "cpu" (see `LoadOptions.device`).
+    #[wasm_bindgen(getter, unchecked_return_type = "\"webgpu\" | \"cpu\"")]
+    pub fn device(&self) -> String {
+        self.slot.device().into()
     }
 
     /// Releases the model once the calls already made have finished (see
@@ -452,16 +476,17 @@ fn items(v: &JsValue, what: &str) -> Result<Items, Error> {
     Err(Error::Type(format!("{what} must be a string, an array of strings or a Float32Array, got {}", type_name(v))))
 }
 
-/// `IndexOptions` from JS (`{ storage: "f32" | "f16" }`).
-fn index_options(options: &JsValue, what: &str) -> Result<crate::engine::IndexOptions, Error> {
+/// `IndexOptions` from JS (`{ storage: "f32" | "f16", device }`), and the index's device.
+async fn index_options(options: &JsValue, what: &str) -> Result<(crate::engine::IndexOptions, Gpu), Error> {
     use crate::engine::{IndexOptions, IndexStorage};
     let o: IndexOptionsJs = options::parse(options, what, &[IndexOptionsJs::KEYS])?;
+    let device: DeviceChoice = o.device.as_deref().map(str::parse).transpose()?.unwrap_or_default();
     let storage = match o.storage.as_deref() {
         None | Some("f32") => IndexStorage::F32,
         Some("f16") => IndexStorage::F16,
         Some(other) => return Err(Error::Input(format!("storage `{other}`: expected \"f32\" or \"f16\""))),
     };
-    Ok(IndexOptions { storage, barrier_free: None })
+    Ok((IndexOptions { storage, barrier_free: None }, device_for(device, true).await?))
 }
 
 /// Embeds texts to a GPU tensor with the index's embedder.
@@ -482,8 +507,7 @@ impl SearchIndex {
         let options = options.unwrap_or(JsValue::UNDEFINED);
         wasm_bindgen_futures::future_to_promise(async move {
             let dim = count_arg(&dim, "dim", 1, 1 << 16).map_err(js_err)?;
-            let opts = index_options(&options, "SearchIndex.create").map_err(js_err)?;
-            let gpu = shared_gpu().await.map_err(js_err)?;
+            let (opts, gpu) = index_options(&options, "SearchIndex.create").await.map_err(js_err)?;
             let index = RsIndex::with_options(&gpu, dim, opts).map_err(js_err)?;
             Ok(SearchIndex::new(gpu, index).into())
         })
@@ -498,6 +522,14 @@ impl SearchIndex {
         let dim = state.index.borrow().dim();
         if e.dim() != dim {
             return Err(js_err(Error::Input(format!("embedder width {} does not match the index dimension {dim}", e.dim()))));
+        }
+        if e.gpu().device_name() != self.slot.device() {
+            return Err(js_err(Error::Input(format!(
+                "the embedder runs on {} and the index on {}: create the index with {{ device: \"{}\" }}",
+                e.gpu().device_name(),
+                self.slot.device(),
+                e.gpu().device_name()
+            ))));
         }
         *state.embedder.borrow_mut() = Some(e);
         Ok(())
@@ -573,6 +605,12 @@ impl SearchIndex {
         self.slot.get().map(|s| s.index.borrow().dim()).map_err(js_err)
     }
 
+    /// Where the index runs: "webgpu" or "cpu" (see `IndexOptions.device`).
+    #[wasm_bindgen(getter, unchecked_return_type = "\"webgpu\" | \"cpu\"")]
+    pub fn device(&self) -> String {
+        self.slot.device().into()
+    }
+
     /// The normalised vectors as bytes (`size × dim` little-endian f32), to store and
     /// `SearchIndex.import` on a later visit instead of re-embedding.
     #[wasm_bindgen(js_name = export, unchecked_return_type = "Promise<Uint8Array>")]
@@ -598,8 +636,7 @@ impl SearchIndex {
                 .map(|a| a.to_vec())
                 .ok_or_else(|| js_err(Error::Type(format!("bytes must be a Uint8Array, got {}", type_name(&bytes)))))?;
             let dim = count_arg(&dim, "dim", 1, 1 << 16).map_err(js_err)?;
-            let opts = index_options(&options, "SearchIndex.import").map_err(js_err)?;
-            let gpu = shared_gpu().await.map_err(js_err)?;
+            let (opts, gpu) = index_options(&options, "SearchIndex.import").await.map_err(js_err)?;
             let index = RsIndex::import_with_options(&gpu, dim, &bytes, opts).map_err(js_err)?;
             Ok(SearchIndex::new(gpu, index).into())
         })

@@ -73,6 +73,12 @@ js_options! {
         signal: JsOnly = "AbortSignal",
         /// Called for each load progress event.
         progress_callback: JsOnly = "(event: ProgressEvent) => void",
+        /// Where the model runs: "auto" (default) takes WebGPU when the adapter is a real
+        /// GPU and otherwise the CPU backend (wasm SIMD; no WebGPU, or a CPU emulating one
+        /// such as SwiftShader); "webgpu"; "cpu". The CPU backend runs `Embedder`,
+        /// `Reranker` and `SearchIndex`; a `Generator` under "auto" takes any adapter. The
+        /// loaded object's `device` says which it got.
+        device: String = "\"auto\" | \"webgpu\" | \"cpu\"",
     }
 }
 
@@ -165,6 +171,9 @@ js_options! {
         /// Storage of the exact vectors on the GPU: "f32" (default) or "f16" (half the
         /// memory, scores within 1e-3; the dimension must be even).
         storage: String = "\"f32\" | \"f16\"",
+        /// Where the index lives: "auto" (default, chosen as `LoadOptions.device`),
+        /// "webgpu" or "cpu". An index searches text only with an embedder on the same device.
+        device: String = "\"auto\" | \"webgpu\" | \"cpu\"",
     }
 }
 
@@ -337,6 +346,7 @@ impl LoadContext {
     pub fn new(url: &str, raw: &JsValue, o: LoadOptionsJs) -> Result<Self, Error> {
         let (base, weights) = split_weights_url(url);
         let dtype = o.dtype.as_deref().map(str::parse).transpose()?;
+        let device = o.device.as_deref().map(str::parse).transpose()?.unwrap_or_default();
         let d = StreamOptions::default();
         let positive = |k: &str, v: Option<u64>| match v {
             Some(0) => Err(Error::Input(format!("{k} must be a positive integer"))),
@@ -355,7 +365,7 @@ impl LoadContext {
         };
         let get = |k: &str| Reflect::get(raw, &k.into()).ok().filter(|v| !v.is_undefined() && !v.is_null());
         Ok(Self {
-            load: LoadOptions { dtype, stream, weights },
+            load: LoadOptions { dtype, stream, weights, device },
             src: WebSource::new(&base, cache.as_deref()),
             callback: get("progress_callback").and_then(|f| f.dyn_into::<Function>().ok()),
             signal: get("signal"),

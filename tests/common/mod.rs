@@ -37,6 +37,40 @@ macro_rules! gpu_tests {
     };
 }
 
+/// The same bodies as [`gpu_tests!`] on the CPU backend ([`Gpu::cpu`]), natively and in
+/// the browser, in a `cpu_backend` module (`cpu_backend::NAME`). They need no adapter.
+#[macro_export]
+macro_rules! cpu_tests {
+    ($($name:ident => $body:ident),* $(,)?) => {
+        mod cpu_backend {
+        #[allow(unused_imports)]
+        use super::*;
+        $(
+            #[cfg(not(target_arch = "wasm32"))]
+            #[test]
+            fn $name() {
+                if let Err(e) = pollster::block_on(super::$body(gllm_web::Gpu::cpu())) {
+                    panic!("cpu_backend::{}: {e}", stringify!($name));
+                }
+            }
+            #[cfg(target_arch = "wasm32")]
+            #[wasm_bindgen_test::wasm_bindgen_test]
+            async fn $name() {
+                if let Err(e) = super::$body(gllm_web::Gpu::cpu()).await {
+                    panic!("cpu_backend::{}: {e}", stringify!($name));
+                }
+            }
+        )*
+        }
+    };
+}
+
+/// A device of the same kind as `gpu` of its own (a test whose readback count must not
+/// include tests running beside it).
+pub async fn own_device(gpu: &Gpu) -> Result<Gpu, gllm_web::Error> {
+    if gpu.is_host() { Ok(Gpu::cpu()) } else { Gpu::new().await }
+}
+
 fn no_adapter(e: gllm_web::Error) -> Option<Gpu> {
     if option_env!("GLLM_SKIP_GPU_TESTS") == Some("1") {
         eprintln!("SKIPPED: no GPU adapter ({e}) and GLLM_SKIP_GPU_TESTS=1");
