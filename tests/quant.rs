@@ -21,6 +21,16 @@ gpu_tests! {
     gpu_quantize_is_bit_identical => gpu_quantize_is_bit_identical,
 }
 
+// The CPU backend runs the same checks (its quantized products: q8_0 in the SIMD kernel, the
+// other block formats row by row; AWQ is not covered).
+cpu_tests! {
+    quant_linear_matches_cpu => quant_linear_matches_cpu,
+    quant_bad_input_is_typed_error => quant_bad_input_is_typed_error,
+    quantized_bert_matches_dense => quantized_bert_matches_dense,
+    dense_matvec_matches_cpu => dense_matvec_matches_cpu,
+    gpu_quantize_is_bit_identical => gpu_quantize_is_bit_identical,
+}
+
 /// Values like trained weights: mostly small with some outliers.
 fn weights(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n)

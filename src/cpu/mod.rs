@@ -48,14 +48,16 @@ pub fn linear(gpu: &Gpu, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>)
     Ok(y)
 }
 
-/// `y = x · wᵀ + bias` for a [`QMatrix`]: plain f32 / f16 and q8_0 (decoded in the inner
-/// loop); other block formats are [`Error::Unsupported`].
+/// `y = x · wᵀ + bias` for a [`QMatrix`]: plain f32 / f16, q8_0 decoded in the SIMD inner
+/// loop, and the other GGUF block formats one weight row at a time (the row's blocks decoded
+/// by the CPU reference into a scratch row, then dotted with every input row). AWQ is
+/// [`Error::Unsupported`].
 pub fn qlinear(gpu: &Gpu, x: &GpuTensor, w: &QMatrix, bias: Option<&GpuTensor>) -> Result<GpuTensor> {
-    match w.format {
+    let fmt = match w.format {
         QFormat::DenseF32 | QFormat::DenseF16 => return linear(gpu, x, w.body(), bias),
-        QFormat::Gguf(QuantFormat::Q8_0) => {}
-        _ => return Err(Error::Unsupported { op: "qlinear (block formats other than q8_0)" }),
-    }
+        QFormat::Gguf(f) => f,
+        QFormat::Awq => return Err(Error::Unsupported { op: "qlinear (AWQ weights)" }),
+    };
     let (n, k, m) = (w.rows, w.cols, x.rows());
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("checked rank") = n;
@@ -64,14 +66,63 @@ pub fn qlinear(gpu: &Gpu, x: &GpuTensor, w: &QMatrix, bias: Option<&GpuTensor>) 
         let (xr, body, scales) = (x.host_read()?, w.body().host_read()?, w.scales().host_read()?);
         let br = bias.map(|b| b.host_read()).transpose()?;
         let mut yw = y.host_write()?;
-        let qs: &[i8] = bytemuck::cast_slice(body.bytes());
-        let d = scales.u16();
-        if qs.len() < n * k || d.len() < n * k / 32 {
-            return Err(Error::param("qlinear", "q8_0 body or scales shorter than the matrix"));
+        let b = br.as_ref().map(|b| b.f32());
+        let per_row = k / fmt.block_elems();
+        let (words, d) = (fmt.body_words(), scales.u16());
+        let body = body.u32();
+        if body.len() < n * per_row * words || (fmt.split_scale() && d.len() < n * per_row) {
+            return Err(Error::param("qlinear", format!("{} body or scales shorter than the matrix", fmt.name())));
         }
-        kernels::linear_q8_0(xr.f32(), &qs[..n * k], &d[..n * k / 32], br.as_ref().map(|b| b.f32()), yw.f32(), m, n, k);
+        if fmt == QuantFormat::Q8_0 {
+            let qs: &[i8] = bytemuck::cast_slice(&body[..n * k / 4]);
+            kernels::linear_q8_0(xr.f32(), qs, &d[..n * k / 32], b, yw.f32(), m, n, k);
+            return Ok(y.clone());
+        }
+        let (x, y) = (xr.f32(), yw.f32());
+        let mut blocks = Vec::with_capacity(per_row * fmt.block_bytes());
+        for j in 0..n {
+            blocks.clear();
+            for blk in 0..per_row {
+                let i = j * per_row + blk;
+                let body = bytemuck::cast_slice::<u32, u8>(&body[i * words..(i + 1) * words]);
+                let scale = d.get(i).map(|h| h.to_le_bytes());
+                match (fmt.split_scale(), fmt.scale_offset()) {
+                    (false, _) => blocks.extend_from_slice(body),
+                    (true, 0) => blocks.extend(scale.into_iter().flatten().chain(body.iter().copied())),
+                    (true, _) => blocks.extend(body.iter().copied().chain(scale.into_iter().flatten())),
+                }
+            }
+            let row = crate::quant::dequantize(fmt, &blocks, k)?;
+            for i in 0..m {
+                y[i * n + j] = x[i * k..(i + 1) * k].iter().zip(&row).map(|(a, b)| a * b).sum::<f32>() + b.map_or(0.0, |b| b[j]);
+            }
+        }
     }
     Ok(y)
+}
+
+/// Quantize-on-load of a slice of rows (checked by `quantize::quantize_rows`): `src`'s
+/// values (f32, or raw f16 / bf16 words) quantized by the CPU reference quantizer, written
+/// in the GPU layout from block `block0` (even) of `dst`.
+pub fn quantize_rows(src: &GpuTensor, kind: crate::kernels::quantize::SrcKind, dst: &QMatrix, format: QuantFormat, block0: usize) -> Result<()> {
+    use crate::kernels::quantize::SrcKind;
+    let values: Vec<f32> = {
+        let r = src.host_read()?;
+        match kind {
+            SrcKind::F32 => r.f32().to_vec(),
+            SrcKind::F16 => r.u16().iter().map(|&h| half::f16::from_bits(h).to_f32()).collect(),
+            SrcKind::BF16 => r.u16().iter().map(|&h| half::bf16::from_bits(h).to_f32()).collect(),
+        }
+    };
+    let relaid = crate::quant::relayout(format, &crate::quant::quantize(format, &values)?)?;
+    let words = format.body_words();
+    let mut body = dst.body().host_write()?;
+    body.u32()[block0 * words..block0 * words + relaid.body.len()].copy_from_slice(&relaid.body);
+    if !relaid.scales.is_empty() {
+        let mut scales = dst.scales().host_write()?;
+        scales.u32()[block0 / 2..block0 / 2 + relaid.scales.len()].copy_from_slice(&relaid.scales);
+    }
+    Ok(())
 }
 
 /// `out[r] (+)= table[ids[r]]`; ids outside the table give zero rows (as on the GPU).

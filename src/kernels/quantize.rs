@@ -90,6 +90,9 @@ pub fn quantize_rows(enc: &mut Encoder, src: &GpuTensor, kind: SrcKind, dst: &QM
         return Ok(());
     }
     let blocks = rows * per_row;
+    if enc.host() {
+        return crate::cpu::quantize_rows(src, kind, dst, format, block0);
+    }
     let pairs = blocks.div_ceil(2);
     let params = [u(OP, "block0", block0)?, u(OP, "blocks", blocks)?, u(OP, "pairs", pairs)?, 0];
     let key = QuantizeKey { format, src: kind };

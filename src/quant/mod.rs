@@ -170,7 +170,7 @@ impl QuantFormat {
     }
 
     /// Byte offset of `d` inside a GGUF block (for the formats with a split scale).
-    const fn scale_offset(self) -> usize {
+    pub const fn scale_offset(self) -> usize {
         match self {
             Self::Q6K => 208,
             Self::Q3K => q3_k::D_OFFSET,
