@@ -36,6 +36,24 @@ gpu_tests! {
     tensors_over_the_binding_limit_bind_in_windows => tensors_over_the_binding_limit_bind_in_windows,
 }
 
+// The CPU backend's kernels against the same CPU references, shapes and tolerances.
+cpu_tests! {
+    typed_readbacks_are_exact => typed_readbacks_are_exact,
+    embedding_matches_cpu => embedding_matches_cpu,
+    layer_norm_matches_cpu => layer_norm_matches_cpu,
+    rms_norm_matches_cpu => rms_norm_matches_cpu,
+    l2_normalize_matches_cpu => l2_normalize_matches_cpu,
+    linear_f32_matches_cpu => linear_f32_matches_cpu,
+    linear_f16_matches_cpu => linear_f16_matches_cpu,
+    activations_match_cpu => activations_match_cpu,
+    attention_matches_cpu => attention_matches_cpu,
+    attention_gqa_causal_matches_cpu => attention_gqa_causal_matches_cpu,
+    attention_sliding_window_matches_cpu => attention_sliding_window_matches_cpu,
+    pooling_matches_cpu => pooling_matches_cpu,
+    bad_shapes_are_typed_errors => bad_shapes_are_typed_errors,
+    search_kernels_match_cpu => search_kernels_match_cpu,
+}
+
 async fn adapter_is_the_expected_one(gpu: Gpu) -> R {
     let desc = common::adapter_description(&gpu).await;
     let c = gpu.caps();
