@@ -46,10 +46,11 @@ export type ProgressEvent =
  *  "TypeError" (an argument of the wrong type), "ModelError" (a malformed or unsupported
  *  model file), "NotFoundError", "NetworkError", "IntegrityError" (a file does not match
  *  gllm-manifest.json), "DisposedError", "DeviceLostError" (load again), "NoAdapterError"
- *  (no WebGPU), "GPUError". */
+ *  (no WebGPU), "UnsupportedError" (the CPU backend does not run this: `device: "webgpu"`),
+ *  "GPUError". */
 export type GllmErrorName =
   | "AbortError" | "InputError" | "TypeError" | "ModelError" | "NotFoundError" | "NetworkError"
-  | "IntegrityError" | "DisposedError" | "DeviceLostError" | "NoAdapterError" | "GPUError";
+  | "IntegrityError" | "DisposedError" | "DeviceLostError" | "NoAdapterError" | "UnsupportedError" | "GPUError";
 
 /** Row-major embeddings: row i is `data.subarray(i * dims[1], (i + 1) * dims[1])`. */
 export interface EmbedResult {

@@ -20,6 +20,10 @@ export async function typed(url: string): Promise<void> {
   const one: Float32Array = (await embedder.embed("a")).data;
   const [n, d]: [number, number] = r.dims;
   void [one, n, d, embedder.dim satisfies number, isWebGPUAvailable() satisfies boolean];
+  const where: "webgpu" | "cpu" = embedder.device;
+  void [where, await Embedder.load("/models/m", { device: "cpu" })];
+  // @ts-expect-error: not a device
+  void Embedder.load("/models/m", { device: "gpu" });
   await Embedder.load(url, { cache: false, chunk_size: 1 << 20, concurrency: 4, signal: new AbortController().signal });
   await W.Embedder.load(url, { cache: "models", signal: AbortSignal.timeout(60_000) });
   // @ts-expect-error: pooling is "mean" | "cls"

@@ -44,7 +44,9 @@ async function concurrency(api, tag) {
   const aborted = await rejects(api.Embedder.load(MODEL, { signal: controller.signal }));
   check(`${tag}: a load with an aborted signal rejects`, aborted && /abort/i.test(aborted.message), aborted?.message);
 
+  // "auto" (the default) on SwiftShader, a CPU emulating a GPU: the CPU backend.
   const embedder = await api.Embedder.load(MODEL);
+  check(`${tag}: device "auto" on a CPU adapter picks the CPU backend`, embedder.device === "cpu", embedder.device);
   const seq = [];
   for (const t of TEXTS) seq.push((await embedder.embed([t])).data);
   const par = await Promise.all(TEXTS.map((t) => embedder.embed([t])));
@@ -52,7 +54,13 @@ async function concurrency(api, tag) {
   check(`${tag}: 20 concurrent embeds == 20 sequential`, worst <= 1e-6 && par.every((r) => r.dims[0] === 1 && r.dims[1] === 384), `max |diff| ${worst}`);
 
   // Different objects overlap: a rerank while an index search (which embeds) and an embed run.
-  const reranker = await api.Reranker.load(RERANKER);
+  // The reranker on WebGPU (the device-loss check below needs a GPU object).
+  const reranker = await api.Reranker.load(RERANKER, { device: "webgpu" });
+  check(`${tag}: device "webgpu" is honoured`, reranker.device === "webgpu", reranker.device);
+  const gpuIndex = await api.SearchIndex.create(embedder.dim, { device: "webgpu" });
+  const mixed = await rejects(Promise.resolve().then(() => gpuIndex.useEmbedder(embedder)));
+  check(`${tag}: an index on WebGPU refuses an embedder on the CPU`, mixed?.name === "InputError" && /create the index with/.test(mixed.message), `${mixed?.name}: ${mixed?.message}`);
+  await gpuIndex.dispose();
   const index = await api.SearchIndex.create(embedder.dim);
   await index.useEmbedder(embedder);
   await index.add(TEXTS.slice(0, 10));
@@ -120,7 +128,7 @@ async function concurrency(api, tag) {
   const lost = await api.__loseDeviceForTesting();
   const afterLoss = await rejects(reranker.rerank("q", ["d"]));
   check(`${tag}: device loss surfaces on the next call`, lost === true && afterLoss && /device lost/i.test(afterLoss.message) && /load it again/.test(afterLoss.message), afterLoss?.message);
-  const again = await api.Embedder.load(MODEL);
+  const again = await api.Embedder.load(MODEL, { device: "webgpu" });
   const r = await again.embed([TEXTS[3]]);
   check(`${tag}: after a device loss the engine loads again and gives the same vectors`, maxDiff(r.data, seq[3]) <= 1e-5, `max |diff| ${maxDiff(r.data, seq[3])}`);
   await again.dispose();
@@ -194,11 +202,48 @@ async function boundary(api, tag) {
   await gguf.dispose();
 }
 
+/** Without WebGPU (run.mjs starts this page's browser without the WebGPU flags and hides
+ *  navigator.gpu): embed, rerank and search run on the CPU backend, matching the goldens. */
+async function noWebGPU() {
+  const cos = (a, b) => {
+    let d = 0, na = 0, nb = 0;
+    for (let i = 0; i < a.length; i++) { d += a[i] * b[i]; na += a[i] * a[i]; nb += b[i] * b[i]; }
+    return d / Math.sqrt(na * nb);
+  };
+  const golden = await (await fetch(`${origin}/tests/goldens/all-minilm-l6-v2.json`)).json();
+  for (const [api, tag] of [[page, "page"], [worker, "worker"]]) {
+    const e = await api.Embedder.load(MODEL);
+    const texts = golden.sentences.map((s) => s.text);
+    const got = await e.embed(texts);
+    const worst = Math.min(...golden.sentences.map((s, i) => cos(got.data.subarray(i * 384, (i + 1) * 384), s.embedding)));
+    check(`no WebGPU, ${tag}: Embedder.load (device "auto") runs on the CPU and matches the goldens`,
+      e.device === "cpu" && got.dims[1] === 384 && worst >= 0.9999, `device ${e.device}, min cosine ${worst}`);
+    const index = await api.SearchIndex.create(384);
+    await index.useEmbedder(e);
+    await index.add(TEXTS);
+    const hits = await index.search(TEXTS[7], { k: 3 });
+    check(`no WebGPU, ${tag}: a SearchIndex on the CPU finds a text's own entry first`, index.device === "cpu" && hits.ids[0] === 7, `device ${index.device}, ids ${Array.from(hits.ids)}`);
+    await index.dispose();
+    await e.dispose();
+  }
+  const rg = await (await fetch(`${origin}/tests/goldens/reranker-synthetic-minilm.json`)).json();
+  const r = await page.Reranker.load(RERANKER);
+  const docs = rg.pairs.map((p) => p.document);
+  const ranked = await r.rerank(rg.query, docs);
+  const dl = Math.max(...ranked.map((x) => Math.abs(x.logit - rg.pairs[x.index].logit)));
+  check("no WebGPU: Reranker on the CPU matches the golden logits", r.device === "cpu" && dl < 1e-3 && ranked[0].index === rg.ranking_by_logit[0], `device ${r.device}, max |dlogit| ${dl}`);
+  await r.dispose();
+  const e = await rejects(page.Embedder.load(MODEL, { device: "webgpu" }));
+  check("no WebGPU: device \"webgpu\" fails with how to enable it", page.isWebGPUAvailable() === false && e && e.name === "NoAdapterError" && /WebGPU is unavailable/.test(e.message) && /enable/.test(e.message), `${e?.name}: ${e?.message}`);
+  const g = await rejects(page.Generator.load(`${origin}/models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf`));
+  check("no WebGPU: a Generator (no CPU backend) fails with NoAdapterError", g?.name === "NoAdapterError", `${g?.name}: ${g?.message}`);
+  const c = await rejects(page.Generator.load(`${origin}/models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf`, { device: "cpu" }));
+  check("no WebGPU: Generator with device \"cpu\" is an UnsupportedError", c?.name === "UnsupportedError", `${c?.name}: ${c?.message}`);
+}
+
 async function main() {
   if (params.get("suite") === "nogpu") {
-    // run.mjs hides navigator.gpu before the page loads.
-    const e = await rejects(page.Embedder.load(MODEL));
-    check("no WebGPU: load fails with how to enable it", page.isWebGPUAvailable() === false && e && e.name === "NoAdapterError" && /WebGPU is unavailable/.test(e.message) && /enable/.test(e.message), `${e?.name}: ${e?.message}`);
+    await noWebGPU();
     return;
   }
   check("WebGPU available", page.isWebGPUAvailable());

@@ -5,14 +5,16 @@
 import { chromium } from "playwright-core";
 
 const origin = process.argv[2];
-const browser = await chromium.launch({
+const quiet = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const launch = (webgpu) => chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--use-webgpu-adapter=swiftshader",
-    "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  args: webgpu ? [...quiet, "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--use-webgpu-adapter=swiftshader"] : quiet,
 });
 const all = [];
-try {
-  for (const suite of ["nogpu", "main"]) {
+for (const suite of ["nogpu", "main"]) {
+  // The no-WebGPU suite gets a browser without the WebGPU flags (and navigator.gpu hidden).
+  const browser = await launch(suite === "main");
+  try {
     const page = await browser.newPage();
     page.on("console", (m) => console.log(`[${suite}] ${m.text()}`));
     page.on("pageerror", (e) => console.error(`[${suite}] page error: ${e.message}`));
@@ -22,10 +24,9 @@ try {
     await page.goto(`${origin}/tests/js/api.html?suite=${suite}`);
     await page.waitForFunction(() => window.__results, null, { timeout: 20 * 60 * 1000 });
     all.push(...await page.evaluate(() => window.__results));
-    await page.close();
+  } finally {
+    await browser.close();
   }
-} finally {
-  await browser.close();
 }
 const failed = all.filter((r) => !r.ok).length;
 console.log(`js api: ${all.length - failed} passed, ${failed} failed`);
