@@ -8,6 +8,9 @@ import { chromium } from "playwright-core";
 const args = process.argv.slice(2);
 const url = args.shift();
 const test = args.includes("--test");
+// --no-webgpu: a browser without WebGPU (no flags, navigator.gpu hidden): search runs on the
+// CPU backend, and the chat (a Generator needs WebGPU) must fail with a clear error.
+const noWebGPU = args.includes("--no-webgpu");
 const shotAt = args.indexOf("--screenshot");
 const shot = shotAt >= 0 ? args[shotAt + 1] : null;
 const queries = args.filter((a, i) => !a.startsWith("--") && i !== shotAt + 1);
@@ -21,9 +24,10 @@ const known = [
   ["encode binary data as base64 text", ["base64.b64encode", "base64.encodebytes", "base64.standard_b64encode"]],
 ];
 
+const webgpuFlags = ["--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--use-webgpu-adapter=swiftshader"];
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--use-webgpu-adapter=swiftshader",
+  args: ["--no-sandbox", ...(noWebGPU ? [] : webgpuFlags),
     "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 let failed = 0;
@@ -31,6 +35,9 @@ try {
   const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
   page.on("console", (m) => { if (m.type() === "error") console.error("page:", m.text()); });
   page.setDefaultTimeout(20 * 60 * 1000);
+  if (noWebGPU) {
+    await page.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined, configurable: true }));
+  }
   await page.goto(url);
   await page.waitForFunction(() => document.body.dataset.state);
   if (await page.evaluate(() => document.body.dataset.state) !== "ready") {
@@ -38,6 +45,12 @@ try {
   }
   const stages = await page.$$eval(".stage:not([hidden])", (els) => els.map((e) => e.innerText.replace(/\s+/g, " ")));
   console.log(stages.join("\n"));
+  const device = await page.evaluate(() => document.body.dataset.device);
+  if (noWebGPU) {
+    const ok = device === "cpu";
+    failed += ok ? 0 : 1;
+    console.log(`${ok ? "ok  " : "FAIL"} [no WebGPU] the search runs on the ${device} backend`);
+  }
   const run = async (q, mode = "exact") => page.evaluate(([q, mode]) => window.demo.search(q, mode), [q, mode]);
   for (const q of queries.length ? queries : test ? [] : [await page.$eval("#query", (el) => el.value)]) {
     const { results, timing } = await run(q);
@@ -55,7 +68,12 @@ try {
       }
     }
   }
-  if (test) {
+  if (test && noWebGPU) {
+    const e = await page.evaluate(() => window.demo.chat("What is the capital of France?").then(() => null, (e) => `${e.name}: ${e.message}`));
+    const ok = /^NoAdapterError: .*WebGPU is unavailable/.test(e ?? "");
+    failed += ok ? 0 : 1;
+    console.log(`${ok ? "ok  " : "FAIL"} [no WebGPU] the chat panel fails clearly: ${e}`);
+  } else if (test) {
     // Chat panel: SmolLM2-135M-Instruct, greedy, so the answer is the golden's.
     const t = Date.now();
     const r = await page.evaluate(() => window.demo.chat("What is the capital of France?", { temperature: 0, max_new_tokens: 16 }));

@@ -51,6 +51,9 @@ serve . "$DEMO_PORT"
 mkdir -p target
 node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&reranker=http://127.0.0.1:$DEMO_PORT/models/reranker-synthetic-minilm" \
     --test --screenshot target/demo.png
+# The same page with WebGPU off: search on the CPU backend, a clear error from the chat panel.
+node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&reranker=http://127.0.0.1:$DEMO_PORT/models/reranker-synthetic-minilm" \
+    --test --no-webgpu
 
 echo "== npm package: JS API in headless Chromium (concurrency, dispose, device loss, no WebGPU, worker mode) =="
 node tests/js/run.mjs "http://127.0.0.1:$DEMO_PORT"

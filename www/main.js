@@ -30,13 +30,13 @@ async function openIndex(embedder, docs) {
   const t0 = performance.now();
   const hit = cache && !params.has("nocache") ? await cache.match(key) : null;
   if (hit) {
-    const index = await SearchIndex.import(new Uint8Array(await hit.arrayBuffer()), embedder.dim);
+    const index = await SearchIndex.import(new Uint8Array(await hit.arrayBuffer()), embedder.dim, { device: embedder.device });
     await index.useEmbedder(embedder); // a Promise in worker mode, void on the page
     $("p-index").value = 100;
     $("t-index").textContent = `${ms(performance.now() - t0)} (cached)`;
     return index;
   }
-  const index = await SearchIndex.create(embedder.dim);
+  const index = await SearchIndex.create(embedder.dim, { device: embedder.device });
   await index.useEmbedder(embedder);
   const batch = 32;
   for (let i = 0; i < docs.length; i += batch) {
@@ -83,7 +83,9 @@ async function main() {
     progress_callback: (e) => { if (e.status === "progress") $("p-model").value = e.progress; },
   });
   $("p-model").value = 100;
-  $("t-model").textContent = ms(performance.now() - t0);
+  // "cpu": no WebGPU here, or only a CPU emulating a GPU; the CPU backend runs the search.
+  $("t-model").textContent = `${ms(performance.now() - t0)} · ${embedder.device}`;
+  document.body.dataset.device = embedder.device;
 
   let reranker = null;
   if (rerankerUrl) {
