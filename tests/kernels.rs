@@ -34,6 +34,7 @@ gpu_tests! {
     released_buffers_wait_for_submit => released_buffers_wait_for_submit,
     search_kernels_match_cpu => search_kernels_match_cpu,
     tensors_over_the_binding_limit_bind_in_windows => tensors_over_the_binding_limit_bind_in_windows,
+    mixed_devices_are_errors => mixed_devices_are_errors,
 }
 
 // The CPU backend's kernels against the same CPU references, shapes and tolerances.
@@ -580,5 +581,33 @@ async fn tensors_over_the_binding_limit_bind_in_windows(_gpu: Gpu) -> R {
         Err(e) => log!("windowed linear with a bias: {e}"),
         Ok(_) => return Err("a windowed weight with a bias was accepted".into()),
     }
+    Ok(())
+}
+
+/// A tensor of the CPU backend handed to a GPU encoder or readback, and a GPU tensor handed to
+/// the CPU backend, are typed errors (never a panic), and both devices work afterwards.
+async fn mixed_devices_are_errors(gpu: Gpu) -> R {
+    let cpu = Gpu::cpu();
+    let (hx, hw) = (cpu.upload_f32(&[1.0; 8], &[2, 4])?, cpu.upload_f32(&[0.5; 12], &[3, 4])?);
+    let (gx, gw) = (gpu.upload_f32(&[1.0; 8], &[2, 4])?, gpu.upload_f32(&[0.5; 12], &[3, 4])?);
+    let mut enc = gpu.encoder();
+    let e = gllm_web::kernels::matmul::linear(&mut enc, &hx, &gw, None).err().ok_or("host x on the GPU: no error")?;
+    assert!(e.to_string().contains("CPU backend"), "{e}");
+    let e = enc.copy_into(&hx, &gx, 0).err().ok_or("host → GPU copy: no error")?;
+    assert!(e.to_string().contains("CPU backend"), "{e}");
+    drop(enc);
+    assert!(gpu.readback_f32(&hx).await.is_err(), "a GPU readback of a host tensor");
+    let mut enc = cpu.encoder();
+    let e = gllm_web::kernels::matmul::linear(&mut enc, &gx, &hw, None).err().ok_or("GPU x on the CPU: no error")?;
+    assert!(e.to_string().contains("GPU tensor"), "{e}");
+    // Both still work.
+    let mut enc = cpu.encoder();
+    let y = gllm_web::kernels::matmul::linear(&mut enc, &hx, &hw, None)?;
+    enc.submit()?;
+    assert_eq!(cpu.readback_f32(&y).await?, vec![2.0; 6]);
+    let mut enc = gpu.encoder();
+    let y = gllm_web::kernels::matmul::linear(&mut enc, &gx, &gw, None)?;
+    enc.submit()?;
+    assert_eq!(gpu.readback_f32(&y).await?, vec![2.0; 6]);
     Ok(())
 }

@@ -76,6 +76,9 @@ impl<'g> Encoder<'g> {
         if self.gpu.is_host() {
             return Err(Error::Unsupported { op: key.family() });
         }
+        if tensors.iter().any(|t| t.is_host()) {
+            return Err(Error::param(key.family(), MIXED));
+        }
         let max = 65535;
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::param(key.family(), format!("dispatch {workgroups:?} exceeds {max} workgroups per dimension")));
@@ -118,6 +121,9 @@ impl<'g> Encoder<'g> {
         if self.gpu.is_host() {
             return host_copy(src, 0, dst, offset, bytes);
         }
+        if src.is_host() || dst.is_host() {
+            return Err(Error::param(OP, MIXED));
+        }
         self.ops.push(Op::Copy { src: src.clone(), src_offset: 0, dst: dst.clone(), dst_offset: offset, bytes });
         Ok(())
     }
@@ -137,6 +143,9 @@ impl<'g> Encoder<'g> {
         }
         if self.gpu.is_host() {
             return host_copy(src, so, dst, d_o, bytes);
+        }
+        if src.is_host() || dst.is_host() {
+            return Err(Error::param(OP, MIXED));
         }
         self.ops.push(Op::Copy { src: src.clone(), src_offset: so, dst: dst.clone(), dst_offset: d_o, bytes });
         Ok(())
@@ -261,6 +270,9 @@ impl<'g> Encoder<'g> {
             .collect()
     }
 }
+
+/// Why a CPU-backend tensor cannot meet a GPU encoder.
+pub(crate) const MIXED: &str = "a tensor of the CPU backend was passed to a GPU device (load both on one device)";
 
 /// A copy on the CPU backend, run at once (ranges checked by the caller).
 fn host_copy(src: &GpuTensor, src_offset: u64, dst: &GpuTensor, dst_offset: u64, bytes: u64) -> Result<()> {

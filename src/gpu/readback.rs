@@ -75,6 +75,9 @@ impl Gpu {
         if self.is_host() {
             return tensors.iter().map(|t| Ok(t.host_read()?.bytes().to_vec())).collect();
         }
+        if tensors.iter().any(|t| t.is_host()) {
+            return Err(Error::param("readback", super::encoder::MIXED));
+        }
         let mut offsets = Vec::with_capacity(tensors.len());
         let mut size = 0u64;
         for t in tensors {
