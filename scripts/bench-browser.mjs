@@ -1,11 +1,14 @@
-// Runs a benchmark page in headless Chromium (Debian's, WebGPU on SwiftShader unless
-// CHROMIUM_ARGS says otherwise) and prints its JSON result (#out[data-json]).
-//   node scripts/bench-browser.mjs URL
+// Runs a benchmark page in headless Chromium (Debian's, WebGPU on SwiftShader; with
+// BENCH_WEBGPU=0 without the WebGPU flags, a browser with no WebGPU adapter, for the CPU
+// comparison) and prints its JSON result (#out[data-json]).
+//   [BENCH_WEBGPU=0] node scripts/bench-browser.mjs URL
 import { chromium } from "playwright-core";
 
+const webgpu = process.env.BENCH_WEBGPU !== "0";
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--use-webgpu-adapter=swiftshader",
+  args: ["--no-sandbox",
+    ...(webgpu ? ["--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--use-webgpu-adapter=swiftshader"] : []),
     "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 try {
