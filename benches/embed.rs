@@ -4,14 +4,14 @@
 //! Each call is a full `Embedder::embed`: tokenization, upload, one submission per chunk and
 //! the readback. Median of timed calls after warm-up.
 //!
-//! Run: `cargo bench --bench embed`. The PyTorch reference: `benches/embed_torch.py DIR`.
+//! Run: `cargo bench --bench embed` (`GLLM_BENCH_DEVICE=cpu` for the CPU backend). The PyTorch reference: `benches/embed_torch.py DIR`.
 
 use std::time::Instant;
 
 mod common;
 
 use common::median;
-use gllm_web::{EmbedOptions, Embedder, Gpu};
+use gllm_web::{EmbedOptions, Embedder};
 
 /// The benchmark's sentences; `embed_torch.py` uses the same formula.
 fn sentence(i: usize) -> String {
@@ -26,7 +26,9 @@ async fn run() -> gllm_web::Result<()> {
     let dir = common::model_dir();
     let src = common::random_bert(false).await?;
     common::write_out(&src, "embed")?;
-    let gpu = Gpu::new().await?;
+    // GLLM_BENCH_DEVICE=cpu: the CPU backend (SPEC/cpu.md); default: the adapter.
+    let device: gllm_web::DeviceChoice = std::env::var("GLLM_BENCH_DEVICE").unwrap_or_else(|_| "webgpu".into()).parse()?;
+    let gpu = device.device(true).await?;
     let adapter = gpu.caps().adapter.clone();
     let embedder = Embedder::load(&gpu, &src, EmbedOptions::default(), &|_| {}).await?;
     let cpu = gpu.caps().is_cpu;
