@@ -1,4 +1,4 @@
-"""Independent parity check of `gllm embed` on any sentences.
+"""Independent parity check of `gllm embed` on any sentences, on the GPU and on the CPU backend.
 
 Reference: HF `tokenizers` (Python) for the token ids and a float64 numpy BERT forward pass
 (embeddings, 6 encoder layers, mean pooling, L2 normalisation as the model's
@@ -70,14 +70,16 @@ def embed(ids):
     e = x.mean(0)
     return e / max(np.linalg.norm(e), 1e-12)
 
-got = json.loads(subprocess.run([gllm, "embed", "--model", model, "--", *texts], check=True, capture_output=True, text=True).stdout)
 ok = True
-for i, t in enumerate(texts):
-    ids = tok.encode(t).ids
-    ids_ok = ids == got["token_ids"][i]
-    ref = embed(np.array(ids))
-    g = np.array(got["embeddings"][i], dtype=np.float64)
-    cos = float(g @ ref / (np.linalg.norm(g) * np.linalg.norm(ref)))
-    ok &= ids_ok and cos >= 0.9999
-    print(f"{'ok ' if ids_ok and cos >= 0.9999 else 'BAD'} tokens={len(ids):3d} ids_match={ids_ok} cosine={cos:.8f}  {t[:60]!r}")
+# Both devices: the GPU (wgpu; lavapipe in CI) and the CPU backend.
+for device in ("gpu", "cpu"):
+    got = json.loads(subprocess.run([gllm, "embed", "--model", model, "--device", device, "--", *texts], check=True, capture_output=True, text=True).stdout)
+    for i, t in enumerate(texts):
+        ids = tok.encode(t).ids
+        ids_ok = ids == got["token_ids"][i]
+        ref = embed(np.array(ids))
+        g = np.array(got["embeddings"][i], dtype=np.float64)
+        cos = float(g @ ref / (np.linalg.norm(g) * np.linalg.norm(ref)))
+        ok &= ids_ok and cos >= 0.9999
+        print(f"{'ok ' if ids_ok and cos >= 0.9999 else 'BAD'} {got['device']:6} tokens={len(ids):3d} ids_match={ids_ok} cosine={cos:.8f}  {t[:60]!r}")
 sys.exit(0 if ok else 1)
