@@ -73,12 +73,13 @@ pub fn qlinear(gpu: &Gpu, x: &GpuTensor, w: &QMatrix, bias: Option<&GpuTensor>) 
         if body.len() < n * per_row * words || (fmt.split_scale() && d.len() < n * per_row) {
             return Err(Error::param("qlinear", format!("{} body or scales shorter than the matrix", fmt.name())));
         }
+        let (x, out) = (xr.f32(), yw.f32());
         if fmt == QuantFormat::Q8_0 {
             let qs: &[i8] = bytemuck::cast_slice(&body[..n * k / 4]);
-            kernels::linear_q8_0(xr.f32(), qs, &d[..n * k / 32], b, yw.f32(), m, n, k);
-            return Ok(y.clone());
+            kernels::linear_q8_0(x, qs, &d[..n * k / 32], b, out, m, n, k);
+            drop(yw);
+            return Ok(y);
         }
-        let (x, y) = (xr.f32(), yw.f32());
         let mut blocks = Vec::with_capacity(per_row * fmt.block_bytes());
         for j in 0..n {
             blocks.clear();
@@ -94,7 +95,7 @@ pub fn qlinear(gpu: &Gpu, x: &GpuTensor, w: &QMatrix, bias: Option<&GpuTensor>) 
             }
             let row = crate::quant::dequantize(fmt, &blocks, k)?;
             for i in 0..m {
-                y[i * n + j] = x[i * k..(i + 1) * k].iter().zip(&row).map(|(a, b)| a * b).sum::<f32>() + b.map_or(0.0, |b| b[j]);
+                out[i * n + j] = x[i * k..(i + 1) * k].iter().zip(&row).map(|(a, b)| a * b).sum::<f32>() + b.map_or(0.0, |b| b[j]);
             }
         }
     }
