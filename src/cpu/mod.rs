@@ -16,6 +16,7 @@ pub mod kernels;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Gpu, GpuTensor};
+use crate::kernels::activation::ActivationKey;
 use crate::kernels::attention::AttentionShape;
 use crate::kernels::quant::{QFormat, QMatrix};
 use crate::quant::QuantFormat;
@@ -211,20 +212,9 @@ fn rms_rows(x: &[f32], gamma: &[f32], out: &mut [f32], n: usize, eps: f32) {
     }
 }
 
-/// The element-wise ops of `activation.rs`.
-#[derive(Clone, Copy)]
-pub enum Elementwise {
-    Gelu,
-    Silu,
-    Tanh,
-    Add,
-    SwiGlu,
-    GegluTanh,
-    Scale(f32),
-}
-
-/// `out = f(a[, b])` element by element.
-pub fn elementwise(op: Elementwise, a: &GpuTensor, b: Option<&GpuTensor>, out: &GpuTensor) -> Result<()> {
+/// `out = f(a[, b])` element by element: the ops of `activation.rs` (`arg`: the f32 bits of
+/// `Scale`'s factor).
+pub fn elementwise(op: ActivationKey, arg: u32, a: &GpuTensor, b: Option<&GpuTensor>, out: &GpuTensor) -> Result<()> {
     let ar = a.host_read()?;
     let br = b.map(|b| b.host_read()).transpose()?;
     let mut ow = out.host_write()?;
@@ -233,13 +223,13 @@ pub fn elementwise(op: Elementwise, a: &GpuTensor, b: Option<&GpuTensor>, out: &
     let b = br.as_ref().map(|b| b.f32()).unwrap_or(&[]);
     let gelu_tanh = |x: f32| 0.5 * x * (1.0 + ((2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
     match op {
-        Elementwise::Gelu => kernels::gelu_inplace(o),
-        Elementwise::Tanh => kernels::tanh_inplace(o),
-        Elementwise::Silu => o.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
-        Elementwise::Add => o.iter_mut().zip(b).for_each(|(v, b)| *v += b),
-        Elementwise::SwiGlu => o.iter_mut().zip(b).for_each(|(v, b)| *v = *v / (1.0 + (-*v).exp()) * b),
-        Elementwise::GegluTanh => o.iter_mut().zip(b).for_each(|(v, b)| *v = gelu_tanh(*v) * b),
-        Elementwise::Scale(s) => o.iter_mut().for_each(|v| *v *= s),
+        ActivationKey::Gelu => kernels::gelu_inplace(o),
+        ActivationKey::Tanh => kernels::tanh_inplace(o),
+        ActivationKey::Silu => o.iter_mut().for_each(|v| *v /= 1.0 + (-*v).exp()),
+        ActivationKey::Add => o.iter_mut().zip(b).for_each(|(v, b)| *v += b),
+        ActivationKey::SwiGlu => o.iter_mut().zip(b).for_each(|(v, b)| *v = *v / (1.0 + (-*v).exp()) * b),
+        ActivationKey::GegluTanh => o.iter_mut().zip(b).for_each(|(v, b)| *v = gelu_tanh(*v) * b),
+        ActivationKey::Scale => o.iter_mut().for_each(|v| *v *= f32::from_bits(arg)),
     }
     Ok(())
 }

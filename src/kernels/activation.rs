@@ -96,20 +96,10 @@ fn run_with(enc: &mut Encoder, key: ActivationKey, a: &GpuTensor, b: Option<&Gpu
     let out = enc.gpu().alloc(a.shape(), DType::F32)?;
     let n = u(op, "n", a.numel())?;
     if enc.host() {
-        use crate::cpu::Elementwise as E;
-        let host = match key {
-            ActivationKey::Gelu => E::Gelu,
-            ActivationKey::Silu => E::Silu,
-            ActivationKey::Tanh => E::Tanh,
-            ActivationKey::Add => E::Add,
-            ActivationKey::SwiGlu => E::SwiGlu,
-            ActivationKey::GegluTanh => E::GegluTanh,
-            ActivationKey::Scale => E::Scale(f32::from_bits(arg)),
-        };
         if b.is_some_and(|b| b.numel() != a.numel()) {
             return Err(Error::shape(op, "b", format!("{:?}", a.shape()), b.map_or(&[][..], |b| b.shape())));
         }
-        crate::cpu::elementwise(host, a, b, &out)?;
+        crate::cpu::elementwise(key, arg, a, b, &out)?;
         return Ok(out);
     }
     let mut tensors = vec![a, &out];
