@@ -384,7 +384,7 @@ impl Reranker {
                 const WHAT: &str = "Reranker.load";
                 let o: RerankerLoadOptionsJs = options::parse(&options, WHAT, &[RerankerLoadOptionsJs::KEYS, LoadOptionsJs::KEYS])?;
                 let (ctx, gpu) = begin_load(&model, &options, WHAT, RerankerLoadOptionsJs::KEYS, true).await?;
-                let opts = RerankOptions { max_length: o.max_length, batch_size: o.batch_size, load: ctx.load.clone() };
+                let opts = RerankOptions { max_length: o.max_length, batch_size: o.batch_size, instruction: o.instruction, load: ctx.load.clone() };
                 let inner = RsReranker::load_with_abort(&gpu, &ctx.src, opts, &reporter(ctx.callback.clone()), &|| ctx.aborted()).await?;
                 Ok::<JsValue, Error>(Reranker { slot: Slot::new("Reranker", gpu, inner) }.into())
             };
