@@ -191,6 +191,42 @@ async fn decoder_reranker_matches_transformers(shared: Gpu) -> R {
         assert!(reranker.rerank(query, &[], None).await?.is_empty());
     }
     log!("decoder reranker: max |logit diff| from transformers {worst:.3e} (tolerance {TOL})");
+
+    // A separate LM head (`lm_head.weight`): its dense "no"/"yes" rows against the CPU
+    // reference forward, and q8_0 (no dense rows: the whole head on the last positions, two
+    // columns copied out) against the dense head within q8_0's error (random uniform weights
+    // quantize poorly: measured up to 0.052 on logits of spread ~1; swapped or wrong columns
+    // would be off by about the spread).
+    let mut c: LlamaConfig = serde_json::from_value(g["config"].clone())?;
+    c.tie_word_embeddings = false;
+    let (untied, values) = gllm_web::reference::llama::random_checkpoint(&c, 17, 0.25);
+    let src = folder(&g, serde_json::json!({ "tie_word_embeddings": false }), untied).await?;
+    let case = &g["reranks"][0];
+    let query = case["query"].as_str().ok_or("no query")?;
+    let docs: Vec<&str> = case["pairs"].as_array().ok_or("no pairs")?.iter().map(|p| p["document"].as_str().unwrap_or_default()).collect();
+    let reranker = Reranker::load(&gpu, &src, RerankOptions::default(), &|_| {}).await?;
+    let dense = reranker.rerank(query, &docs, None).await?;
+    let (yes, no) = reranker.yes_no_ids().ok_or("not a decoder")?;
+    let v = c.vocab_size;
+    for (i, (ids, _)) in reranker.encode(query, &docs[2..4])?.iter().enumerate() {
+        let logits = gllm_web::reference::llama::forward(&c, &values, ids);
+        let last = &logits[(ids.len() - 1) * v..];
+        let want = last[yes as usize] - last[no as usize];
+        let got = dense.iter().find(|r| r.index == i + 2).ok_or("missing index")?.logit;
+        log!("untied head, doc {}: {got:.6} (CPU reference {want:.6})", i + 2);
+        if (got - want).abs() >= TOL {
+            return Err(format!("untied head, doc {}: {got} vs CPU reference {want}", i + 2).into());
+        }
+    }
+    let load = gllm_web::LoadOptions { dtype: Some(gllm_web::LoadDType::Quant(gllm_web::quant::QuantFormat::Q8_0)), ..Default::default() };
+    let q8 = Reranker::load(&gpu, &src, RerankOptions { load, ..Default::default() }, &|_| {}).await?.rerank(query, &docs, None).await?;
+    for d in &dense {
+        let q = q8.iter().find(|r| r.index == d.index).ok_or("missing index")?;
+        log!("untied head, doc {}: dense {:.5}, q8_0 full head {:.5}", d.index, d.logit, q.logit);
+        if (d.logit - q.logit).abs() > 0.15 {
+            return Err(format!("doc {}: dense head {} vs q8_0 head {}", d.index, d.logit, q.logit).into());
+        }
+    }
     Ok(())
 }
 
@@ -240,5 +276,51 @@ async fn decoder_retrieval_bad_inputs(gpu: Gpu) -> R {
         Err(Error::Input(msg)) => log!("cross-encoder instruction: {msg}"),
         other => return Err(format!("a cross-encoder with an instruction gave {:?}", other.err()).into()),
     }
+    Ok(())
+}
+
+/// Last-token pooling on the real Qwen2.5-Coder-0.5B-Instruct weights against transformers'
+/// `Qwen2Model` hidden states (`scripts/make_qwen_last_token_goldens.py`, f32 CPU): token ids
+/// exact, cosine ≥ 0.9999 for every text, plain and with the query instruction. Opt-in
+/// natively (the model is 491 MB):
+///   GLLM_FETCH_QWEN=1 bash scripts/fetch-models.sh
+///   cargo test --test decoder_retrieval -- --ignored --nocapture
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+#[ignore = "needs models/qwen2.5-coder-0.5b-instruct (491 MB, GLLM_FETCH_QWEN=1 bash scripts/fetch-models.sh); run with --ignored"]
+fn qwen_last_token_matches_hf() {
+    let Some(gpu) = common::native_gpu() else { return };
+    if let Err(e) = pollster::block_on(qwen_last_token(gpu)) {
+        panic!("qwen_last_token_matches_hf: {e}");
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn qwen_last_token(gpu: Gpu) -> R {
+    const QWEN_GOLDEN: &str = include_str!("goldens/qwen2.5-coder-0.5b-last-token.json");
+    let g: serde_json::Value = serde_json::from_str(QWEN_GOLDEN)?;
+    let src = common::model_source("qwen2.5-coder-0.5b-instruct");
+    let embedder = Embedder::load(&gpu, &src, EmbedOptions::default(), &|_| {}).await?;
+    assert_eq!((embedder.pooling(), embedder.dim()), (Pooling::LastToken, 896));
+    let mut worst = 1.0f64;
+    for case in g["cases"].as_array().ok_or("no cases")? {
+        let texts: Vec<&str> = case["texts"].as_array().ok_or("no texts")?.iter().map(|t| t.as_str().unwrap_or_default()).collect();
+        let opts = EmbedCallOptions { prompt: case["prompt"].as_str().map(String::from), ..Default::default() };
+        let got = embedder.embed_with(&texts, &opts).await?;
+        let want_ids: Vec<Vec<u32>> = case["input_ids"].as_array().ok_or("no ids")?.iter().map(u32s).collect();
+        assert_eq!(got.token_ids, want_ids, "token ids");
+        for (i, w) in case["embeddings"].as_array().ok_or("no embeddings")?.iter().map(common::f32s).enumerate() {
+            let row = got.row(i);
+            let dot: f64 = row.iter().zip(&w).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            let cos = dot / (norm(row) * norm(&w));
+            log!("text {i} ({} tokens, prompt {}): cosine {cos:.8}, max |diff| {:.3e}", want_ids[i].len(), opts.prompt.is_some(), max_abs(row, &w));
+            worst = worst.min(cos);
+            if cos < 0.9999 {
+                return Err(format!("text {i} {:?}: cosine {cos} < 0.9999", texts[i]).into());
+            }
+        }
+    }
+    log!("Qwen2.5-Coder-0.5B last-token pooling: min cosine with transformers {worst:.8}");
     Ok(())
 }

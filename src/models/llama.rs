@@ -411,6 +411,8 @@ pub struct LlamaModel {
     inv_freq: GpuTensor,
     /// `[4]` u32 zeros: positions of [`Self::forward_hidden`] start at 0 (`rope_batched`).
     rope_state: GpuTensor,
+    /// Loaded by [`Self::load_trunk`]: no LM head, so no logits.
+    trunk_only: bool,
 }
 
 impl LlamaModel {
@@ -448,13 +450,7 @@ impl LlamaModel {
         let inv = config.rope_inv_freq().map_err(|msg| Error::Config { file: "config.json".into(), msg })?;
         let inv_freq = vb.gpu().upload_f32(&inv, &[inv.len()])?;
         let rope_state = vb.gpu().upload_u32(&[0; 4], &[4])?;
-        Ok(Self { config, embed_tokens, layers, norm, lm_head, inv_freq, rope_state })
-    }
-
-    /// Whether the checkpoint has a separate LM head (`lm_head.weight`); else the head is the
-    /// embedding table.
-    pub fn has_separate_head(&self) -> bool {
-        self.lm_head.is_some()
+        Ok(Self { config, embed_tokens, layers, norm, lm_head, inv_freq, rope_state, trunk_only: !head })
     }
 
     /// Bytes of weights read per decoded token (every projection, the LM head and one
@@ -515,6 +511,9 @@ impl LlamaModel {
 
     /// The LM head: `h` `[n, hidden]` → logits `[n, vocab]`.
     pub fn head(&self, enc: &mut Encoder, h: &GpuTensor) -> Result<GpuTensor> {
+        if self.trunk_only {
+            return Err(Error::Input("this decoder was loaded without its LM head (an embedder's trunk): it gives no logits".into()));
+        }
         match &self.lm_head {
             Some(head) => head.forward(enc, h),
             None => matmul::linear(enc, h, &self.embed_tokens.weight, None),
@@ -526,6 +525,9 @@ impl LlamaModel {
     /// vocabulary; `None` when the head is stored in a quantized block format (then use
     /// [`Self::head`] on the rows that need it).
     pub fn head_rows(&self, enc: &mut Encoder, ids: &GpuTensor) -> Result<Option<GpuTensor>> {
+        if self.trunk_only {
+            return Err(Error::Input("this decoder was loaded without its LM head (an embedder's trunk): it gives no logits".into()));
+        }
         let table = match &self.lm_head {
             Some(head) => match head.weight.dense() {
                 Some(t) => t,
