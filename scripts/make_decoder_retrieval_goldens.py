@@ -12,8 +12,9 @@ committed), with the SmolLM2 tokenizer (models/smollm2-135m-instruct) beside it.
   the SmolLM2 tokenizer adds nothing), padding on the left, `Qwen3Model`, the last position's
   hidden state, L2-normalised. Queries take "Instruct: {task}\\nQuery:".
 - Reranker: the Qwen3-Reranker recipe (https://huggingface.co/Qwen/Qwen3-Reranker-0.6B):
-  prefix + "<Instruct>: ...\\n<Query>: ...\\n<Document>: ..." + suffix, each part tokenized
-  without special tokens, padding on the left, `Qwen3ForCausalLM`, logits of "no" and "yes"
+  prefix + "<Instruct>: ...\\n<Query>: ...\\n<Document>: ..." + suffix, prefix and suffix
+  tokenized without special tokens, the text as the card's `tokenizer(pairs)` does (with the
+  post-processor's, none for SmolLM2's tokenizer), padding on the left, `Qwen3ForCausalLM`, logits of "no" and "yes"
   at the last position, log_softmax, P(yes).
 
 float32 on the CPU. Usage (from the repository root):
@@ -110,7 +111,7 @@ def main():
 
     def rerank(instruction, query, docs):
         rows = [
-            prefix + tok.encode(f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {d}", add_special_tokens=False) + suffix
+            prefix + tok(f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {d}")["input_ids"] + suffix
             for d in docs
         ]
         ids, mask = left_pad(rows, eos)

@@ -233,9 +233,11 @@ impl Reranker {
     }
 
     /// Token ids and token type ids of each `(query, doc)` pair, as the model sees them. A
-    /// decoder's pair is `prefix + text + suffix`, each tokenized on its own without special
-    /// tokens (as the Qwen3-Reranker card does), the text being `<Instruct>: {instruction}\n
-    /// <Query>: {query}\n<Document>: {doc}` cut from its end to fit; its type ids are zeros.
+    /// decoder's pair is `prefix + text + suffix`, each tokenized on its own as the
+    /// Qwen3-Reranker card does (prefix and suffix without special tokens; the text,
+    /// `<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}`, like the card's
+    /// `tokenizer(pairs)`, with whatever the post-processor adds, cut from its end to fit);
+    /// its type ids are zeros.
     pub fn encode(&self, query: &str, docs: &[&str]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
         if let Scorer::Decoder(d) = &self.scorer {
             return docs
