@@ -270,6 +270,16 @@ async fn decoder_retrieval_bad_inputs(gpu: Gpu) -> R {
         Err(Error::Config { msg, .. }) => log!("two poolings: {msg}"),
         other => return Err(format!("two pooling modes gave {:?}", other.err()).into()),
     }
+    // The CPU backend has no decoder kernels: a typed error at load, not at the first call.
+    let src = folder(&g, serde_json::json!({}), bytes.clone()).await?;
+    match Embedder::load(&Gpu::cpu(), &src, EmbedOptions::default(), &|_| {}).await {
+        Err(e @ Error::Unsupported { .. }) => log!("CPU backend: {e}"),
+        other => return Err(format!("a decoder embedder on the CPU backend gave {:?}", other.err()).into()),
+    }
+    match Reranker::load(&Gpu::cpu(), &src, RerankOptions::default(), &|_| {}).await {
+        Err(e @ Error::Unsupported { .. }) => log!("CPU backend: {e}"),
+        other => return Err(format!("a decoder reranker on the CPU backend gave {:?}", other.err()).into()),
+    }
     // An instruction for a cross-encoder.
     let opts = RerankOptions { instruction: Some("x".into()), ..Default::default() };
     match Reranker::load(&gpu, &common::model_source("reranker-synthetic-minilm"), opts, &|_| {}).await {

@@ -231,6 +231,10 @@ impl Embedder {
         let model_type: ModelType = read_json(src, "config.json").await?;
         let gemma = model_type.model_type == "gemma3_text";
         let decoder = is_decoder(&model_type.model_type);
+        if decoder && gpu.is_host() {
+            // RoPE and causal attention have no CPU-backend kernels (the decoders stay on WebGPU).
+            return Err(Error::Unsupported { op: "a decoder embedder" });
+        }
         let (mut bert_config, mut gemma_config, mut llama_config) = (None, None, None);
         if gemma {
             let c: Gemma3Config = read_json(src, "config.json").await?;

@@ -163,6 +163,10 @@ impl Reranker {
         progress: &dyn Fn(Progress),
         should_abort: &dyn Fn() -> bool,
     ) -> Result<Self> {
+        if gpu.is_host() {
+            // RoPE and causal attention have no CPU-backend kernels (the decoders stay on WebGPU).
+            return Err(Error::Unsupported { op: "a decoder reranker" });
+        }
         let config: LlamaConfig = read_json(src, "config.json").await?;
         config.validate("config.json")?;
         let max_length = opts.max_length.unwrap_or(config.max_position_embeddings).min(config.max_position_embeddings);
