@@ -525,7 +525,9 @@ impl Embedder {
 
 /// The EOS id a decoder embedder appends to every text, `None` when the tokenizer's
 /// post-processor already ends each text with it (Qwen3-Embedding's `tokenizer.json` appends
-/// `<|endoftext|>`; a base Qwen2/Qwen3 tokenizer adds nothing). The token is the vocabulary's
+/// `<|endoftext|>`, id 151643, with a `TemplateProcessing` added after release, not
+/// `tokenizer_config.json`'s `eos_token` `<|im_end|>`: QwenLM/Qwen3-Embedding issues 54 and
+/// 122, llama.cpp PR 14314; a base Qwen2/Qwen3 tokenizer adds nothing). The token is the vocabulary's
 /// `<|endoftext|>`, else `config.json`'s (first) `eos_token_id`, else none is appended. When
 /// one is appended, the tokenizer's truncation leaves room for it.
 async fn decoder_eos<S: Source>(src: &S, tokenizer: &mut Tokenizer, vocab_size: usize) -> Result<Option<u32>> {
