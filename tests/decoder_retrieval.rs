@@ -270,8 +270,11 @@ async fn decoder_retrieval_bad_inputs(gpu: Gpu) -> R {
         Err(Error::Config { msg, .. }) => log!("two poolings: {msg}"),
         other => return Err(format!("two pooling modes gave {:?}", other.err()).into()),
     }
-    // The CPU backend has no decoder kernels: a typed error at load, not at the first call.
+    // The CPU backend has no decoder kernels: `device: "auto"` gives a decoder folder the
+    // adapter, and a CPU backend passed in is a typed error at load, not at the first call.
     let src = folder(&g, serde_json::json!({}), bytes.clone()).await?;
+    assert!(!gllm_web::engine::cpu_backend_covers(&src).await, "a decoder folder is not for the CPU backend");
+    assert!(gllm_web::engine::cpu_backend_covers(&common::model_source("all-MiniLM-L6-v2")).await);
     match Embedder::load(&Gpu::cpu(), &src, EmbedOptions::default(), &|_| {}).await {
         Err(e @ Error::Unsupported { .. }) => log!("CPU backend: {e}"),
         other => return Err(format!("a decoder embedder on the CPU backend gave {:?}", other.err()).into()),

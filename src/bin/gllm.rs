@@ -120,8 +120,8 @@ fn embed(args: &[String]) -> Result<(), String> {
         return Err(format!("give --prompt-name or --prompt, not both\n{USAGE}"));
     }
     pollster::block_on(async {
-        let gpu = opts.load.device.device(true).await.map_err(|e| e.to_string())?;
         let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
+        let gpu = opts.load.device.device(gllm_web::engine::cpu_backend_covers(&src).await).await.map_err(|e| e.to_string())?;
         opts.load.weights = weights;
         let embedder = Embedder::load(&gpu, &src, opts, &|_| {}).await.map_err(|e| e.to_string())?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -158,8 +158,8 @@ fn rerank(args: &[String]) -> Result<(), String> {
     let model = model.ok_or_else(|| format!("--model is required\n{USAGE}"))?;
     let query = query.ok_or_else(|| format!("--query is required\n{USAGE}"))?;
     pollster::block_on(async {
-        let gpu = opts.load.device.device(true).await.map_err(|e| e.to_string())?;
         let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
+        let gpu = opts.load.device.device(gllm_web::engine::cpu_backend_covers(&src).await).await.map_err(|e| e.to_string())?;
         opts.load.weights = weights;
         let reranker = Reranker::load(&gpu, &src, opts, &|_| {})
             .await

@@ -242,6 +242,8 @@ pub(crate) async fn begin_load(model: &JsValue, options: &JsValue, what: &str, o
     let url = string_arg(model, "model")?;
     let common: LoadOptionsJs = options::parse(options, what, &[LoadOptionsJs::KEYS, own_keys])?;
     let ctx = LoadContext::new(&url, options, common)?;
+    // A decoder folder (decoder embedder / reranker) needs the adapter under `auto`.
+    let cpu_covers = cpu_covers && crate::engine::cpu_backend_covers(&ctx.src).await;
     let gpu = device_for(ctx.load.device, cpu_covers).await?;
     Ok((ctx, gpu))
 }
