@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 # Browser test targets (each file under tests/ that uses the gpu_tests! harness).
-WEB_TESTS=(--test kernels --test embed --test rerank --test search --test quant --test stream --test gguf_web --test decoder --test generate --test load)
+WEB_TESTS=(--test kernels --test embed --test rerank --test search --test quant --test stream --test gguf_web --test decoder --test decoder_retrieval --test generate --test load)
 PORT=${GLLM_TEST_PORT:-8777}
 
 bash scripts/setup.sh

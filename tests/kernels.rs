@@ -357,10 +357,13 @@ async fn pooling_matches_cpu(gpu: Gpu) -> R {
     let lens = [11, 4, 0];
     let mask: Vec<u32> = lens.iter().flat_map(|&l| (0..seq).map(move |t| (t < l) as u32)).collect();
     let x_t = gpu.upload_f32(&x, &[batch, seq, dim])?;
+    let mask_t = gpu.upload_u32(&mask, &[batch, seq])?;
     let mut enc = gpu.encoder();
-    let mean = pool::mean_pool(&mut enc, &x_t, &gpu.upload_u32(&mask, &[batch, seq])?)?;
+    let mean = pool::mean_pool(&mut enc, &x_t, &mask_t)?;
     let cls = pool::cls_pool(&mut enc, &x_t)?;
+    let last = pool::last_pool(&mut enc, &x_t, &mask_t)?;
     enc.submit()?;
+    assert_close("last_pool", &gpu.readback_f32(&last).await?, &cpu::last_pool(&x, &mask, batch, dim), Tol::Close { abs: 0.0, rel: 0.0 })?;
     assert_close("mean_pool", &gpu.readback_f32(&mean).await?, &cpu::mean_pool(&x, &mask, batch, dim), F32_ELEMENTWISE)?;
     assert_close("cls_pool", &gpu.readback_f32(&cls).await?, &cpu::cls_pool(&x, batch, dim), Tol::Close { abs: 0.0, rel: 0.0 })?;
     Ok(())

@@ -1,7 +1,7 @@
 //! `gllm`: the native command line.
 //!
 //! ```text
-//! gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D]
+//! gllm embed --model DIR [--pooling mean|cls|last_token] [--no-normalize] [--max-length N] [--dtype D]
 //!            [--prompt-name NAME | --prompt TEXT] [--dimensions N] [--device auto|gpu|cpu] TEXT...
 //! ```
 //! prints `{"dims": [n, d], "token_ids": [[...], ...], "embeddings": [[...], ...], "device": "webgpu"|"cpu"}`.
@@ -9,7 +9,7 @@
 //! (lavapipe), and then on the CPU backend.
 //!
 //! ```text
-//! gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] [--device auto|gpu|cpu] DOC...
+//! gllm rerank --model DIR --query TEXT [--top-n N] [--instruction TEXT] [--dtype D] [--device auto|gpu|cpu] DOC...
 //! ```
 //! prints `{"results": [{"index": i, "logit": l, "score": s}, ...], "device": ...}`, highest score first.
 //!
@@ -63,9 +63,9 @@ fn main() {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls] [--no-normalize] [--max-length N] [--dtype D]
+const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls|last_token] [--no-normalize] [--max-length N] [--dtype D]
                   [--prompt-name NAME | --prompt TEXT] [--dimensions N] [--device auto|gpu|cpu] TEXT...
-       gllm rerank --model DIR --query TEXT [--top-n N] [--dtype D] [--device auto|gpu|cpu] DOC...
+       gllm rerank --model DIR --query TEXT [--top-n N] [--instruction TEXT] [--dtype D] [--device auto|gpu|cpu] DOC...
        gllm inspect FILE.gguf [--full]
        gllm convert MODEL.gguf --out DIR [--dtype f16|f32]
        gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q5_1|q2_K|q3_K|q4_K|q5_K|q6_K|iq4_nl --out DIR
@@ -120,8 +120,8 @@ fn embed(args: &[String]) -> Result<(), String> {
         return Err(format!("give --prompt-name or --prompt, not both\n{USAGE}"));
     }
     pollster::block_on(async {
-        let gpu = opts.load.device.device(true).await.map_err(|e| e.to_string())?;
         let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
+        let gpu = opts.load.device.device(gllm_web::engine::cpu_backend_covers(&src).await).await.map_err(|e| e.to_string())?;
         opts.load.weights = weights;
         let embedder = Embedder::load(&gpu, &src, opts, &|_| {}).await.map_err(|e| e.to_string())?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -149,6 +149,7 @@ fn rerank(args: &[String]) -> Result<(), String> {
             "--top-n" => top_n = Some(value("--top-n")?.parse::<usize>().map_err(|_| "--top-n needs a number".to_string())?),
             "--dtype" => opts.load.dtype = Some(value("--dtype")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
             "--device" => opts.load.device = value("--device")?.parse().map_err(|e: gllm_web::Error| e.to_string())?,
+            "--instruction" => opts.instruction = Some(value("--instruction")?),
             "--" => docs.extend(it.by_ref().cloned()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s => docs.push(s.to_string()),
@@ -157,8 +158,8 @@ fn rerank(args: &[String]) -> Result<(), String> {
     let model = model.ok_or_else(|| format!("--model is required\n{USAGE}"))?;
     let query = query.ok_or_else(|| format!("--query is required\n{USAGE}"))?;
     pollster::block_on(async {
-        let gpu = opts.load.device.device(true).await.map_err(|e| e.to_string())?;
         let (src, weights) = FileSource::open_model(&model).map_err(|e| e.to_string())?;
+        let gpu = opts.load.device.device(gllm_web::engine::cpu_backend_covers(&src).await).await.map_err(|e| e.to_string())?;
         opts.load.weights = weights;
         let reranker = Reranker::load(&gpu, &src, opts, &|_| {})
             .await

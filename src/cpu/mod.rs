@@ -234,8 +234,9 @@ pub fn elementwise(op: ActivationKey, arg: u32, a: &GpuTensor, b: Option<&GpuTen
     Ok(())
 }
 
-/// Mean over unmasked tokens (`mask` given) or the first token of `x` `[batch, seq, dim]`.
-pub fn pool(x: &GpuTensor, mask: Option<&GpuTensor>, out: &GpuTensor) -> Result<()> {
+/// Mean over unmasked tokens (`mask` given), the last unmasked token (`last`), or the first
+/// token of `x` `[batch, seq, dim]`.
+pub fn pool(x: &GpuTensor, mask: Option<&GpuTensor>, last: bool, out: &GpuTensor) -> Result<()> {
     let (batch, seq, dim) = (x.shape()[0], x.shape()[1], x.shape()[2]);
     let xr = x.host_read()?;
     let mr = mask.map(|m| m.host_read()).transpose()?;
@@ -246,6 +247,12 @@ pub fn pool(x: &GpuTensor, mask: Option<&GpuTensor>, out: &GpuTensor) -> Result<
         row.fill(0.0);
         match &mr {
             None => row.copy_from_slice(&x[b * seq * dim..b * seq * dim + dim]),
+            Some(m) if last => {
+                let m = &m.u32()[b * seq..(b + 1) * seq];
+                if let Some(t) = m.iter().rposition(|&v| v != 0) {
+                    row.copy_from_slice(&x[(b * seq + t) * dim..(b * seq + t + 1) * dim]);
+                }
+            }
             Some(m) => {
                 let m = &m.u32()[b * seq..(b + 1) * seq];
                 let count = m.iter().filter(|&&v| v != 0).count();

@@ -1,6 +1,17 @@
-//! Sentence embeddings with a BERT encoder or a Gemma 3 trunk (EmbeddingGemma), pooled,
+//! Sentence embeddings with a BERT encoder, a Gemma 3 trunk (EmbeddingGemma) or a
+//! Llama-family decoder (Qwen3-Embedding, Qwen2, Llama: last-token pooling), pooled,
 //! projected by sentence-transformers' `Dense` modules when the folder has them, and
 //! normalised on the GPU, as the folder's `modules.json` says.
+//!
+//! Decoder embedders follow the Qwen3-Embedding recipe
+//! (<https://huggingface.co/Qwen/Qwen3-Embedding-0.6B>, `last_token_pool` of its README):
+//! causal attention over the text, the final-normed hidden state of the last token, which is
+//! the `<|endoftext|>` that Qwen3-Embedding's tokenizer appends (appended here when the
+//! tokenizer does not), L2-normalised. Queries take the instruction prefix
+//! `Instruct: {task}\nQuery:` through the task prompts (`prompt` / `prompt_name`,
+//! `config_sentence_transformers.json`). HF pads on the left; here rows are right-padded and
+//! the pooling kernel picks each row's last real token, which is the same vector because
+//! attention is causal.
 //!
 //! Per call: texts are tokenized on the CPU; ids, token types, positions and the attention
 //! mask are uploaded once; the forward pass, pooling and L2 normalisation of each chunk of
@@ -16,6 +27,7 @@ use crate::engine::LoadOptions;
 use crate::loader::{read_json, read_json_optional, read_whole, Progress, Source, Weights};
 use crate::models::bert::{BertConfig, BertInput, BertModel};
 use crate::models::gemma3::{Gemma3Config, Gemma3TextModel};
+use crate::models::llama::{LlamaConfig, LlamaModel};
 use crate::nn::{load_weights, Linear, VarBuilder};
 use crate::tokenizer::Tokenizer;
 
@@ -26,6 +38,9 @@ pub enum Pooling {
     Mean,
     /// The first (`[CLS]`) token.
     Cls,
+    /// The last token of the text (padding excluded): decoder embedders (Qwen3-Embedding),
+    /// sentence-transformers' `pooling_mode_lasttoken`.
+    LastToken,
 }
 
 impl std::str::FromStr for Pooling {
@@ -34,13 +49,15 @@ impl std::str::FromStr for Pooling {
         match s {
             "mean" => Ok(Self::Mean),
             "cls" => Ok(Self::Cls),
-            other => Err(Error::Input(format!("pooling `{other}`: expected `mean` or `cls`"))),
+            "last_token" | "lasttoken" => Ok(Self::LastToken),
+            other => Err(Error::Input(format!("pooling `{other}`: expected `mean`, `cls` or `last_token`"))),
         }
     }
 }
 
 /// Load options. `None` means: what the model's sentence-transformers config says, else the
-/// default (mean pooling, normalised, max length from the model config).
+/// default (mean pooling for encoders, last-token for decoders, normalised, max length from
+/// the model config).
 #[derive(Debug, Clone, Default)]
 pub struct EmbedOptions {
     pub pooling: Option<Pooling>,
@@ -104,6 +121,10 @@ struct StPooling {
     pooling_mode_max_tokens: bool,
     #[serde(default)]
     pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
+    #[serde(default)]
+    pooling_mode_weightedmean_tokens: bool,
     /// Whether a prompt's tokens count in the pooled mean (sentence-transformers' default).
     #[serde(default = "yes")]
     include_prompt: bool,
@@ -144,10 +165,32 @@ struct ModelType {
     model_type: String,
 }
 
+/// Whether `model_type` names a Llama-family decoder ([`LlamaModel`]).
+pub(crate) fn is_decoder(model_type: &str) -> bool {
+    matches!(model_type, "llama" | "qwen2" | "qwen3" | "mistral")
+}
+
+/// `eos_token_id` of `config.json`: one id or a list (the first is taken).
+#[derive(Deserialize)]
+struct EosId {
+    #[serde(default)]
+    eos_token_id: Option<serde_json::Value>,
+}
+
+impl EosId {
+    fn first(&self) -> Option<u32> {
+        let v = self.eos_token_id.as_ref()?;
+        let v = v.as_array().and_then(|a| a.first()).unwrap_or(v);
+        v.as_u64().and_then(|id| u32::try_from(id).ok())
+    }
+}
+
 /// The transformer of the pipeline (sentence-transformers' `Transformer` module).
 enum Trunk {
     Bert(BertModel),
     Gemma3(Gemma3TextModel),
+    /// A Llama / Qwen2 / Qwen3 decoder without its LM head (causal attention, no cache).
+    Decoder(LlamaModel),
 }
 
 pub struct Embedder {
@@ -161,6 +204,9 @@ pub struct Embedder {
     batch_size: usize,
     prompts: StPrompts,
     dim: usize,
+    /// Decoders: the EOS id appended to every text when the tokenizer does not add it
+    /// (Qwen3-Embedding's last token is `<|endoftext|>`).
+    append_eos: Option<u32>,
 }
 
 impl Embedder {
@@ -184,24 +230,35 @@ impl Embedder {
     ) -> Result<Self> {
         let model_type: ModelType = read_json(src, "config.json").await?;
         let gemma = model_type.model_type == "gemma3_text";
-        let (bert_config, gemma_config) = if gemma {
+        let decoder = is_decoder(&model_type.model_type);
+        if decoder && gpu.is_host() {
+            // RoPE and causal attention have no CPU-backend kernels (the decoders stay on WebGPU).
+            return Err(Error::Unsupported { op: "a decoder embedder" });
+        }
+        let (mut bert_config, mut gemma_config, mut llama_config) = (None, None, None);
+        if gemma {
             let c: Gemma3Config = read_json(src, "config.json").await?;
             c.validate("config.json")?;
-            (None, Some(c))
+            gemma_config = Some(c);
+        } else if decoder {
+            let c: LlamaConfig = read_json(src, "config.json").await?;
+            c.validate("config.json")?;
+            llama_config = Some(c);
         } else {
             let c: BertConfig = read_json(src, "config.json").await?;
             c.validate("config.json")?;
-            (Some(c), None)
-        };
-        let (vocab_size, max_positions, hidden) = match (&bert_config, &gemma_config) {
-            (Some(c), _) => (c.vocab_size, c.max_position_embeddings, c.hidden_size),
-            (_, Some(c)) => (c.vocab_size, c.max_position_embeddings, c.hidden_size),
-            _ => unreachable!("one config is read"),
+            bert_config = Some(c);
+        }
+        let (vocab_size, max_positions, hidden) = match (&bert_config, &gemma_config, &llama_config) {
+            (Some(c), _, _) => (c.vocab_size, c.max_position_embeddings, c.hidden_size),
+            (_, Some(c), _) => (c.vocab_size, c.max_position_embeddings, c.hidden_size),
+            (_, _, Some(c)) => (c.vocab_size, c.max_position_embeddings, c.hidden_size),
+            _ => return Err(Error::Config { file: "config.json".into(), msg: "no model config".into() }),
         };
 
         // sentence-transformers pipeline description, if the folder has one.
         let modules: Option<Vec<StModule>> = read_json_optional(src, "modules.json").await?;
-        let mut pooling = Pooling::Mean;
+        let mut pooling = if decoder { Pooling::LastToken } else { Pooling::Mean };
         let mut normalize = true;
         let mut dense_modules = Vec::new();
         if let Some(modules) = &modules {
@@ -231,18 +288,19 @@ impl Embedder {
             if let Some(m) = modules.iter().find(|m| m.kind.ends_with(".Pooling")) {
                 let file = crate::loader::module_file(&m.path, "config.json")?;
                 let p: StPooling = read_json(src, &file).await?;
-                pooling = match (p.pooling_mode_mean_tokens, p.pooling_mode_cls_token) {
-                    (true, false) => Pooling::Mean,
-                    (false, true) => Pooling::Cls,
+                pooling = match (p.pooling_mode_mean_tokens, p.pooling_mode_cls_token, p.pooling_mode_lasttoken) {
+                    (true, false, false) => Pooling::Mean,
+                    (false, true, false) => Pooling::Cls,
+                    (false, false, true) => Pooling::LastToken,
                     _ => {
-                        return Err(Error::Config { file, msg: "only one of mean or CLS pooling is supported".into() });
+                        return Err(Error::Config { file, msg: "exactly one of mean, CLS or last-token pooling is supported".into() });
                     }
                 };
                 if !p.include_prompt {
                     return Err(Error::Config { file, msg: "include_prompt false (pooling without the prompt's tokens) is not supported".into() });
                 }
-                if p.pooling_mode_max_tokens || p.pooling_mode_mean_sqrt_len_tokens {
-                    return Err(Error::Config { file, msg: "max and mean-sqrt-len pooling are not supported".into() });
+                if p.pooling_mode_max_tokens || p.pooling_mode_mean_sqrt_len_tokens || p.pooling_mode_weightedmean_tokens {
+                    return Err(Error::Config { file, msg: "max, mean-sqrt-len and weighted-mean pooling are not supported".into() });
                 }
             }
         }
@@ -265,6 +323,7 @@ impl Embedder {
         progress(Progress::Initiate { file: "tokenizer.json".into() });
         let mut tokenizer = Tokenizer::from_bytes(&read_whole(src, "tokenizer.json").await?, max_length)?;
         tokenizer.check_ids(vocab_size, None)?;
+        let append_eos = if decoder { decoder_eos(src, &mut tokenizer, vocab_size).await? } else { None };
         progress(Progress::Done { file: "tokenizer.json".into() });
 
         // `model.safetensors`, or the shards of `model.safetensors.index.json`, streamed in
@@ -273,17 +332,24 @@ impl Embedder {
         // arrives.
         let weights = Weights::open(src, opts.load.weights.as_deref()).await?;
         let dtype = opts.load.dtype.unwrap_or_default();
-        let roles = if gemma { crate::models::gemma3::WEIGHT_ROLES } else { crate::models::bert::WEIGHT_ROLES };
+        let roles = if gemma {
+            crate::models::gemma3::WEIGHT_ROLES
+        } else if decoder {
+            crate::models::llama::WEIGHT_ROLES
+        } else {
+            crate::models::bert::WEIGHT_ROLES
+        };
         let w = load_weights(gpu, src, &weights, dtype, roles, opts.load.stream, progress, should_abort).await?;
         let root = VarBuilder::new(gpu, &w, dtype);
-        let model = match (bert_config, gemma_config) {
-            (Some(config), _) => {
+        let model = match (bert_config, gemma_config, llama_config) {
+            (Some(config), _, _) => {
                 // Sequence-classification checkpoints keep the encoder under `bert.`.
                 let vb = if root.contains("bert.embeddings.word_embeddings.weight") { root.pp("bert") } else { root };
                 Trunk::Bert(BertModel::load(&vb, config).await?)
             }
-            (_, Some(config)) => Trunk::Gemma3(Gemma3TextModel::load(&root, config).await?),
-            _ => unreachable!("one config is read"),
+            (_, Some(config), _) => Trunk::Gemma3(Gemma3TextModel::load(&root, config).await?),
+            (_, _, Some(config)) => Trunk::Decoder(LlamaModel::load_trunk(&root, config).await?),
+            _ => return Err(Error::Config { file: "config.json".into(), msg: "no model config".into() }),
         };
         drop(w);
         // The Dense modules' own `model.safetensors` (weight `linear.weight` [out, in]).
@@ -311,6 +377,7 @@ impl Embedder {
             batch_size: opts.batch_size.unwrap_or(32).max(1),
             prompts,
             dim,
+            append_eos,
         })
     }
 
@@ -322,8 +389,9 @@ impl Embedder {
     pub fn prompts(&self) -> &std::collections::BTreeMap<String, String> {
         &self.prompts.prompts
     }
+    /// Longest input in tokens, special tokens included (and a decoder's appended EOS).
     pub fn max_length(&self) -> usize {
-        self.tokenizer.max_length()
+        self.tokenizer.max_length() + self.append_eos.is_some() as usize
     }
     pub fn pooling(&self) -> Pooling {
         self.pooling
@@ -342,7 +410,7 @@ impl Embedder {
     pub fn model(&self) -> Option<&BertModel> {
         match &self.model {
             Trunk::Bert(m) => Some(m),
-            Trunk::Gemma3(_) => None,
+            Trunk::Gemma3(_) | Trunk::Decoder(_) => None,
         }
     }
 
@@ -397,13 +465,16 @@ impl Embedder {
     pub fn embed_tensor_with(&self, texts: &[&str], opts: &EmbedCallOptions) -> Result<(Option<GpuTensor>, Vec<Vec<u32>>)> {
         let full = self.dim;
         let dim = self.out_dim(opts)?;
-        let token_ids = match self.prompt(opts)? {
+        let mut token_ids = match self.prompt(opts)? {
             Some(p) => {
                 let prompted: Vec<String> = texts.iter().map(|t| format!("{p}{t}")).collect();
                 self.tokenizer.encode_batch(&prompted.iter().map(String::as_str).collect::<Vec<_>>())?
             }
             None => self.tokenizer.encode_batch(texts)?,
         };
+        if let Some(eos) = self.append_eos {
+            token_ids.iter_mut().for_each(|ids| ids.push(eos));
+        }
         if texts.is_empty() {
             return Ok((None, token_ids));
         }
@@ -413,16 +484,21 @@ impl Embedder {
             let pad = match &self.model {
                 Trunk::Bert(m) => m.config.pad_token_id,
                 Trunk::Gemma3(m) => m.config.pad_token_id,
+                // Any id with a row: padding is masked out and, attention being causal,
+                // never seen by a real token.
+                Trunk::Decoder(_) => 0,
             };
             let input = BertInput::upload(gpu, chunk, None, pad)?;
             let mut enc = gpu.encoder();
             let hidden = match &self.model {
                 Trunk::Bert(m) => m.forward(&mut enc, &input)?,
                 Trunk::Gemma3(m) => m.forward(&mut enc, &input.input_ids, &input.attention_mask, input.batch, input.seq)?,
+                Trunk::Decoder(m) => m.forward_hidden(&mut enc, &input.input_ids, &input.attention_mask, input.batch, input.seq)?,
             };
             let mut pooled = match self.pooling {
                 Pooling::Mean => pool::mean_pool(&mut enc, &hidden, &input.attention_mask)?,
                 Pooling::Cls => pool::cls_pool(&mut enc, &hidden)?,
+                Pooling::LastToken => pool::last_pool(&mut enc, &hidden, &input.attention_mask)?,
             };
             drop(hidden);
             for d in &self.dense {
@@ -445,4 +521,29 @@ impl Embedder {
         }
         Ok((Some(out), token_ids))
     }
+}
+
+/// The EOS id a decoder embedder appends to every text, `None` when the tokenizer's
+/// post-processor already ends each text with it (Qwen3-Embedding's `tokenizer.json` appends
+/// `<|endoftext|>`, id 151643, with a `TemplateProcessing` added after release, not
+/// `tokenizer_config.json`'s `eos_token` `<|im_end|>`: QwenLM/Qwen3-Embedding issues 54 and
+/// 122, llama.cpp PR 14314; a base Qwen2/Qwen3 tokenizer adds nothing). The token is the vocabulary's
+/// `<|endoftext|>`, else `config.json`'s (first) `eos_token_id`, else none is appended. When
+/// one is appended, the tokenizer's truncation leaves room for it.
+async fn decoder_eos<S: Source>(src: &S, tokenizer: &mut Tokenizer, vocab_size: usize) -> Result<Option<u32>> {
+    let eos = match tokenizer.token_to_id("<|endoftext|>") {
+        Some(id) => Some(id),
+        None => read_json::<_, EosId>(src, "config.json").await?.first(),
+    };
+    let Some(eos) = eos else { return Ok(None) };
+    if eos as usize >= vocab_size {
+        return Err(Error::Config { file: "config.json".into(), msg: format!("eos token id {eos} is outside the vocabulary of {vocab_size}") });
+    }
+    let probe = tokenizer.encode_batch(&["a"])?;
+    if probe[0].last() == Some(&eos) {
+        return Ok(None);
+    }
+    let max = tokenizer.max_length();
+    tokenizer.set_max_length(max - 1)?;
+    Ok(Some(eos))
 }

@@ -11,8 +11,8 @@ use crate::nn::LoadDType;
 pub enum DeviceChoice {
     /// WebGPU when an adapter exists and is not a CPU emulating a GPU
     /// ([`crate::gpu::Capabilities::is_cpu`]: SwiftShader, lavapipe), else the CPU backend
-    /// ([`Gpu::cpu`]). Engines the CPU backend does not cover (`Generator`) take the adapter
-    /// whatever it is.
+    /// ([`Gpu::cpu`]). Engines the CPU backend does not cover (`Generator`, an `Embedder` or
+    /// `Reranker` of a decoder folder: [`cpu_backend_covers`]) take the adapter whatever it is.
     #[default]
     Auto,
     /// wgpu (WebGPU in the browser, Vulkan / Metal / DX12 natively); an error without one.
@@ -56,6 +56,23 @@ impl DeviceChoice {
     pub async fn device(self, cpu_covers: bool) -> Result<Gpu> {
         let adapter = if self == DeviceChoice::Cpu { Err(Error::NoAdapter("not asked for".into())) } else { Gpu::new().await };
         Ok(self.pick(adapter, cpu_covers)?.unwrap_or_else(Gpu::cpu))
+    }
+}
+
+/// Whether the CPU backend can run the `Embedder` / `Reranker` of the folder `src`: not for a
+/// Llama-family decoder (`config.json`'s `model_type` `llama`, `qwen2`, `qwen3`, `mistral`:
+/// RoPE has no CPU kernel), so that `auto` gives such a folder the adapter whatever it is, as
+/// for a `Generator`. A folder whose `config.json` cannot be read counts as covered (the load
+/// then reports the real error).
+pub async fn cpu_backend_covers<S: crate::loader::Source>(src: &S) -> bool {
+    #[derive(serde::Deserialize)]
+    struct ModelType {
+        #[serde(default)]
+        model_type: String,
+    }
+    match crate::loader::read_json::<_, ModelType>(src, "config.json").await {
+        Ok(m) => !super::embedder::is_decoder(&m.model_type),
+        Err(_) => true,
     }
 }
 

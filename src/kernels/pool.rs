@@ -1,4 +1,5 @@
-//! Mean and CLS pooling over the sequence under an attention mask, see `pool.wgsl`.
+//! Mean, CLS and last-token pooling over the sequence under an attention mask, see
+//! `pool.wgsl`.
 
 use super::{u, KernelKey, Variant};
 use crate::error::{Error, Result};
@@ -8,6 +9,8 @@ use crate::gpu::{grid, DType, Encoder, GpuTensor};
 pub enum PoolKey {
     Mean,
     Cls,
+    /// The last unmasked token of each row.
+    Last,
 }
 
 impl Variant for PoolKey {
@@ -17,10 +20,11 @@ impl Variant for PoolKey {
         match self {
             PoolKey::Mean => "mean_pool",
             PoolKey::Cls => "cls_pool",
+            PoolKey::Last => "last_pool",
         }
     }
     fn defines(&self) -> Vec<&'static str> {
-        if *self == PoolKey::Mean { vec!["MASK"] } else { vec![] }
+        if *self == PoolKey::Cls { vec![] } else { vec!["MASK"] }
     }
 }
 
@@ -33,6 +37,13 @@ pub fn mean_pool(enc: &mut Encoder, x: &GpuTensor, mask: &GpuTensor) -> Result<G
 /// The first token of each sequence: `x` `[batch, seq, dim]` → `[batch, dim]`.
 pub fn cls_pool(enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
     run(enc, PoolKey::Cls, x, None)
+}
+
+/// The last unmasked token of each sequence (decoder embedders' last-token pooling over
+/// right-padded rows): `x` `[batch, seq, dim]` f32, `mask` `[batch, seq]` u32 (0 = padding);
+/// returns `[batch, dim]` f32. A row with no tokens gives zeros.
+pub fn last_pool(enc: &mut Encoder, x: &GpuTensor, mask: &GpuTensor) -> Result<GpuTensor> {
+    run(enc, PoolKey::Last, x, Some(mask))
 }
 
 fn run(enc: &mut Encoder, key: PoolKey, x: &GpuTensor, mask: Option<&GpuTensor>) -> Result<GpuTensor> {
@@ -48,7 +59,7 @@ fn run(enc: &mut Encoder, key: PoolKey, x: &GpuTensor, mask: Option<&GpuTensor>)
     }
     let out = enc.gpu().alloc(&[batch, dim], DType::F32)?;
     if enc.host() {
-        crate::cpu::pool(x, mask, &out)?;
+        crate::cpu::pool(x, mask, key == PoolKey::Last, &out)?;
         return Ok(out);
     }
     let params = [u(op, "batch", batch)?, u(op, "seq", seq)?, u(op, "dim", dim)?, 0];

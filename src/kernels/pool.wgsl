@@ -1,5 +1,5 @@
-// Sequence pooling under an attention mask: mean over unmasked tokens, or the first
-// ([CLS]) token. One thread per (batch, dim) output, 256 per workgroup, grid() split.
+// Sequence pooling under an attention mask: mean over unmasked tokens, the first ([CLS])
+// token, or the last unmasked token (decoder embedders). One thread per (batch, dim) output, 256 per workgroup, grid() split.
 
 struct Params {
     batch: u32,
@@ -38,6 +38,25 @@ fn mean_pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         }
     }
     out[i] = s / max(c, 1e-9);
+}
+
+// x[b, t, :] for the last t with mask[b, t] != 0 (zeros for a row with no tokens): the
+// last-token pooling of decoder embedders over right-padded rows.
+@compute @workgroup_size(256)
+fn last_pool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.batch * p.dim) {
+        return;
+    }
+    let b = i / p.dim;
+    let d = i % p.dim;
+    var v = 0.0;
+    for (var t = 0u; t < p.seq; t = t + 1u) {
+        if (mask[b * p.seq + t] != 0u) {
+            v = x[(b * p.seq + t) * p.dim + d];
+        }
+    }
+    out[i] = v;
 }
 #endif
 

@@ -7,6 +7,11 @@
 //! `LlamaDecoderLayer` (pre-norm residual blocks), `LlamaModel` and the LM head of
 //! `LlamaForCausalLM` (tied to the embeddings or separate).
 //!
+//! Two ways through the same layers: [`LlamaModel::forward`] continues one sequence over a
+//! [`KvCache`] (generation), and [`LlamaModel::forward_hidden`] runs a batch of right-padded
+//! sequences without a cache and returns the final-normed hidden states (the decoder
+//! embedders and rerankers of `engine/`, Qwen3-Embedding and Qwen3-Reranker).
+//!
 //! Weights are looked up under HF checkpoint names (`model.embed_tokens.weight`,
 //! `model.layers.N.self_attn.q_proj.weight`, ..., `lm_head.weight`). Activations are f32;
 //! projection weights are F32 or F16 (`nn::Linear` picks the kernel, so quantized formats
@@ -18,9 +23,9 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::gpu::{DType, Encoder, Gpu, GpuTensor};
-use crate::kernels::attention::{attention_cached, AttentionShape, MAX_HEAD_DIM};
+use crate::kernels::attention::{attention, attention_cached, AttentionShape, MAX_HEAD_DIM};
 use crate::kernels::matmul;
-use crate::kernels::rope::rope_append;
+use crate::kernels::rope::{rope_append, rope_batched};
 use crate::nn::{Embedding, GateActivation, GatedMlp, Linear, RmsNorm, VarBuilder};
 
 fn default_theta() -> f64 {
@@ -208,13 +213,17 @@ impl LlamaConfig {
 }
 
 /// The tensors the load dtype applies to ([`crate::nn::WeightRoles`]).
-pub const WEIGHT_ROLES: crate::nn::WeightRoles = crate::nn::WeightRoles { linear: is_linear_weight, table: |n| n == "model.embed_tokens.weight" };
+/// Names are matched with or without the `model.` prefix (a `Qwen3Model` checkpoint such as
+/// Qwen3-Embedding's stores `embed_tokens.weight`, `layers.N...`).
+pub const WEIGHT_ROLES: crate::nn::WeightRoles =
+    crate::nn::WeightRoles { linear: is_linear_weight, table: |n| n.strip_prefix("model.").unwrap_or(n) == "embed_tokens.weight" };
 
 /// Whether `name` is the weight of one of the model's [`Linear`] layers: the attention and MLP
 /// projections and a separate LM head (what quantized loads and `gllm quantize` store in a
 /// block format).
 pub fn is_linear_weight(name: &str) -> bool {
-    (name.starts_with("model.layers.") && name.ends_with("_proj.weight")) || name == "lm_head.weight"
+    let trunk = name.strip_prefix("model.").unwrap_or(name);
+    (trunk.starts_with("layers.") && name.ends_with("_proj.weight")) || name == "lm_head.weight"
 }
 
 /// Every tensor of a checkpoint of `c` (HF names) with its shape. Used to build
@@ -348,6 +357,26 @@ impl LlamaAttention {
         let o = attention_cached(enc, &q, k_cache, v_cache, state, s)?;
         self.o_proj.forward(enc, &o)
     }
+
+    /// `x`: `[batch * seq, hidden]` → `[batch * seq, hidden]`: `batch` right-padded sequences
+    /// of `seq` tokens, positions `0..seq` in every row (`rope_state` is zeros), causal
+    /// attention under the padding `mask` (`[batch, seq]` u32). No cache.
+    fn forward_batched(&self, enc: &mut Encoder, x: &GpuTensor, inv_freq: &GpuTensor, rope_state: &GpuTensor, mask: &GpuTensor, batch: usize, seq: usize) -> Result<GpuTensor> {
+        let s = self.shape;
+        let n = x.shape()[0];
+        let (qw, kvw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+        let mut q = self.q_proj.forward(enc, x)?;
+        let mut k = self.k_proj.forward(enc, x)?;
+        let v = self.v_proj.forward(enc, x)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(enc, &q.reshape(&[n * s.heads, s.head_dim])?)?.reshape(&[n, qw])?;
+            k = kn.forward(enc, &k.reshape(&[n * s.kv_heads, s.head_dim])?)?.reshape(&[n, kvw])?;
+        }
+        rope_batched(enc, &q, inv_freq, rope_state, s.heads, s.head_dim, seq)?;
+        rope_batched(enc, &k, inv_freq, rope_state, s.kv_heads, s.head_dim, seq)?;
+        let o = attention(enc, &q.reshape(&[batch, seq, qw])?, &k.reshape(&[batch, seq, kvw])?, &v.reshape(&[batch, seq, kvw])?, mask, s)?;
+        self.o_proj.forward(enc, &o.reshape(&[n, qw])?)
+    }
 }
 
 /// `LlamaDecoderLayer`: pre-norm attention and MLP blocks with residuals.
@@ -380,6 +409,10 @@ pub struct LlamaModel {
     /// `None`: tied to `embed_tokens`.
     lm_head: Option<Linear>,
     inv_freq: GpuTensor,
+    /// `[4]` u32 zeros: positions of [`Self::forward_hidden`] start at 0 (`rope_batched`).
+    rope_state: GpuTensor,
+    /// Loaded by [`Self::load_trunk`]: no LM head, so no logits.
+    trunk_only: bool,
 }
 
 impl LlamaModel {
@@ -388,8 +421,19 @@ impl LlamaModel {
     /// (`nn::Linear`). The embedding table is F16 under `f16`, else F32; norms and biases
     /// are F32; activations are f32.
     pub async fn load(vb: &VarBuilder<'_>, config: LlamaConfig) -> Result<Self> {
+        Self::load_parts(vb, config, true).await
+    }
+
+    /// The decoder stack without the LM head (an embedder's trunk: Qwen3-Embedding ships
+    /// none), from a checkpoint whose tensors live under `model.` or at the root (a saved
+    /// `Qwen3Model`). Only [`Self::forward_hidden`] is meaningful on it.
+    pub async fn load_trunk(vb: &VarBuilder<'_>, config: LlamaConfig) -> Result<Self> {
+        Self::load_parts(vb, config, false).await
+    }
+
+    async fn load_parts(vb: &VarBuilder<'_>, config: LlamaConfig, head: bool) -> Result<Self> {
         config.validate("config.json")?;
-        let m = vb.pp("model");
+        let m = if head || vb.contains("model.embed_tokens.weight") { vb.pp("model") } else { vb.clone() };
         let embed_tokens =
             Embedding { weight: m.pp("embed_tokens").get_weight("weight", &[config.vocab_size, config.hidden_size]).await? };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -398,14 +442,15 @@ impl LlamaModel {
         }
         let norm = RmsNorm::load(&m.pp("norm"), config.hidden_size, config.rms_norm_eps as f32).await?;
         // Tied when the config says so, or when the checkpoint has no separate head.
-        let lm_head = if config.tie_word_embeddings || !vb.contains("lm_head.weight") {
+        let lm_head = if !head || config.tie_word_embeddings || !vb.contains("lm_head.weight") {
             None
         } else {
             Some(Linear::load(&vb.pp("lm_head"), config.hidden_size, config.vocab_size, false).await?)
         };
         let inv = config.rope_inv_freq().map_err(|msg| Error::Config { file: "config.json".into(), msg })?;
         let inv_freq = vb.gpu().upload_f32(&inv, &[inv.len()])?;
-        Ok(Self { config, embed_tokens, layers, norm, lm_head, inv_freq })
+        let rope_state = vb.gpu().upload_u32(&[0; 4], &[4])?;
+        Ok(Self { config, embed_tokens, layers, norm, lm_head, inv_freq, rope_state, trunk_only: !head })
     }
 
     /// Bytes of weights read per decoded token (every projection, the LM head and one
@@ -454,31 +499,81 @@ impl LlamaModel {
         if n > cache.rows {
             return Err(Error::Input(format!("{n} tokens exceed the KV cache of {} rows", cache.rows)));
         }
-        let x = self.embed_tokens.forward(enc, ids)?;
-        // Pre-norm residual stream: each residual add is fused with the norm that follows it
-        // (the next sublayer's, or the final `norm`), as `x = x + f(h); h = norm(x)`.
-        let Some(first) = self.layers.first() else {
-            return Err(Error::Input("model has no layers".into()));
-        };
-        let mut h = first.input_layernorm.forward(enc, &x)?;
-        let mut x = x;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let a = layer.self_attn.forward(enc, &h, &self.inv_freq, state, &cache.k[l], &cache.v[l])?;
-            (x, h) = layer.post_attention_layernorm.forward_residual(enc, &x, &a)?;
-            let m = layer.mlp.forward(enc, &h)?;
-            let next_norm = self.layers.get(l + 1).map_or(&self.norm, |n| &n.input_layernorm);
-            (x, h) = next_norm.forward_residual(enc, &x, &m)?;
-        }
-        drop(x);
+        let mut h = self.stack(enc, ids, |enc, l, a, h| a.forward(enc, h, &self.inv_freq, state, &cache.k[l], &cache.v[l]))?;
         if !all_logits && n > 1 {
             let hid = self.config.hidden_size;
             let last = enc.gpu().alloc(&[1, hid], DType::F32)?;
             enc.copy_slice(&h, (n - 1) * hid, &last, 0, hid)?;
             h = last;
         }
-        match &self.lm_head {
-            Some(head) => head.forward(enc, &h),
-            None => matmul::linear(enc, &h, &self.embed_tokens.weight, None),
+        self.head(enc, &h)
+    }
+
+    /// The LM head: `h` `[n, hidden]` → logits `[n, vocab]`.
+    pub fn head(&self, enc: &mut Encoder, h: &GpuTensor) -> Result<GpuTensor> {
+        if self.trunk_only {
+            return Err(Error::Input("this decoder was loaded without its LM head (an embedder's trunk): it gives no logits".into()));
         }
+        match &self.lm_head {
+            Some(head) => head.forward(enc, h),
+            None => matmul::linear(enc, h, &self.embed_tokens.weight, None),
+        }
+    }
+
+    /// Rows `ids` (`[k]` u32) of the LM head as a dense `[k, hidden]` f32 matrix, so that a
+    /// caller needing k logits (a yes/no reranker) multiplies by k rows instead of the whole
+    /// vocabulary; `None` when the head is stored in a quantized block format (then use
+    /// [`Self::head`] on the rows that need it).
+    pub fn head_rows(&self, enc: &mut Encoder, ids: &GpuTensor) -> Result<Option<GpuTensor>> {
+        if self.trunk_only {
+            return Err(Error::Input("this decoder was loaded without its LM head (an embedder's trunk): it gives no logits".into()));
+        }
+        let table = match &self.lm_head {
+            Some(head) => match head.weight.dense() {
+                Some(t) => t,
+                None => return Ok(None),
+            },
+            None => &self.embed_tokens.weight,
+        };
+        Ok(Some(crate::kernels::embed::embedding(enc, ids, table)?))
+    }
+
+    /// Records the forward pass of `batch` right-padded sequences of `seq` tokens (positions
+    /// `0..seq` in every row; causal attention, so padding after a row's tokens does not
+    /// change them) and returns the last hidden state after the final norm.
+    /// - `ids`: `[batch * seq]` u32
+    /// - `mask`: `[batch, seq]` u32, 0 marks padding
+    /// - returns `[batch, seq, hidden]` f32
+    pub fn forward_hidden(&self, enc: &mut Encoder, ids: &GpuTensor, mask: &GpuTensor, batch: usize, seq: usize) -> Result<GpuTensor> {
+        if ids.numel() != batch * seq || mask.shape() != [batch, seq] {
+            return Err(Error::shape("llama", "ids / mask", format!("[{}] / [{batch}, {seq}]", batch * seq), ids.shape()));
+        }
+        let h = self.stack(enc, ids, |enc, _, a, h| a.forward_batched(enc, h, &self.inv_freq, &self.rope_state, mask, batch, seq))?;
+        h.reshape(&[batch, seq, self.config.hidden_size])
+    }
+
+    /// Embeddings, the decoder layers with `attn` as each layer's attention, and the final
+    /// norm: `ids` `[n]` → `[n, hidden]`. Pre-norm residual stream: each residual add is fused
+    /// with the norm that follows it (the next sublayer's, or the final `norm`), as
+    /// `x = x + f(h); h = norm(x)`.
+    fn stack(
+        &self,
+        enc: &mut Encoder,
+        ids: &GpuTensor,
+        attn: impl Fn(&mut Encoder, usize, &LlamaAttention, &GpuTensor) -> Result<GpuTensor>,
+    ) -> Result<GpuTensor> {
+        let Some(first) = self.layers.first() else {
+            return Err(Error::Input("model has no layers".into()));
+        };
+        let mut x = self.embed_tokens.forward(enc, ids)?;
+        let mut h = first.input_layernorm.forward(enc, &x)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let a = attn(enc, l, &layer.self_attn, &h)?;
+            (x, h) = layer.post_attention_layernorm.forward_residual(enc, &x, &a)?;
+            let m = layer.mlp.forward(enc, &h)?;
+            let next_norm = self.layers.get(l + 1).map_or(&self.norm, |n| &n.input_layernorm);
+            (x, h) = next_norm.forward_residual(enc, &x, &m)?;
+        }
+        Ok(h)
     }
 }

@@ -21,5 +21,5 @@ pub use attention::attention;
 pub use embed::embedding;
 pub use matmul::linear;
 pub use norm::{l2_normalize, layer_norm, rms_norm};
-pub use pool::{cls_pool, mean_pool};
+pub use pool::{cls_pool, last_pool, mean_pool};
 pub use rope::{kv_shift, rope};

@@ -17,3 +17,14 @@ pub fn cls_pool(x: &[f32], batch: usize, dim: usize) -> Vec<f32> {
     let seq = x.len() / (batch * dim);
     (0..batch).flat_map(|b| x[b * seq * dim..b * seq * dim + dim].to_vec()).collect()
 }
+
+/// The last unmasked token of each sequence (zeros for a row with none).
+pub fn last_pool(x: &[f32], mask: &[u32], batch: usize, dim: usize) -> Vec<f32> {
+    let seq = mask.len() / batch;
+    (0..batch)
+        .flat_map(|b| match mask[b * seq..(b + 1) * seq].iter().rposition(|&m| m != 0) {
+            Some(t) => x[(b * seq + t) * dim..(b * seq + t + 1) * dim].to_vec(),
+            None => vec![0.0; dim],
+        })
+        .collect()
+}

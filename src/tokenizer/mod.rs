@@ -111,6 +111,18 @@ impl Tokenizer {
         self.max_length
     }
 
+    /// Sets the truncation length (tokens, special tokens included) of later encodings: a
+    /// caller that adds tokens of its own around the encoded text (a decoder embedder's EOS,
+    /// a reranker's prompt) leaves room for them.
+    pub fn set_max_length(&mut self, max_length: usize) -> Result<()> {
+        let strategy = if self.pairs { TruncationStrategy::OnlySecond } else { TruncationStrategy::LongestFirst };
+        self.inner
+            .with_truncation(Some(TruncationParams { max_length, strategy, stride: 0, direction: TruncationDirection::Right }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        self.max_length = max_length;
+        Ok(())
+    }
+
     /// `ids`, unless one has no embedding row ([`Tokenizer::check_ids`]).
     fn checked(&self, ids: &[u32]) -> Result<Vec<u32>> {
         match ids.iter().find(|&&id| id >= self.id_limit) {

@@ -242,6 +242,8 @@ pub(crate) async fn begin_load(model: &JsValue, options: &JsValue, what: &str, o
     let url = string_arg(model, "model")?;
     let common: LoadOptionsJs = options::parse(options, what, &[LoadOptionsJs::KEYS, own_keys])?;
     let ctx = LoadContext::new(&url, options, common)?;
+    // A decoder folder (decoder embedder / reranker) needs the adapter under `auto`.
+    let cpu_covers = cpu_covers && crate::engine::cpu_backend_covers(&ctx.src).await;
     let gpu = device_for(ctx.load.device, cpu_covers).await?;
     Ok((ctx, gpu))
 }
@@ -384,7 +386,7 @@ impl Reranker {
                 const WHAT: &str = "Reranker.load";
                 let o: RerankerLoadOptionsJs = options::parse(&options, WHAT, &[RerankerLoadOptionsJs::KEYS, LoadOptionsJs::KEYS])?;
                 let (ctx, gpu) = begin_load(&model, &options, WHAT, RerankerLoadOptionsJs::KEYS, true).await?;
-                let opts = RerankOptions { max_length: o.max_length, batch_size: o.batch_size, load: ctx.load.clone() };
+                let opts = RerankOptions { max_length: o.max_length, batch_size: o.batch_size, instruction: o.instruction, load: ctx.load.clone() };
                 let inner = RsReranker::load_with_abort(&gpu, &ctx.src, opts, &reporter(ctx.callback.clone()), &|| ctx.aborted()).await?;
                 Ok::<JsValue, Error>(Reranker { slot: Slot::new("Reranker", gpu, inner) }.into())
             };

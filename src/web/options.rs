@@ -85,8 +85,9 @@ js_options! {
 js_options! {
     /// `Embedder.load` options.
     EmbedderLoadOptionsJs, TS_EMBEDDER_LOAD_OPTIONS, "EmbedderLoadOptions": "LoadOptions" {
-        /// Default: the model's sentence-transformers config, else "mean".
-        pooling: String = "\"mean\" | \"cls\"",
+        /// Default: the model's sentence-transformers config, else "last_token" for a
+        /// decoder (Qwen3, Qwen2, Llama) and "mean" for an encoder.
+        pooling: String = "\"mean\" | \"cls\" | \"last_token\"",
         /// L2-normalise each embedding. Default: the model's config, else true.
         normalize: bool = "boolean",
         /// Longest input in tokens (special tokens included); longer texts are truncated
@@ -121,6 +122,10 @@ js_options! {
         max_length: usize = "number",
         /// Pairs per forward pass. Default 64.
         batch_size: usize = "number",
+        /// A decoder reranker's task instruction (Qwen3-Reranker's `<Instruct>`). Default:
+        /// "Given a web search query, retrieve relevant passages that answer the query".
+        /// A cross-encoder has none: setting it there is an error.
+        instruction: String = "string",
     }
 }
 

@@ -26,8 +26,9 @@ export async function typed(url: string): Promise<void> {
   void Embedder.load("/models/m", { device: "gpu" });
   await Embedder.load(url, { cache: false, chunk_size: 1 << 20, concurrency: 4, signal: new AbortController().signal });
   await W.Embedder.load(url, { cache: "models", signal: AbortSignal.timeout(60_000) });
-  // @ts-expect-error: pooling is "mean" | "cls"
+  // @ts-expect-error: pooling is "mean" | "cls" | "last_token"
   await Embedder.load(url, { pooling: "max" });
+  await Embedder.load(url, { pooling: "last_token" });
   // @ts-expect-error: embed takes strings
   await embedder.embed([1, 2]);
   // @ts-expect-error: dim is read-only
@@ -36,6 +37,7 @@ export async function typed(url: string): Promise<void> {
   // One LoadOptions for every class: the same keys type-check on each load.
   const common: LoadOptions = { dtype: "q4_K", cache: "models", chunk_size: 1 << 20, concurrency: 4, retries: 1, signal: new AbortController().signal, progress_callback: onProgress };
   await Reranker.load(url, common);
+  await Reranker.load(url, { ...common, instruction: "Given a web search query, retrieve relevant passages that answer the query" });
   const gen = await Generator.load(`${url}/model.Q4_K_M.gguf`, { ...common, dtype: "auto" });
   const out = await gen.generate("Hi", { max_new_tokens: 2, callback: (text: string, token: number) => void [text, token] });
   void (out.finish_reason satisfies "eos" | "stop" | "length" | "abort");
