@@ -250,6 +250,8 @@ pub(crate) async fn begin_load(model: &JsValue, options: &JsValue, what: &str, o
 
 /// Streams a weights file under `model` into GPU buffers with the streaming loader and
 /// releases them: a prefetch (it fills the browser cache) and the load benchmark's probe.
+/// It always takes the WebGPU adapter (`device: "auto"` does not pick the CPU backend, whose
+/// weights would fill the wasm heap).
 /// Resolves to `{ bytes, seconds, requests, max_in_flight, tensors }`.
 #[wasm_bindgen(js_name = streamWeights, unchecked_return_type = "Promise<StreamWeightsResult>")]
 pub fn stream_weights(
@@ -260,7 +262,7 @@ pub fn stream_weights(
         let options = options.unwrap_or(JsValue::UNDEFINED);
         let run = async {
             let o: StreamWeightsOptionsJs = options::parse(&options, "streamWeights", &[StreamWeightsOptionsJs::KEYS, LoadOptionsJs::KEYS])?;
-            let (ctx, gpu) = begin_load(&model, &options, "streamWeights", StreamWeightsOptionsJs::KEYS, true).await?;
+            let (ctx, gpu) = begin_load(&model, &options, "streamWeights", StreamWeightsOptionsJs::KEYS, false).await?;
             let file = o.file.or(ctx.load.weights.clone());
             let t0 = js_sys::Date::now();
             let weights = crate::loader::Weights::open(&ctx.src, file.as_deref()).await?;
