@@ -38,9 +38,9 @@ async fn check(gpu: Gpu) -> R {
         if let Some(cases) = golden["cases"].as_array_mut() {
             cases.retain(|c| c["name"] != "long");
         }
-        check_gguf_goldens(&gpu, FILE, &golden.to_string(), 20).await
+        check_gguf_goldens(&gpu, FILE, &golden.to_string(), 20, gllm_web::KvDType::F32).await
     } else {
-        check_gguf_goldens(&gpu, FILE, GOLDEN, 20).await
+        check_gguf_goldens(&gpu, FILE, GOLDEN, 20, gllm_web::KvDType::F32).await
     }
 }
 
@@ -77,7 +77,7 @@ fn gemma270_context_shift() {
     use gllm_web::{FinishReason, GenerateOptions, Generator, GeneratorOptions, Prompt};
     let Some(gpu) = common::native_gpu() else { return };
     let run = async {
-        let opts = GeneratorOptions { load: gllm_web::LoadOptions { weights: Some(FILE.into()), ..Default::default() } };
+        let opts = GeneratorOptions { load: gllm_web::LoadOptions { weights: Some(FILE.into()), ..Default::default() }, kv_dtype: None };
         let mut g = Generator::load(&gpu, &common::model_source("gguf"), opts, &|_| {}).await?;
         let (cache, new, sinks) = (32usize, 96usize, gllm_web::engine::DEFAULT_SINK_TOKENS);
         let prompt = Prompt::Text("The river rises in the northern hills");
