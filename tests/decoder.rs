@@ -82,11 +82,6 @@ async fn rope_batched_matches_cpu(gpu: Gpu) -> R {
 /// A context shift: cache rows dropped, the rows after them moved down with their keys
 /// rotated back. Against the CPU reference on ragged shapes, and the identity it relies on:
 /// a key of position p shifted by `drop` is the key of position p − drop.
-/// An f16 KV cache against the f32 CPU reference: the reference's tolerance plus one f16
-/// rounding of the stored value (relative 2⁻¹¹ to nearest; WGSL lets `pack2x16float` take
-/// either neighbour, so 2⁻¹⁰).
-const KV_F16_TOL: Tol = Tol::Close { abs: 1e-3, rel: 1e-3 };
-
 /// Uploads `data` as a cache tensor of `kv`'s dtype; returns it and the values it holds
 /// (rounded to f16 for an f16 cache).
 fn upload_cache(gpu: &Gpu, data: &[f32], shape: &[usize], kv: KvDType) -> Result<(GpuTensor, Vec<f32>), gllm_web::Error> {
@@ -120,7 +115,7 @@ async fn kv_shift_case(gpu: &Gpu, kv: KvDType) -> R {
     let (rope_tol, copy_tol) = match kv {
         KvDType::F32 => (ROPE_TOL, F32_ELEMENTWISE),
         // Values are moved word for word: exact.
-        KvDType::F16 => (KV_F16_TOL, Tol::Close { abs: 0.0, rel: 0.0 }),
+        KvDType::F16 => (F16_KV, Tol::Close { abs: 0.0, rel: 0.0 }),
     };
     for (kvh, d, cache, keep, drop, used) in [(2usize, 64usize, 40usize, 4usize, 18usize, 40usize), (3, 18, 29, 1, 5, 23), (1, 256, 9, 0, 4, 9)] {
         let w = kvh * d;
@@ -203,7 +198,7 @@ async fn rope_append_case(gpu: &Gpu, kv: KvDType) -> R {
         want_v[pos0 * w..(pos0 + fit) * w].copy_from_slice(&v[..fit * w]);
         let (k_tol, v_tol) = match kv {
             KvDType::F32 => (ROPE_TOL, F32_ELEMENTWISE),
-            KvDType::F16 => (KV_F16_TOL, Tol::Close { abs: 1e-7, rel: 1e-3 }),
+            KvDType::F16 => (F16_KV, Tol::Close { abs: 1e-7, rel: 1e-3 }),
         };
         assert_close(&format!("{name} k_cache"), &read_cache(gpu, &kc).await?, &want_k, k_tol)?;
         assert_close(&format!("{name} v_cache"), &read_cache(gpu, &vc).await?, &want_v, v_tol)?;
