@@ -26,7 +26,7 @@ fn main() -> gllm_web::Result<()> {
     pollster::block_on(async {
         let gpu = Gpu::new().await?;
         let (src, weights) = FileSource::open_model(&model)?;
-        let mut g = Generator::load(&gpu, &src, GeneratorOptions { load: LoadOptions { weights, ..Default::default() } }, &|_| {}).await?;
+        let mut g = Generator::load(&gpu, &src, GeneratorOptions { load: LoadOptions { weights, ..Default::default() }, kv_dtype: None }, &|_| {}).await?;
         let mut rng = Rng::new(5);
         let vocab = g.vocab_size() as u32;
         let random: Vec<u32> = (0..200).map(|_| rng.below(vocab)).collect();

@@ -21,7 +21,7 @@ const handles = new WeakMap();
 let nextHandle = 1;
 /** AbortControllers of the requests in flight that the page gave signals, by request id. */
 const aborts = new Map();
-const GETTERS = ["dim", "size", "device"];
+const GETTERS = ["dim", "size", "device", "kv_dtype"];
 
 function keep(obj) {
   let h = handles.get(obj);

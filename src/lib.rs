@@ -29,7 +29,7 @@ pub mod web;
 
 pub use error::{Error, Result};
 pub use engine::{EmbedCallOptions, EmbedOptions, Embedder, Embeddings, Hit, Pooling, RerankOptions, RerankResult, Reranker, SearchIndex, SearchMode};
-pub use engine::{FinishReason, GenerateOptions, Generation, Generator, GeneratorOptions, Prompt, Speculative, SpeculativeStats};
+pub use engine::{FinishReason, GenerateOptions, Generation, Generator, GeneratorOptions, KvDType, Prompt, Speculative, SpeculativeStats};
 pub use engine::{DeviceChoice, IndexOptions, IndexStorage, LoadOptions};
 pub use gpu::{DType, Encoder, Gpu, GpuOptions, GpuStats, GpuTensor, Recording, U32Slot};
 pub use kernels::sample::SamplingConfig;

@@ -11,10 +11,10 @@ use gllm_web::kernels::attention::{attention_cached_with, AttentionOptions, Atte
 use gllm_web::kernels::sample::{sample, SamplingConfig};
 use gllm_web::kernels::{activation, rope};
 use gllm_web::loader::MemSource;
-use gllm_web::models::llama::{KvCache, LlamaConfig, LlamaModel};
+use gllm_web::models::llama::{KvCache, KvDType, LlamaConfig, LlamaModel};
 use gllm_web::nn::VarBuilder;
 use gllm_web::reference::{self as cpu, check::*, rng::Rng};
-use gllm_web::{Gpu, LoadDType, U32Slot};
+use gllm_web::{DType, Gpu, GpuTensor, LoadDType, U32Slot};
 
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
@@ -23,6 +23,7 @@ gpu_tests! {
     rope_matches_cpu => rope_matches_cpu,
     rope_append_matches_cpu => rope_append_matches_cpu,
     kv_shift_matches_cpu => kv_shift_matches_cpu,
+    kv_f16_without_shader_f16 => kv_f16_without_shader_f16,
     cached_attention_matches_cpu => cached_attention_matches_cpu,
     swiglu_matches_cpu => swiglu_matches_cpu,
     geglu_tanh_matches_cpu => geglu_tanh_matches_cpu,
@@ -82,36 +83,72 @@ async fn rope_batched_matches_cpu(gpu: Gpu) -> R {
 /// A context shift: cache rows dropped, the rows after them moved down with their keys
 /// rotated back. Against the CPU reference on ragged shapes, and the identity it relies on:
 /// a key of position p shifted by `drop` is the key of position p − drop.
+/// Uploads `data` as a cache tensor of `kv`'s dtype; returns it and the values it holds
+/// (rounded to f16 for an f16 cache).
+fn upload_cache(gpu: &Gpu, data: &[f32], shape: &[usize], kv: KvDType) -> Result<(GpuTensor, Vec<f32>), gllm_web::Error> {
+    match kv {
+        KvDType::F32 => Ok((gpu.upload_f32(data, shape)?, data.to_vec())),
+        KvDType::F16 => {
+            let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            let held = h.iter().map(|x| x.to_f32()).collect();
+            Ok((gpu.upload_f16(&h, shape)?, held))
+        }
+    }
+}
+
+/// A cache tensor's values as f32.
+async fn read_cache(gpu: &Gpu, t: &GpuTensor) -> Result<Vec<f32>, gllm_web::Error> {
+    if t.dtype() == DType::F16 {
+        return Ok(gpu.readback_f16(t).await?.into_iter().map(|x| x.to_f32()).collect());
+    }
+    gpu.readback_f32(t).await
+}
+
 async fn kv_shift_matches_cpu(gpu: Gpu) -> R {
+    for kv in [KvDType::F32, KvDType::F16] {
+        kv_shift_case(&gpu, kv).await?;
+    }
+    Ok(())
+}
+
+async fn kv_shift_case(gpu: &Gpu, kv: KvDType) -> R {
     let mut rng = Rng::new(21);
+    let (rope_tol, copy_tol) = match kv {
+        KvDType::F32 => (ROPE_TOL, F32_ELEMENTWISE),
+        // Values are moved word for word: exact.
+        KvDType::F16 => (F16_KV, Tol::Close { abs: 0.0, rel: 0.0 }),
+    };
     for (kvh, d, cache, keep, drop, used) in [(2usize, 64usize, 40usize, 4usize, 18usize, 40usize), (3, 18, 29, 1, 5, 23), (1, 256, 9, 0, 4, 9)] {
         let w = kvh * d;
         let (k0, v0) = (rng.vec(cache * w, 1.0), rng.vec(cache * w, 1.0));
         let inv = inv_freq(d, 1e4);
-        let (kc, vc) = (gpu.upload_f32(&k0, &[cache, w])?, gpu.upload_f32(&v0, &[cache, w])?);
+        let (kc, k0) = upload_cache(gpu, &k0, &[cache, w], kv)?;
+        let (vc, v0) = upload_cache(gpu, &v0, &[cache, w], kv)?;
         let f = gpu.upload_f32(&inv, &[d / 2])?;
         let mut enc = gpu.encoder();
         rope::kv_shift(&mut enc, &kc, &vc, &f, kvh, d, keep, drop, used)?;
         enc.submit()?;
         let (want_k, want_v) = cpu::kv_shift(&k0, &v0, &inv, kvh, d, keep, drop, used);
         let n = want_k.len();
-        let name = format!("kv_shift {kvh}x{d} rows {keep}..{} of {used}", keep + drop);
-        assert_close(&format!("{name} k"), &gpu.readback_f32(&kc).await?[..n], &want_k, ROPE_TOL)?;
-        assert_close(&format!("{name} v"), &gpu.readback_f32(&vc).await?[..n], &want_v, F32_ELEMENTWISE)?;
+        let name = format!("kv_shift {kv:?} {kvh}x{d} rows {keep}..{} of {used}", keep + drop);
+        assert_close(&format!("{name} k"), &read_cache(gpu, &kc).await?[..n], &want_k, rope_tol)?;
+        assert_close(&format!("{name} v"), &read_cache(gpu, &vc).await?[..n], &want_v, copy_tol)?;
         // raw keys rotated for positions 0..used, then shifted: those of positions keep..
         let raw = rng.vec(used * w, 1.0);
         let rotated = cpu::rope(&raw, &inv, 0, kvh, d);
-        let kc = gpu.upload_f32(&rotated, &[used, w])?;
-        let vc = gpu.upload_f32(&raw, &[used, w])?;
+        let (kc, _) = upload_cache(gpu, &rotated, &[used, w], kv)?;
+        let (vc, _) = upload_cache(gpu, &raw, &[used, w], kv)?;
         let mut enc = gpu.encoder();
         rope::kv_shift(&mut enc, &kc, &vc, &f, kvh, d, keep, drop, used)?;
         enc.submit()?;
         let moved = &raw[(keep + drop) * w..];
         let want = cpu::rope(moved, &inv, keep, kvh, d);
-        assert_close(&format!("{name}: shifted keys = keys at their new positions"), &gpu.readback_f32(&kc).await?[keep * w..(used - drop) * w], &want, ROPE_TOL)?;
+        // f16: two roundings (the stored key, then the shifted one).
+        let tol = if kv == KvDType::F16 { Tol::Close { abs: 2e-3, rel: 2e-3 } } else { ROPE_TOL };
+        assert_close(&format!("{name}: shifted keys = keys at their new positions"), &read_cache(gpu, &kc).await?[keep * w..(used - drop) * w], &want, tol)?;
     }
     // bad ranges are errors
-    let (kc, vc) = (gpu.alloc(&[8, 64], gllm_web::gpu::DType::F32)?, gpu.alloc(&[8, 64], gllm_web::gpu::DType::F32)?);
+    let (kc, vc) = (gpu.alloc(&[8, 64], kv.dtype())?, gpu.alloc(&[8, 64], kv.dtype())?);
     let f = gpu.upload_f32(&inv_freq(64, 1e4), &[32])?;
     let mut enc = gpu.encoder();
     for (keep, drop, used) in [(4, 0, 8), (4, 5, 8), (0, 2, 9)] {
@@ -119,36 +156,76 @@ async fn kv_shift_matches_cpu(gpu: Gpu) -> R {
             return Err(format!("kv_shift {keep}+{drop} of {used} accepted").into());
         }
     }
+    // a k / v pair of different dtypes is a typed error
+    let other = gpu.alloc(&[8, 64], if kv == KvDType::F16 { DType::F32 } else { DType::F16 })?;
+    if rope::kv_shift(&mut enc, &kc, &other, &f, 1, 64, 0, 2, 8).is_ok() {
+        return Err("kv_shift over mixed cache dtypes accepted".into());
+    }
     Ok(())
 }
 
 async fn rope_append_matches_cpu(gpu: Gpu) -> R {
+    for kv in [KvDType::F32, KvDType::F16] {
+        rope_append_case(&gpu, kv).await?;
+    }
+    Ok(())
+}
+
+async fn rope_append_case(gpu: &Gpu, kv: KvDType) -> R {
     let mut rng = Rng::new(12);
-    let (rows, heads, kvh, d, pos0, cache) = (3usize, 6usize, 2usize, 32usize, 5usize, 11usize);
-    let (q, k, v) = (rng.vec(rows * heads * d, 1.0), rng.vec(rows * kvh * d, 1.0), rng.vec(rows * kvh * d, 1.0));
-    let inv = inv_freq(d, 1e6);
-    let kc0 = rng.vec(cache * kvh * d, 1.0);
-    let vc0 = rng.vec(cache * kvh * d, 1.0);
-    let (tq, tk, tv) = (gpu.upload_f32(&q, &[rows, heads * d])?, gpu.upload_f32(&k, &[rows, kvh * d])?, gpu.upload_f32(&v, &[rows, kvh * d])?);
-    let (kc, vc) = (gpu.upload_f32(&kc0, &[cache, kvh * d])?, gpu.upload_f32(&vc0, &[cache, kvh * d])?);
-    let state = gpu.upload_u32(&[0, pos0 as u32, 0, 0], &[4])?;
-    let f = gpu.upload_f32(&inv, &[d / 2])?;
-    let mut enc = gpu.encoder();
-    rope::rope_append(&mut enc, &tq, &tk, &tv, &f, &state, &kc, &vc, heads, kvh, d)?;
-    enc.submit()?;
-    let tol = ROPE_TOL;
-    assert_close("rope_append q", &gpu.readback_f32(&tq).await?, &cpu::rope(&q, &inv, pos0, heads, d), tol)?;
-    let mut want_k = kc0.clone();
-    let mut want_v = vc0.clone();
-    let w = kvh * d;
-    want_k[pos0 * w..(pos0 + rows) * w].copy_from_slice(&cpu::rope(&k, &inv, pos0, kvh, d));
-    want_v[pos0 * w..(pos0 + rows) * w].copy_from_slice(&v);
-    assert_close("rope_append k_cache", &gpu.readback_f32(&kc).await?, &want_k, tol)?;
-    assert_close("rope_append v_cache", &gpu.readback_f32(&vc).await?, &want_v, F32_ELEMENTWISE)?;
+    // (rows, heads, kv heads, head dim, position of row 0, cache rows): head_dim 18 has an
+    // odd half (9), so a word's two elements pair with partners in different words; the
+    // second case's last row falls past the cache and is dropped.
+    for (rows, heads, kvh, d, pos0, cache) in [(3usize, 6usize, 2usize, 32usize, 5usize, 11usize), (4, 3, 3, 18, 9, 12), (2, 4, 1, 256, 0, 3)] {
+        let (q, k, v) = (rng.vec(rows * heads * d, 1.0), rng.vec(rows * kvh * d, 1.0), rng.vec(rows * kvh * d, 1.0));
+        let inv = inv_freq(d, 1e6);
+        let kc0 = rng.vec(cache * kvh * d, 1.0);
+        let vc0 = rng.vec(cache * kvh * d, 1.0);
+        let (tq, tk, tv) = (gpu.upload_f32(&q, &[rows, heads * d])?, gpu.upload_f32(&k, &[rows, kvh * d])?, gpu.upload_f32(&v, &[rows, kvh * d])?);
+        let (kc, kc0) = upload_cache(gpu, &kc0, &[cache, kvh * d], kv)?;
+        let (vc, vc0) = upload_cache(gpu, &vc0, &[cache, kvh * d], kv)?;
+        let state = gpu.upload_u32(&[0, pos0 as u32, 0, 0], &[4])?;
+        let f = gpu.upload_f32(&inv, &[d / 2])?;
+        let mut enc = gpu.encoder();
+        rope::rope_append(&mut enc, &tq, &tk, &tv, &f, &state, &kc, &vc, heads, kvh, d)?;
+        enc.submit()?;
+        let name = format!("rope_append {kv:?} rows {rows} heads {heads}/{kvh}x{d} at {pos0} of {cache}");
+        assert_close(&format!("{name} q"), &gpu.readback_f32(&tq).await?, &cpu::rope(&q, &inv, pos0, heads, d), ROPE_TOL)?;
+        let mut want_k = kc0.clone();
+        let mut want_v = vc0.clone();
+        let w = kvh * d;
+        let fit = rows.min(cache - pos0);
+        want_k[pos0 * w..(pos0 + fit) * w].copy_from_slice(&cpu::rope(&k, &inv, pos0, kvh, d)[..fit * w]);
+        want_v[pos0 * w..(pos0 + fit) * w].copy_from_slice(&v[..fit * w]);
+        let (k_tol, v_tol) = match kv {
+            KvDType::F32 => (ROPE_TOL, F32_ELEMENTWISE),
+            KvDType::F16 => (F16_KV, Tol::Close { abs: 1e-7, rel: 1e-3 }),
+        };
+        assert_close(&format!("{name} k_cache"), &read_cache(gpu, &kc).await?, &want_k, k_tol)?;
+        assert_close(&format!("{name} v_cache"), &read_cache(gpu, &vc).await?, &want_v, v_tol)?;
+    }
     Ok(())
 }
 
 async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
+    for kv in [KvDType::F32, KvDType::F16] {
+        cached_attention_case(&gpu, kv).await?;
+    }
+    Ok(())
+}
+
+/// The packed f16 cache (two halves per word, `pack2x16float` / `unpack2x16float`) on a
+/// device without `shader-f16`, where it is not the default.
+async fn kv_f16_without_shader_f16(_gpu: Gpu) -> R {
+    let gpu = Gpu::with_options(gllm_web::GpuOptions { disable_f16: true, ..Default::default() }).await?;
+    assert!(!gpu.caps().shader_f16);
+    assert_eq!(KvDType::default_for(&gpu), KvDType::F32);
+    rope_append_case(&gpu, KvDType::F16).await?;
+    kv_shift_case(&gpu, KvDType::F16).await?;
+    cached_attention_case(&gpu, KvDType::F16).await
+}
+
+async fn cached_attention_case(gpu: &Gpu, kv: KvDType) -> R {
     let mut rng = Rng::new(13);
     // (new queries, cached before, heads, kv heads, head dim, unused cache rows). q_len = 1
     // with head_dim % 4 == 0 is the split-K decode path (splits of 32 keys): one key, two
@@ -189,7 +266,11 @@ async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
         let kc = rng.vec(rows * kvh * d, 1.0);
         let vc = rng.vec(rows * kvh * d, 1.0);
         let state = gpu.upload_u32(&[0, past as u32, 0, 0], &[4])?;
-        let (tq, tk, tv) = (gpu.upload_f32(&q, &[q_len, heads * d])?, gpu.upload_f32(&kc, &[rows, kvh * d])?, gpu.upload_f32(&vc, &[rows, kvh * d])?);
+        // An f16 cache holds the values rounded to f16; the reference reads the same ones,
+        // so the tolerance is the f32 one (summation order only).
+        let tq = gpu.upload_f32(&q, &[q_len, heads * d])?;
+        let (tk, kc) = upload_cache(gpu, &kc, &[rows, kvh * d], kv)?;
+        let (tv, vc) = upload_cache(gpu, &vc, &[rows, kvh * d], kv)?;
         // Reference: the used rows only, as a contiguous causal attention of q_len over past + q_len.
         let used = (past + q_len) * kvh * d;
         let mask = vec![1u32; past + q_len];
@@ -200,7 +281,7 @@ async fn cached_attention_matches_cpu(gpu: Gpu) -> R {
             let mut enc = gpu.encoder();
             let out = attention_cached_with(&mut enc, &tq, &tk, &tv, &state, s, AttentionOptions { barrier_free: Some(barrier_free) })?;
             enc.submit()?;
-            let what = format!("attention_cached barrier_free={barrier_free} q{q_len} past{past} window{window}");
+            let what = format!("attention_cached {kv:?} barrier_free={barrier_free} q{q_len} past{past} window{window}");
             assert_close(&what, &gpu.readback_f32(&out).await?, &want, F32_REDUCTION)?;
         }
     }
@@ -423,7 +504,7 @@ async fn tiny_model_matches_cpu(gpu: Gpu, model_type: &str, dtype: LoadDType) ->
 
     let prompt = [3u32, 250, 17, 17, 99, 4, 300];
     let n = prompt.len();
-    let cache = KvCache::new(&gpu, &c, 20)?;
+    let cache = KvCache::new(&gpu, &c, 20, KvDType::F32)?;
     let state = gpu.upload_u32(&[0, 0, 0, 0], &[4])?;
     let ids = gpu.upload_u32(&prompt, &[n])?;
     let mut enc = gpu.encoder();

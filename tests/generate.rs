@@ -14,7 +14,7 @@
 mod common;
 
 use common::{check_gguf_goldens, f32s, u32s, R};
-use gllm_web::{ChatMessage as Message, GenerateOptions, Generator, GeneratorOptions, Gpu, LoadDType, Prompt, SamplingConfig};
+use gllm_web::{ChatMessage as Message, GenerateOptions, Generator, GeneratorOptions, Gpu, KvDType, LoadDType, Prompt, SamplingConfig};
 
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
@@ -26,8 +26,9 @@ gpu_tests! {
     smollm2_gguf_q4_1_blocks_match_goldens => smollm2_gguf,
 }
 
-async fn load(gpu: &Gpu, name: &str, dtype: LoadDType) -> Result<Generator, gllm_web::Error> {
-    Generator::load(gpu, &common::model_source(name), GeneratorOptions::with_dtype(dtype), &|_| {}).await
+async fn load(gpu: &Gpu, name: &str, dtype: LoadDType, kv_dtype: KvDType) -> Result<Generator, gllm_web::Error> {
+    let opts = GeneratorOptions { kv_dtype: Some(kv_dtype), ..GeneratorOptions::with_dtype(dtype) };
+    Generator::load(gpu, &common::model_source(name), opts, &|_| {}).await
 }
 
 /// Checks every golden case of `golden` with f32 activations: prompt ids, prefill argmax,
@@ -105,12 +106,15 @@ async fn check_goldens(g: &mut Generator, model: &str, golden: &str, greedy_toke
 /// which transformers made from the F16 conversion of the same file: prompt ids exact;
 /// prefill top-1 and last logits close (the blocks decode to values the F16 conversion
 /// rounds); greedy tokens equal except at a step whose golden top-1/top-2 margin is under
-/// 0.05, where the continuations may part.
+/// 0.05, where the continuations may part. With an f32 and with an f16 KV cache.
 async fn smollm2_gguf(_shared: Gpu) -> R {
     // Its own device: the other test counts the shared device's readbacks per token.
     let gpu = Gpu::new().await?;
     let greedy = if cfg!(target_arch = "wasm32") { 3 } else { 20 };
-    check_gguf_goldens(&gpu, "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2, greedy).await
+    for kv in [KvDType::F32, KvDType::F16] {
+        check_gguf_goldens(&gpu, "SmolLM2-135M-Instruct.Q4_1.gguf", SMOLLM2, greedy, kv).await?;
+    }
+    Ok(())
 }
 
 /// Qwen2.5-Coder-0.5B-Instruct's GGUF (a Q5_0 / Q8_0 / Q4_K / Q6_K mix) loaded directly,
@@ -123,8 +127,10 @@ async fn smollm2_gguf(_shared: Gpu) -> R {
 fn qwen05_gguf_matches_goldens() {
     let Some(gpu) = common::native_gpu() else { return };
     let golden = include_str!("goldens/qwen2.5-coder-0.5b-instruct.json");
-    if let Err(e) = pollster::block_on(check_gguf_goldens(&gpu, "qwen2.5-coder-0.5b-instruct.gguf", golden, 20)) {
-        panic!("qwen05_gguf_matches_goldens: {e}");
+    for kv in [KvDType::F32, KvDType::F16] {
+        if let Err(e) = pollster::block_on(check_gguf_goldens(&gpu, "qwen2.5-coder-0.5b-instruct.gguf", golden, 20, kv)) {
+            panic!("qwen05_gguf_matches_goldens (kv {}): {e}", kv.as_str());
+        }
     }
 }
 
@@ -133,14 +139,35 @@ async fn smollm2(gpu: Gpu) -> R {
     // on the software adapters of CI) with f32 activations and accumulation: every weight
     // value is exactly the golden's, so this is the goldens' f32 computation up to
     // summation order. Measured logit error about 1e-4, far below every greedy margin
-    // (smallest 0.068), so the ids must match exactly.
-    let mut g = load(&gpu, "smollm2-135m-instruct", LoadDType::F16).await?;
+    // (smallest 0.068), so the ids must match exactly. An f32 KV cache: the goldens'
+    // precision (the f16 cache below).
+    let mut g = load(&gpu, "smollm2-135m-instruct", LoadDType::F16, KvDType::F32).await?;
+    if g.kv_dtype() != KvDType::F32 {
+        return Err("kv_dtype f32 was asked for".into());
+    }
     // SwiftShader runs a decode step in seconds (every matvec workgroup ends in a barrier
     // tree it emulates slowly), so the browser checks every prompt and prefill but decodes
     // only a few tokens; natively the whole 20-token continuation.
     let greedy = if cfg!(target_arch = "wasm32") { 3 } else { 20 };
     check_goldens(&mut g, "smollm2-135m-instruct", SMOLLM2, greedy).await?;
     streams_stops_aborts_samples(&gpu, &mut g).await?;
+    prefix_cache_across_turns(&mut g).await?;
+    speculative_equals_greedy(&mut g).await?;
+    context_shift_at_the_cache_limit(&mut g).await?;
+    drop(g);
+    smollm2_kv_f16(&gpu, greedy).await
+}
+
+/// The same goldens over an f16 KV cache (keys and values rounded to IEEE half, relative
+/// 2⁻¹¹): greedy tokens equal except at a step whose golden top-1/top-2 margin is under
+/// 0.05; prefill top-1 equal and top-5 logits within 0.05 of the golden's. Then the paths
+/// that move or reuse cache rows: speculative decoding, the prefix cache, the context shift.
+async fn smollm2_kv_f16(gpu: &Gpu, greedy: usize) -> R {
+    let mut g = load(gpu, "smollm2-135m-instruct", LoadDType::F16, KvDType::F16).await?;
+    if g.kv_dtype() != KvDType::F16 {
+        return Err("kv_dtype f16 was asked for".into());
+    }
+    common::check_goldens_within_margins(&mut g, "smollm2-135m-instruct kv f16", SMOLLM2, greedy, 0.05).await?;
     prefix_cache_across_turns(&mut g).await?;
     speculative_equals_greedy(&mut g).await?;
     context_shift_at_the_cache_limit(&mut g).await
@@ -406,8 +433,12 @@ fn qwen05_matches_goldens() {
     let Some(gpu) = own_gpu() else { return };
     let golden = include_str!("goldens/qwen2.5-coder-0.5b-instruct.json");
     let r: R = pollster::block_on(async {
-        let mut g = load(&gpu, "qwen2.5-coder-0.5b-instruct", LoadDType::F32).await?;
-        check_goldens(&mut g, "qwen2.5-coder-0.5b-instruct", golden, 20).await
+        let mut g = load(&gpu, "qwen2.5-coder-0.5b-instruct", LoadDType::F32, KvDType::F32).await?;
+        check_goldens(&mut g, "qwen2.5-coder-0.5b-instruct", golden, 20).await?;
+        drop(g);
+        // An f16 KV cache: the margin rule (as SmolLM2's `smollm2_kv_f16`).
+        let mut g = load(&gpu, "qwen2.5-coder-0.5b-instruct", LoadDType::F32, KvDType::F16).await?;
+        common::check_goldens_within_margins(&mut g, "qwen2.5-coder-0.5b-instruct kv f16", golden, 20, 0.05).await
     });
     if let Err(e) = r {
         panic!("qwen05_matches_goldens: {e}");
@@ -449,7 +480,7 @@ fn smollm2_quantized_weights_agree() {
     let Some(gpu) = own_gpu() else { return };
     let r: R = pollster::block_on(async {
         let golden: serde_json::Value = serde_json::from_str(SMOLLM2)?;
-        let mut reference = load(&gpu, "smollm2-135m-instruct", LoadDType::F16).await?;
+        let mut reference = load(&gpu, "smollm2-135m-instruct", LoadDType::F16, KvDType::F32).await?;
         let ids = reference.prompt_ids(Prompt::Text(FORCED_TEXT))?;
         let vocab = reference.vocab_size();
         let argmax = |l: &[f32]| -> Vec<usize> {
@@ -458,7 +489,7 @@ fn smollm2_quantized_weights_agree() {
         let want = argmax(&reference.prompt_logits(&ids).await?);
         drop(reference);
         for (fmt, min_greedy, min_forced) in [(QuantFormat::Q8_0, 18, 0.95), (QuantFormat::Q4_0, 0, 0.60)] {
-            let mut g = load(&gpu, "smollm2-135m-instruct", LoadDType::Quant(fmt)).await?;
+            let mut g = load(&gpu, "smollm2-135m-instruct", LoadDType::Quant(fmt), KvDType::F32).await?;
             let got = argmax(&g.prompt_logits(&ids).await?);
             let agree = got.iter().zip(&want).filter(|(a, b)| a == b).count() as f64 / want.len() as f64;
             let mut greedy = Vec::new();
@@ -503,11 +534,11 @@ fn smollm2_prequantized_equals_quantize_on_load() {
         if s.quantized != 30 * 7 || s.bytes_out * 2 > s.bytes_in {
             return Err(format!("{} linears quantized (want 210), {} of {} bytes", s.quantized, s.bytes_out, s.bytes_in).into());
         }
-        let mut a = load(&gpu, "smollm2-135m-instruct", LoadDType::Quant(QuantFormat::Q4_0)).await?;
+        let mut a = load(&gpu, "smollm2-135m-instruct", LoadDType::Quant(QuantFormat::Q4_0), KvDType::F32).await?;
         let ids = a.prompt_ids(Prompt::Text(FORCED_TEXT))?;
         let want = a.prompt_logits(&ids).await?;
         drop(a);
-        let opts = GeneratorOptions::with_dtype;
+        let opts = |d| GeneratorOptions { kv_dtype: Some(KvDType::F32), ..GeneratorOptions::with_dtype(d) };
         let mut b = Generator::load(&gpu, &FileSource::new(&out), opts(LoadDType::Auto), &|_| {}).await?;
         let got = b.prompt_logits(&ids).await?;
         if got != want {

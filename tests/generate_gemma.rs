@@ -31,17 +31,21 @@ const FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 const GOLDEN: &str = include_str!("goldens/gemma-3-270m.json");
 
 async fn check(gpu: Gpu) -> R {
-    if cfg!(target_arch = "wasm32") {
-        // SwiftShader runs the 1742-token prompt's prefill for many minutes: the browser
-        // checks the three short cases (capital, code, chat), all 20 greedy tokens each.
-        let mut golden: serde_json::Value = serde_json::from_str(GOLDEN)?;
-        if let Some(cases) = golden["cases"].as_array_mut() {
-            cases.retain(|c| c["name"] != "long");
+    // With an f32 and with an f16 KV cache (the margin rule of `check_gguf_goldens` either way).
+    for kv in [gllm_web::KvDType::F32, gllm_web::KvDType::F16] {
+        if cfg!(target_arch = "wasm32") {
+            // SwiftShader runs the 1742-token prompt's prefill for many minutes: the browser
+            // checks the three short cases (capital, code, chat), all 20 greedy tokens each.
+            let mut golden: serde_json::Value = serde_json::from_str(GOLDEN)?;
+            if let Some(cases) = golden["cases"].as_array_mut() {
+                cases.retain(|c| c["name"] != "long");
+            }
+            check_gguf_goldens(&gpu, FILE, &golden.to_string(), 20, kv).await?;
+        } else {
+            check_gguf_goldens(&gpu, FILE, GOLDEN, 20, kv).await?;
         }
-        check_gguf_goldens(&gpu, FILE, &golden.to_string(), 20).await
-    } else {
-        check_gguf_goldens(&gpu, FILE, GOLDEN, 20).await
     }
+    Ok(())
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -77,7 +81,7 @@ fn gemma270_context_shift() {
     use gllm_web::{FinishReason, GenerateOptions, Generator, GeneratorOptions, Prompt};
     let Some(gpu) = common::native_gpu() else { return };
     let run = async {
-        let opts = GeneratorOptions { load: gllm_web::LoadOptions { weights: Some(FILE.into()), ..Default::default() } };
+        let opts = GeneratorOptions { load: gllm_web::LoadOptions { weights: Some(FILE.into()), ..Default::default() }, kv_dtype: None };
         let mut g = Generator::load(&gpu, &common::model_source("gguf"), opts, &|_| {}).await?;
         let (cache, new, sinks) = (32usize, 96usize, gllm_web::engine::DEFAULT_SINK_TOKENS);
         let prompt = Prompt::Text("The river rises in the northern hills");

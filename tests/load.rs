@@ -76,7 +76,7 @@ impl Engine {
                 assert_eq!(r.rerank("query", &["doc one", "doc two"], None).await?.len(), 2);
             }
             Engine::Generator => {
-                let g = Generator::load_with_abort(gpu, src, GeneratorOptions { load }, &|_| {}, abort).await?;
+                let g = Generator::load_with_abort(gpu, src, GeneratorOptions { load, kv_dtype: None }, &|_| {}, abort).await?;
                 let ids = g.prompt_ids(gllm_web::Prompt::Text("The capital of France is"))?;
                 assert_eq!(ids, [504, 3575, 282, 4649, 314]);
             }

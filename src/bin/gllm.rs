@@ -36,8 +36,9 @@
 //! gllm generate --model DIR|FILE.gguf --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]
 //!      [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]
 //!      [--speculative prompt-lookup [--draft-k K]] [--cache-tokens N] [--sink-tokens N] [--no-context-shift]
+//!      [--kv f16|f32]
 //! ```
-//! prints `{"prompt_ids": [...], "tokens": [...], "text": "...", "finish_reason": "...", "evicted": N}` (and
+//! prints `{"prompt_ids": [...], "tokens": [...], "text": "...", "finish_reason": "...", "evicted": N, "kv_dtype": "f16"}` (and
 //! `"speculative": {verify_steps, plain_steps, drafted, accepted}` with `--speculative`).
 //! Errors go to stderr with exit status 1 (2 for usage errors).
 
@@ -71,7 +72,8 @@ const USAGE: &str = "usage: gllm embed --model DIR [--pooling mean|cls|last_toke
        gllm quantize --model DIR --dtype q8_0|q4_0|q4_1|q5_0|q5_1|q2_K|q3_K|q4_K|q5_K|q6_K|iq4_nl --out DIR
        gllm generate --model DIR|FILE.gguf --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T] [--top-k K]
                      [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]... [--dtype f32|f16|q8_0|q4_0|...]
-                     [--speculative prompt-lookup [--draft-k K]] [--cache-tokens N] [--sink-tokens N] [--no-context-shift]";
+                     [--speculative prompt-lookup [--draft-k K]] [--cache-tokens N] [--sink-tokens N] [--no-context-shift]
+                     [--kv f16|f32]";
 
 #[cfg(not(target_arch = "wasm32"))]
 fn run(r: Result<(), String>) -> i32 {
@@ -258,11 +260,12 @@ fn quantize(args: &[String]) -> Result<(), String> {
 #[cfg(not(target_arch = "wasm32"))]
 fn generate(args: &[String]) -> Result<(), String> {
     use gllm_web::loader::FileSource;
-    use gllm_web::{ChatMessage as Message, GenerateOptions, Generator, GeneratorOptions, Gpu, LoadDType, LoadOptions, Prompt};
+    use gllm_web::{ChatMessage as Message, GenerateOptions, Generator, GeneratorOptions, Gpu, KvDType, LoadDType, LoadOptions, Prompt};
 
     let (mut model, mut prompt, mut chat) = (None, None, false);
     let mut opts = GenerateOptions::default();
     let mut dtype: Option<LoadDType> = None;
+    let mut kv_dtype: Option<KvDType> = None;
     let mut it = args.iter();
     fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
         v.parse().map_err(|_| format!("{name} needs a number"))
@@ -288,6 +291,7 @@ fn generate(args: &[String]) -> Result<(), String> {
             "--cache-tokens" => opts.cache_tokens = Some(num("--cache-tokens", value("--cache-tokens")?)?),
             "--sink-tokens" => opts.sink_tokens = num("--sink-tokens", value("--sink-tokens")?)?,
             "--no-context-shift" => opts.context_shift = false,
+            "--kv" => kv_dtype = Some(value("--kv")?.parse().map_err(|e: gllm_web::Error| e.to_string())?),
             "--draft-k" => {
                 let k = num("--draft-k", value("--draft-k")?)?;
                 opts.speculative = Some(gllm_web::Speculative { k, ..opts.speculative.unwrap_or_default() });
@@ -303,7 +307,7 @@ fn generate(args: &[String]) -> Result<(), String> {
         // Default: f32 for safetensors (the goldens' precision), the file's blocks for GGUF.
         let dtype = dtype.or(if weights.as_deref().is_some_and(|w| w.ends_with(".gguf")) { None } else { Some(LoadDType::F32) });
         let load = LoadOptions { dtype, weights, ..Default::default() };
-        let mut g = Generator::load(&gpu, &src, GeneratorOptions { load }, &|_| {})
+        let mut g = Generator::load(&gpu, &src, GeneratorOptions { load, kv_dtype }, &|_| {})
             .await
             .map_err(|e| e.to_string())?;
         let messages = [Message::new("user", &prompt)];
@@ -315,6 +319,7 @@ fn generate(args: &[String]) -> Result<(), String> {
             "text": out.text,
             "finish_reason": out.finish_reason.as_str(),
             "evicted": out.evicted,
+            "kv_dtype": g.kv_dtype().as_str(),
         });
         let json = match out.speculative {
             Some(st) => {

@@ -18,7 +18,7 @@ use crate::kernels::sample::{sample, SamplingConfig};
 use crate::kernels::speculative::verify;
 use crate::engine::LoadOptions;
 use crate::loader::{read_json, read_json_optional, read_whole, Progress, Source, Weights};
-use crate::models::llama::KvCache;
+use crate::models::llama::{KvCache, KvDType};
 use crate::models::{CausalLm, CausalLmConfig};
 use crate::nn::{load_weights, LoadDType, VarBuilder};
 use crate::tokenizer::gguf::GgufTokenizer;
@@ -35,11 +35,16 @@ pub struct GeneratorOptions {
     /// Storage of the weights (`dtype`: default `auto` for a GGUF file, keeping its blocks,
     /// and `f16` for safetensors), streaming and the weights file. Activations are f32.
     pub load: LoadOptions,
+    /// Element type of the KV cache. Default: f16 where the device has `shader-f16`, else
+    /// f32 ([`KvDType::default_for`]). The f16 cache is stored packed, two halves per word,
+    /// and works with or without `shader-f16`; greedy tokens match the f32 cache's except
+    /// where the top two logits are within about 0.05 (`SPEC/generation.md`).
+    pub kv_dtype: Option<KvDType>,
 }
 
 impl GeneratorOptions {
     pub fn with_dtype(dtype: LoadDType) -> Self {
-        Self { load: LoadOptions::with_dtype(dtype) }
+        Self { load: LoadOptions::with_dtype(dtype), kv_dtype: None }
     }
 }
 
@@ -336,6 +341,8 @@ pub struct Generator {
     cached: Vec<u32>,
     /// Tokens the last call prefilled (its prompt minus the reused prefix).
     last_prefill: usize,
+    /// Element type of the KV cache.
+    kv_dtype: KvDType,
 }
 
 impl Generator {
@@ -426,7 +433,13 @@ impl Generator {
             slots: [U32Slot::new(gpu), U32Slot::new(gpu)],
             cached: Vec::new(),
             last_prefill: 0,
+            kv_dtype: opts.kv_dtype.unwrap_or_else(|| KvDType::default_for(gpu)),
         })
+    }
+
+    /// Element type of the KV cache ([`GeneratorOptions::kv_dtype`] or its default).
+    pub fn kv_dtype(&self) -> KvDType {
+        self.kv_dtype
     }
 
     /// The model (its family and config).
@@ -766,7 +779,7 @@ impl Generator {
         self.cached.clear();
         let gpu = &self.gpu;
         let vocab = self.model.vocab_size();
-        let cache = self.model.new_cache(gpu, rows)?;
+        let cache = self.model.new_cache(gpu, rows, self.kv_dtype)?;
         let state = gpu.upload_u32(&[0; 4], &[4])?;
         let cfg = gpu.upload_u32(&SamplingConfig::default().words(), &[8])?;
         let seen = gpu.upload_u32(&vec![0; vocab], &[vocab])?;

@@ -14,6 +14,8 @@ pub struct AttentionKey {
     pub cache: bool,
     /// Which entry point: the one-pass kernel or a split-K decode stage.
     pub stage: AttentionStage,
+    /// The cache holds IEEE halves two per word (`KV_F16`; with `cache` only).
+    pub kv_f16: bool,
 }
 
 /// Entry points of `attention.wgsl`.
@@ -51,12 +53,16 @@ impl Variant for AttentionKey {
         }
     }
     fn defines(&self) -> Vec<&'static str> {
-        match (self.stage, self.cache) {
+        let mut d = match (self.stage, self.cache) {
             (AttentionStage::DecodePartial, _) => vec!["DECODE", "DECODE_PARTIAL"],
-            (AttentionStage::DecodeCombine, _) => vec!["DECODE", "DECODE_COMBINE"],
+            (AttentionStage::DecodeCombine, _) => return vec!["DECODE", "DECODE_COMBINE"],
             (_, true) => vec!["CACHE"],
-            (_, false) => vec![],
+            (_, false) => return vec![],
+        };
+        if self.kv_f16 {
+            d.push("KV_F16");
         }
+        d
     }
 }
 
@@ -192,7 +198,7 @@ pub fn attention_with(
     ];
     let groups = u(OP, "batch * heads * q_len", batch * s.heads * q_len)?;
     let stage = opts.stage(enc, s.head_dim);
-    enc.dispatch(KernelKey::Attention(AttentionKey { cache: false, stage }), &params, &[q, k, v, mask, &out], AttentionOptions::groups(stage, groups))?;
+    enc.dispatch(KernelKey::Attention(AttentionKey { cache: false, stage, kv_f16: false }), &params, &[q, k, v, mask, &out], AttentionOptions::groups(stage, groups))?;
     Ok(out)
 }
 
@@ -203,7 +209,8 @@ pub fn attention_with(
 /// partial pass over splits of [`DECODE_SPLIT`] keys (as many as the cache has rows for,
 /// so a recorded step replays at any length) and a combine pass per head.
 /// - `q`: `[q_len, heads * head_dim]` f32
-/// - `k_cache`, `v_cache`: `[cache_rows, kv_heads * head_dim]` f32
+/// - `k_cache`, `v_cache`: `[cache_rows, kv_heads * head_dim]` f32, or both f16 (IEEE
+///   halves two per word, read with `unpack2x16float`: no `shader-f16` needed)
 /// - `state`: `[4]` u32
 /// - returns `[q_len, heads * head_dim]` f32
 pub fn attention_cached(
@@ -229,10 +236,9 @@ pub fn attention_cached_with(
 ) -> Result<GpuTensor> {
     const OP: &str = "attention_cached";
     s.check(OP)?;
-    for (name, t) in [("q", q), ("k_cache", k_cache), ("v_cache", v_cache)] {
-        t.expect_dtype(OP, name, &[DType::F32])?;
-        t.expect_rank(OP, name, 2)?;
-    }
+    q.expect_dtype(OP, "q", &[DType::F32])?;
+    q.expect_rank(OP, "q", 2)?;
+    let kv_f16 = super::rope::check_cache(OP, k_cache, v_cache)?;
     state.expect_dtype(OP, "state", &[DType::U32])?;
     if state.numel() < 4 {
         return Err(Error::shape(OP, "state", "[4]", state.shape()));
@@ -270,7 +276,7 @@ pub fn attention_cached_with(
     if decode {
         // Accumulators [heads, n_splits, head_dim], then (m, l) [heads, n_splits, 2].
         let part = enc.gpu().alloc(&[s.heads * n_splits * (s.head_dim + 2)], DType::F32)?;
-        let key = |stage| KernelKey::Attention(AttentionKey { cache: true, stage });
+        let key = |stage| KernelKey::Attention(AttentionKey { cache: true, stage, kv_f16: kv_f16 && stage == AttentionStage::DecodePartial });
         let groups = u(OP, "heads * n_splits", s.heads * n_splits)?;
         enc.dispatch(key(AttentionStage::DecodePartial), &params, &[q, k_cache, v_cache, state, &part], grid(groups))?;
         enc.dispatch(key(AttentionStage::DecodeCombine), &params, &[&part, &part, state, &out], grid(params[3]))?;
@@ -278,6 +284,6 @@ pub fn attention_cached_with(
     }
     let groups = u(OP, "heads * q_len", s.heads * q_len)?;
     let stage = opts.stage(enc, s.head_dim);
-    enc.dispatch(KernelKey::Attention(AttentionKey { cache: true, stage }), &params, &[q, k_cache, v_cache, state, &out], AttentionOptions::groups(stage, groups))?;
+    enc.dispatch(KernelKey::Attention(AttentionKey { cache: true, stage, kv_f16 }), &params, &[q, k_cache, v_cache, state, &out], AttentionOptions::groups(stage, groups))?;
     Ok(out)
 }

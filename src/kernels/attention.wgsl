@@ -15,6 +15,10 @@
 // replays unchanged); query i sees keys j <= state[1] + i; there is no padding mask. With a
 // window w (Gemma 3's sliding layers) query i, at position state[1] + i, sees only keys with
 // state[1] + i - j < w; the decode stages skip the splits before the window.
+//
+// Variant KV_F16 (with CACHE or DECODE_PARTIAL): the cache holds IEEE halves, two per u32
+// word (element 2w in the low half of word w), read with unpack2x16float (no shader-f16
+// needed); arithmetic stays f32.
 
 struct Params {
     batch: u32,
@@ -37,8 +41,13 @@ const NEG: f32 = -1.0e30;  // "minus infinity" that stays finite (WGSL may not h
 @group(0) @binding(0) var<uniform> p: Params;
 #ifndef DECODE
 @group(0) @binding(1) var<storage, read> q: array<f32>;              // q: [batch, q_len, heads * head_dim] f32
+#ifdef KV_F16
+@group(0) @binding(2) var<storage, read> k: array<u32>;              // k: [1, cache_rows, kv_heads * head_dim] f16, two per word (CACHE only)
+@group(0) @binding(3) var<storage, read> v: array<u32>;              // v: as k
+#else
 @group(0) @binding(2) var<storage, read> k: array<f32>;              // k: [batch, kv_len, kv_heads * head_dim] f32
 @group(0) @binding(3) var<storage, read> v: array<f32>;              // v: [batch, kv_len, kv_heads * head_dim] f32
+#endif
 #ifdef CACHE
 @group(0) @binding(4) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = cached tokens before this call
 #else
@@ -51,6 +60,23 @@ struct Query {
     h: u32,    // query head
     i: u32,    // query position
     kvh: u32,  // its key/value head
+}
+
+// Key / value element e (an element index of k / v).
+fn k_at(e: u32) -> f32 {
+#ifdef KV_F16
+    return unpack2x16float(k[e >> 1u])[e & 1u];
+#else
+    return k[e];
+#endif
+}
+
+fn v_at(e: u32) -> f32 {
+#ifdef KV_F16
+    return unpack2x16float(v[e >> 1u])[e & 1u];
+#else
+    return v[e];
+#endif
 }
 
 // Query `idx` of the flat (batch, head, position) order.
@@ -134,17 +160,17 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
             var d3 = 0.0;
             var d = 0u;
             for (; d + 4u <= d_n; d = d + 4u) {
-                let k0 = k[k_base + d];
-                let k1 = k[k_base + d + 1u];
-                let k2 = k[k_base + d + 2u];
-                let k3 = k[k_base + d + 3u];
+                let k0 = k_at(k_base + d);
+                let k1 = k_at(k_base + d + 1u);
+                let k2 = k_at(k_base + d + 2u);
+                let k3 = k_at(k_base + d + 3u);
                 d0 = d0 + qs[d] * k0;
                 d1 = d1 + qs[d + 1u] * k1;
                 d2 = d2 + qs[d + 2u] * k2;
                 d3 = d3 + qs[d + 3u] * k3;
             }
             for (; d < d_n; d = d + 1u) {
-                d0 = d0 + qs[d] * k[k_base + d];
+                d0 = d0 + qs[d] * k_at(k_base + d);
             }
             s = (d0 + d1) + (d2 + d3);
         }
@@ -180,10 +206,10 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
                 for (var r = 0u; r < 4u; r = r + 1u) {
                     let d = lid + r * WG;
                     if (d < d_n) {
-                        let v0 = v[vb + d];
-                        let v1 = v[vb + vs + d];
-                        let v2 = v[vb + 2u * vs + d];
-                        let v3 = v[vb + 3u * vs + d];
+                        let v0 = v_at(vb + d);
+                        let v1 = v_at(vb + vs + d);
+                        let v2 = v_at(vb + 2u * vs + d);
+                        let v3 = v_at(vb + 3u * vs + d);
                         acc[r] = acc[r] + ((p0 * v0 + p1 * v1) + (p2 * v2 + p3 * v3));
                     }
                 }
@@ -197,7 +223,7 @@ fn attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
                     for (var r = 0u; r < 4u; r = r + 1u) {
                         let d = lid + r * WG;
                         if (d < d_n) {
-                            acc[r] = acc[r] + pj * v[v_base + d];
+                            acc[r] = acc[r] + pj * v_at(v_base + d);
                         }
                     }
                 }
@@ -259,14 +285,14 @@ fn attention_direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
         let base = (b * p.kv_len + j) * p.kv_stride + kvh * d_n;
         var s = 0.0;
         for (var d = 0u; d < d_n; d = d + 1u) {
-            s = s + qp[d] * k[base + d];
+            s = s + qp[d] * k_at(base + d);
         }
         let m_new = max(m, s);
         let corr = exp(m - m_new);
         let pj = exp(s - m_new);
         l = l * corr + pj;
         for (var d = 0u; d < d_n; d = d + 1u) {
-            acc[d] = acc[d] * corr + pj * v[base + d];
+            acc[d] = acc[d] * corr + pj * v_at(base + d);
         }
         m = m_new;
     }
@@ -295,8 +321,13 @@ fn first_key(kv_len: u32) -> u32 {
 
 #ifdef DECODE_PARTIAL
 @group(0) @binding(1) var<storage, read> q4: array<vec4<f32>>;       // q: [1, heads * head_dim] f32 as vec4
+#ifdef KV_F16
+@group(0) @binding(2) var<storage, read> k4h: array<vec2<u32>>;      // k_cache: [cache_rows, kv_heads * head_dim] f16, four halves per vec2<u32>
+@group(0) @binding(3) var<storage, read> v4h: array<vec2<u32>>;      // v_cache: as k_cache
+#else
 @group(0) @binding(2) var<storage, read> k4: array<vec4<f32>>;       // k_cache: [cache_rows, kv_heads * head_dim] f32 as vec4
 @group(0) @binding(3) var<storage, read> v4: array<vec4<f32>>;       // v_cache: as k_cache
+#endif
 @group(0) @binding(4) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = cached tokens before this token
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;     // part: acc [heads, n_splits, head_dim] then (m, l) [heads, n_splits, 2] f32
 
@@ -316,6 +347,25 @@ var<workgroup> accs: array<vec4<f32>, DWG>;
 // of its key (coalesced 64-byte pieces of the row); the 4 parts meet in shared memory.
 // Weighted values: thread t takes vec4 column t % d4 of keys t / d4, t / d4 + G, ...
 // (G = 128 / d4 key groups), four keys per step; the G groups meet in shared memory.
+// Four keys / values elements from vec4 column c (c = element / 4) of the cache.
+fn k4_at(c: u32) -> vec4<f32> {
+#ifdef KV_F16
+    let w = k4h[c];
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+#else
+    return k4[c];
+#endif
+}
+
+fn v4_at(c: u32) -> vec4<f32> {
+#ifdef KV_F16
+    let w = v4h[c];
+    return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+#else
+    return v4[c];
+#endif
+}
+
 @compute @workgroup_size(128)
 fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -355,15 +405,15 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     var a1 = vec4<f32>(0.0);
     var c = lid % TPK;
     for (; c + 3u * TPK < d4; c = c + 4u * TPK) {
-        let k0 = k4[krow + c];
-        let k1 = k4[krow + c + TPK];
-        let k2 = k4[krow + c + 2u * TPK];
-        let k3 = k4[krow + c + 3u * TPK];
+        let k0 = k4_at(krow + c);
+        let k1 = k4_at(krow + c + TPK);
+        let k2 = k4_at(krow + c + 2u * TPK);
+        let k3 = k4_at(krow + c + 3u * TPK);
         a0 = a0 + qv[c] * k0 + qv[c + TPK] * k1;
         a1 = a1 + qv[c + 2u * TPK] * k2 + qv[c + 3u * TPK] * k3;
     }
     for (; c < d4; c = c + TPK) {
-        a0 = a0 + qv[c] * k4[krow + c];
+        a0 = a0 + qv[c] * k4_at(krow + c);
     }
     sc[lid] = dot(a0 + a1, vec4<f32>(1.0));
     workgroupBarrier();
@@ -394,15 +444,15 @@ fn decode_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (g < groups) {
         var j = g;
         for (; j + 3u * groups < count; j = j + 4u * groups) {
-            let v0 = v4[(start + j) * stride4 + vcol];
-            let v1 = v4[(start + j + groups) * stride4 + vcol];
-            let v2 = v4[(start + j + 2u * groups) * stride4 + vcol];
-            let v3 = v4[(start + j + 3u * groups) * stride4 + vcol];
+            let v0 = v4_at((start + j) * stride4 + vcol);
+            let v1 = v4_at((start + j + groups) * stride4 + vcol);
+            let v2 = v4_at((start + j + 2u * groups) * stride4 + vcol);
+            let v3 = v4_at((start + j + 3u * groups) * stride4 + vcol);
             acc0 = acc0 + pw[j] * v0 + pw[j + groups] * v1;
             acc1 = acc1 + pw[j + 2u * groups] * v2 + pw[j + 3u * groups] * v3;
         }
         for (; j < count; j = j + groups) {
-            acc0 = acc0 + pw[j] * v4[(start + j) * stride4 + vcol];
+            acc0 = acc0 + pw[j] * v4_at((start + j) * stride4 + vcol);
         }
     }
     accs[lid] = acc0 + acc1;

@@ -12,10 +12,10 @@ use crate::gpu::{grid, DType, Encoder, GpuTensor};
 pub enum RopeKey {
     /// `rope`: rotate in place.
     Rotate,
-    /// `rope_append`: q in place, k and v into the cache.
-    Append,
-    /// `kv_shift`: cache rows out, keys rotated back.
-    Shift,
+    /// `rope_append`: q in place, k and v into the cache (`KV_F16`: an f16 cache).
+    Append { kv_f16: bool },
+    /// `kv_shift`: cache rows out, keys rotated back (`KV_F16`: an f16 cache).
+    Shift { kv_f16: bool },
 }
 
 impl Variant for RopeKey {
@@ -24,15 +24,15 @@ impl Variant for RopeKey {
     fn entry(&self) -> &'static str {
         match self {
             Self::Rotate => "rope",
-            Self::Append => "rope_append",
-            Self::Shift => "kv_shift",
+            Self::Append { .. } => "rope_append",
+            Self::Shift { .. } => "kv_shift",
         }
     }
     fn defines(&self) -> Vec<&'static str> {
         match self {
             Self::Rotate => vec![],
-            Self::Append => vec!["APPEND"],
-            Self::Shift => vec!["SHIFT"],
+            Self::Append { kv_f16 } => if *kv_f16 { vec!["APPEND", "KV_F16"] } else { vec!["APPEND"] },
+            Self::Shift { kv_f16 } => if *kv_f16 { vec!["SHIFT", "KV_F16"] } else { vec!["SHIFT"] },
         }
     }
 }
@@ -50,6 +50,15 @@ fn check_common(op: &'static str, inv_freq: &GpuTensor, state: &GpuTensor, head_
         return Err(Error::shape(op, "state", "[4]", state.shape()));
     }
     Ok(())
+}
+
+/// Checks a KV-cache pair: rank 2, both F32 or both F16. Returns whether it is F16.
+pub(crate) fn check_cache(op: &'static str, k_cache: &GpuTensor, v_cache: &GpuTensor) -> Result<bool> {
+    k_cache.expect_dtype(op, "k_cache", &[DType::F32, DType::F16])?;
+    v_cache.expect_dtype(op, "v_cache", &[k_cache.dtype()])?;
+    k_cache.expect_rank(op, "k_cache", 2)?;
+    v_cache.expect_rank(op, "v_cache", 2)?;
+    Ok(k_cache.dtype() == DType::F16)
 }
 
 /// Rotates `x` in place; row `r` is at position `state[1] + r`.
@@ -83,7 +92,8 @@ pub fn rope_batched(enc: &mut Encoder, x: &GpuTensor, inv_freq: &GpuTensor, stat
 /// `state[1] .. state[1] + rows` (rows past the cache are dropped; the caller sizes it).
 /// - `q`: `[rows, heads * head_dim]` f32
 /// - `k`, `v`: `[rows, kv_heads * head_dim]` f32
-/// - `k_cache`, `v_cache`: `[cache_rows, kv_heads * head_dim]` f32
+/// - `k_cache`, `v_cache`: `[cache_rows, kv_heads * head_dim]` f32, or both f16 (IEEE
+///   halves two per word, written with `pack2x16float`: no `shader-f16` needed)
 #[allow(clippy::too_many_arguments)]
 pub fn rope_append(
     enc: &mut Encoder,
@@ -100,10 +110,11 @@ pub fn rope_append(
 ) -> Result<()> {
     const OP: &str = "rope_append";
     check_common(OP, inv_freq, state, head_dim)?;
-    for (name, t) in [("q", q), ("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)] {
+    for (name, t) in [("q", q), ("k", k), ("v", v)] {
         t.expect_dtype(OP, name, &[DType::F32])?;
         t.expect_rank(OP, name, 2)?;
     }
+    let kv_f16 = check_cache(OP, k_cache, v_cache)?;
     let rows = q.shape()[0];
     let kvw = kv_heads * head_dim;
     if q.shape() != [rows, heads * head_dim] {
@@ -128,7 +139,7 @@ pub fn rope_append(
     ];
     let n = u(OP, "threads", rows * (heads + kv_heads) * head_dim / 2)?;
     enc.dispatch(
-        KernelKey::Rope(RopeKey::Append),
+        KernelKey::Rope(RopeKey::Append { kv_f16 }),
         &params,
         &[q, k, v, inv_freq, state, k_cache, v_cache],
         grid(n.div_ceil(256)),
@@ -141,7 +152,7 @@ pub fn rope_append(
 /// order at the positions they now occupy (a key rotated for position p, then by −drop, is
 /// the key of position p − drop; values do not depend on the position). The caller sets
 /// `state[1]` to `used - drop`.
-/// - `k_cache`, `v_cache`: `[cache_rows, kv_heads * head_dim]` f32, `used <= cache_rows`
+/// - `k_cache`, `v_cache`: `[cache_rows, kv_heads * head_dim]` f32 or both f16, `used <= cache_rows`
 /// - `inv_freq`: `[head_dim / 2]` f32
 #[allow(clippy::too_many_arguments)]
 pub fn kv_shift(
@@ -164,10 +175,7 @@ pub fn kv_shift(
         return Err(Error::shape(OP, "inv_freq", format!("[{}]", head_dim / 2), inv_freq.shape()));
     }
     let kvw = kv_heads * head_dim;
-    for (name, t) in [("k_cache", k_cache), ("v_cache", v_cache)] {
-        t.expect_dtype(OP, name, &[DType::F32])?;
-        t.expect_rank(OP, name, 2)?;
-    }
+    let kv_f16 = check_cache(OP, k_cache, v_cache)?;
     let cache_rows = k_cache.shape()[0];
     if k_cache.shape() != [cache_rows, kvw] || v_cache.shape() != k_cache.shape() {
         return Err(Error::shape(OP, "k_cache", format!("[cache_rows, {kvw}]"), k_cache.shape()));
@@ -180,10 +188,11 @@ pub fn kv_shift(
         return Ok(());
     }
     let gpu = enc.gpu();
-    let (k_out, v_out) = (gpu.alloc(&[rows, kvw], DType::F32)?, gpu.alloc(&[rows, kvw], DType::F32)?);
+    let dtype = k_cache.dtype();
+    let (k_out, v_out) = (gpu.alloc(&[rows, kvw], dtype)?, gpu.alloc(&[rows, kvw], dtype)?);
     let params = [u(OP, "rows", rows)?, 0, u(OP, "kv_heads", kv_heads)?, u(OP, "head_dim", head_dim)?, 0, 0, u(OP, "from", keep + drop)?, u(OP, "delta", drop)?];
     let n = u(OP, "threads", rows * kvw / 2)?;
-    enc.dispatch(KernelKey::Rope(RopeKey::Shift), &params, &[k_cache, v_cache, inv_freq, &k_out, &v_out], grid(n.div_ceil(256)))?;
+    enc.dispatch(KernelKey::Rope(RopeKey::Shift { kv_f16 }), &params, &[k_cache, v_cache, inv_freq, &k_out, &v_out], grid(n.div_ceil(256)))?;
     enc.copy_slice(&k_out, 0, k_cache, keep * kvw, rows * kvw)?;
     enc.copy_slice(&v_out, 0, v_cache, keep * kvw, rows * kvw)
 }

@@ -11,12 +11,21 @@
 //   rope         rotate x in place.                    One thread per (row, head, i < h).
 //   rope_append  rotate q in place; rotate k and write it into k_cache row state[1] + r;
 //                copy v into v_cache row state[1] + r. One thread per (row, q head or kv
-//                head, i < h). Dispatch: grid(ceil(rows * (heads + kv_heads) * h / 256)).
+//                head, i < h): a q thread rotates the pair (i, i + h) in place; a kv thread
+//                writes elements 2i and 2i + 1 of the head (one whole word of an f16
+//                cache, so no two threads write halves of one word), reading each element's
+//                rotate-half partner from k. Dispatch: grid(ceil(rows * (heads + kv_heads) * h / 256)).
 //   kv_shift     the first half of dropping cache rows (a context shift): rows
 //                first + r (r < rows) of k_cache and v_cache into k_out / v_out row r, the keys
 //                rotated back by `delta` positions (a rotation by -a_i composed with the one
 //                by position p gives exactly the one by p - delta). The caller copies them
-//                back over the dropped rows. One thread per (row, kv head, i < h).
+//                back over the dropped rows. One thread per (row, kv head, i < h), writing
+//                elements 2i and 2i + 1 as rope_append's kv threads.
+//
+// Variant KV_F16 (with APPEND or SHIFT): the cache (and k_out / v_out) hold IEEE halves, two
+// per u32 word (element 2w in the low half of word w), written with pack2x16float (values
+// clamped to the finite f16 range) and read with unpack2x16float, so it needs no
+// shader-f16. Arithmetic stays f32.
 
 struct Params {
     rows: u32,      // tokens in this call
@@ -36,15 +45,28 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v: array<f32>;              // v: [rows, kv_heads * head_dim] f32
 @group(0) @binding(4) var<storage, read> inv_freq: array<f32>;       // inv_freq: [head_dim / 2] f32
 @group(0) @binding(5) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = position of row 0
+#ifdef KV_F16
+@group(0) @binding(6) var<storage, read_write> k_cache: array<u32>;  // k_cache: [cache_rows, kv_heads * head_dim] f16, two per word
+@group(0) @binding(7) var<storage, read_write> v_cache: array<u32>;  // v_cache: [cache_rows, kv_heads * head_dim] f16, two per word
+#else
 @group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;  // k_cache: [cache_rows, kv_heads * head_dim] f32
 @group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;  // v_cache: [cache_rows, kv_heads * head_dim] f32
+#endif
 #else
 #ifdef SHIFT
+#ifdef KV_F16
+@group(0) @binding(1) var<storage, read> k_cache: array<u32>;        // k_cache: [cache_rows, kv_heads * head_dim] f16, two per word
+@group(0) @binding(2) var<storage, read> v_cache: array<u32>;        // v_cache: [cache_rows, kv_heads * head_dim] f16, two per word
+@group(0) @binding(3) var<storage, read> inv_freq: array<f32>;       // inv_freq: [head_dim / 2] f32
+@group(0) @binding(4) var<storage, read_write> k_out: array<u32>;    // k_out: [rows, kv_heads * head_dim] f16, two per word
+@group(0) @binding(5) var<storage, read_write> v_out: array<u32>;    // v_out: [rows, kv_heads * head_dim] f16, two per word
+#else
 @group(0) @binding(1) var<storage, read> k_cache: array<f32>;        // k_cache: [cache_rows, kv_heads * head_dim] f32
 @group(0) @binding(2) var<storage, read> v_cache: array<f32>;        // v_cache: [cache_rows, kv_heads * head_dim] f32
 @group(0) @binding(3) var<storage, read> inv_freq: array<f32>;       // inv_freq: [head_dim / 2] f32
 @group(0) @binding(4) var<storage, read_write> k_out: array<f32>;    // k_out: [rows, kv_heads * head_dim] f32
 @group(0) @binding(5) var<storage, read_write> v_out: array<f32>;    // v_out: [rows, kv_heads * head_dim] f32
+#endif
 #else
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;        // x: [rows, heads * head_dim] f32, rotated in place
 @group(0) @binding(2) var<storage, read> inv_freq: array<f32>;       // inv_freq: [head_dim / 2] f32
@@ -81,7 +103,45 @@ fn angle(pos: u32, i: u32) -> vec2<f32> {
     return cos_sin(f32(pos) * inv_freq[i]);
 }
 
+#ifdef KV_F16
+// Two values as one word of halves, clamped to the finite f16 range (pack2x16float of a
+// value past it is undefined).
+const F16_MAX: f32 = 65504.0;
+fn pack_half(a: f32, b: f32) -> u32 {
+    return pack2x16float(clamp(vec2<f32>(a, b), vec2<f32>(-F16_MAX), vec2<f32>(F16_MAX)));
+}
+#endif
+
 #ifdef SHIFT
+// Element e of k_cache / v_cache (an element index).
+fn k_at(e: u32) -> f32 {
+#ifdef KV_F16
+    return unpack2x16float(k_cache[e >> 1u])[e & 1u];
+#else
+    return k_cache[e];
+#endif
+}
+
+fn v_at(e: u32) -> f32 {
+#ifdef KV_F16
+    return unpack2x16float(v_cache[e >> 1u])[e & 1u];
+#else
+    return v_cache[e];
+#endif
+}
+
+// Element e < head_dim of the key head at `src`, rotated back by `delta` positions.
+fn unrotated(src: u32, e: u32) -> f32 {
+    let h = p.head_dim / 2u;
+    if (e < h) {
+        let cs = angle(p.delta, e);     // rotate by -a: cos(a), -sin(a)
+        return k_at(src + e) * cs.x + k_at(src + e + h) * cs.y;
+    }
+    let j = e - h;
+    let cs = angle(p.delta, j);
+    return k_at(src + e) * cs.x - k_at(src + j) * cs.y;
+}
+
 @compute @workgroup_size(256)
 fn kv_shift(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 256u;
@@ -93,13 +153,18 @@ fn kv_shift(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let rh = idx / h;               // row * kv_heads + head
     let dst = rh * p.head_dim;
     let src = (p.first * p.kv_heads) * p.head_dim + dst;
-    let cs = angle(p.delta, i);     // rotate by -a: cos(a), -sin(a)
-    let x0 = k_cache[src + i];
-    let x1 = k_cache[src + i + h];
-    k_out[dst + i] = x0 * cs.x + x1 * cs.y;
-    k_out[dst + i + h] = x1 * cs.x - x0 * cs.y;
-    v_out[dst + i] = v_cache[src + i];
-    v_out[dst + i + h] = v_cache[src + i + h];
+    let e = 2u * i;
+    let k0 = unrotated(src, e);
+    let k1 = unrotated(src, e + 1u);
+#ifdef KV_F16
+    k_out[(dst + e) >> 1u] = pack_half(k0, k1);
+    v_out[(dst + e) >> 1u] = v_cache[(src + e) >> 1u];
+#else
+    k_out[dst + e] = k0;
+    k_out[dst + e + 1u] = k1;
+    v_out[dst + e] = v_at(src + e);
+    v_out[dst + e + 1u] = v_at(src + e + 1u);
+#endif
 }
 #endif
 
@@ -129,6 +194,18 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 #endif
 
 #ifdef APPEND
+// Element e < head_dim of the key head at `src` of k, rotated for position `pos`.
+fn rotated(src: u32, e: u32, pos: u32) -> f32 {
+    let h = p.head_dim / 2u;
+    if (e < h) {
+        let cs = angle(pos, e);
+        return k[src + e] * cs.x - k[src + e + h] * cs.y;
+    }
+    let j = e - h;
+    let cs = angle(pos, j);
+    return k[src + e] * cs.x + k[src + j] * cs.y;
+}
+
 @compute @workgroup_size(256)
 fn rope_append(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 256u;
@@ -155,12 +232,19 @@ fn rope_append(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         let kvh = slot - p.heads;
         let src = (r * p.kv_heads + kvh) * p.head_dim;
         let dst = (pos * p.kv_heads + kvh) * p.head_dim;
-        let x0 = k[src + i];
-        let x1 = k[src + i + h];
-        k_cache[dst + i] = x0 * cs.x - x1 * cs.y;
-        k_cache[dst + i + h] = x1 * cs.x + x0 * cs.y;
-        v_cache[dst + i] = v[src + i];
-        v_cache[dst + i + h] = v[src + i + h];
+        // Elements e and e + 1 (one word of an f16 cache), each with its rotate-half partner.
+        let e = 2u * i;
+        let k0 = rotated(src, e, pos);
+        let k1 = rotated(src, e + 1u, pos);
+#ifdef KV_F16
+        k_cache[(dst + e) >> 1u] = pack_half(k0, k1);
+        v_cache[(dst + e) >> 1u] = pack_half(v[src + e], v[src + e + 1u]);
+#else
+        k_cache[dst + e] = k0;
+        k_cache[dst + e + 1u] = k1;
+        v_cache[dst + e] = v[src + e];
+        v_cache[dst + e + 1u] = v[src + e + 1u];
+#endif
     }
 }
 #endif

@@ -267,27 +267,72 @@ pub fn checkpoint_shapes(c: &LlamaConfig) -> Vec<(String, Vec<usize>)> {
     v
 }
 
+/// Element type of the KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvDType {
+    /// IEEE half, two per u32 word (`DType::F16`): half the memory of f32, each stored key
+    /// and value rounded to f16 (relative error ≤ 2⁻¹¹). Kernels pack and unpack it with
+    /// `pack2x16float` / `unpack2x16float`, so it needs no `shader-f16`.
+    F16,
+    F32,
+}
+
+impl KvDType {
+    /// The default: f16 where the device has `shader-f16` (a GPU that handles halves
+    /// natively), else f32. The f16 cache is the packed one either way.
+    pub fn default_for(gpu: &Gpu) -> Self {
+        if gpu.caps().shader_f16 { Self::F16 } else { Self::F32 }
+    }
+
+    /// The tensor dtype of the cache buffers.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F16 => DType::F16,
+            Self::F32 => DType::F32,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F16 => "f16",
+            Self::F32 => "f32",
+        }
+    }
+}
+
+impl std::str::FromStr for KvDType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f16" => Ok(Self::F16),
+            "f32" => Ok(Self::F32),
+            _ => Err(Error::Input(format!("kv_dtype `{s}`: expected f16 or f32"))),
+        }
+    }
+}
+
 /// Keys and values of every layer, preallocated for `rows` positions, on the GPU.
 pub struct KvCache {
     pub k: Vec<GpuTensor>,
     pub v: Vec<GpuTensor>,
     pub rows: usize,
+    pub dtype: KvDType,
 }
 
 impl KvCache {
-    pub fn new(gpu: &Gpu, c: &LlamaConfig, rows: usize) -> Result<Self> {
-        Self::with_shape(gpu, c.num_hidden_layers, c.kv_heads() * c.head_dim(), rows)
+    pub fn new(gpu: &Gpu, c: &LlamaConfig, rows: usize, dtype: KvDType) -> Result<Self> {
+        Self::with_shape(gpu, c.num_hidden_layers, c.kv_heads() * c.head_dim(), rows, dtype)
     }
 
-    /// `layers` pairs of `[rows, kvw]` f32 buffers (`kvw` = kv heads × head dim).
-    pub fn with_shape(gpu: &Gpu, layers: usize, kvw: usize, rows: usize) -> Result<Self> {
+    /// `layers` pairs of `[rows, kvw]` buffers (`kvw` = kv heads × head dim), f32 or f16.
+    pub fn with_shape(gpu: &Gpu, layers: usize, kvw: usize, rows: usize, dtype: KvDType) -> Result<Self> {
         let mut k = Vec::with_capacity(layers);
         let mut v = Vec::with_capacity(layers);
         for _ in 0..layers {
-            k.push(gpu.alloc(&[rows, kvw], DType::F32)?);
-            v.push(gpu.alloc(&[rows, kvw], DType::F32)?);
+            k.push(gpu.alloc(&[rows, kvw], dtype.dtype())?);
+            v.push(gpu.alloc(&[rows, kvw], dtype.dtype())?);
         }
-        Ok(Self { k, v, rows })
+        Ok(Self { k, v, rows, dtype })
     }
 }
 

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Encoder, Gpu, GpuTensor};
 use crate::nn::{VarBuilder, WeightRoles};
 use gemma3::{Gemma3Config, Gemma3ForCausalLM};
-use llama::{KvCache, LlamaConfig, LlamaModel};
+use llama::{KvCache, KvDType, LlamaConfig, LlamaModel};
 
 /// The config of a causal LM the generator runs: a Llama-family decoder (`llama`, `qwen2`,
 /// `qwen3`, `mistral`) or Gemma 3 (`gemma3_text`), chosen by `model_type`.
@@ -93,12 +93,12 @@ impl CausalLm {
     }
 
     /// An empty KV cache of `rows` positions for every layer.
-    pub fn new_cache(&self, gpu: &Gpu, rows: usize) -> Result<KvCache> {
+    pub fn new_cache(&self, gpu: &Gpu, rows: usize, dtype: KvDType) -> Result<KvCache> {
         match self {
-            Self::Llama(m) => KvCache::new(gpu, &m.config, rows),
+            Self::Llama(m) => KvCache::new(gpu, &m.config, rows, dtype),
             Self::Gemma3(m) => {
                 let c = m.config();
-                KvCache::with_shape(gpu, c.num_hidden_layers, c.kv_heads() * c.head_dim, rows)
+                KvCache::with_shape(gpu, c.num_hidden_layers, c.kv_heads() * c.head_dim, rows, dtype)
             }
         }
     }

@@ -17,6 +17,10 @@ pub const F32_REDUCTION: Tol = Tol::Nmse(1e-7);
 /// Matmul with f16 weights, compared with a reference that rounds the weights the same
 /// way; f32 accumulation, so the bound is the f32 one loosened for summation order.
 pub const F16_WEIGHTS: Tol = Tol::Nmse(1e-6);
+/// Values stored in an f16 KV cache against the f32 reference: one rounding to f16
+/// (relative 2⁻¹¹ to nearest; WGSL lets `pack2x16float` take either neighbour, so 2⁻¹⁰)
+/// plus the RoPE tolerance of the keys (abs 1e-3).
+pub const F16_KV: Tol = Tol::Close { abs: 1e-3, rel: 1e-3 };
 
 /// Checks `got` against `want`. On failure the message names the worst element: index,
 /// expected value and value got.

@@ -81,6 +81,8 @@ pub struct Generator {
     /// The call lane (`super::lane`): one generate stream at a time per generator, while
     /// other objects (a reranker, an index) run between its token steps.
     slot: Rc<Slot<RefCell<RsGenerator>>>,
+    /// Element type of the KV cache, fixed at load.
+    kv_dtype: crate::engine::KvDType,
 }
 
 #[wasm_bindgen]
@@ -98,10 +100,13 @@ impl Generator {
         wasm_bindgen_futures::future_to_promise(async move {
             let options = options.unwrap_or(JsValue::UNDEFINED);
             let run = async {
+                let o: GeneratorLoadOptionsJs = super::options::parse(&options, "Generator.load", &[GeneratorLoadOptionsJs::KEYS, super::options::LoadOptionsJs::KEYS])?;
+                let kv_dtype = o.kv_dtype.as_deref().map(str::parse).transpose()?;
                 let (ctx, gpu) = begin_load(&model, &options, "Generator.load", GeneratorLoadOptionsJs::KEYS, false).await?;
-                let opts = GeneratorOptions { load: ctx.load.clone() };
+                let opts = GeneratorOptions { load: ctx.load.clone(), kv_dtype };
                 let inner = RsGenerator::load_with_abort(&gpu, &ctx.src, opts, &reporter(ctx.callback.clone()), &|| ctx.aborted()).await?;
-                Ok::<JsValue, Error>(Generator { slot: Slot::new("Generator", gpu, RefCell::new(inner)) }.into())
+                let kv_dtype = inner.kv_dtype();
+                Ok::<JsValue, Error>(Generator { slot: Slot::new("Generator", gpu, RefCell::new(inner)), kv_dtype }.into())
             };
             run.await.map_err(js_err)
         })
@@ -183,6 +188,12 @@ impl Generator {
     #[wasm_bindgen(getter, unchecked_return_type = "\"webgpu\" | \"cpu\"")]
     pub fn device(&self) -> String {
         self.slot.device().into()
+    }
+
+    /// Element type of the KV cache: "f16" or "f32" (see `GeneratorLoadOptions.kv_dtype`).
+    #[wasm_bindgen(getter, unchecked_return_type = "\"f16\" | \"f32\"")]
+    pub fn kv_dtype(&self) -> String {
+        self.kv_dtype.as_str().into()
     }
 
     /// Releases the model and its KV cache once the calls already made have finished; later

@@ -133,6 +133,12 @@ js_options! {
     /// `Generator.load` options (the weights file may be named in the URL: a `.gguf` URL
     /// loads that file, its config, tokenizer and chat template from its metadata).
     GeneratorLoadOptionsJs, TS_GENERATOR_LOAD_OPTIONS, "GeneratorLoadOptions": "LoadOptions" {
+        /// Element type of the KV cache. Default "f16" where the adapter has `shader-f16`,
+        /// else "f32". The f16 cache (half the memory) is stored packed, two halves per
+        /// 32-bit word, so it works on any adapter; greedy output matches the f32 cache's
+        /// except where the top two logits are within about 0.05. The loaded generator's
+        /// `kv_dtype` says which it got.
+        kv_dtype: String = "\"f16\" | \"f32\"",
     }
 }
 
