@@ -36,6 +36,14 @@ gpu_tests! {
     tiny_qwen3_matches_cpu => tiny_qwen3_matches_cpu,
 }
 
+// The CPU backend's RoPE and GLU kernels against the same references.
+cpu_tests! {
+    rope_matches_cpu => rope_matches_cpu,
+    rope_batched_matches_cpu => rope_batched_matches_cpu,
+    swiglu_matches_cpu => swiglu_matches_cpu,
+    geglu_tanh_matches_cpu => geglu_tanh_matches_cpu,
+}
+
 /// RoPE tolerance: `rope.wgsl` computes sin/cos itself (range reduction and Cephes
 /// polynomials, about 5e-7 absolute up to angle 40960) instead of WGSL's built-ins, which
 /// only promise 2^-11 on [-π, π] (SwiftShader's were off by 2e-4); times |x| up to 2.

@@ -270,7 +270,7 @@ async fn decoder_retrieval_bad_inputs(gpu: Gpu) -> R {
         Err(Error::Config { msg, .. }) => log!("two poolings: {msg}"),
         other => return Err(format!("two pooling modes gave {:?}", other.err()).into()),
     }
-    // The CPU backend has no decoder kernels: `device: "auto"` gives a decoder folder the
+    // Decoders stay off the CPU backend: `device: "auto"` gives a decoder folder the
     // adapter, and a CPU backend passed in is a typed error at load, not at the first call.
     let src = folder(&g, serde_json::json!({}), bytes.clone()).await?;
     assert!(!gllm_web::engine::cpu_backend_covers(&src).await, "a decoder folder is not for the CPU backend");

@@ -234,6 +234,29 @@ pub fn elementwise(op: ActivationKey, arg: u32, a: &GpuTensor, b: Option<&GpuTen
     Ok(())
 }
 
+/// RoPE (`rotate_half`) of `x` `[rows, heads·d]` in place (checked by `rope::rope_batched`):
+/// row `r` at position `state[1] + r` (`r % seq` for `seq` > 0), angles as
+/// `reference::rope` computes them.
+pub fn rope(x: &GpuTensor, inv_freq: &GpuTensor, state: &GpuTensor, heads: usize, head_dim: usize, seq: usize) -> Result<()> {
+    let pos0 = state.host_read()?.u32().get(1).copied().unwrap_or(0) as usize;
+    let fr = inv_freq.host_read()?;
+    let inv = fr.f32();
+    let mut xw = x.host_write()?;
+    let h = head_dim / 2;
+    for (r, row) in xw.f32().chunks_exact_mut(heads * head_dim).enumerate() {
+        let pos = pos0 + if seq > 0 { r % seq } else { r };
+        for head in row.chunks_exact_mut(head_dim) {
+            for i in 0..h {
+                let (s, c) = ((pos as f32 * inv[i]) as f64).sin_cos();
+                let (x0, x1) = (head[i] as f64, head[i + h] as f64);
+                head[i] = (x0 * c - x1 * s) as f32;
+                head[i + h] = (x1 * c + x0 * s) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Mean over unmasked tokens (`mask` given), the last unmasked token (`last`), or the first
 /// token of `x` `[batch, seq, dim]`.
 pub fn pool(x: &GpuTensor, mask: Option<&GpuTensor>, last: bool, out: &GpuTensor) -> Result<()> {

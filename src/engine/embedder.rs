@@ -232,7 +232,8 @@ impl Embedder {
         let gemma = model_type.model_type == "gemma3_text";
         let decoder = is_decoder(&model_type.model_type);
         if decoder && gpu.is_host() {
-            // RoPE and causal attention have no CPU-backend kernels (the decoders stay on WebGPU).
+            // Decoders stay on WebGPU: on the CPU backend causal and grouped-query attention would
+            // run the f64 reference, and the KV-cache kernels have no CPU version.
             return Err(Error::Unsupported { op: "a decoder embedder" });
         }
         let (mut bert_config, mut gemma_config, mut llama_config) = (None, None, None);

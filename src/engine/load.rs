@@ -61,8 +61,8 @@ impl DeviceChoice {
 
 /// Whether the CPU backend can run the `Embedder` / `Reranker` of the folder `src`: not for a
 /// Llama-family decoder (`config.json`'s `model_type` `llama`, `qwen2`, `qwen3`, `mistral`:
-/// RoPE has no CPU kernel), so that `auto` gives such a folder the adapter whatever it is, as
-/// for a `Generator`. A folder whose `config.json` cannot be read counts as covered (the load
+/// decoders stay on WebGPU, see `Embedder::load`), so that `auto` gives such a folder the
+/// adapter whatever it is, as for a `Generator`. A folder whose `config.json` cannot be read counts as covered (the load
 /// then reports the real error).
 pub async fn cpu_backend_covers<S: crate::loader::Source>(src: &S) -> bool {
     #[derive(serde::Deserialize)]

@@ -164,7 +164,8 @@ impl Reranker {
         should_abort: &dyn Fn() -> bool,
     ) -> Result<Self> {
         if gpu.is_host() {
-            // RoPE and causal attention have no CPU-backend kernels (the decoders stay on WebGPU).
+            // Decoders stay on WebGPU: on the CPU backend causal and grouped-query attention would
+            // run the f64 reference, and the KV-cache kernels have no CPU version.
             return Err(Error::Unsupported { op: "a decoder reranker" });
         }
         let config: LlamaConfig = read_json(src, "config.json").await?;

@@ -83,6 +83,9 @@ pub fn rope_batched(enc: &mut Encoder, x: &GpuTensor, inv_freq: &GpuTensor, stat
     if seq != 0 && rows % seq != 0 {
         return Err(Error::param(OP, format!("{rows} rows are not whole sequences of {seq}")));
     }
+    if enc.host() {
+        return crate::cpu::rope(x, inv_freq, state, heads, head_dim, seq);
+    }
     let params = [u(OP, "rows", rows)?, u(OP, "heads", heads)?, 0, u(OP, "head_dim", head_dim)?, 0, u(OP, "seq", seq)?, 0, 0];
     let n = u(OP, "threads", rows * heads * head_dim / 2)?;
     enc.dispatch(KernelKey::Rope(RopeKey::Rotate), &params, &[x, inv_freq, state], grid(n.div_ceil(256)))
