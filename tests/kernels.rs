@@ -53,6 +53,7 @@ cpu_tests! {
     pooling_matches_cpu => pooling_matches_cpu,
     bad_shapes_are_typed_errors => bad_shapes_are_typed_errors,
     search_kernels_match_cpu => search_kernels_match_cpu,
+    host_allocation_failure_is_an_error => host_allocation_failure_is_an_error,
 }
 
 async fn adapter_is_the_expected_one(gpu: Gpu) -> R {
@@ -612,5 +613,17 @@ async fn mixed_devices_are_errors(gpu: Gpu) -> R {
     let y = gllm_web::kernels::matmul::linear(&mut enc, &gx, &gw, None)?;
     enc.submit()?;
     assert_eq!(gpu.readback_f32(&y).await?, vec![2.0; 6]);
+    Ok(())
+}
+
+/// On the CPU backend a tensor the heap cannot hold (256 TiB: past the address space, and past
+/// the 2 GiB limit of wasm32) is a typed error, not an aborted allocation; the device works after.
+async fn host_allocation_failure_is_an_error(gpu: Gpu) -> R {
+    match gpu.alloc(&[1 << 46], DType::F32) {
+        Err(e @ Error::BufferTooLarge { .. }) => log!("256 TiB: {e}"),
+        other => return Err(format!("a 256 TiB host tensor gave {:?}", other.map(|t| t.numel())).into()),
+    }
+    let t = gpu.upload_f32(&[1.0, 2.0], &[2])?;
+    assert_eq!(gpu.readback_f32(&t).await?, vec![1.0, 2.0]);
     Ok(())
 }

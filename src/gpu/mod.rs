@@ -283,9 +283,14 @@ impl Gpu {
     pub fn alloc(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
         let bytes = (shape.iter().product::<usize>() * dtype.size()) as u64;
         if self.is_host() {
-            let words = usize::try_from(bytes.div_ceil(4)).map_err(|_| Error::BufferTooLarge { what: "host tensor", requested: bytes, limit: usize::MAX as u64 })?;
+            let limit = self.inner.caps.max_buffer_size;
+            let refused = || Error::BufferTooLarge { what: "host memory: the heap refused it", requested: bytes, limit };
+            if bytes > limit {
+                return Err(refused());
+            }
+            let storage = usize::try_from(bytes.div_ceil(4)).ok().and_then(Storage::host).ok_or_else(refused)?;
             self.inner.buffers_created.fetch_add(1, Ordering::Relaxed);
-            return Ok(GpuTensor::new(Arc::new(Storage::host(words)), shape.to_vec(), dtype));
+            return Ok(GpuTensor::new(Arc::new(storage), shape.to_vec(), dtype));
         }
         let storage = self.storage(bytes)?;
         Ok(GpuTensor::new(storage, shape.to_vec(), dtype))

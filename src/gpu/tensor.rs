@@ -42,9 +42,13 @@ impl Storage {
     pub(crate) fn new(buffer: wgpu::Buffer, pool: Weak<Mutex<BufferPool>>) -> Self {
         Self { buffer: Some(buffer), host: None, pool }
     }
-    /// Zeroed host memory of `words` words.
-    pub(crate) fn host(words: usize) -> Self {
-        Self { buffer: None, host: Some(RwLock::new(vec![0; words])), pool: Weak::new() }
+    /// Zeroed host memory of `words` words; `None` when the heap cannot give it (the caller
+    /// returns an error: in wasm an aborted allocation would kill the page's engine).
+    pub(crate) fn host(words: usize) -> Option<Self> {
+        let mut v: Vec<u32> = Vec::new();
+        v.try_reserve_exact(words).ok()?;
+        v.resize(words, 0);
+        Some(Self { buffer: None, host: Some(RwLock::new(v)), pool: Weak::new() })
     }
 }
 
