@@ -281,7 +281,12 @@ impl Gpu {
 
     /// Allocates an uninitialised tensor from the pool.
     pub fn alloc(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
-        let bytes = (shape.iter().product::<usize>() * dtype.size()) as u64;
+        // Checked: in wasm32 a shape from a hostile config could overflow `usize`.
+        let bytes = shape
+            .iter()
+            .try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
+            .filter(|&b| usize::try_from(b).is_ok())
+            .ok_or(Error::BufferTooLarge { what: "tensor (its size overflows)", requested: u64::MAX, limit: self.inner.caps.max_buffer_size })?;
         if self.is_host() {
             let limit = self.inner.caps.max_buffer_size;
             let refused = || Error::BufferTooLarge { what: "host memory: the heap refused it", requested: bytes, limit };
