@@ -165,6 +165,12 @@ struct ModelType {
     model_type: String,
 }
 
+/// `config.json`'s `model_type` ("" when absent): what the embedder, the reranker and the
+/// device choice branch on.
+pub(crate) async fn model_type<S: Source>(src: &S) -> Result<String> {
+    Ok(read_json::<_, ModelType>(src, "config.json").await?.model_type)
+}
+
 /// Whether `model_type` names a Llama-family decoder ([`LlamaModel`]).
 pub(crate) fn is_decoder(model_type: &str) -> bool {
     matches!(model_type, "llama" | "qwen2" | "qwen3" | "mistral")
@@ -228,9 +234,9 @@ impl Embedder {
         progress: &dyn Fn(Progress),
         should_abort: &dyn Fn() -> bool,
     ) -> Result<Self> {
-        let model_type: ModelType = read_json(src, "config.json").await?;
-        let gemma = model_type.model_type == "gemma3_text";
-        let decoder = is_decoder(&model_type.model_type);
+        let model_type = model_type(src).await?;
+        let gemma = model_type == "gemma3_text";
+        let decoder = is_decoder(&model_type);
         if decoder && gpu.is_host() {
             // Decoders stay on WebGPU: on the CPU backend causal and grouped-query attention would
             // run the f64 reference, and the KV-cache kernels have no CPU version.

@@ -65,13 +65,8 @@ impl DeviceChoice {
 /// adapter whatever it is, as for a `Generator`. A folder whose `config.json` cannot be read counts as covered (the load
 /// then reports the real error).
 pub async fn cpu_backend_covers<S: crate::loader::Source>(src: &S) -> bool {
-    #[derive(serde::Deserialize)]
-    struct ModelType {
-        #[serde(default)]
-        model_type: String,
-    }
-    match crate::loader::read_json::<_, ModelType>(src, "config.json").await {
-        Ok(m) => !super::embedder::is_decoder(&m.model_type),
+    match super::embedder::model_type(src).await {
+        Ok(m) => !super::embedder::is_decoder(&m),
         Err(_) => true,
     }
 }

@@ -115,13 +115,7 @@ impl Reranker {
         progress: &dyn Fn(Progress),
         should_abort: &dyn Fn() -> bool,
     ) -> Result<Self> {
-        #[derive(Deserialize)]
-        struct ModelType {
-            #[serde(default)]
-            model_type: String,
-        }
-        let model_type: ModelType = read_json(src, "config.json").await?;
-        if super::embedder::is_decoder(&model_type.model_type) {
+        if super::embedder::is_decoder(&super::embedder::model_type(src).await?) {
             return Self::load_decoder(gpu, src, opts, progress, should_abort).await;
         }
         if opts.instruction.is_some() {
