@@ -1,4 +1,4 @@
-//! Embeddings/s of a BERT embedder at batch 1 and batch 32 (sentences of about 30 tokens),
+//! Embeddings/s of a BERT (or EmbeddingGemma: a Gemma 3 folder) embedder at batch 1 and batch 32 (sentences of about 30 tokens),
 //! with random weights built from a real config (`config.json`, `tokenizer.json` and the
 //! sentence-transformers files of `$GLLM_BENCH_MODEL`, default `models/all-MiniLM-L6-v2`).
 //! Each call is a full `Embedder::embed`: tokenization, upload, one submission per chunk and
@@ -24,7 +24,7 @@ fn main() -> gllm_web::Result<()> {
 
 async fn run() -> gllm_web::Result<()> {
     let dir = common::model_dir();
-    let src = common::random_bert(false).await?;
+    let src = common::random_embedder().await?;
     common::write_out(&src, "embed")?;
     // GLLM_BENCH_DEVICE=cpu: the CPU backend (SPEC/cpu.md); default: the adapter.
     let device: gllm_web::DeviceChoice = std::env::var("GLLM_BENCH_DEVICE").unwrap_or_else(|_| "webgpu".into()).parse()?;

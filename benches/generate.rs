@@ -12,7 +12,7 @@
 //!
 //! Run: `cargo bench --bench generate -- DIR...` where each DIR holds `config.json`,
 //! `tokenizer.json` (and optionally `generation_config.json`, `tokenizer_config.json`),
-//! e.g. `models/smollm2-135m-instruct`. The PyTorch baseline: `benches/generate_torch.py DIR...`.
+//! e.g. `models/smollm2-135m-instruct`; Llama-family and Gemma 3 (`gemma3_text`) configs. The PyTorch baseline: `benches/generate_torch.py DIR...`.
 
 use std::time::Instant;
 
@@ -22,7 +22,7 @@ use common::median;
 use gllm_web::kernels::activation;
 use gllm_web::loader::safetensors::{serialize, StDType};
 use gllm_web::loader::{FileSource, MemSource, Source};
-use gllm_web::models::llama::{checkpoint_shapes, LlamaConfig};
+use gllm_web::models::{gemma3, llama, CausalLmConfig};
 use gllm_web::reference::rng::Rng;
 use gllm_web::kernels::sample::SamplingConfig;
 use gllm_web::{GenerateOptions, Generator, GeneratorOptions, Gpu, LoadDType, Prompt, U32Slot};
@@ -33,13 +33,18 @@ fn env(name: &str, default: usize) -> usize {
 
 /// A MemSource with the folder's small files and a random F16 checkpoint of its config
 /// (weights uniform in about ±0.03, norms 1).
-async fn random_decoder(dir: &str) -> gllm_web::Result<(MemSource, LlamaConfig)> {
+async fn random_decoder(dir: &str) -> gllm_web::Result<(MemSource, CausalLmConfig)> {
     let real = FileSource::new(dir);
     let config_bytes = real.read("config.json").await?;
-    let config: LlamaConfig = serde_json::from_slice(&config_bytes)
+    let json: serde_json::Value = serde_json::from_slice(&config_bytes)
         .map_err(|e| gllm_web::Error::Config { file: "config.json".into(), msg: e.to_string() })?;
+    let config = CausalLmConfig::from_json(json, "config.json")?;
+    let shapes = match &config {
+        CausalLmConfig::Llama(c) => llama::checkpoint_shapes(c),
+        CausalLmConfig::Gemma3(c) => gemma3::checkpoint_shapes(c),
+    };
     let mut rng = Rng::new(7);
-    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = checkpoint_shapes(&config)
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
         .into_iter()
         .map(|(name, shape)| {
             let n: usize = shape.iter().product();
@@ -119,10 +124,10 @@ async fn decode_time(g: &mut Generator, prompt: &[u32], opts: &GenerateOptions, 
 /// 128). Prints each turn's time to first token with the prefix cache (one generator
 /// continuing the conversation: only the tokens after the cached prefix are prefilled) and
 /// without it (the whole history prefilled every turn). Medians of 3 conversations.
-async fn chat_ttft(g: &mut Generator, config: &LlamaConfig, first: &[u32], cpu: bool) -> gllm_web::Result<()> {
+async fn chat_ttft(g: &mut Generator, vocab_size: usize, first: &[u32], cpu: bool) -> gllm_web::Result<()> {
     let turn_len = env("GLLM_GEN_CHAT_TURN", 128);
     let mut rng = Rng::new(11);
-    let users: Vec<Vec<u32>> = (1..5).map(|_| (0..turn_len).map(|_| rng.below(config.vocab_size as u32)).collect()).collect();
+    let users: Vec<Vec<u32>> = (1..5).map(|_| (0..turn_len).map(|_| rng.below(vocab_size as u32)).collect()).collect();
     let reply = |prefix_cache| GenerateOptions { max_new_tokens: 32, ignore_eos: true, prefix_cache, ..Default::default() };
     // [cache on?][turn] -> (prompt tokens, prefilled tokens, seconds to first token)
     let mut runs: Vec<Vec<Vec<(usize, usize, f64)>>> = vec![Vec::new(), Vec::new()];
@@ -221,7 +226,7 @@ async fn run() -> gllm_web::Result<()> {
         let name = std::path::Path::new(dir).file_name().and_then(|n| n.to_str()).unwrap_or(dir).to_string();
         common::write_out(&src, &name)?;
         let mut rng = Rng::new(3);
-        let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.below(config.vocab_size as u32)).collect();
+        let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.below(config.vocab_size() as u32)).collect();
         for dt in dtypes.split(',') {
             let dtype: LoadDType = dt.parse()?;
             let t_load = Instant::now();
@@ -279,7 +284,7 @@ async fn run() -> gllm_web::Result<()> {
                 );
             }
             if std::env::var("GLLM_GEN_CHAT").is_ok() {
-                chat_ttft(&mut g, &config, &prompt, cpu).await?;
+                chat_ttft(&mut g, config.vocab_size(), &prompt, cpu).await?;
             }
             if std::env::var("GLLM_GEN_PROFILE").is_ok() {
                 print_profile(&g)?;

@@ -4,6 +4,7 @@
 use gllm_web::loader::safetensors::{serialize, StDType};
 use gllm_web::loader::{FileSource, MemSource, Source};
 use gllm_web::models::bert::{checkpoint_shapes, BertConfig};
+use gllm_web::models::gemma3::{self, Gemma3Config};
 use gllm_web::reference::rng::Rng;
 use gllm_web::{DType, Gpu, GpuTensor, Result};
 use std::time::Instant;
@@ -53,6 +54,63 @@ pub async fn random_bert(classifier: bool) -> gllm_web::Result<MemSource> {
         tensors.iter().map(|(n, s, b)| (n.as_str(), StDType::F32, s.as_slice(), b.as_slice())).collect();
     let mut src = MemSource::new().with("model.safetensors", serialize(&refs)).with("config.json", config_bytes);
     for f in ["tokenizer.json", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json"] {
+        if let Ok(b) = real.read(f).await {
+            src = src.with(f, b);
+        }
+    }
+    Ok(src)
+}
+
+/// `random_bert(false)` for a BERT folder; for a Gemma 3 sentence-transformers folder
+/// (EmbeddingGemma: `model_type` `gemma3_text`) a random trunk of its config and random
+/// weights for each `Dense` module (`{path}/model.safetensors`, `linear.weight`), with the
+/// folder's small files (tokenizer, modules, pooling, prompts, Dense configs).
+pub async fn random_embedder() -> gllm_web::Result<MemSource> {
+    let real = FileSource::new(model_dir());
+    let config_bytes = real.read("config.json").await?;
+    let bad = |file: &str, e: serde_json::Error| gllm_web::Error::Config { file: file.into(), msg: e.to_string() };
+    let json: serde_json::Value = serde_json::from_slice(&config_bytes).map_err(|e| bad("config.json", e))?;
+    if json["model_type"] != "gemma3_text" {
+        return random_bert(false).await;
+    }
+    let config: Gemma3Config = serde_json::from_value(json).map_err(|e| bad("config.json", e))?;
+    let mut rng = Rng::new(7);
+    let mut random = |shapes: Vec<(String, Vec<usize>)>, ones: &dyn Fn(&str) -> bool| {
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+            .into_iter()
+            .map(|(name, shape)| {
+                let n: usize = shape.iter().product();
+                let one = ones(&name);
+                let bytes = (0..n).flat_map(|_| if one { 0.0f32 } else { rng.uniform(0.05) }.to_le_bytes()).collect();
+                (name, shape, bytes)
+            })
+            .collect();
+        let refs: Vec<(&str, StDType, &[usize], &[u8])> =
+            tensors.iter().map(|(n, s, b)| (n.as_str(), StDType::F32, s.as_slice(), b.as_slice())).collect();
+        serialize(&refs)
+    };
+    // Gemma norms multiply by `1 + w`: stored zeros are unit norms.
+    let trunk = random(gemma3::checkpoint_shapes(&config), &|n| n.ends_with("norm.weight"));
+    let mut src = MemSource::new().with("model.safetensors", trunk).with("config.json", config_bytes);
+    let modules_bytes = real.read("modules.json").await?;
+    let modules: Vec<serde_json::Value> = serde_json::from_slice(&modules_bytes).map_err(|e| bad("modules.json", e))?;
+    for m in &modules {
+        let (Some(kind), Some(path)) = (m["type"].as_str(), m["path"].as_str()) else { continue };
+        if !kind.ends_with(".Dense") {
+            continue;
+        }
+        let file = format!("{path}/config.json");
+        let dense_bytes = real.read(&file).await?;
+        let d: serde_json::Value = serde_json::from_slice(&dense_bytes).map_err(|e| bad(&file, e))?;
+        let (i, o) = (d["in_features"].as_u64().unwrap_or(0) as usize, d["out_features"].as_u64().unwrap_or(0) as usize);
+        let mut shapes = vec![("linear.weight".to_string(), vec![o, i])];
+        if d["bias"].as_bool().unwrap_or(true) {
+            shapes.push(("linear.bias".into(), vec![o]));
+        }
+        src = src.with(&format!("{path}/model.safetensors"), random(shapes, &|_| false)).with(&file, dense_bytes);
+    }
+    src = src.with("modules.json", modules_bytes);
+    for f in ["tokenizer.json", "tokenizer_config.json", "1_Pooling/config.json", "sentence_bert_config.json", "config_sentence_transformers.json"] {
         if let Ok(b) = real.read(f).await {
             src = src.with(f, b);
         }

@@ -222,6 +222,37 @@ impl Gemma3Config {
     }
 }
 
+/// Every tensor of a `Gemma3TextModel` checkpoint of `c` (HF names, with the `model.` prefix
+/// of `Gemma3ForCausalLM`; tied LM head) with its shape. Used to build random-weight
+/// checkpoints of a real config for benchmarks.
+pub fn checkpoint_shapes(c: &Gemma3Config) -> Vec<(String, Vec<usize>)> {
+    let (h, i, d) = (c.hidden_size, c.intermediate_size, c.head_dim);
+    let (qw, kvw) = (c.num_attention_heads * d, c.kv_heads() * d);
+    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![c.vocab_size, h])];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        for (name, out, inp) in [
+            ("self_attn.q_proj", qw, h),
+            ("self_attn.k_proj", kvw, h),
+            ("self_attn.v_proj", kvw, h),
+            ("self_attn.o_proj", h, qw),
+            ("mlp.gate_proj", i, h),
+            ("mlp.up_proj", i, h),
+            ("mlp.down_proj", h, i),
+        ] {
+            v.push((format!("{p}.{name}.weight"), vec![out, inp]));
+        }
+        for (name, dim) in [("self_attn.q_norm", d), ("self_attn.k_norm", d)] {
+            v.push((format!("{p}.{name}.weight"), vec![dim]));
+        }
+        for name in ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"] {
+            v.push((format!("{p}.{name}.weight"), vec![h]));
+        }
+    }
+    v.push(("model.norm.weight".into(), vec![h]));
+    v
+}
+
 /// The tensors the load dtype applies to ([`crate::nn::WeightRoles`]).
 pub const WEIGHT_ROLES: crate::nn::WeightRoles = crate::nn::WeightRoles {
     linear: is_linear_weight,
