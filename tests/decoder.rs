@@ -199,6 +199,26 @@ async fn rope_append_case(gpu: &Gpu, kv: KvDType) -> R {
         enc.submit()?;
         let name = format!("rope_append {kv:?} rows {rows} heads {heads}/{kvh}x{d} at {pos0} of {cache}");
         assert_close(&format!("{name} q"), &gpu.readback_f32(&tq).await?, &cpu::rope(&q, &inv, pos0, heads, d), ROPE_TOL)?;
+        // The packed form (one q | k | v row per token, as a packed projection writes it)
+        // writes the same cache words and the same rotated q.
+        let w = (heads + 2 * kvh) * d;
+        let mut qkv = Vec::with_capacity(rows * w);
+        for r in 0..rows {
+            qkv.extend_from_slice(&q[r * heads * d..(r + 1) * heads * d]);
+            qkv.extend_from_slice(&k[r * kvh * d..(r + 1) * kvh * d]);
+            qkv.extend_from_slice(&v[r * kvh * d..(r + 1) * kvh * d]);
+        }
+        let (kp, _) = upload_cache(gpu, &kc0, &[cache, kvh * d], kv)?;
+        let (vp, _) = upload_cache(gpu, &vc0, &[cache, kvh * d], kv)?;
+        let mut enc = gpu.encoder();
+        let qp = rope::rope_append_packed(&mut enc, &gpu.upload_f32(&qkv, &[rows, w])?, &f, &state, &kp, &vp, heads, kvh, d)?;
+        enc.submit()?;
+        if gpu.readback_f32(&qp).await? != gpu.readback_f32(&tq).await? {
+            return Err(format!("{name}: packed q differs").into());
+        }
+        if read_cache(gpu, &kp).await? != read_cache(gpu, &kc).await? || read_cache(gpu, &vp).await? != read_cache(gpu, &vc).await? {
+            return Err(format!("{name}: packed cache differs").into());
+        }
         let mut want_k = kc0.clone();
         let mut want_v = vc0.clone();
         let w = kvh * d;
@@ -501,14 +521,37 @@ fn tiny_config(model_type: &str) -> LlamaConfig {
 
 /// Prefill logits of a prompt and 6 recorded greedy decode steps of a tiny random model
 /// against the CPU reference forward (which recomputes the whole sequence each step).
+/// A tiny random decoder against the CPU reference, loaded both ways: `LlamaModel::load`
+/// (q/k/v and gate/up apart) and `load_for_generation` (each stacked into one product, so
+/// a decode step runs 7 dispatches per layer: SPEC/generation.md). The packed step must
+/// have 4 dispatches per layer fewer (2 of q/k/v, 1 of gate/up, the separate GLU) — except
+/// with Qwen3's q/k norms, which keep q/k/v apart (2 fewer there).
 async fn tiny_model_matches_cpu(gpu: Gpu, model_type: &str, dtype: LoadDType) -> R {
+    let mut counts = Vec::new();
+    for pack in [false, true] {
+        counts.push(tiny_model_case(&gpu, model_type, dtype, pack).await?);
+    }
+    let layers = tiny_config(model_type).num_hidden_layers;
+    let saved = if model_type == "qwen3" { 2 * layers } else { 4 * layers };
+    log!("{model_type} {dtype:?}: decode step {} dispatches apart, {} packed ({layers} layers)", counts[0], counts[1]);
+    if counts[0] != counts[1] + saved {
+        return Err(format!("{model_type}: decode dispatches {} apart, {} packed: want {saved} fewer", counts[0], counts[1]).into());
+    }
+    Ok(())
+}
+
+/// Returns the dispatches of one recorded decode step.
+async fn tiny_model_case(gpu: &Gpu, model_type: &str, dtype: LoadDType, pack: bool) -> Result<usize, Box<dyn std::error::Error>> {
+    let gpu = gpu.clone();
     let c = tiny_config(model_type);
     let (bytes, weights) = cpu::llama::random_checkpoint(&c, 21, 0.25);
     let src = MemSource::new().with("model.safetensors", bytes);
     let ck = gllm_web::loader::Weights::open(&src, None).await?;
     let roles = gllm_web::models::llama::WEIGHT_ROLES;
     let w = gllm_web::nn::load_weights(&gpu, &src, &ck, dtype, roles, Default::default(), &|_| {}, &|| false).await?;
-    let model = LlamaModel::load(&VarBuilder::new(&gpu, &w, dtype), c.clone()).await?;
+    let vb = VarBuilder::new(&gpu, &w, dtype);
+    let model = if pack { LlamaModel::load_for_generation(&vb, c.clone()).await? } else { LlamaModel::load(&vb, c.clone()).await? };
+    let model_type = &format!("{model_type}{}", if pack { " packed" } else { "" });
 
     let prompt = [3u32, 250, 17, 17, 99, 4, 300];
     let n = prompt.len();
@@ -536,6 +579,7 @@ async fn tiny_model_matches_cpu(gpu: Gpu, model_type: &str, dtype: LoadDType) ->
     let logits = model.forward(&mut enc, &input, &cache, &state, false)?;
     sample(&mut enc, &logits, &cfg, &seen, &state, 1)?;
     let decode = enc.record()?;
+    let dispatches = decode.dispatch_count();
     for _ in 0..6 {
         tokens.push(decode.submit_read_u32(&state, &slot).await?);
     }
@@ -555,7 +599,7 @@ async fn tiny_model_matches_cpu(gpu: Gpu, model_type: &str, dtype: LoadDType) ->
     if st[1] as usize != n + 6 {
         return Err(format!("cache position {} after {} tokens", st[1], n + 6).into());
     }
-    Ok(())
+    Ok(dispatches)
 }
 
 async fn tiny_llama_matches_cpu(gpu: Gpu) -> R {

@@ -7,6 +7,7 @@ use gllm_web::kernels::quant::{qlinear_with, subgroup_rows, QLinearOptions, QMat
 use gllm_web::kernels::quantize::{quantize_raw, quantize_rows, SrcKind};
 use gllm_web::quant::{self, awq::AwqWeight, QuantFormat};
 use gllm_web::reference::{self as cpu, rng::Rng};
+use gllm_web::nn::{Linear, LinearWeight};
 use gllm_web::{DType, Gpu};
 
 #[cfg(target_arch = "wasm32")]
@@ -19,6 +20,8 @@ gpu_tests! {
     quantized_bert_matches_dense => quantized_bert_matches_dense,
     dense_matvec_matches_cpu => dense_matvec_matches_cpu,
     gpu_quantize_is_bit_identical => gpu_quantize_is_bit_identical,
+    fused_linear_matches_cpu => fused_linear_matches_cpu,
+    concat_rows_is_exact => concat_rows_is_exact,
 }
 
 // The CPU backend runs the same checks (its quantized products: q8_0 in the SIMD kernel, the
@@ -29,6 +32,8 @@ cpu_tests! {
     quantized_bert_matches_dense => quantized_bert_matches_dense,
     dense_matvec_matches_cpu => dense_matvec_matches_cpu,
     gpu_quantize_is_bit_identical => gpu_quantize_is_bit_identical,
+    fused_linear_matches_cpu => fused_linear_matches_cpu,
+    concat_rows_is_exact => concat_rows_is_exact,
 }
 
 /// Values like trained weights: mostly small with some outliers.
@@ -740,4 +745,163 @@ async fn prequantized_bert_streams_in_the_browser() {
         assert_eq!(got.row(i), want.row(i), "text {i}: the pre-quantized load differs from quantize-on-load");
     }
     log!("browser: pre-quantized q4_0 MiniLM streamed; embeddings identical to quantize-on-load");
+}
+
+/// A weight of the fused-product tests: quantized blocks or dense f32 / f16, with the f32
+/// values the kernels see.
+fn fused_weight(gpu: &Gpu, rng: &mut Rng, kind: &str, n: usize, k: usize) -> Result<(LinearWeight, Vec<f32>), String> {
+    let e = |e: gllm_web::Error| e.to_string();
+    let wv = weights(rng, n * k);
+    Ok(match kind {
+        "f32" => (LinearWeight::Dense(gpu.upload_f32(&wv, &[n, k]).map_err(e)?), wv),
+        "f16" => {
+            let r = wv.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect();
+            (LinearWeight::Dense(gpu.upload_f32_as_f16(&wv, &[n, k]).map_err(e)?), r)
+        }
+        name => {
+            let fmt = QuantFormat::ALL.into_iter().find(|f| f.name() == name).ok_or(format!("no format {name}"))?;
+            let blocks = quant::quantize(fmt, &wv).map_err(e)?;
+            let deq = quant::dequantize(fmt, &blocks, n * k).map_err(e)?;
+            (LinearWeight::Quant(QMatrix::from_gguf_blocks(gpu, fmt, n, k, &blocks).map_err(e)?), deq)
+        }
+    })
+}
+
+/// `quant::Fusion` (the decoder layer's fused one-token products) against the unfused CPU
+/// reference: the RMSNorm prologue (with a bias), the residual epilogue, and the SwiGLU and
+/// GeGLU epilogues of a packed `[gate; up]` weight, for dense f32 / f16 weights and block
+/// formats whose matrix-vector kernel runs 2 rows (q8_0, q4_K, q6_K) and 4 rows (q4_0,
+/// q4_1) per thread group. Ragged: 71 outputs, and a GLU width of 37 (odd, so the last
+/// 4-row group holds one output). m = 1 runs the fused kernel on a GPU; m = 5 (and every
+/// case on the CPU backend) runs the unfused ops, which must agree too. Tolerance: relative
+/// L2 error 1e-4 (f32 activations, the weights' own values as reference).
+async fn fused_linear_matches_cpu(gpu: Gpu) -> Result<(), String> {
+    use gllm_web::kernels::quant::{Fusion, GluAct};
+    let e = |e: gllm_web::Error| e.to_string();
+    let mut rng = Rng::new(99);
+    let (k, n, h, eps) = (512, 71, 37, 1e-6f32);
+    let mut ran = 0;
+    for kind in ["f32", "f16", "q8_0", "q4_0", "q4_1", "q4_K", "q6_K"] {
+        let (w, wr) = fused_weight(&gpu, &mut rng, kind, n, k)?;
+        let (wg, wgr) = fused_weight(&gpu, &mut rng, kind, 2 * h, k)?;
+        let bias = rng.vec(n, 0.5);
+        let gamma: Vec<f32> = (0..k).map(|_| 1.0 + rng.uniform(0.5)).collect();
+        let (tb, tg) = (gpu.upload_f32(&bias, &[n]).map_err(e)?, gpu.upload_f32(&gamma, &[k]).map_err(e)?);
+        let lin = Linear::new(w.clone(), Some(tb));
+        let lin_nobias = Linear::new(w, None);
+        let glu = Linear::new(wg, None);
+        for m in [1usize, 5] {
+            let x: Vec<f32> = rng.vec(m * k, 2.0);
+            let res = rng.vec(m * n, 1.0);
+            let tx = gpu.upload_f32(&x, &[m, k]).map_err(e)?;
+            let tr = gpu.upload_f32(&res, &[m, n]).map_err(e)?;
+            let normed = cpu::norm::rms_norm(&x, &gamma, k, eps);
+            let gu = cpu::matmul::linear(&normed, &wgr, None, k);
+            let (gate, up): (Vec<f32>, Vec<f32>) = {
+                let (mut g, mut u) = (Vec::new(), Vec::new());
+                for row in gu.chunks(2 * h) {
+                    g.extend_from_slice(&row[..h]);
+                    u.extend_from_slice(&row[h..]);
+                }
+                (g, u)
+            };
+            let silu: Vec<f32> = cpu::activation::silu(&gate).iter().zip(&up).map(|(a, b)| a * b).collect();
+            let cases: Vec<(&str, &Linear, Fusion, Vec<f32>)> = vec![
+                ("norm + bias", &lin, Fusion { norm: Some((&tg, eps)), ..Default::default() }, cpu::matmul::linear(&normed, &wr, Some(&bias), k)),
+                (
+                    "residual",
+                    &lin_nobias,
+                    Fusion { residual: Some(&tr), ..Default::default() },
+                    cpu::activation::add(&res, &cpu::matmul::linear(&x, &wr, None, k)),
+                ),
+                ("norm + swiglu", &glu, Fusion { norm: Some((&tg, eps)), glu: Some(GluAct::Silu), ..Default::default() }, silu),
+                (
+                    "norm + geglu",
+                    &glu,
+                    Fusion { norm: Some((&tg, eps)), glu: Some(GluAct::GeluTanh), ..Default::default() },
+                    cpu::activation::geglu_tanh(&gate, &up),
+                ),
+            ];
+            for (what, l, f, want) in cases {
+                let mut enc = gpu.encoder();
+                let fused = gllm_web::kernels::quant::fuses(&mut enc, m);
+                let y = l.forward_fused(&mut enc, &tx, f).map_err(e)?;
+                let dispatches = enc.dispatch_count();
+                enc.submit().map_err(e)?;
+                let got = gpu.readback_f32(&y).await.map_err(e)?;
+                let err = rel_err(&got, &want);
+                log!("fused {kind} m={m} {what} ({} dispatch{}): rel err {err:.2e}", dispatches, if dispatches == 1 { "" } else { "es" });
+                if got.len() != want.len() || !(err < 1e-4) {
+                    return Err(format!("fused {kind} m={m} {what}: rel err {err:.3e} ({} values, want {})", got.len(), want.len()));
+                }
+                if fused && dispatches != 1 {
+                    return Err(format!("fused {kind} m={m} {what}: {dispatches} dispatches, want 1"));
+                }
+                ran += 1;
+            }
+        }
+    }
+    if ran != 7 * 2 * 4 {
+        return Err(format!("ran {ran} of 56 cases"));
+    }
+    // Combinations the kernel has no variant for are typed errors.
+    let (w, _) = fused_weight(&gpu, &mut rng, "q8_0", 8, 64)?;
+    let x = gpu.upload_f32(&[0.5; 64], &[1, 64]).map_err(e)?;
+    let (g, r) = (gpu.upload_f32(&[1.0; 64], &[64]).map_err(e)?, gpu.upload_f32(&[0.0; 8], &[1, 8]).map_err(e)?);
+    let b = gpu.upload_f32(&[0.0; 8], &[8]).map_err(e)?;
+    let bad = [
+        ("norm + residual", Linear::new(w.clone(), None), Fusion { norm: Some((&g, 1e-6)), residual: Some(&r), glu: None }),
+        ("glu + bias", Linear::new(w.clone(), Some(b)), Fusion { glu: Some(GluAct::Silu), ..Default::default() }),
+        ("gamma [8]", Linear::new(w.clone(), None), Fusion { norm: Some((&r.reshape(&[8]).map_err(e)?, 1e-6)), ..Default::default() }),
+    ];
+    for (what, l, f) in bad {
+        if l.forward_fused(&mut gpu.encoder(), &x, f).is_ok() {
+            return Err(format!("fused {what} accepted"));
+        }
+    }
+    Ok(())
+}
+
+/// `Linear::concat` (load-time packing of q/k/v, gate/up) gives exactly the products of its
+/// parts, for block formats and dense weights; parts that cannot be stacked give `None`.
+async fn concat_rows_is_exact(gpu: Gpu) -> Result<(), String> {
+    let e = |e: gllm_web::Error| e.to_string();
+    let mut rng = Rng::new(31);
+    let k = 256;
+    for kind in ["f32", "f16", "q8_0", "q4_0", "q4_K", "q6_K"] {
+        let rows = [24usize, 8, 8];
+        let mut parts = Vec::new();
+        for n in rows {
+            let (w, _) = fused_weight(&gpu, &mut rng, kind, n, k)?;
+            parts.push(Linear::new(w, Some(gpu.upload_f32(&rng.vec(n, 1.0), &[n]).map_err(e)?)));
+        }
+        let refs: Vec<&Linear> = parts.iter().collect();
+        let packed = Linear::concat(&gpu, &refs).map_err(e)?.ok_or(format!("{kind}: not packed"))?;
+        let x = gpu.upload_f32(&rng.vec(k, 1.0), &[1, k]).map_err(e)?;
+        let mut want = Vec::new();
+        for p in &parts {
+            let mut enc = gpu.encoder();
+            let y = p.forward(&mut enc, &x).map_err(e)?;
+            enc.submit().map_err(e)?;
+            want.extend(gpu.readback_f32(&y).await.map_err(e)?);
+        }
+        let mut enc = gpu.encoder();
+        let y = packed.forward(&mut enc, &x).map_err(e)?;
+        enc.submit().map_err(e)?;
+        let got = gpu.readback_f32(&y).await.map_err(e)?;
+        log!("concat {kind}: {} rows, max |Δ| {:e}", got.len(), got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max));
+        if got != want {
+            return Err(format!("concat {kind}: the packed product differs from its parts"));
+        }
+    }
+    // Mixed formats, and a q8_0 part of one block (its f16 scale would straddle a word).
+    let (a, _) = fused_weight(&gpu, &mut rng, "q8_0", 8, 64)?;
+    let (b, _) = fused_weight(&gpu, &mut rng, "q4_0", 8, 64)?;
+    let (c, _) = fused_weight(&gpu, &mut rng, "q8_0", 1, 32)?;
+    let (d, _) = fused_weight(&gpu, &mut rng, "q8_0", 1, 32)?;
+    let (la, lb, lc, ld) = (Linear::new(a, None), Linear::new(b, None), Linear::new(c, None), Linear::new(d, None));
+    if Linear::concat(&gpu, &[&la, &lb]).map_err(e)?.is_some() || Linear::concat(&gpu, &[&lc, &ld]).map_err(e)?.is_some() {
+        return Err("concat stacked parts it cannot".into());
+    }
+    Ok(())
 }

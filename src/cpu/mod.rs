@@ -230,6 +230,29 @@ pub fn elementwise(op: ActivationKey, arg: u32, a: &GpuTensor, b: Option<&GpuTen
         ActivationKey::SwiGlu => o.iter_mut().zip(b).for_each(|(v, b)| *v = *v / (1.0 + (-*v).exp()) * b),
         ActivationKey::GegluTanh => o.iter_mut().zip(b).for_each(|(v, b)| *v = gelu_tanh(*v) * b),
         ActivationKey::Scale => o.iter_mut().for_each(|v| *v *= f32::from_bits(arg)),
+        ActivationKey::SwiGluPacked | ActivationKey::GegluTanhPacked => {
+            return Err(Error::param("cpu", "a packed GLU goes through `glu_packed`"));
+        }
+    }
+    Ok(())
+}
+
+/// `act(gate) · up` of a packed `[rows, 2h]` gate/up product into `out` `[rows, h]` (checked
+/// by `activation::glu_packed`).
+pub fn glu_packed(op: ActivationKey, a: &GpuTensor, out: &GpuTensor) -> Result<()> {
+    let ar = a.host_read()?;
+    let mut ow = out.host_write()?;
+    let o = ow.f32();
+    let h = out.last_dim();
+    let gelu_tanh = |x: f32| 0.5 * x * (1.0 + ((2.0 / std::f32::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh());
+    for (row, src) in o.chunks_exact_mut(h).zip(ar.f32().chunks_exact(2 * h)) {
+        let (g, u) = src.split_at(h);
+        for ((v, g), u) in row.iter_mut().zip(g).zip(u) {
+            *v = match op {
+                ActivationKey::GegluTanhPacked => gelu_tanh(*g) * u,
+                _ => *g / (1.0 + (-*g).exp()) * u,
+            };
+        }
     }
     Ok(())
 }

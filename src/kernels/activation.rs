@@ -14,6 +14,10 @@ pub enum ActivationKey {
     SwiGlu,
     GegluTanh,
     Scale,
+    /// `swiglu` over a packed `[gate | up]` product.
+    SwiGluPacked,
+    /// `geglu_tanh` over a packed `[gate | up]` product.
+    GegluTanhPacked,
 }
 
 impl Variant for ActivationKey {
@@ -28,6 +32,8 @@ impl Variant for ActivationKey {
             ActivationKey::SwiGlu => "swiglu",
             ActivationKey::GegluTanh => "geglu_tanh",
             ActivationKey::Scale => "scale",
+            ActivationKey::SwiGluPacked => "swiglu_packed",
+            ActivationKey::GegluTanhPacked => "geglu_tanh_packed",
         }
     }
     fn defines(&self) -> Vec<&'static str> {
@@ -73,6 +79,31 @@ pub fn geglu_tanh(enc: &mut Encoder, gate: &GpuTensor, up: &GpuTensor) -> Result
         return Err(Error::shape("geglu_tanh", "up", format!("{:?}", gate.shape()), up.shape()));
     }
     run(enc, ActivationKey::GegluTanh, gate, Some(up))
+}
+
+/// The gated activation of a packed gate/up product (one matrix of `[gate; up]` rows, see
+/// `quant::Fusion`): `a` `[.., 2h]` f32 → `act(a[.., ..h]) · a[.., h..]` `[.., h]`.
+pub fn glu_packed(enc: &mut Encoder, a: &GpuTensor, act: super::quant::GluAct) -> Result<GpuTensor> {
+    let key = match act {
+        super::quant::GluAct::Silu => ActivationKey::SwiGluPacked,
+        super::quant::GluAct::GeluTanh => ActivationKey::GegluTanhPacked,
+    };
+    let op = key.entry();
+    a.expect_dtype(op, "a", &[DType::F32])?;
+    let two_h = a.last_dim();
+    if a.rank() == 0 || a.numel() == 0 || two_h % 2 != 0 {
+        return Err(Error::shape(op, "a", "[.., 2h], non-empty", a.shape()));
+    }
+    let mut shape = a.shape().to_vec();
+    *shape.last_mut().expect("rank checked") = two_h / 2;
+    let out = enc.gpu().alloc(&shape, DType::F32)?;
+    if enc.host() {
+        crate::cpu::glu_packed(key, a, &out)?;
+        return Ok(out);
+    }
+    let n = u(op, "n", out.numel())?;
+    enc.dispatch(KernelKey::Activation(key), &[n, 0, u(op, "h", two_h / 2)?, 0], &[a, &out], grid(n.div_ceil(256)))?;
+    Ok(out)
 }
 
 /// `x · s` with `s` an f32 scalar (Gemma's scaled embeddings). `x`: any shape, f32.

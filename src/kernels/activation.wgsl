@@ -1,11 +1,12 @@
 // Elementwise activations (GELU, SiLU, tanh), the residual add, SwiGLU (silu(a) * b) and
-// GeGLU with the tanh GELU (gelu_tanh(a) * b). One thread per element, 256 per
+// GeGLU with the tanh GELU (gelu_tanh(a) * b), and both over one packed product a whose rows
+// are [gate | up] (`*_packed`: out[r, j] = act(a[r, j]) * a[r, h + j]). One thread per element, 256 per
 // workgroup, workgroups split over x/y (grid()).
 
 struct Params {
-    n: u32,  // number of elements
+    n: u32,  // number of elements (of out)
     s: f32,  // scale: the factor (f32 bits)
-    _p1: u32,
+    h: u32,  // *_packed: the gate (and up) width of a packed [gate | up] row
     _p2: u32,
 }
 
@@ -112,3 +113,34 @@ fn geglu_tanh(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     out[i] = 0.5 * g * (1.0 + t) * b[i];
 }
 #endif
+
+fn silu_mul(g: f32, u: f32) -> f32 {
+    return g / (1.0 + exp(-g)) * u;
+}
+
+fn gelu_tanh_mul(g: f32, u: f32) -> f32 {
+    let t = tanh(clamp(0.7978845608028654 * (g + 0.044715 * g * g * g), -15.0, 15.0));
+    return 0.5 * g * (1.0 + t) * u;
+}
+
+// SwiGLU of a packed gate/up product: a [rows, 2h] -> out [rows, h].
+@compute @workgroup_size(256)
+fn swiglu_packed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let at = (i / p.h) * 2u * p.h + i % p.h;
+    out[i] = silu_mul(a[at], a[at + p.h]);
+}
+
+// GeGLU (tanh GELU) of a packed gate/up product: a [rows, 2h] -> out [rows, h].
+@compute @workgroup_size(256)
+fn geglu_tanh_packed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let at = (i / p.h) * 2u * p.h + i % p.h;
+    out[i] = gelu_tanh_mul(a[at], a[at + p.h]);
+}

@@ -190,6 +190,31 @@ pub struct QuantKey {
     pub sg_size: u8,
     /// Rows per thread group of the matrix-vector kernel (2 or 4).
     pub rows: u8,
+    /// Matrix-vector only: the RMSNorm prologue (`NORM`).
+    pub norm: bool,
+    /// Matrix-vector only: the epilogue.
+    pub epilogue: Epilogue,
+}
+
+/// What the matrix-vector kernel does with a row's sum before storing it (`quant.wgsl`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// `y = x · Wᵀ (+ bias)`.
+    #[default]
+    Store,
+    /// `y = res + x · Wᵀ (+ bias)`: the residual add (`RESIDUAL`).
+    Residual,
+    /// `y[j] = act(g_j) · u_j` over a packed `[gate; up]` weight (`GLU`).
+    Glu(GluAct),
+}
+
+/// The gate activation of a GLU epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GluAct {
+    /// SwiGLU (Llama, Qwen).
+    Silu,
+    /// GeGLU with the tanh GELU (Gemma).
+    GeluTanh,
 }
 
 impl Variant for QuantKey {
@@ -216,6 +241,15 @@ impl Variant for QuantKey {
             if on {
                 d.push(name);
             }
+        }
+        if self.norm {
+            d.extend(["NORM", "AUX"]);
+        }
+        match self.epilogue {
+            Epilogue::Store => {}
+            Epilogue::Residual => d.extend(["RESIDUAL", "AUX"]),
+            Epilogue::Glu(GluAct::Silu) => d.push("GLU"),
+            Epilogue::Glu(GluAct::GeluTanh) => d.extend(["GLU", "GLU_GELU"]),
         }
         if self.subgroups && cfg!(target_arch = "wasm32") {
             d.push("ENABLE_SUBGROUPS");
@@ -368,8 +402,10 @@ pub fn qlinear_with(
         threads: if matvec { threads as u16 } else { 0 },
         sg_size: if matvec { sg.unwrap_or(0).min(128) as u8 } else { 0 },
         rows: if matvec { rows } else { 0 },
+        norm: false,
+        epilogue: Epilogue::Store,
     };
-    let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, u(OP, "k", k / 32)?];
+    let params = [u(OP, "m", m)?, u(OP, "n", n)?, u(OP, "k", k)?, u(OP, "k", k / 32)?, 0, 0, 0, 0];
     let workgroups = match entry {
         QuantEntry::Matvec => grid(u(OP, "n", n.div_ceil(rows as usize * 256 / threads as usize))?),
         QuantEntry::MatmulDirect => [u(OP, "n", n.div_ceil(64))?, u(OP, "m", m.div_ceil(16))?, 1],
@@ -401,4 +437,182 @@ pub fn dense_matvec(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Optio
     // The weights are the body; the scale binding is unused (the weights stand in for it).
     let m = QMatrix { format, rows: n, cols: k, body: w.clone(), scales: w.clone() };
     qlinear_with(enc, x, &m, bias, QLinearOptions { force_matmul: false, ..opts })
+}
+
+/// The prologue and epilogue of a fused one-token product ([`qlinear_fused`],
+/// [`dense_fused`]): a decoder layer's RMSNorm, residual add and gated activation ride on
+/// the matrix-vector kernel instead of running as dispatches of their own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fusion<'a> {
+    /// RMS-normalise `x` first: `(gamma [k], eps)`.
+    pub norm: Option<(&'a GpuTensor, f32)>,
+    /// Add this residual (`[.., n]` f32, `x`'s rows) to the product.
+    pub residual: Option<&'a GpuTensor>,
+    /// The weight is a packed `[gate; up]` `[2h, k]` matrix: return `act(gate) · up` `[.., h]`.
+    pub glu: Option<GluAct>,
+}
+
+/// Whether [`qlinear_fused`] / [`dense_fused`] run one fused dispatch for `m` rows on this
+/// encoder's device: one token on a WebGPU adapter — CPU adapters (lavapipe, SwiftShader)
+/// included: the fused matrix-vector kernel is the shared-memory one, since one dispatch
+/// instead of three beats their barrier-free kernels — and not on the CPU backend. Elsewhere
+/// (prefill, the CPU backend) they run the same ops unfused.
+pub fn fuses(enc: &mut Encoder, m: usize) -> bool {
+    m == 1 && !enc.host()
+}
+
+fn check_fusion(op: &'static str, x: &GpuTensor, n: usize, k: usize, bias: bool, f: &Fusion) -> Result<()> {
+    if f.norm.is_some() && f.residual.is_some() {
+        return Err(Error::param(op, "a norm prologue and a residual epilogue do not combine (they share a binding)"));
+    }
+    if f.glu.is_some() && (f.residual.is_some() || bias) {
+        return Err(Error::param(op, "a GLU epilogue takes no bias or residual"));
+    }
+    if f.glu.is_some() && n % 2 != 0 {
+        return Err(Error::param(op, format!("a packed gate/up weight has an even number of rows, got {n}")));
+    }
+    if let Some((g, _)) = f.norm {
+        g.expect_dtype(op, "gamma", &[DType::F32])?;
+        if g.shape() != [k] {
+            return Err(Error::shape(op, "gamma", format!("[{k}]"), g.shape()));
+        }
+    }
+    if let Some(r) = f.residual {
+        r.expect_dtype(op, "residual", &[DType::F32])?;
+        if r.rows() != x.rows() || r.last_dim() != n {
+            return Err(Error::shape(op, "residual", format!("[{}, {n}]", x.rows()), r.shape()));
+        }
+    }
+    Ok(())
+}
+
+/// The unfused ops of a [`Fusion`] around `product` (prefill, CPU adapters, the CPU backend).
+fn unfused(enc: &mut Encoder, x: &GpuTensor, f: Fusion, product: impl FnOnce(&mut Encoder, &GpuTensor) -> Result<GpuTensor>) -> Result<GpuTensor> {
+    let y = match f.norm {
+        Some((gamma, eps)) => {
+            let h = super::norm::rms_norm(enc, x, gamma, eps)?;
+            product(enc, &h)?
+        }
+        None => product(enc, x)?,
+    };
+    let y = match f.glu {
+        Some(act) => super::activation::glu_packed(enc, &y, act)?,
+        None => y,
+    };
+    match f.residual {
+        Some(r) => super::activation::add(enc, &r.reshape(y.shape())?, &y),
+        None => Ok(y),
+    }
+}
+
+/// `y = x · Wᵀ + bias` with the [`Fusion`]'s prologue and epilogue, `W` quantized: one
+/// matrix-vector dispatch for one token on a GPU ([`fuses`]), else the unfused ops.
+/// - `x`: `[.., k]` f32; returns `[.., n]` f32 (`[.., n / 2]` with `glu`)
+pub fn qlinear_fused(enc: &mut Encoder, x: &GpuTensor, w: &QMatrix, bias: Option<&GpuTensor>, f: Fusion) -> Result<GpuTensor> {
+    const OP: &str = "qlinear_fused";
+    x.expect_dtype(OP, "x", &[DType::F32])?;
+    check_fusion(OP, x, w.rows, w.cols, bias.is_some(), &f)?;
+    if !fuses(enc, x.rows()) || w.format == QFormat::Awq || x.last_dim() != w.cols {
+        return unfused(enc, x, f, |enc, h| qlinear(enc, h, w, bias));
+    }
+    fused_matvec(enc, x, w, bias, f)
+}
+
+/// [`qlinear_fused`] with a dense f32 / f16 weight `[n, k]`; fused for `k % 32 == 0` within
+/// one binding, else the unfused ops around `matmul::linear`.
+pub fn dense_fused(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, f: Fusion) -> Result<GpuTensor> {
+    const OP: &str = "dense_fused";
+    x.expect_dtype(OP, "x", &[DType::F32])?;
+    w.expect_dtype(OP, "w", &[DType::F32, DType::F16])?;
+    w.expect_rank(OP, "w", 2)?;
+    let (n, k) = (w.shape()[0], w.shape()[1]);
+    check_fusion(OP, x, n, k, bias.is_some(), &f)?;
+    let one_binding = w.byte_len() <= enc.gpu().caps().max_storage_buffer_binding_size;
+    if !fuses(enc, x.rows()) || k % 32 != 0 || !one_binding || x.last_dim() != k {
+        return unfused(enc, x, f, |enc, h| super::matmul::linear(enc, h, w, bias));
+    }
+    let format = if w.dtype() == DType::F16 { QFormat::DenseF16 } else { QFormat::DenseF32 };
+    // As `dense_matvec`: the weights are the body; the scale binding is unused.
+    let m = QMatrix { format, rows: n, cols: k, body: w.clone(), scales: w.clone() };
+    fused_matvec(enc, x, &m, bias, f)
+}
+
+fn fused_matvec(enc: &mut Encoder, x: &GpuTensor, w: &QMatrix, bias: Option<&GpuTensor>, f: Fusion) -> Result<GpuTensor> {
+    const OP: &str = "qlinear_fused";
+    let (n, k) = (w.rows, w.cols);
+    if x.numel() != k {
+        return Err(Error::shape(OP, "x", format!("[1, {k}]"), x.shape()));
+    }
+    if let Some(b) = bias {
+        b.expect_dtype(OP, "bias", &[DType::F32])?;
+        if b.shape() != [n] {
+            return Err(Error::shape(OP, "bias", format!("[{n}]"), b.shape()));
+        }
+    }
+    let outputs = if f.glu.is_some() { n / 2 } else { n };
+    let mut out_shape = x.shape().to_vec();
+    *out_shape.last_mut().expect("rank checked") = outputs;
+    let y = enc.gpu().alloc(&out_shape, DType::F32)?;
+    let sg = subgroup_rows(enc.gpu());
+    let (rows, threads) = matvec_shape(w.format, n, k, sg.unwrap_or(32).min(32));
+    let key = QuantKey {
+        format: w.format,
+        entry: QuantEntry::Matvec,
+        x_f16: false,
+        bias: bias.is_some(),
+        subgroups: sg.is_some(),
+        threads: threads as u16,
+        sg_size: sg.unwrap_or(0).min(128) as u8,
+        rows,
+        norm: f.norm.is_some(),
+        epilogue: match (f.residual, f.glu) {
+            (Some(_), _) => Epilogue::Residual,
+            (None, Some(act)) => Epilogue::Glu(act),
+            (None, None) => Epilogue::Store,
+        },
+    };
+    let eps = f.norm.map_or(0.0, |(_, e)| e);
+    let params = [u(OP, "m", 1)?, u(OP, "n", n)?, u(OP, "k", k)?, u(OP, "k", k / 32)?, eps.to_bits(), 0, 0, 0];
+    let workgroups = grid(u(OP, "n", n.div_ceil(rows as usize * 256 / threads as usize))?);
+    let mut tensors = vec![x, &w.body, &w.scales, &y];
+    tensors.extend(bias);
+    if let Some((gamma, _)) = f.norm {
+        tensors.push(gamma);
+    }
+    tensors.extend(f.residual);
+    enc.dispatch(KernelKey::Quant(key), &params, &tensors, workgroups)?;
+    Ok(y)
+}
+
+impl QMatrix {
+    /// The rows of `parts` (one format, one row length) stacked into one matrix, copied on
+    /// the GPU: load-time packing of q/k/v or gate/up into one product. `None` when they
+    /// cannot be stacked: formats or row lengths differ, AWQ, or a part whose block count is
+    /// odd in a format with split-off scales (two f16 scales per word would straddle parts).
+    pub fn concat_rows(gpu: &Gpu, parts: &[&QMatrix]) -> Result<Option<QMatrix>> {
+        let Some(first) = parts.first() else { return Ok(None) };
+        let QFormat::Gguf(format) = first.format else { return Ok(None) };
+        if parts.iter().any(|p| p.format != first.format || p.cols != first.cols) {
+            return Ok(None);
+        }
+        let blocks = |q: &QMatrix| q.rows * q.cols / format.block_elems();
+        if format.split_scale() && parts.iter().any(|p| blocks(p) % 2 != 0) {
+            return Ok(None);
+        }
+        let rows: usize = parts.iter().map(|p| p.rows).sum();
+        let out = QMatrix::alloc(gpu, format, rows, first.cols)?;
+        let mut enc = gpu.encoder();
+        let (mut body_at, mut scale_at) = (0, 0);
+        for p in parts {
+            enc.copy_slice(&p.body, 0, &out.body, body_at, p.body.numel())?;
+            body_at += p.body.numel();
+            if format.split_scale() {
+                let words = blocks(p) / 2;
+                enc.copy_slice(&p.scales, 0, &out.scales, scale_at, words)?;
+                scale_at += words;
+            }
+        }
+        enc.submit()?;
+        Ok(Some(out))
+    }
 }

@@ -33,6 +33,17 @@
 // DENSE with F32W / F16W
 // (plain weights, k % 32 == 0: the matvec serves dense decode too); X_F16 (x and y are f16,
 // accumulation stays f32); BIAS; SUBGROUPS (+ ENABLE_SUBGROUPS on the web); ROWS4; NIB16.
+//
+// Fusions of the matrix-vector kernel (a decoder layer's one-token products; SPEC/kernels.md):
+//   NORM      prologue: x is RMS-normalised first, x / sqrt(mean(x²) + eps) * gamma; every
+//             workgroup reduces the row's sum of squares itself (k values from L2), so the
+//             norm needs no dispatch of its own. `aux` is gamma [k].
+//   RESIDUAL  epilogue: y = res + x · Wᵀ (+ bias); `aux` is res [n] (the residual stream).
+//   GLU       epilogue of a packed gate/up product: W is [2h, k] (gate rows, then up rows),
+//             y[j] = act(gate_j) * up_j for j < h, act SiLU, or the tanh GELU with GLU_GELU.
+//             A group of T threads owns R / 2 outputs: slots 0 .. R/2 are gate rows, R/2 .. R
+//             the matching up rows, so each x load still serves R rows.
+// NORM and RESIDUAL share the `aux` binding (AUX), so they do not combine; GLU takes no bias.
 #ifdef X_F16
 enable f16;
 #endif
@@ -43,9 +54,13 @@ enable subgroups;
 
 struct Params {
     m: u32,   // rows of x (tokens)
-    n: u32,   // output features (rows of W)
+    n: u32,   // output features (rows of W; GLU: 2 × outputs)
     k: u32,   // input features
     sb: u32,  // 32-value units per row: k / 32
+    eps: f32, // NORM: the RMSNorm epsilon
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -67,17 +82,34 @@ struct Params {
 #endif
 #ifdef BIAS
 @group(0) @binding(5) var<storage, read> bias: array<f32>;         // [n]
+#ifdef AUX
+@group(0) @binding(6) var<storage, read> aux: array<f32>;          // NORM: gamma [k]; RESIDUAL: res [n]
+#endif
+#else
+#ifdef AUX
+@group(0) @binding(5) var<storage, read> aux: array<f32>;          // NORM: gamma [k]; RESIDUAL: res [n]
+#endif
 #endif
 
+// NORM: 1 / rms of the x row, set by the matvec's prologue.
+var<private> inv_rms: f32 = 1.0;
+
 fn xv(i: u32) -> vec4<f32> {
+#ifdef NORM
+    let g = vec4<f32>(aux[4u * i], aux[4u * i + 1u], aux[4u * i + 2u], aux[4u * i + 3u]);
+    return vec4<f32>(x[i]) * inv_rms * g;
+#else
     return vec4<f32>(x[i]);
+#endif
 }
 
 fn store(i: u32, col: u32, v: f32) {
+    var o = v;
 #ifdef BIAS
-    let o = v + bias[col];
-#else
-    let o = v;
+    o = o + bias[col];
+#endif
+#ifdef RESIDUAL
+    o = o + aux[i];
 #endif
 #ifdef X_F16
     y[i] = f16(o);
@@ -518,19 +550,56 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
            @builtin(local_invocation_index) lid: u32
            ) {
     _ = scales[0];  // keep the binding in the layout for formats that do not read it
-    // Each group of T threads owns R neighbouring rows, so every x load serves all R.
-    let row0 = ((wid.x + wid.y * nwg.x) * (WG / T) + lid / T) * R;
+#ifdef NORM
+    // Prologue: the workgroup's own sum of squares of the x row (as norm.wgsl's rms_norm).
+    var ss = 0.0;
+    for (var i = lid; i < p.k / 4u; i = i + WG) {
+        let v = vec4<f32>(x[i]);
+        ss = ss + dot(v, v);
+    }
+    red[lid] = ss;
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st = st >> 1u) {
+        if (lid < st) {
+            red[lid] = red[lid] + red[lid + st];
+        }
+        workgroupBarrier();
+    }
+    inv_rms = inverseSqrt(red[0] / f32(p.k) + p.eps);
+    workgroupBarrier();  // `red` is reused below
+#endif
+    let grp = (wid.x + wid.y * nwg.x) * (WG / T) + lid / T;
     let lane = lid % T;
     var acc = vec4<f32>(0.0);
-    if (row0 < p.n) {
-        let items = p.sb * ITEMS_PER_UNIT;
-        // Missing last rows re-read row n - 1; their sums are not stored.
-        let s0 = row0 * p.sb;
-        let s1 = min(row0 + 1u, p.n - 1u) * p.sb;
+#ifdef GLU
+    // R / 2 outputs per group: W rows row0 + j (gate) and half + row0 + j (up).
+    let half = p.n / 2u;
+    let row0 = grp * (R / 2u);
+    let live = row0 < half;
+    let last = half - 1u;
 #ifdef ROWS4
-        let s2 = min(row0 + 2u, p.n - 1u) * p.sb;
-        let s3 = min(row0 + 3u, p.n - 1u) * p.sb;
+    let s0 = row0 * p.sb;
+    let s1 = min(row0 + 1u, last) * p.sb;
+    let s2 = (half + row0) * p.sb;
+    let s3 = (half + min(row0 + 1u, last)) * p.sb;
+#else
+    let s0 = row0 * p.sb;
+    let s1 = (half + row0) * p.sb;
 #endif
+#else
+    // Each group of T threads owns R neighbouring rows, so every x load serves all R.
+    let row0 = grp * R;
+    let live = row0 < p.n;
+    // Missing last rows re-read row n - 1; their sums are not stored.
+    let s0 = row0 * p.sb;
+    let s1 = min(row0 + 1u, p.n - 1u) * p.sb;
+#ifdef ROWS4
+    let s2 = min(row0 + 2u, p.n - 1u) * p.sb;
+    let s3 = min(row0 + 3u, p.n - 1u) * p.sb;
+#endif
+#endif
+    if (live) {
+        let items = p.sb * ITEMS_PER_UNIT;
         for (var i = lane; i < items; i = i + T) {
             let it = item(i);
             acc.x = acc.x + item_dot(s0, it);
@@ -574,11 +643,7 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         }
     }
     if (lane == 0u) {
-        for (var r = 0u; r < R; r = r + 1u) {
-            if (row0 + r < p.n) {
-                store(row0 + r, row0 + r, t[r]);
-            }
-        }
+        finish(row0, t);
     }
 #else
     for (var r = 0u; r < R; r = r + 1u) {
@@ -594,10 +659,40 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         workgroupBarrier();
     }
     if (lane == 0u) {
+        var t = vec4<f32>(0.0);
         for (var r = 0u; r < R; r = r + 1u) {
-            if (row0 + r < p.n) {
-                store(row0 + r, row0 + r, red[r * WG + lid]);
-            }
+            t[r] = red[r * WG + lid];
+        }
+        finish(row0, t);
+    }
+#endif
+}
+
+// Stores a group's row sums `t` (slot r = W row row0 + r; GLU: see qmatvec).
+fn finish(row0: u32, sums: vec4<f32>) {
+    var t = sums;
+#ifdef GLU
+    for (var j = 0u; j < R / 2u; j = j + 1u) {
+        if (row0 + j < p.n / 2u) {
+            let g = t[j];
+            let u = t[j + R / 2u];
+#ifdef GLU_GELU
+            let th = tanh(clamp(0.7978845608028654 * (g + 0.044715 * g * g * g), -15.0, 15.0));
+            let o = 0.5 * g * (1.0 + th) * u;
+#else
+            let o = g / (1.0 + exp(-g)) * u;
+#endif
+#ifdef X_F16
+            y[row0 + j] = f16(o);
+#else
+            y[row0 + j] = o;
+#endif
+        }
+    }
+#else
+    for (var r = 0u; r < R; r = r + 1u) {
+        if (row0 + r < p.n) {
+            store(row0 + r, row0 + r, t[r]);
         }
     }
 #endif

@@ -12,8 +12,9 @@ use crate::gpu::{grid, DType, Encoder, GpuTensor};
 pub enum RopeKey {
     /// `rope`: rotate in place.
     Rotate,
-    /// `rope_append`: q in place, k and v into the cache (`KV_F16`: an f16 cache).
-    Append { kv_f16: bool },
+    /// `rope_append`: q in place, k and v into the cache (`KV_F16`: an f16 cache); `packed`:
+    /// q, k and v are parts of one product, the rotated q goes to its own tensor (`PACKED`).
+    Append { kv_f16: bool, packed: bool },
     /// `kv_shift`: cache rows out, keys rotated back (`KV_F16`: an f16 cache).
     Shift { kv_f16: bool },
 }
@@ -31,7 +32,16 @@ impl Variant for RopeKey {
     fn defines(&self) -> Vec<&'static str> {
         match self {
             Self::Rotate => vec![],
-            Self::Append { kv_f16 } => if *kv_f16 { vec!["APPEND", "KV_F16"] } else { vec!["APPEND"] },
+            Self::Append { kv_f16, packed } => {
+                let mut d = vec!["APPEND"];
+                if *kv_f16 {
+                    d.push("KV_F16");
+                }
+                if *packed {
+                    d.push("PACKED");
+                }
+                d
+            }
             Self::Shift { kv_f16 } => if *kv_f16 { vec!["SHIFT", "KV_F16"] } else { vec!["SHIFT"] },
         }
     }
@@ -142,11 +152,62 @@ pub fn rope_append(
     ];
     let n = u(OP, "threads", rows * (heads + kv_heads) * head_dim / 2)?;
     enc.dispatch(
-        KernelKey::Rope(RopeKey::Append { kv_f16 }),
+        KernelKey::Rope(RopeKey::Append { kv_f16, packed: false }),
         &params,
         &[q, k, v, inv_freq, state, k_cache, v_cache],
         grid(n.div_ceil(256)),
     )
+}
+
+/// [`rope_append`] over a packed q/k/v product: `qkv` `[rows, (heads + 2 kv_heads) ·
+/// head_dim]` f32 (each row q | k | v, as a packed projection writes it); the rotated keys
+/// and the values go into the cache at rows `state[1] ..`, and the rotated q is returned
+/// `[rows, heads · head_dim]` f32.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_append_packed(
+    enc: &mut Encoder,
+    qkv: &GpuTensor,
+    inv_freq: &GpuTensor,
+    state: &GpuTensor,
+    k_cache: &GpuTensor,
+    v_cache: &GpuTensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> Result<GpuTensor> {
+    const OP: &str = "rope_append_packed";
+    check_common(OP, inv_freq, state, head_dim)?;
+    qkv.expect_dtype(OP, "qkv", &[DType::F32])?;
+    qkv.expect_rank(OP, "qkv", 2)?;
+    let kv_f16 = check_cache(OP, k_cache, v_cache)?;
+    let (rows, width) = (qkv.shape()[0], qkv.shape()[1]);
+    let (qw, kvw) = (heads * head_dim, kv_heads * head_dim);
+    if width != qw + 2 * kvw || rows == 0 {
+        return Err(Error::shape(OP, "qkv", format!("[rows, {}]", qw + 2 * kvw), qkv.shape()));
+    }
+    let cache_rows = k_cache.shape()[0];
+    if k_cache.shape() != [cache_rows, kvw] || v_cache.shape() != k_cache.shape() {
+        return Err(Error::shape(OP, "k_cache", format!("[cache_rows, {kvw}]"), k_cache.shape()));
+    }
+    let q = enc.gpu().alloc(&[rows, qw], DType::F32)?;
+    let params = [
+        u(OP, "rows", rows)?,
+        u(OP, "heads", heads)?,
+        u(OP, "kv_heads", kv_heads)?,
+        u(OP, "head_dim", head_dim)?,
+        u(OP, "cache_rows", cache_rows)?,
+        u(OP, "width", width)?,
+        0,
+        0,
+    ];
+    let n = u(OP, "threads", rows * (heads + kv_heads) * head_dim / 2)?;
+    enc.dispatch(
+        KernelKey::Rope(RopeKey::Append { kv_f16, packed: true }),
+        &params,
+        &[&q, qkv, inv_freq, state, k_cache, v_cache],
+        grid(n.div_ceil(256)),
+    )?;
+    Ok(q)
 }
 
 /// Drops cache rows `[keep, keep + drop)` of one layer (a context shift, as StreamingLLM keeps

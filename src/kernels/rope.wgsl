@@ -10,7 +10,9 @@
 // Entries:
 //   rope         rotate x in place.                    One thread per (row, head, i < h).
 //   rope_append  rotate q in place; rotate k and write it into k_cache row state[1] + r;
-//                copy v into v_cache row state[1] + r. One thread per (row, q head or kv
+//                copy v into v_cache row state[1] + r. PACKED: q, k and v are the parts of
+//                one [rows, period] product (a packed q/k/v projection, `period` its row
+//                width); the rotated q goes to its own [rows, heads * head_dim] tensor. One thread per (row, q head or kv
 //                head, i < h): a q thread rotates the pair (i, i + h) in place; a kv thread
 //                writes elements 2i and 2i + 1 of the head (one whole word of an f16
 //                cache, so no two threads write halves of one word), reading each element's
@@ -33,13 +35,27 @@ struct Params {
     kv_heads: u32,  // heads of k and v (rope_append)
     head_dim: u32,  // even
     cache_rows: u32, // rows of k_cache / v_cache (rope_append); positions past it are dropped
-    period: u32,    // rope: rows per sequence of a [batch * seq] input (row r at state[1] + r % seq); 0: one sequence
+    period: u32,    // rope: rows per sequence of a [batch * seq] input (row r at state[1] + r % seq); 0: one sequence;
+                    // rope_append PACKED: the row width of qkv
     first: u32,     // kv_shift: first row moved
     delta: u32,     // kv_shift: positions the moved keys go back
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 #ifdef APPEND
+#ifdef PACKED
+@group(0) @binding(1) var<storage, read_write> q: array<f32>;        // q: [rows, heads * head_dim] f32, the rotated q
+@group(0) @binding(2) var<storage, read> qkv: array<f32>;            // qkv: [rows, period] f32, q | k | v per row
+@group(0) @binding(3) var<storage, read> inv_freq: array<f32>;       // inv_freq: [head_dim / 2] f32
+@group(0) @binding(4) var<storage, read> state: array<u32>;          // state: [4] u32, state[1] = position of row 0
+#ifdef KV_F16
+@group(0) @binding(5) var<storage, read_write> k_cache: array<u32>;  // k_cache: [cache_rows, kv_heads * head_dim] f16, two per word
+@group(0) @binding(6) var<storage, read_write> v_cache: array<u32>;  // v_cache: [cache_rows, kv_heads * head_dim] f16, two per word
+#else
+@group(0) @binding(5) var<storage, read_write> k_cache: array<f32>;  // k_cache: [cache_rows, kv_heads * head_dim] f32
+@group(0) @binding(6) var<storage, read_write> v_cache: array<f32>;  // v_cache: [cache_rows, kv_heads * head_dim] f32
+#endif
+#else
 @group(0) @binding(1) var<storage, read_write> q: array<f32>;        // q: [rows, heads * head_dim] f32, rotated in place
 @group(0) @binding(2) var<storage, read> k: array<f32>;              // k: [rows, kv_heads * head_dim] f32
 @group(0) @binding(3) var<storage, read> v: array<f32>;              // v: [rows, kv_heads * head_dim] f32
@@ -51,6 +67,7 @@ struct Params {
 #else
 @group(0) @binding(6) var<storage, read_write> k_cache: array<f32>;  // k_cache: [cache_rows, kv_heads * head_dim] f32
 @group(0) @binding(7) var<storage, read_write> v_cache: array<f32>;  // v_cache: [cache_rows, kv_heads * head_dim] f32
+#endif
 #endif
 #else
 #ifdef SHIFT
@@ -194,16 +211,39 @@ fn rope(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 #endif
 
 #ifdef APPEND
-// Element e < head_dim of the key head at `src` of k, rotated for position `pos`.
-fn rotated(src: u32, e: u32, pos: u32) -> f32 {
+// Element `at` of row r's q, k and v (PACKED: parts of one [rows, period] product).
+fn q_in(r: u32, at: u32) -> f32 {
+#ifdef PACKED
+    return qkv[r * p.period + at];
+#else
+    return q[r * p.heads * p.head_dim + at];
+#endif
+}
+fn k_in(r: u32, at: u32) -> f32 {
+#ifdef PACKED
+    return qkv[r * p.period + p.heads * p.head_dim + at];
+#else
+    return k[r * p.kv_heads * p.head_dim + at];
+#endif
+}
+fn v_in(r: u32, at: u32) -> f32 {
+#ifdef PACKED
+    return qkv[r * p.period + (p.heads + p.kv_heads) * p.head_dim + at];
+#else
+    return v[r * p.kv_heads * p.head_dim + at];
+#endif
+}
+
+// Element e < head_dim of row r's key head starting at `hb`, rotated for position `pos`.
+fn rotated(r: u32, hb: u32, e: u32, pos: u32) -> f32 {
     let h = p.head_dim / 2u;
     if (e < h) {
         let cs = angle(pos, e);
-        return k[src + e] * cs.x - k[src + e + h] * cs.y;
+        return k_in(r, hb + e) * cs.x - k_in(r, hb + e + h) * cs.y;
     }
     let j = e - h;
     let cs = angle(pos, j);
-    return k[src + e] * cs.x + k[src + j] * cs.y;
+    return k_in(r, hb + e) * cs.x + k_in(r, hb + j) * cs.y;
 }
 
 @compute @workgroup_size(256)
@@ -221,8 +261,8 @@ fn rope_append(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let cs = angle(pos, i);
     if (slot < p.heads) {
         let base = (r * p.heads + slot) * p.head_dim;
-        let x0 = q[base + i];
-        let x1 = q[base + i + h];
+        let x0 = q_in(r, slot * p.head_dim + i);
+        let x1 = q_in(r, slot * p.head_dim + i + h);
         q[base + i] = x0 * cs.x - x1 * cs.y;
         q[base + i + h] = x1 * cs.x + x0 * cs.y;
     } else {
@@ -230,20 +270,20 @@ fn rope_append(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
             return;
         }
         let kvh = slot - p.heads;
-        let src = (r * p.kv_heads + kvh) * p.head_dim;
+        let hb = kvh * p.head_dim;
         let dst = (pos * p.kv_heads + kvh) * p.head_dim;
         // Elements e and e + 1 (one word of an f16 cache), each with its rotate-half partner.
         let e = 2u * i;
-        let k0 = rotated(src, e, pos);
-        let k1 = rotated(src, e + 1u, pos);
+        let k0 = rotated(r, hb, e, pos);
+        let k1 = rotated(r, hb, e + 1u, pos);
 #ifdef KV_F16
         k_cache[(dst + e) >> 1u] = pack_half(k0, k1);
-        v_cache[(dst + e) >> 1u] = pack_half(v[src + e], v[src + e + 1u]);
+        v_cache[(dst + e) >> 1u] = pack_half(v_in(r, hb + e), v_in(r, hb + e + 1u));
 #else
         k_cache[dst + e] = k0;
         k_cache[dst + e + 1u] = k1;
-        v_cache[dst + e] = v[src + e];
-        v_cache[dst + e + 1u] = v[src + e + 1u];
+        v_cache[dst + e] = v_in(r, hb + e);
+        v_cache[dst + e + 1u] = v_in(r, hb + e + 1u);
 #endif
     }
 }

@@ -419,8 +419,8 @@ impl Gemma3TextModel {
     /// Every linear layer of the trunk, in order (for inspection: dtypes, bytes).
     pub fn linears(&self) -> impl Iterator<Item = &Linear> {
         self.layers.iter().flat_map(|l| {
-            let (a, m) = (&l.self_attn, &l.mlp);
-            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+            let a = &l.self_attn;
+            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj].into_iter().chain(l.mlp.linears())
         })
     }
 

@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{DType, Encoder, Gpu, GpuTensor};
 use crate::kernels::attention::{attention, attention_cached, AttentionShape, MAX_HEAD_DIM};
 use crate::kernels::matmul;
-use crate::kernels::rope::{rope_append, rope_batched};
+use crate::kernels::quant::Fusion;
+use crate::kernels::rope::{rope_append, rope_append_packed, rope_batched};
 use crate::nn::{Embedding, GateActivation, GatedMlp, Linear, RmsNorm, VarBuilder};
 
 fn default_theta() -> f64 {
@@ -338,9 +339,9 @@ impl KvCache {
 
 /// `LlamaAttention` (+ Qwen2 bias, Qwen3 q/k norm).
 pub struct LlamaAttention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `[q_proj, k_proj, v_proj]`, or the three stacked into one product at load when their
+    /// weights allow ([`Linear::concat`]; generation only, and not with Qwen3's q/k norms).
+    qkv: Vec<Linear>,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -348,10 +349,18 @@ pub struct LlamaAttention {
 }
 
 impl LlamaAttention {
-    async fn load(vb: &VarBuilder<'_>, c: &LlamaConfig) -> Result<Self> {
+    async fn load(vb: &VarBuilder<'_>, c: &LlamaConfig, pack: bool) -> Result<Self> {
         let (h, d) = (c.hidden_size, c.head_dim());
         let (qw, kvw) = (c.num_attention_heads * d, c.kv_heads() * d);
         let bias = c.qkv_bias();
+        let q = Linear::load(&vb.pp("q_proj"), h, qw, bias).await?;
+        let k = Linear::load(&vb.pp("k_proj"), h, kvw, bias).await?;
+        let v = Linear::load(&vb.pp("v_proj"), h, kvw, bias).await?;
+        let packed = if pack && !c.qk_norm() { Linear::concat(vb.gpu(), &[&q, &k, &v])? } else { None };
+        let qkv = match packed {
+            Some(p) => vec![p],
+            None => vec![q, k, v],
+        };
         let (q_norm, k_norm) = if c.qk_norm() {
             let eps = c.rms_norm_eps as f32;
             (Some(RmsNorm::load(&vb.pp("q_norm"), d, eps).await?), Some(RmsNorm::load(&vb.pp("k_norm"), d, eps).await?))
@@ -359,9 +368,7 @@ impl LlamaAttention {
             (None, None)
         };
         Ok(Self {
-            q_proj: Linear::load(&vb.pp("q_proj"), h, qw, bias).await?,
-            k_proj: Linear::load(&vb.pp("k_proj"), h, kvw, bias).await?,
-            v_proj: Linear::load(&vb.pp("v_proj"), h, kvw, bias).await?,
+            qkv,
             o_proj: Linear::load(&vb.pp("o_proj"), qw, h, c.o_bias()).await?,
             q_norm,
             k_norm,
@@ -376,13 +383,17 @@ impl LlamaAttention {
         })
     }
 
-    /// `x`: `[n, hidden]` → `[n, hidden]`; appends this call's keys and values to the
-    /// layer's cache rows `state[1] ..`.
+    /// The pre-norm attention block over the residual stream `x` (`[n, hidden]`):
+    /// `x + attn(norm(x))`, appending this call's keys and values to the layer's cache rows
+    /// `state[1] ..`. `norm` is the layer's `input_layernorm`, run as the projections'
+    /// prologue, and the residual add is the output projection's epilogue (`Fusion`): one
+    /// token with packed q/k/v is four dispatches and the two of the attention.
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         enc: &mut Encoder,
         x: &GpuTensor,
+        norm: &RmsNorm,
         inv_freq: &GpuTensor,
         state: &GpuTensor,
         k_cache: &GpuTensor,
@@ -390,17 +401,28 @@ impl LlamaAttention {
     ) -> Result<GpuTensor> {
         let s = self.shape;
         let n = x.shape()[0];
-        let mut q = self.q_proj.forward(enc, x)?;
-        let mut k = self.k_proj.forward(enc, x)?;
-        let v = self.v_proj.forward(enc, x)?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            // Qwen3: RMSNorm over head_dim of every head.
-            q = qn.forward(enc, &q.reshape(&[n * s.heads, s.head_dim])?)?.reshape(&[n, s.heads * s.head_dim])?;
-            k = kn.forward(enc, &k.reshape(&[n * s.kv_heads, s.head_dim])?)?.reshape(&[n, s.kv_heads * s.head_dim])?;
-        }
-        rope_append(enc, &q, &k, &v, inv_freq, state, k_cache, v_cache, s.heads, s.kv_heads, s.head_dim)?;
+        let pre = Fusion { norm: Some((&norm.weight, norm.eps)), ..Default::default() };
+        let q = match self.qkv.as_slice() {
+            [qkv] => {
+                let y = qkv.forward_fused(enc, x, pre)?;
+                rope_append_packed(enc, &y, inv_freq, state, k_cache, v_cache, s.heads, s.kv_heads, s.head_dim)?
+            }
+            [q, k, v] => {
+                let mut q = q.forward_fused(enc, x, pre)?;
+                let mut k = k.forward_fused(enc, x, pre)?;
+                let v = v.forward_fused(enc, x, pre)?;
+                if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+                    // Qwen3: RMSNorm over head_dim of every head.
+                    q = qn.forward(enc, &q.reshape(&[n * s.heads, s.head_dim])?)?.reshape(&[n, s.heads * s.head_dim])?;
+                    k = kn.forward(enc, &k.reshape(&[n * s.kv_heads, s.head_dim])?)?.reshape(&[n, s.kv_heads * s.head_dim])?;
+                }
+                rope_append(enc, &q, &k, &v, inv_freq, state, k_cache, v_cache, s.heads, s.kv_heads, s.head_dim)?;
+                q
+            }
+            _ => return Err(Error::Input("attention: one packed or three q/k/v projections".into())),
+        };
         let o = attention_cached(enc, &q, k_cache, v_cache, state, s)?;
-        self.o_proj.forward(enc, &o)
+        self.o_proj.forward_fused(enc, &o, Fusion { residual: Some(x), ..Default::default() })
     }
 
     /// `x`: `[batch * seq, hidden]` → `[batch * seq, hidden]`: `batch` right-padded sequences
@@ -410,9 +432,12 @@ impl LlamaAttention {
         let s = self.shape;
         let n = x.shape()[0];
         let (qw, kvw) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
-        let mut q = self.q_proj.forward(enc, x)?;
-        let mut k = self.k_proj.forward(enc, x)?;
-        let v = self.v_proj.forward(enc, x)?;
+        let [q, k, v] = self.qkv.as_slice() else {
+            return Err(Error::Input("a decoder loaded for generation (packed q/k/v) has no batched forward pass".into()));
+        };
+        let mut q = q.forward(enc, x)?;
+        let mut k = k.forward(enc, x)?;
+        let v = v.forward(enc, x)?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(enc, &q.reshape(&[n * s.heads, s.head_dim])?)?.reshape(&[n, qw])?;
             k = kn.forward(enc, &k.reshape(&[n * s.kv_heads, s.head_dim])?)?.reshape(&[n, kvw])?;
@@ -434,13 +459,20 @@ pub struct LlamaDecoderLayer {
 }
 
 impl LlamaDecoderLayer {
-    async fn load(vb: &VarBuilder<'_>, c: &LlamaConfig) -> Result<Self> {
+    /// `pack`: stack q/k/v and gate/up into one product each where the weights allow
+    /// (generation; the batched trunk path needs them apart).
+    async fn load(vb: &VarBuilder<'_>, c: &LlamaConfig, pack: bool) -> Result<Self> {
         let eps = c.rms_norm_eps as f32;
+        let (mlp, h, i) = (vb.pp("mlp"), c.hidden_size, c.intermediate_size);
         Ok(Self {
             input_layernorm: RmsNorm::load(&vb.pp("input_layernorm"), c.hidden_size, eps).await?,
-            self_attn: LlamaAttention::load(&vb.pp("self_attn"), c).await?,
+            self_attn: LlamaAttention::load(&vb.pp("self_attn"), c, pack).await?,
             post_attention_layernorm: RmsNorm::load(&vb.pp("post_attention_layernorm"), c.hidden_size, eps).await?,
-            mlp: GatedMlp::load(&vb.pp("mlp"), c.hidden_size, c.intermediate_size, GateActivation::Silu).await?,
+            mlp: if pack {
+                GatedMlp::load_packed(&mlp, h, i, GateActivation::Silu).await?
+            } else {
+                GatedMlp::load(&mlp, h, i, GateActivation::Silu).await?
+            },
         })
     }
 }
@@ -466,24 +498,31 @@ impl LlamaModel {
     /// (`nn::Linear`). The embedding table is F16 under `f16`, else F32; norms and biases
     /// are F32; activations are f32.
     pub async fn load(vb: &VarBuilder<'_>, config: LlamaConfig) -> Result<Self> {
-        Self::load_parts(vb, config, true).await
+        Self::load_parts(vb, config, true, false).await
+    }
+
+    /// [`Self::load`] for generation: q/k/v and gate/up stacked into one product each where
+    /// the weights allow ([`Linear::concat`]), so a decode step runs the fused products of
+    /// [`Self::forward`]. Such a model has no [`Self::forward_hidden`].
+    pub async fn load_for_generation(vb: &VarBuilder<'_>, config: LlamaConfig) -> Result<Self> {
+        Self::load_parts(vb, config, true, true).await
     }
 
     /// The decoder stack without the LM head (an embedder's trunk: Qwen3-Embedding ships
     /// none), from a checkpoint whose tensors live under `model.` or at the root (a saved
     /// `Qwen3Model`). Only [`Self::forward_hidden`] is meaningful on it.
     pub async fn load_trunk(vb: &VarBuilder<'_>, config: LlamaConfig) -> Result<Self> {
-        Self::load_parts(vb, config, false).await
+        Self::load_parts(vb, config, false, false).await
     }
 
-    async fn load_parts(vb: &VarBuilder<'_>, config: LlamaConfig, head: bool) -> Result<Self> {
+    async fn load_parts(vb: &VarBuilder<'_>, config: LlamaConfig, head: bool, pack: bool) -> Result<Self> {
         config.validate("config.json")?;
         let m = if head || vb.contains("model.embed_tokens.weight") { vb.pp("model") } else { vb.clone() };
         let embed_tokens =
             Embedding { weight: m.pp("embed_tokens").get_weight("weight", &[config.vocab_size, config.hidden_size]).await? };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
-            layers.push(LlamaDecoderLayer::load(&m.pp(format!("layers.{l}")), &config).await?);
+            layers.push(LlamaDecoderLayer::load(&m.pp(format!("layers.{l}")), &config, pack).await?);
         }
         let norm = RmsNorm::load(&m.pp("norm"), config.hidden_size, config.rms_norm_eps as f32).await?;
         // Tied when the config says so, or when the checkpoint has no separate head.
@@ -505,8 +544,8 @@ impl LlamaModel {
         let lin = |l: &Linear| l.weight.byte_size() + l.bias.as_ref().map_or(0, |t| t.byte_len());
         for l in &self.layers {
             let a = &l.self_attn;
-            b += lin(&a.q_proj) + lin(&a.k_proj) + lin(&a.v_proj) + lin(&a.o_proj);
-            b += lin(&l.mlp.gate_proj) + lin(&l.mlp.up_proj) + lin(&l.mlp.down_proj);
+            b += a.qkv.iter().map(lin).sum::<u64>() + lin(&a.o_proj);
+            b += l.mlp.linears().map(lin).sum::<u64>();
         }
         b += match &self.lm_head {
             Some(h) => lin(h),
@@ -544,13 +583,20 @@ impl LlamaModel {
         if n > cache.rows {
             return Err(Error::Input(format!("{n} tokens exceed the KV cache of {} rows", cache.rows)));
         }
-        let mut h = self.stack(enc, ids, |enc, l, a, h| a.forward(enc, h, &self.inv_freq, state, &cache.k[l], &cache.v[l]))?;
+        // The residual stream through the layers, each block's norm a prologue of its
+        // products and its residual add an epilogue (SPEC/generation.md).
+        let mut x = self.embed_tokens.forward(enc, ids)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = layer.self_attn.forward(enc, &x, &layer.input_layernorm, &self.inv_freq, state, &cache.k[l], &cache.v[l])?;
+            x = layer.mlp.forward_fused(enc, &x, &layer.post_attention_layernorm)?;
+        }
         if !all_logits && n > 1 {
             let hid = self.config.hidden_size;
             let last = enc.gpu().alloc(&[1, hid], DType::F32)?;
-            enc.copy_slice(&h, (n - 1) * hid, &last, 0, hid)?;
-            h = last;
+            enc.copy_slice(&x, (n - 1) * hid, &last, 0, hid)?;
+            x = last;
         }
+        let h = self.norm.forward(enc, &x)?;
         self.head(enc, &h)
     }
 

@@ -73,7 +73,7 @@ pub enum CausalLm {
 impl CausalLm {
     pub async fn load(vb: &VarBuilder<'_>, config: CausalLmConfig) -> Result<Self> {
         Ok(match config {
-            CausalLmConfig::Llama(c) => Self::Llama(LlamaModel::load(vb, c).await?),
+            CausalLmConfig::Llama(c) => Self::Llama(LlamaModel::load_for_generation(vb, c).await?),
             CausalLmConfig::Gemma3(c) => Self::Gemma3(Gemma3ForCausalLM::load(vb, c).await?),
         })
     }

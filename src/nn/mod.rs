@@ -337,6 +337,69 @@ impl Linear {
             LinearWeight::Quant(w) => quant::qlinear(enc, x, w, self.bias.as_ref()),
         }
     }
+    /// [`Self::forward`] with a norm prologue, a residual or a GLU epilogue
+    /// ([`quant::Fusion`]): one dispatch for one token on a GPU, the same ops unfused
+    /// elsewhere. `x` f32.
+    pub fn forward_fused(&self, enc: &mut Encoder, x: &GpuTensor, f: quant::Fusion) -> Result<GpuTensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => quant::dense_fused(enc, x, w, self.bias.as_ref(), f),
+            LinearWeight::Quant(w) => quant::qlinear_fused(enc, x, w, self.bias.as_ref(), f),
+        }
+    }
+    /// The layers `parts` (one input) stacked into one whose output rows are theirs in
+    /// order — load-time packing of q/k/v or gate/up into one product. The weights are
+    /// copied on the GPU (the parts can be dropped). `None` when they cannot be stacked:
+    /// different weight formats or dtypes, biases on some parts only, or a block layout that
+    /// does not concatenate ([`QMatrix::concat_rows`]).
+    pub fn concat(gpu: &Gpu, parts: &[&Linear]) -> Result<Option<Linear>> {
+        let Some(first) = parts.first() else { return Ok(None) };
+        let cols = first.weight.shape()[1];
+        if parts.iter().any(|p| p.weight.shape()[1] != cols || p.bias.is_some() != first.bias.is_some()) {
+            return Ok(None);
+        }
+        let rows: usize = parts.iter().map(|p| p.weight.shape()[0]).sum();
+        let weight = match &first.weight {
+            LinearWeight::Quant(_) => {
+                let qs: Option<Vec<&QMatrix>> = parts.iter().map(|p| if let LinearWeight::Quant(q) = &p.weight { Some(q) } else { None }).collect();
+                let Some(qs) = qs else { return Ok(None) };
+                match QMatrix::concat_rows(gpu, &qs)? {
+                    Some(q) => LinearWeight::Quant(q),
+                    None => return Ok(None),
+                }
+            }
+            LinearWeight::Dense(t) => {
+                let dtype = t.dtype();
+                let ds: Option<Vec<&GpuTensor>> = parts.iter().map(|p| p.weight.dense().filter(|d| d.dtype() == dtype)).collect();
+                let Some(ds) = ds else { return Ok(None) };
+                // copy_slice moves whole words: f16 parts need an even element count.
+                if ds.iter().any(|d| (d.numel() * dtype.size()) % 4 != 0) {
+                    return Ok(None);
+                }
+                LinearWeight::Dense(stack_rows(gpu, &ds, &[rows, cols])?)
+            }
+        };
+        let bias = match first.bias {
+            Some(_) => {
+                let bs: Vec<&GpuTensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
+                Some(stack_rows(gpu, &bs, &[rows])?)
+            }
+            None => None,
+        };
+        Ok(Some(Linear { weight, bias }))
+    }
+}
+
+/// `parts` (one dtype) copied one after another into a new tensor of `shape`.
+fn stack_rows(gpu: &Gpu, parts: &[&GpuTensor], shape: &[usize]) -> Result<GpuTensor> {
+    let out = gpu.alloc(shape, parts[0].dtype())?;
+    let mut enc = gpu.encoder();
+    let mut at = 0;
+    for p in parts {
+        enc.copy_slice(p, 0, &out, at, p.numel())?;
+        at += p.numel();
+    }
+    enc.submit()?;
+    Ok(out)
 }
 
 /// The activation of a gated MLP's gate.
@@ -352,8 +415,9 @@ pub enum GateActivation {
 /// GELU), weights `gate_proj`, `up_proj` `[intermediate, hidden]`, `down_proj`
 /// `[hidden, intermediate]`, no biases.
 pub struct GatedMlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
+    /// `[gate_proj, up_proj]`, or one `[gate; up]` product stacked at load
+    /// ([`Self::load_packed`], [`Linear::concat`]).
+    pub gate_up: Vec<Linear>,
     pub down_proj: Linear,
     pub act: GateActivation,
 }
@@ -361,20 +425,67 @@ pub struct GatedMlp {
 impl GatedMlp {
     pub async fn load(vb: &VarBuilder<'_>, hidden: usize, intermediate: usize, act: GateActivation) -> Result<Self> {
         Ok(Self {
-            gate_proj: Linear::load(&vb.pp("gate_proj"), hidden, intermediate, false).await?,
-            up_proj: Linear::load(&vb.pp("up_proj"), hidden, intermediate, false).await?,
+            gate_up: vec![
+                Linear::load(&vb.pp("gate_proj"), hidden, intermediate, false).await?,
+                Linear::load(&vb.pp("up_proj"), hidden, intermediate, false).await?,
+            ],
             down_proj: Linear::load(&vb.pp("down_proj"), intermediate, hidden, false).await?,
             act,
         })
     }
+    /// [`Self::load`] with gate and up stacked into one product when their weights allow
+    /// ([`Linear::concat`]), so the activation rides on it ([`Self::forward_fused`]).
+    pub async fn load_packed(vb: &VarBuilder<'_>, hidden: usize, intermediate: usize, act: GateActivation) -> Result<Self> {
+        let mut m = Self::load(vb, hidden, intermediate, act).await?;
+        if let Some(p) = Linear::concat(vb.gpu(), &[&m.gate_up[0], &m.gate_up[1]])? {
+            m.gate_up = vec![p];
+        }
+        Ok(m)
+    }
+    fn glu(&self) -> quant::GluAct {
+        match self.act {
+            GateActivation::Silu => quant::GluAct::Silu,
+            GateActivation::GeluTanh => quant::GluAct::GeluTanh,
+        }
+    }
+    /// The gate and up projections' layers (one when packed).
+    pub fn linears(&self) -> impl Iterator<Item = &Linear> {
+        self.gate_up.iter().chain([&self.down_proj])
+    }
     pub fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
-        let g = self.gate_proj.forward(enc, x)?;
-        let u = self.up_proj.forward(enc, x)?;
-        let a = match self.act {
-            GateActivation::Silu => activation::swiglu(enc, &g, &u)?,
-            GateActivation::GeluTanh => activation::geglu_tanh(enc, &g, &u)?,
+        let a = match self.gate_up.as_slice() {
+            [gu] => {
+                let y = gu.forward(enc, x)?;
+                activation::glu_packed(enc, &y, self.glu())?
+            }
+            [g, u] => {
+                let (g, u) = (g.forward(enc, x)?, u.forward(enc, x)?);
+                match self.act {
+                    GateActivation::Silu => activation::swiglu(enc, &g, &u)?,
+                    GateActivation::GeluTanh => activation::geglu_tanh(enc, &g, &u)?,
+                }
+            }
+            _ => return Err(Error::Input("gated MLP: one packed or two gate/up projections".into())),
         };
         self.down_proj.forward(enc, &a)
+    }
+    /// The pre-norm MLP block on the residual stream `x`: `x + mlp(norm(x))`, the norm as
+    /// each product's prologue, the gate activation as the packed product's epilogue and
+    /// the residual add as the down projection's (three dispatches for one token, packed).
+    pub fn forward_fused(&self, enc: &mut Encoder, x: &GpuTensor, norm: &RmsNorm) -> Result<GpuTensor> {
+        let pre = quant::Fusion { norm: Some((&norm.weight, norm.eps)), ..Default::default() };
+        let a = match self.gate_up.as_slice() {
+            [gu] => gu.forward_fused(enc, x, quant::Fusion { glu: Some(self.glu()), ..pre })?,
+            [g, u] => {
+                let (g, u) = (g.forward_fused(enc, x, pre)?, u.forward_fused(enc, x, pre)?);
+                match self.act {
+                    GateActivation::Silu => activation::swiglu(enc, &g, &u)?,
+                    GateActivation::GeluTanh => activation::geglu_tanh(enc, &g, &u)?,
+                }
+            }
+            _ => return Err(Error::Input("gated MLP: one packed or two gate/up projections".into())),
+        };
+        self.down_proj.forward_fused(enc, &a, quant::Fusion { residual: Some(x), ..Default::default() })
     }
 }
 
