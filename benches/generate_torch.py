@@ -2,7 +2,7 @@
 with random weights from the same configs (`from_config`), fp32 and fp16, the same prompt
 length and number of new tokens (EOS ignored).
     python3 benches/generate_torch.py DIR...   (each DIR holds config.json)
-Env: GLLM_GEN_PROMPT (512), GLLM_GEN_NEW (128).
+Env: GLLM_GEN_PROMPT (512), GLLM_GEN_NEW (128), GLLM_TORCH_DTYPES (f32,f16).
 """
 import os, statistics, sys, time
 
@@ -27,6 +27,8 @@ def sync_time(f):
 for d in sys.argv[1:]:
     name = os.path.basename(os.path.normpath(d))
     for dtype, label in [(torch.float32, "f32"), (torch.float16, "f16")]:
+        if label not in os.environ.get("GLLM_TORCH_DTYPES", "f32,f16").split(","):
+            continue
         cfg = AutoConfig.from_pretrained(d)
         torch.manual_seed(0)
         with torch.device("cuda"):

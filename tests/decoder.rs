@@ -522,20 +522,35 @@ fn tiny_config(model_type: &str) -> LlamaConfig {
 /// Prefill logits of a prompt and 6 recorded greedy decode steps of a tiny random model
 /// against the CPU reference forward (which recomputes the whole sequence each step).
 /// A tiny random decoder against the CPU reference, loaded both ways: `LlamaModel::load`
-/// (q/k/v and gate/up apart) and `load_for_generation` (each stacked into one product, so
-/// a decode step runs 7 dispatches per layer: SPEC/generation.md). The packed step must
-/// have 4 dispatches per layer fewer (2 of q/k/v, 1 of gate/up, the separate GLU) — except
-/// with Qwen3's q/k norms, which keep q/k/v apart (2 fewer there).
+/// (q/k/v and gate/up apart) and `load_for_generation` (each stacked into one product), and
+/// run both ways: with this adapter's kernels (a CPU adapter's unfused decode layer) and
+/// with the GPU kernels forced (`GpuOptions::gpu_kernels`: the fused one-token products, 7
+/// dispatches a packed layer: SPEC/generation.md). Fused, the packed step has 4 dispatches
+/// a layer fewer (2 of q/k/v, 1 of gate/up, the separate GLU); unfused 3 (the GLU stays);
+/// Qwen3 keeps q/k/v apart for its q/k norms, so 2 and 1 there.
 async fn tiny_model_matches_cpu(gpu: Gpu, model_type: &str, dtype: LoadDType) -> R {
-    let mut counts = Vec::new();
-    for pack in [false, true] {
-        counts.push(tiny_model_case(&gpu, model_type, dtype, pack).await?);
+    let mut gpus = vec![gpu.clone()];
+    if gpu.caps().is_cpu {
+        gpus.push(Gpu::with_options(gllm_web::GpuOptions { gpu_kernels: true, ..Default::default() }).await?);
     }
     let layers = tiny_config(model_type).num_hidden_layers;
-    let saved = if model_type == "qwen3" { 2 * layers } else { 4 * layers };
-    log!("{model_type} {dtype:?}: decode step {} dispatches apart, {} packed ({layers} layers)", counts[0], counts[1]);
-    if counts[0] != counts[1] + saved {
-        return Err(format!("{model_type}: decode dispatches {} apart, {} packed: want {saved} fewer", counts[0], counts[1]).into());
+    for gpu in gpus {
+        let fused = !gpu.caps().is_cpu;
+        let mut counts = Vec::new();
+        for pack in [false, true] {
+            counts.push(tiny_model_case(&gpu, model_type, dtype, pack).await?);
+        }
+        let saved = layers * match (model_type, fused) {
+            ("qwen3", true) => 2,
+            ("qwen3", false) => 1,
+            (_, true) => 4,
+            (_, false) => 3,
+        };
+        let kind = if fused { "fused" } else { "unfused" };
+        log!("{model_type} {dtype:?} {kind}: decode step {} dispatches apart, {} packed ({layers} layers)", counts[0], counts[1]);
+        if counts[0] != counts[1] + saved {
+            return Err(format!("{model_type} {kind}: decode dispatches {} apart, {} packed: want {saved} fewer", counts[0], counts[1]).into());
+        }
     }
     Ok(())
 }

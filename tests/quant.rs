@@ -772,11 +772,24 @@ fn fused_weight(gpu: &Gpu, rng: &mut Rng, kind: &str, n: usize, k: usize) -> Res
 /// GeGLU epilogues of a packed `[gate; up]` weight, for dense f32 / f16 weights and block
 /// formats whose matrix-vector kernel runs 2 rows (q8_0, q4_K, q6_K) and 4 rows (q4_0,
 /// q4_1) per thread group. Ragged: 71 outputs, and a GLU width of 37 (odd, so the last
-/// 4-row group holds one output). m = 1 runs the fused kernel on a GPU; m = 5 (and every
-/// case on the CPU backend) runs the unfused ops, which must agree too. Tolerance: relative
-/// L2 error 1e-4 (f32 activations, the weights' own values as reference).
+/// 4-row group holds one output). m = 1 runs the fused kernel on a GPU (and on a CPU adapter
+/// with `GpuOptions::gpu_kernels`); m = 5, CPU adapters and the CPU backend run the unfused
+/// ops, which must agree too. Tolerance: relative L2 error 1e-4 (f32 activations, the
+/// weights' own values as reference).
 async fn fused_linear_matches_cpu(gpu: Gpu) -> Result<(), String> {
+    let e = |e: gllm_web::Error| e.to_string();
+    fused_linear_case(&gpu).await?;
+    // A CPU adapter runs the one-token products unfused (its barrier-free kernels): the
+    // fused kernel is checked there with the GPU kernels forced.
+    if gpu.caps().is_cpu && !gpu.is_host() {
+        fused_linear_case(&Gpu::with_options(gllm_web::GpuOptions { gpu_kernels: true, ..Default::default() }).await.map_err(e)?).await?;
+    }
+    Ok(())
+}
+
+async fn fused_linear_case(gpu: &Gpu) -> Result<(), String> {
     use gllm_web::kernels::quant::{Fusion, GluAct};
+    let gpu = gpu.clone();
     let e = |e: gllm_web::Error| e.to_string();
     let mut rng = Rng::new(99);
     let (k, n, h, eps) = (512, 71, 37, 1e-6f32);

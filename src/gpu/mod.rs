@@ -54,6 +54,9 @@ pub struct GpuOptions {
     /// Treat bindings above this many bytes as too large (tests of the chunked paths for
     /// tables and weights larger than `maxStorageBufferBindingSize`). 0: the device's limit.
     pub max_binding_bytes: u64,
+    /// Treat a CPU adapter (lavapipe, SwiftShader) as a GPU (`Capabilities::is_cpu` false):
+    /// the kernels and fusions chosen for GPUs run there, so tests cover them.
+    pub gpu_kernels: bool,
 }
 
 struct Inner {
@@ -185,8 +188,8 @@ impl Gpu {
                 "{} ({:?}, {:?}, driver {} {})",
                 info.name, info.backend, info.device_type, info.driver, info.driver_info
             ),
-            is_cpu: matches!(info.device_type, wgpu::DeviceType::Cpu)
-                || format!("{info:?}").to_lowercase().contains("swiftshader"),
+            is_cpu: !opts.gpu_kernels
+                && (matches!(info.device_type, wgpu::DeviceType::Cpu) || format!("{info:?}").to_lowercase().contains("swiftshader")),
         };
         Ok(Self {
             inner: Arc::new(Inner {

@@ -452,13 +452,17 @@ pub struct Fusion<'a> {
     pub glu: Option<GluAct>,
 }
 
+/// Longest row the norm prologue takes: it keeps the normalised row in shared memory
+/// (2048 f32 = 8 KiB beside the 4 KiB reduction buffer, within WebGPU's default 16 KiB).
+pub const NORM_MAX_K: usize = 2048;
+
 /// Whether [`qlinear_fused`] / [`dense_fused`] run one fused dispatch for `m` rows on this
-/// encoder's device: one token on a WebGPU adapter — CPU adapters (lavapipe, SwiftShader)
-/// included: the fused matrix-vector kernel is the shared-memory one, since one dispatch
-/// instead of three beats their barrier-free kernels — and not on the CPU backend. Elsewhere
-/// (prefill, the CPU backend) they run the same ops unfused.
+/// encoder's device: one token on a GPU. CPU adapters (lavapipe, SwiftShader; unless
+/// `GpuOptions::gpu_kernels`) keep their barrier-free kernels, and the CPU backend its
+/// twins: there, and for more rows (prefill), the same ops run unfused. Models ask once per
+/// forward pass and take the fused or the unfused layer (`LlamaModel::forward`).
 pub fn fuses(enc: &mut Encoder, m: usize) -> bool {
-    m == 1 && !enc.host()
+    m == 1 && !enc.host() && !enc.gpu().caps().is_cpu
 }
 
 fn check_fusion(op: &'static str, x: &GpuTensor, n: usize, k: usize, bias: bool, f: &Fusion) -> Result<()> {
@@ -506,13 +510,14 @@ fn unfused(enc: &mut Encoder, x: &GpuTensor, f: Fusion, product: impl FnOnce(&mu
 }
 
 /// `y = x · Wᵀ + bias` with the [`Fusion`]'s prologue and epilogue, `W` quantized: one
-/// matrix-vector dispatch for one token on a GPU ([`fuses`]), else the unfused ops.
+/// matrix-vector dispatch for one token on a GPU ([`fuses`]; a norm prologue needs `k <=`
+/// [`NORM_MAX_K`]), else the unfused ops.
 /// - `x`: `[.., k]` f32; returns `[.., n]` f32 (`[.., n / 2]` with `glu`)
 pub fn qlinear_fused(enc: &mut Encoder, x: &GpuTensor, w: &QMatrix, bias: Option<&GpuTensor>, f: Fusion) -> Result<GpuTensor> {
     const OP: &str = "qlinear_fused";
     x.expect_dtype(OP, "x", &[DType::F32])?;
     check_fusion(OP, x, w.rows, w.cols, bias.is_some(), &f)?;
-    if !fuses(enc, x.rows()) || w.format == QFormat::Awq || x.last_dim() != w.cols {
+    if !fuses(enc, x.rows()) || w.format == QFormat::Awq || x.last_dim() != w.cols || (f.norm.is_some() && w.cols > NORM_MAX_K) {
         return unfused(enc, x, f, |enc, h| qlinear(enc, h, w, bias));
     }
     fused_matvec(enc, x, w, bias, f)
@@ -528,7 +533,7 @@ pub fn dense_fused(enc: &mut Encoder, x: &GpuTensor, w: &GpuTensor, bias: Option
     let (n, k) = (w.shape()[0], w.shape()[1]);
     check_fusion(OP, x, n, k, bias.is_some(), &f)?;
     let one_binding = w.byte_len() <= enc.gpu().caps().max_storage_buffer_binding_size;
-    if !fuses(enc, x.rows()) || k % 32 != 0 || !one_binding || x.last_dim() != k {
+    if !fuses(enc, x.rows()) || k % 32 != 0 || !one_binding || x.last_dim() != k || (f.norm.is_some() && k > NORM_MAX_K) {
         return unfused(enc, x, f, |enc, h| super::matmul::linear(enc, h, w, bias));
     }
     let format = if w.dtype() == DType::F16 { QFormat::DenseF16 } else { QFormat::DenseF32 };

@@ -36,8 +36,9 @@
 //
 // Fusions of the matrix-vector kernel (a decoder layer's one-token products; SPEC/kernels.md):
 //   NORM      prologue: x is RMS-normalised first, x / sqrt(mean(x²) + eps) * gamma; every
-//             workgroup reduces the row's sum of squares itself (k values from L2), so the
-//             norm needs no dispatch of its own. `aux` is gamma [k].
+//             workgroup reduces the row's sum of squares itself (k values from L2) and keeps
+//             the normalised row in shared memory (k <= 2048), so the norm needs no dispatch
+//             of its own. `aux` is gamma [k].
 //   RESIDUAL  epilogue: y = res + x · Wᵀ (+ bias); `aux` is res [n] (the residual stream).
 //   GLU       epilogue of a packed gate/up product: W is [2h, k] (gate rows, then up rows),
 //             y[j] = act(gate_j) * up_j for j < h, act SiLU, or the tanh GELU with GLU_GELU.
@@ -91,13 +92,15 @@ struct Params {
 #endif
 #endif
 
-// NORM: 1 / rms of the x row, set by the matvec's prologue.
-var<private> inv_rms: f32 = 1.0;
+#ifdef NORM
+// The normalised x row (k <= 4 * 512), written once by the matvec's prologue: every group's
+// x loads then hit shared memory instead of x and gamma in global memory.
+var<workgroup> xn: array<vec4<f32>, 512>;
+#endif
 
 fn xv(i: u32) -> vec4<f32> {
 #ifdef NORM
-    let g = vec4<f32>(aux[4u * i], aux[4u * i + 1u], aux[4u * i + 2u], aux[4u * i + 3u]);
-    return vec4<f32>(x[i]) * inv_rms * g;
+    return xn[i];
 #else
     return vec4<f32>(x[i]);
 #endif
@@ -565,8 +568,12 @@ fn qmatvec(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
         }
         workgroupBarrier();
     }
-    inv_rms = inverseSqrt(red[0] / f32(p.k) + p.eps);
-    workgroupBarrier();  // `red` is reused below
+    let inv_rms = inverseSqrt(red[0] / f32(p.k) + p.eps);
+    for (var i = lid; i < p.k / 4u; i = i + WG) {
+        let g = vec4<f32>(aux[4u * i], aux[4u * i + 1u], aux[4u * i + 2u], aux[4u * i + 3u]);
+        xn[i] = vec4<f32>(x[i]) * inv_rms * g;
+    }
+    workgroupBarrier();  // xn is complete, and `red` is reused below
 #endif
     let grp = (wid.x + wid.y * nwg.x) * (WG / T) + lid / T;
     let lane = lid % T;

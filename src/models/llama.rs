@@ -383,13 +383,46 @@ impl LlamaAttention {
         })
     }
 
-    /// The pre-norm attention block over the residual stream `x` (`[n, hidden]`):
-    /// `x + attn(norm(x))`, appending this call's keys and values to the layer's cache rows
-    /// `state[1] ..`. `norm` is the layer's `input_layernorm`, run as the projections'
-    /// prologue, and the residual add is the output projection's epilogue (`Fusion`): one
-    /// token with packed q/k/v is four dispatches and the two of the attention.
+    /// `h` (`[n, hidden]`, normed) → `[n, hidden]`; appends this call's keys and values to
+    /// the layer's cache rows `state[1] ..`.
+    fn forward(&self, enc: &mut Encoder, h: &GpuTensor, inv_freq: &GpuTensor, state: &GpuTensor, k_cache: &GpuTensor, v_cache: &GpuTensor) -> Result<GpuTensor> {
+        let s = self.shape;
+        let q = match self.qkv.as_slice() {
+            [qkv] => {
+                let y = qkv.forward(enc, h)?;
+                rope_append_packed(enc, &y, inv_freq, state, k_cache, v_cache, s.heads, s.kv_heads, s.head_dim)?
+            }
+            [q, k, v] => {
+                let (q, k, v) = (q.forward(enc, h)?, k.forward(enc, h)?, v.forward(enc, h)?);
+                self.append(enc, q, k, v, inv_freq, state, k_cache, v_cache)?
+            }
+            _ => return Err(Error::Input("attention: one packed or three q/k/v projections".into())),
+        };
+        let o = attention_cached(enc, &q, k_cache, v_cache, state, s)?;
+        self.o_proj.forward(enc, &o)
+    }
+
+    /// Qwen3's q/k norms, then RoPE of q and k with k and v appended to the cache; returns q.
     #[allow(clippy::too_many_arguments)]
-    fn forward(
+    fn append(&self, enc: &mut Encoder, mut q: GpuTensor, mut k: GpuTensor, v: GpuTensor, inv_freq: &GpuTensor, state: &GpuTensor, k_cache: &GpuTensor, v_cache: &GpuTensor) -> Result<GpuTensor> {
+        let s = self.shape;
+        let n = q.shape()[0];
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            // Qwen3: RMSNorm over head_dim of every head.
+            q = qn.forward(enc, &q.reshape(&[n * s.heads, s.head_dim])?)?.reshape(&[n, s.heads * s.head_dim])?;
+            k = kn.forward(enc, &k.reshape(&[n * s.kv_heads, s.head_dim])?)?.reshape(&[n, s.kv_heads * s.head_dim])?;
+        }
+        rope_append(enc, &q, &k, &v, inv_freq, state, k_cache, v_cache, s.heads, s.kv_heads, s.head_dim)?;
+        Ok(q)
+    }
+
+    /// The pre-norm attention block over the residual stream `x` (`[1, hidden]`, one token
+    /// on a GPU: `quant::fuses`): `x + attn(norm(x))`, appending the token's key and value to
+    /// the layer's cache row `state[1]`. `norm` is the layer's `input_layernorm`, run as the
+    /// projections' prologue, and the residual add is the output projection's epilogue
+    /// (`Fusion`): with packed q/k/v, four dispatches and the two of the attention.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_fused(
         &self,
         enc: &mut Encoder,
         x: &GpuTensor,
@@ -400,7 +433,6 @@ impl LlamaAttention {
         v_cache: &GpuTensor,
     ) -> Result<GpuTensor> {
         let s = self.shape;
-        let n = x.shape()[0];
         let pre = Fusion { norm: Some((&norm.weight, norm.eps)), ..Default::default() };
         let q = match self.qkv.as_slice() {
             [qkv] => {
@@ -408,16 +440,8 @@ impl LlamaAttention {
                 rope_append_packed(enc, &y, inv_freq, state, k_cache, v_cache, s.heads, s.kv_heads, s.head_dim)?
             }
             [q, k, v] => {
-                let mut q = q.forward_fused(enc, x, pre)?;
-                let mut k = k.forward_fused(enc, x, pre)?;
-                let v = v.forward_fused(enc, x, pre)?;
-                if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-                    // Qwen3: RMSNorm over head_dim of every head.
-                    q = qn.forward(enc, &q.reshape(&[n * s.heads, s.head_dim])?)?.reshape(&[n, s.heads * s.head_dim])?;
-                    k = kn.forward(enc, &k.reshape(&[n * s.kv_heads, s.head_dim])?)?.reshape(&[n, s.kv_heads * s.head_dim])?;
-                }
-                rope_append(enc, &q, &k, &v, inv_freq, state, k_cache, v_cache, s.heads, s.kv_heads, s.head_dim)?;
-                q
+                let (q, k, v) = (q.forward_fused(enc, x, pre)?, k.forward_fused(enc, x, pre)?, v.forward_fused(enc, x, pre)?);
+                self.append(enc, q, k, v, inv_freq, state, k_cache, v_cache)?
             }
             _ => return Err(Error::Input("attention: one packed or three q/k/v projections".into())),
         };
@@ -583,20 +607,27 @@ impl LlamaModel {
         if n > cache.rows {
             return Err(Error::Input(format!("{n} tokens exceed the KV cache of {} rows", cache.rows)));
         }
-        // The residual stream through the layers, each block's norm a prologue of its
-        // products and its residual add an epilogue (SPEC/generation.md).
-        let mut x = self.embed_tokens.forward(enc, ids)?;
-        for (l, layer) in self.layers.iter().enumerate() {
-            x = layer.self_attn.forward(enc, &x, &layer.input_layernorm, &self.inv_freq, state, &cache.k[l], &cache.v[l])?;
-            x = layer.mlp.forward_fused(enc, &x, &layer.post_attention_layernorm)?;
-        }
-        if !all_logits && n > 1 {
+        let h = if crate::kernels::quant::fuses(enc, n) {
+            // One token on a GPU: the residual stream through the layers, each block's norm
+            // a prologue of its products and its residual add an epilogue
+            // (SPEC/generation.md), 7 dispatches a layer with packed q/k/v and gate/up.
+            let mut x = self.embed_tokens.forward(enc, ids)?;
+            for (l, layer) in self.layers.iter().enumerate() {
+                x = layer.self_attn.forward_fused(enc, &x, &layer.input_layernorm, &self.inv_freq, state, &cache.k[l], &cache.v[l])?;
+                x = layer.mlp.forward_fused(enc, &x, &layer.post_attention_layernorm)?;
+            }
+            self.norm.forward(enc, &x)?
+        } else {
+            self.stack(enc, ids, |enc, l, a, h| a.forward(enc, h, &self.inv_freq, state, &cache.k[l], &cache.v[l]))?
+        };
+        let h = if !all_logits && n > 1 {
             let hid = self.config.hidden_size;
             let last = enc.gpu().alloc(&[1, hid], DType::F32)?;
-            enc.copy_slice(&x, (n - 1) * hid, &last, 0, hid)?;
-            x = last;
-        }
-        let h = self.norm.forward(enc, &x)?;
+            enc.copy_slice(&h, (n - 1) * hid, &last, 0, hid)?;
+            last
+        } else {
+            h
+        };
         self.head(enc, &h)
     }
 
