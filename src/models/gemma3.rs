@@ -367,7 +367,9 @@ impl Gemma3DecoderLayer {
             self_attn: Gemma3Attention::load(&vb.pp("self_attn"), c, layer).await?,
             post_attention_layernorm: gemma_rms_norm(&vb.pp("post_attention_layernorm"), h, eps, sh).await?,
             pre_feedforward_layernorm: gemma_rms_norm(&vb.pp("pre_feedforward_layernorm"), h, eps, sh).await?,
-            mlp: GatedMlp::load(&vb.pp("mlp"), c.hidden_size, c.intermediate_size, GateActivation::GeluTanh).await?,
+            // gate and up stacked into one product where their weights allow (the GeGLU then
+            // rides on it for one token: `GatedMlp::forward`).
+            mlp: GatedMlp::load_packed(&vb.pp("mlp"), c.hidden_size, c.intermediate_size, GateActivation::GeluTanh).await?,
             post_feedforward_layernorm: gemma_rms_norm(&vb.pp("post_feedforward_layernorm"), h, eps, sh).await?,
         })
     }

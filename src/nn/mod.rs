@@ -454,10 +454,8 @@ impl GatedMlp {
     }
     pub fn forward(&self, enc: &mut Encoder, x: &GpuTensor) -> Result<GpuTensor> {
         let a = match self.gate_up.as_slice() {
-            [gu] => {
-                let y = gu.forward(enc, x)?;
-                activation::glu_packed(enc, &y, self.glu())?
-            }
+            // One token on a GPU: the activation as the product's epilogue; else `glu_packed`.
+            [gu] => gu.forward_fused(enc, x, quant::Fusion { glu: Some(self.glu()), ..Default::default() })?,
             [g, u] => {
                 let (g, u) = (g.forward(enc, x)?, u.forward(enc, x)?);
                 match self.act {
