@@ -54,6 +54,12 @@ node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&reranker=http:
 # The same page with WebGPU off: search on the CPU backend, a clear error from the chat panel.
 node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&reranker=http://127.0.0.1:$DEMO_PORT/models/reranker-synthetic-minilm" \
     --test --no-webgpu
+# Opt-in (the model is 1.2 GB: GLLM_FETCH_GEMMA=1 bash scripts/fetch-models.sh models): the
+# same page with EmbeddingGemma, queries in six other languages finding English passages.
+if [ "${GLLM_DEMO_MULTILINGUAL:-}" = 1 ]; then
+  node scripts/demo.mjs "http://127.0.0.1:$DEMO_PORT/www/?nocache=1&model=http://127.0.0.1:$DEMO_PORT/models/embeddinggemma-300m" \
+      --test --multilingual
+fi
 
 echo "== npm package: JS API in headless Chromium (concurrency, dispose, device loss, no WebGPU, worker mode) =="
 node tests/js/run.mjs "http://127.0.0.1:$DEMO_PORT"

@@ -3,7 +3,11 @@
 // visit skips re-embedding), answers queries with GPU top-k, and optionally reranks the top
 // hits with a cross-encoder (?reranker=URL).
 // URL parameters: model=<url> reranker=<url> q=<query> auto=1 (search once ready)
-// worker=1 (the engine runs in a Web Worker: "gllm-web/worker", the same API).
+// worker=1 (the engine runs in a Web Worker: "gllm-web/worker", the same API)
+// limit=<n> (index only the first n passages). A model with task prompts (EmbeddingGemma:
+// model=../models/embeddinggemma-300m) embeds passages with its "document" prompt and
+// queries with its "query" prompt (SearchIndex.useEmbedder's defaults); a multilingual model
+// answers queries in other languages than the (English) corpus.
 // chat=<url> (the chat panel's model, default ../models/smollm2-135m-instruct, loaded on the
 // first message; answers stream through the Generator's callback).
 // For tests: window.demo = { ready: Promise, search(query, mode) → results,
@@ -25,7 +29,7 @@ function fail(e) {
 }
 
 async function openIndex(embedder, docs) {
-  const key = `gllm-demo-index-v1-${docs.length}`;
+  const key = `gllm-demo-index-v2-${docs.length}-${encodeURIComponent(modelUrl)}`;
   const cache = "caches" in self ? await caches.open("gllm-web-demo") : null;
   const t0 = performance.now();
   const hit = cache && !params.has("nocache") ? await cache.match(key) : null;
@@ -75,7 +79,8 @@ async function main() {
     location.href = u.href;
   };
   const corpus = await (await fetch("./corpus.json")).json();
-  const docs = corpus.documents;
+  const limit = Number(params.get("limit") ?? corpus.documents.length);
+  const docs = corpus.documents.slice(0, limit > 0 ? limit : corpus.documents.length);
   $("corpus-src").textContent = `${docs.length} passages · ${corpus.source}`;
 
   let t0 = performance.now();

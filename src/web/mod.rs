@@ -447,7 +447,15 @@ impl Reranker {
 /// What a `SearchIndex` slot holds: the vectors and, optionally, the embedder for text.
 struct IndexState {
     index: RefCell<RsIndex>,
-    embedder: RefCell<Option<Rc<RsEmbedder>>>,
+    embedder: RefCell<Option<IndexEmbedder>>,
+}
+
+/// The embedder of an index and the call options of its documents and queries.
+#[derive(Clone)]
+struct IndexEmbedder {
+    embedder: Rc<RsEmbedder>,
+    document: crate::engine::EmbedCallOptions,
+    query: crate::engine::EmbedCallOptions,
 }
 
 /// A vector index resident on the GPU (exact or binary + rescoring search, GPU top-k).
@@ -495,10 +503,10 @@ async fn index_options(options: &JsValue, what: &str) -> Result<(crate::engine::
 }
 
 /// Embeds texts to a GPU tensor with the index's embedder.
-fn embed_texts(embedder: &Option<Rc<RsEmbedder>>, texts: &[String]) -> Result<Option<crate::gpu::GpuTensor>, Error> {
+fn embed_texts(embedder: &Option<IndexEmbedder>, texts: &[String], query: bool) -> Result<Option<crate::gpu::GpuTensor>, Error> {
     let e = embedder.as_ref().ok_or_else(|| Error::Input("this index has no embedder: pass vectors, or create it with one".into()))?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    Ok(e.embed_tensor(&refs)?.0)
+    Ok(e.embedder.embed_tensor_with(&refs, if query { &e.query } else { &e.document })?.0)
 }
 
 #[wasm_bindgen]
@@ -519,10 +527,33 @@ impl SearchIndex {
     }
 
     /// Lets `add` and `search` take text, embedded on the GPU with `embedder` (whose width
-    /// must match the index). The embedder stays usable on its own.
+    /// must match the index), with the model's task prompts for documents and queries when it
+    /// has them (`IndexEmbedOptions`). The embedder stays usable on its own.
     #[wasm_bindgen(js_name = useEmbedder)]
-    pub fn use_embedder(&self, embedder: &Embedder) -> Result<(), JsValue> {
+    pub fn use_embedder(
+        &self,
+        embedder: &Embedder,
+        #[wasm_bindgen(unchecked_optional_param_type = "IndexEmbedOptions")] options: Option<JsValue>,
+    ) -> Result<(), JsValue> {
+        let o: options::IndexEmbedOptionsJs =
+            options::parse(&options.unwrap_or(JsValue::UNDEFINED), "useEmbedder", &[options::IndexEmbedOptionsJs::KEYS]).map_err(js_err)?;
         let e = embedder.slot.get().map_err(js_err)?;
+        // An explicit name must be one of the model's prompts; "" is none; absent is the
+        // role's own prompt when the model has one, else the model's default.
+        let call = |given: Option<String>, role: &str| -> Result<crate::engine::EmbedCallOptions, Error> {
+            let (prompt_name, prompt) = match given {
+                // A literal empty prompt: none, not even the model's default.
+                Some(n) if n.is_empty() => (None, Some(String::new())),
+                Some(n) if !e.prompts().contains_key(&n) => {
+                    let known: Vec<&String> = e.prompts().keys().collect();
+                    return Err(Error::Input(format!("prompt `{n}` is not one of the model's prompts {known:?}")));
+                }
+                Some(n) => (Some(n), None),
+                None => (e.prompts().contains_key(role).then(|| role.to_string()), None),
+            };
+            Ok(crate::engine::EmbedCallOptions { prompt_name, prompt, dimensions: None })
+        };
+        let (document, query) = (call(o.document_prompt_name, "document").map_err(js_err)?, call(o.query_prompt_name, "query").map_err(js_err)?);
         let state = self.slot.get().map_err(js_err)?;
         let dim = state.index.borrow().dim();
         if e.dim() != dim {
@@ -536,7 +567,7 @@ impl SearchIndex {
                 e.gpu().device_name()
             ))));
         }
-        *state.embedder.borrow_mut() = Some(e);
+        *state.embedder.borrow_mut() = Some(IndexEmbedder { embedder: e, document, query });
         Ok(())
     }
 
@@ -547,7 +578,7 @@ impl SearchIndex {
         self.slot.call(move |state| async move {
             let embedder = state.embedder.borrow().clone();
             let first = match items(&items_, "items").map_err(js_err)? {
-                Items::Texts(t) => match embed_texts(&embedder, &t).map_err(js_err)? {
+                Items::Texts(t) => match embed_texts(&embedder, &t, false).map_err(js_err)? {
                     Some(x) => state.index.borrow_mut().add_tensor(&x).map_err(js_err)?,
                     None => state.index.borrow().len() as u32,
                 },
@@ -582,7 +613,7 @@ impl SearchIndex {
             let embedder = state.embedder.borrow().clone();
             let hits = match items(&query, "query").map_err(js_err)? {
                 Items::Texts(t) if t.len() == 1 => {
-                    let q = embed_texts(&embedder, &t).map_err(js_err)?.ok_or_else(|| js_err(Error::Input("empty query".into())))?;
+                    let q = embed_texts(&embedder, &t, true).map_err(js_err)?.ok_or_else(|| js_err(Error::Input("empty query".into())))?;
                     snapshot.search_tensor(&q, k, mode).await
                 }
                 Items::Texts(_) => Err(Error::Input("search takes one query".into())),

@@ -161,6 +161,20 @@ js_options! {
 }
 
 js_options! {
+    /// `SearchIndex.useEmbedder` options: the task prompts (the model's
+    /// config_sentence_transformers.json `prompts`) for the texts `add` embeds and for the
+    /// query `search` embeds. "" means no prompt.
+    IndexEmbedOptionsJs, TS_INDEX_EMBED_OPTIONS, "IndexEmbedOptions" {
+        /// Prompt for queries. Default "query" when the model defines it (EmbeddingGemma),
+        /// else the model's default prompt.
+        query_prompt_name: String = "string",
+        /// Prompt for documents. Default "document" when the model defines it, else the
+        /// model's default prompt.
+        document_prompt_name: String = "string",
+    }
+}
+
+js_options! {
     /// `SearchIndex.search` options.
     SearchOptionsJs, TS_SEARCH_OPTIONS, "SearchOptions" {
         /// Number of hits, 1..=256. Default 10.

@@ -62,7 +62,11 @@ async function concurrency(api, tag) {
   check(`${tag}: an index on WebGPU refuses an embedder on the CPU`, mixed?.name === "InputError" && /create the index with/.test(mixed.message), `${mixed?.name}: ${mixed?.message}`);
   await gpuIndex.dispose();
   const index = await api.SearchIndex.create(embedder.dim);
-  await index.useEmbedder(embedder);
+  // Task prompts for documents and queries: MiniLM defines none, so naming one is an
+  // InputError, and "" (no prompt) is what the defaults give it.
+  const noPrompt = await rejects(Promise.resolve().then(() => index.useEmbedder(embedder, { query_prompt_name: "query" })));
+  check(`${tag}: useEmbedder refuses a prompt the model lacks`, noPrompt?.name === "InputError" && /not one of the model's prompts/.test(noPrompt.message), `${noPrompt?.name}: ${noPrompt?.message}`);
+  await index.useEmbedder(embedder, { query_prompt_name: "", document_prompt_name: "" });
   await index.add(TEXTS.slice(0, 10));
   const docs = TEXTS.slice(0, 8);
   const want = { hits: await index.search("weather today", { k: 5 }), ranked: await reranker.rerank("weather today", docs), emb: await embedder.embed(TEXTS.slice(0, 4)) };
